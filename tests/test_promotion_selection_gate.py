@@ -1,0 +1,88 @@
+"""The selection hard gate, run as operators run it (a subprocess on real files)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_promotion_fixtures import make_run_dir
+
+REPO = Path(__file__).resolve().parents[1]
+VALIDATOR = REPO / "scripts" / "validate_factory_selection_gate.py"
+
+
+def run_gate(sel: Path, stage: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(VALIDATOR), "--selection-json", str(sel), "--stage", stage],
+                          capture_output=True, text=True, timeout=60)
+
+
+def summary(sel: Path, stage: str) -> dict:
+    return json.loads((sel.parent / f"selection_gate_summary_{stage}.json").read_text())
+
+
+def test_valid_selection_passes_and_writes_summary(tmp_path):
+    sel = make_run_dir(tmp_path / "artifacts", "r1_smoke")
+    res = run_gate(sel, "smoke")
+    assert res.returncode == 0, res.stderr
+    s = summary(sel, "smoke")
+    assert s["ok"] is True and s["failed_checks"] == [] and s["checks_total"] >= 30
+    assert s["config_id"] == "ab" * 32
+
+
+@pytest.mark.parametrize("tamper, expected", [
+    ("missing_proof", ["selected.replay_equivalence_report_path exists", "selected.replay_equivalence_report_path inside run_dir"]),
+    ("status_fail", ["selected.replay_equivalence_status == pass", "run_metadata replay_equivalence_status matches"]),
+    ("proof_outside", ["selected.replay_report_path inside run_dir"]),
+    ("not_verified", ["selected.canonical_cpu_verified == true"]),
+    ("bad_count", ["selected.replay_equivalence_count int >= 0"]),
+    ("unknown_config", ["selected.config_id in run_metadata.candidate_configs"]),
+])
+def test_tampered_selection_lists_every_failed_check(tmp_path, tamper, expected):
+    sel = make_run_dir(tmp_path / "artifacts", "r2_smoke", tamper=tamper)
+    res = run_gate(sel, "smoke")
+    assert res.returncode == 1
+    failed_names = [c["name"] for c in summary(sel, "smoke")["checks"] if not c["ok"]]
+    assert failed_names == expected
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("FAIL ")]
+    assert len(lines) == len(expected)
+    assert "Traceback" not in res.stderr
+
+
+def test_stage_values_differ_between_smoke_and_real(tmp_path):
+    deployed = make_run_dir(tmp_path / "a1", "r3_real", no_deploy=False)
+    assert run_gate(deployed, "real").returncode == 0
+    res = run_gate(deployed, "smoke")
+    assert res.returncode == 1
+    assert "deploy_stage is 'deployed'" in res.stderr and "promotion_stage is 'promoted'" in res.stderr
+    pending = make_run_dir(tmp_path / "a2", "r4_real", no_deploy=False, tamper="pending")
+    res = run_gate(pending, "real")
+    assert res.returncode == 1 and "deploy_stage is 'pending'" in res.stderr
+
+
+def test_several_tampers_are_all_listed(tmp_path):
+    sel = make_run_dir(tmp_path / "artifacts", "r5_smoke")
+    data = json.loads(sel.read_text())
+    data["selected"]["schema_version"] = 2
+    data["selected"]["candidate_mode"] = False
+    data["selected"]["sweep_stage"] = ""
+    del data["promotion_stage"]
+    sel.write_text(json.dumps(data))
+    res = run_gate(sel, "dry")
+    assert res.returncode == 1
+    names = {c["name"] for c in summary(sel, "dry")["checks"] if not c["ok"]}
+    assert names == {"promotion_stage present", "promotion_stage == skipped", "selected.sweep_stage set",
+                     "selected.candidate_mode == true", "selected.schema_version == 1"}
+
+
+def test_unreadable_input_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "selection.json"
+    bad.write_text("{not json")
+    res = run_gate(bad, "smoke")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and str(bad) in res.stderr
+    res = run_gate(tmp_path / "absent.json", "smoke")
+    assert res.returncode == 2 and "cannot read" in res.stderr
