@@ -27,7 +27,8 @@ POS_TRADE_FUNDING = 18  # funding paid by the current round trip (positive = pai
 POS_MAX_SIZE = 19       # largest size reached in the round trip
 POS_ENTRY_REASON = 20   # reason code of the opening fill
 POS_FIRST_ENTRY = 21    # price of the opening fill
-NPOS = 22
+POS_STOP_REASON = 22    # reason code a stop hit would carry (stop_loss / trailing_stop / breakeven_stop)
+NPOS = 23
 
 # --- account state: acct[NACCT]
 A_BALANCE = 0           # cash: initial + realised pnl - fees - funding
