@@ -1,0 +1,236 @@
+"""Candle stores: writing, reading many sources at once, and the dense arrays the engines use.
+
+A candle history may live in one hot DB plus monthly partition DBs (see tools/partition_candles_db.py),
+so every reader takes a comma-separated list of files and directories and merges them with the
+first source winning on conflicts. Gaps are kept as gaps: a missing bar is `valid=False` with NaN
+prices, never an invented price.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
+from marketdata.sqlite_store import connect, ensure_candles_schema, table_exists
+
+OUT_COLUMNS = ["symbol", "t", "t_close", "o", "h", "l", "c", "v"]
+_SCHEMA = {"symbol": pl.String, "t": pl.Int64, "t_close": pl.Int64, "o": pl.Float64,
+           "h": pl.Float64, "l": pl.Float64, "c": pl.Float64, "v": pl.Float64}
+
+
+# ----------------------------------------------------------------------------- writing
+
+def write_candles(db_path: str | Path, df_or_rows, interval: str) -> int:
+    """Upsert candles (every column) in one transaction; returns the number of rows written."""
+    iv = normalize_interval(interval)
+    step = interval_ms(iv)
+    frame = df_or_rows if isinstance(df_or_rows, pl.DataFrame) else pl.DataFrame(list(df_or_rows))
+    missing = {"symbol", "t", "o", "h", "l", "c", "v"} - set(frame.columns)
+    if missing:
+        raise MarketDataError(f"write_candles: rows lack column(s) {', '.join(sorted(missing))}")
+    if "t_close" not in frame.columns:
+        frame = frame.with_columns((pl.col("t") + step - 1).alias("t_close"))
+    if "n" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("n"))
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    if "updated_at" not in frame.columns:
+        frame = frame.with_columns(pl.lit(stamp).alias("updated_at"))
+    frame = frame.with_columns(pl.lit(iv).alias("interval"))
+    cols = ["symbol", "interval", "t", "t_close", "o", "h", "l", "c", "v", "n", "updated_at"]
+    rows = frame.select(cols).rows()
+    sets = ", ".join(f"{c}=excluded.{c}" for c in cols[3:])
+    sql = (f"INSERT INTO candles ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+           f"ON CONFLICT(symbol, interval, t) DO UPDATE SET {sets}")
+    conn = connect(db_path)
+    try:
+        ensure_candles_schema(conn)
+        with conn:
+            conn.executemany(sql, rows)
+    finally:
+        conn.close()
+    return len(rows)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def resolve_sources(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Expand "a.db,partitions/5m" into DB files: a directory means its candles_*.db sorted by name."""
+    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    paths: list[Path] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        path = Path(text).expanduser()
+        if path.is_dir():
+            paths.extend(sorted(path.glob("candles_*.db")))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise MarketDataError(f"candles source not found: {path}")
+    if not paths:
+        raise MarketDataError(f"no candle DBs in {spec!s}")
+    return paths
+
+
+def _sources_label(paths: Sequence[Path]) -> str:
+    return ",".join(str(p) for p in paths)
+
+
+def _read_source(path: Path, iv: str, symbols, start_ms, end_ms) -> tuple[pl.DataFrame, set[str]]:
+    conn = connect(path, readonly=True)
+    try:
+        if not table_exists(conn, "candles"):
+            raise MarketDataError(f"no candles table in {path}")
+        known = {r[0] for r in conn.execute("SELECT DISTINCT symbol FROM candles WHERE interval=?", (iv,))}
+        where, args = ["interval=?"], [iv]
+        if symbols is not None:
+            where.append(f"symbol IN ({','.join('?' * len(symbols))})")
+            args.extend(symbols)
+        if start_ms is not None:
+            where.append("t>=?")
+            args.append(int(start_ms))
+        if end_ms is not None:
+            where.append("t<=?")
+            args.append(int(end_ms))
+        sql = f"SELECT {', '.join(OUT_COLUMNS)} FROM candles WHERE {' AND '.join(where)}"
+        try:
+            rows = conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise MarketDataError(f"cannot read candles from {path}: {exc}") from None
+    finally:
+        conn.close()
+    frame = pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+    _check_rows(frame, path)
+    return frame, known
+
+
+def _check_rows(frame: pl.DataFrame, path: Path) -> None:
+    """Refuse rows that would poison indicators: NULL/NaN/non-positive prices or high < low."""
+    prices = [pl.col(c) for c in ("o", "h", "l", "c")]
+    bad_expr = pl.any_horizontal(
+        *[p.is_null() | p.is_nan() | (p <= 0) for p in prices], pl.col("h") < pl.col("l")
+    )
+    bad = frame.filter(bad_expr)
+    if bad.height:
+        row = bad.row(0, named=True)
+        values = " ".join(f"{k}={row[k]}" for k in ("o", "h", "l", "c"))
+        raise MarketDataError(f"corrupt candle row: {path} {row['symbol']} t={row['t']}: {values}")
+
+
+def load_candles(sources, interval: str, symbols: Iterable[str] | None = None,
+                 start_ms: int | None = None, end_ms: int | None = None) -> pl.DataFrame:
+    """Merged candles (symbol,t,t_close,o,h,l,c,v), one row per (symbol, t), first source winning."""
+    iv = normalize_interval(interval)
+    if start_ms is not None and end_ms is not None and int(start_ms) > int(end_ms):
+        raise MarketDataError(f"start {_fmt_ms(start_ms)} is after end {_fmt_ms(end_ms)}")
+    paths = resolve_sources(sources)
+    wanted = None if symbols is None else sorted({str(s).strip() for s in symbols if str(s).strip()})
+    frames, known = [], set()
+    for rank, path in enumerate(paths):
+        frame, names = _read_source(path, iv, wanted, start_ms, end_ms)
+        known |= names
+        frames.append(frame.with_columns(pl.lit(rank, dtype=pl.Int32).alias("_rank")))
+    label = _sources_label(paths)
+    if not known:
+        raise MarketDataError(f"no {iv} candles in {label}")
+    if wanted is not None:
+        unknown = [s for s in wanted if s not in known]
+        if unknown:
+            raise MarketDataError(f"unknown symbol(s) {','.join(unknown)}: not in {label}")
+    merged = (pl.concat(frames)
+              .sort(["symbol", "t", "_rank"])
+              .unique(subset=["symbol", "t"], keep="first", maintain_order=True)
+              .drop("_rank"))
+    if merged.height == 0:
+        window = f" between {_fmt_ms(start_ms)} and {_fmt_ms(end_ms)}"
+        raise MarketDataError(f"no {iv} candles in {label}{window}")
+    return merged
+
+
+def _fmt_ms(ms: int | None) -> str:
+    if ms is None:
+        return "(open)"
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ----------------------------------------------------------------------------- dense arrays
+
+@dataclass
+class MarketData:
+    """Dense [symbol, bar] arrays on a regular grid of bar open times; `valid` marks real bars."""
+
+    interval: str
+    interval_ms: int
+    symbols: list[str]
+    times: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def nsym(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def nbar(self) -> int:
+        return int(self.times.shape[0])
+
+    def symbol_index(self, symbol: str) -> int:
+        try:
+            return self.symbols.index(symbol)
+        except ValueError:
+            raise MarketDataError(f"unknown symbol {symbol}: not in {','.join(self.symbols)}") from None
+
+
+def to_market_data(df: pl.DataFrame, interval: str) -> MarketData:
+    """Scatter merged candle rows onto the complete bar grid (NaN + valid=False where missing)."""
+    iv = normalize_interval(interval)
+    step = interval_ms(iv)
+    if df.height == 0:
+        raise MarketDataError(f"no {iv} candles to arrange")
+    symbols = sorted(df["symbol"].unique().to_list())
+    t = df["t"].to_numpy().astype(np.int64)
+    t0, t1 = int(t.min()), int(t.max())
+    off_grid = (t - t0) % step != 0
+    if off_grid.any():
+        i = int(np.argmax(off_grid))
+        raise MarketDataError(f"candle {df['symbol'][i]} t={int(t[i])} is not on the {iv} grid starting at {t0}")
+    nbar = (t1 - t0) // step + 1
+    times = t0 + step * np.arange(nbar, dtype=np.int64)
+    sym_idx = np.searchsorted(np.array(symbols, dtype=object), df["symbol"].to_numpy()).astype(np.int64)
+    bar_idx = (t - t0) // step
+    shape = (len(symbols), nbar)
+    arrays = {}
+    for col in ("o", "h", "l", "c", "v"):
+        dense = np.full(shape, np.nan, dtype=np.float64)
+        dense[sym_idx, bar_idx] = df[col].to_numpy().astype(np.float64)
+        arrays[col] = dense
+    valid = np.zeros(shape, dtype=bool)
+    valid[sym_idx, bar_idx] = True
+    return MarketData(iv, step, symbols, times, arrays["o"], arrays["h"], arrays["l"], arrays["c"],
+                      arrays["v"], valid)
+
+
+def load_market_data(sources, interval: str, symbols: Iterable[str] | None = None,
+                     start_ms: int | None = None, end_ms: int | None = None) -> MarketData:
+    """Candles from every source, merged, as dense arrays ready for the kernels."""
+    return to_market_data(load_candles(sources, interval, symbols, start_ms, end_ms), interval)
+
+
+def bars_per_day(interval: str) -> float:
+    return 86_400_000 / interval_ms(interval)
+
+
+__all__ = ["MarketData", "load_candles", "load_market_data", "resolve_sources", "to_market_data",
+           "write_candles"]
