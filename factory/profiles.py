@@ -1,0 +1,106 @@
+"""Factory profiles: named bundles of sweep size, shortlist size and gates.
+
+Why a file and not constants: the nightly timer, the stage-gate script and a human at a terminal
+must all mean the same thing by "daily"; the YAML is the one place that says it, and flags only
+override single fields for one run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PROFILES_PATH = REPO_ROOT / "config" / "factory_profiles.yaml"
+KNOWN_GATES = ("walk_forward", "slippage", "concentration", "sensitivity", "monte_carlo", "min_trades")
+KNOWN_SORT_MODES = ("pnl", "balanced", "dd")
+
+
+class ProfileError(ValueError):
+    """One-line description of a bad profile file, profile name or override."""
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    sweep_spec: str
+    interval: str = "1h"
+    backend: Literal["auto", "cpu", "cuda", "cudasim"] = "auto"
+    precision: Literal["f64", "f32"] = "f64"
+    tpe: bool = False
+    trials: int | None = Field(default=None, ge=1)
+    batch: int | None = Field(default=None, ge=1)
+    max_candidates: int | None = Field(default=None, ge=1)
+    shortlist: int = Field(ge=1)
+    replay: int = Field(ge=1)
+    sort_modes: list[str] = Field(default_factory=lambda: list(KNOWN_SORT_MODES))
+    trace: bool = True
+    gates: list[str] = Field(default_factory=lambda: list(KNOWN_GATES))
+    walk_forward_splits: int = Field(default=3, ge=1)
+    slippage_bps: list[float] = Field(default_factory=lambda: [10.0, 20.0, 30.0])
+    monte_carlo_iterations: int = Field(default=2000, ge=1)
+    min_trades: int = Field(default=30, ge=0)
+
+    @field_validator("gates")
+    @classmethod
+    def _known_gates(cls, gates: list[str]) -> list[str]:
+        bad = [g for g in gates if g not in KNOWN_GATES]
+        if bad:
+            raise ValueError(f"unknown gate(s) {bad}; known: {', '.join(KNOWN_GATES)}")
+        return gates
+
+    @field_validator("sort_modes")
+    @classmethod
+    def _known_modes(cls, modes: list[str]) -> list[str]:
+        bad = [m for m in modes if m not in KNOWN_SORT_MODES]
+        if bad or not modes:
+            raise ValueError(f"sort_modes must be a non-empty subset of {', '.join(KNOWN_SORT_MODES)}")
+        return modes
+
+    @field_validator("slippage_bps")
+    @classmethod
+    def _needs_20bps(cls, levels: list[float]) -> list[float]:
+        if 20.0 not in [float(x) for x in levels]:
+            raise ValueError("slippage_bps must include 20 (the reject level)")
+        return [float(x) for x in levels]
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}"
+
+
+def load_profiles(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    path = Path(path) if path else DEFAULT_PROFILES_PATH
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ProfileError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
+    profiles = (data or {}).get("profiles") if isinstance(data, dict) else None
+    if not isinstance(profiles, dict) or not profiles:
+        raise ProfileError(f"{path}: missing top-level 'profiles' mapping")
+    return profiles
+
+
+def resolve_profile(
+    name: str, overrides: dict[str, Any] | None = None, path: str | Path | None = None
+) -> Profile:
+    """The named profile with every non-None override applied, validated as a whole."""
+    profiles = load_profiles(path)
+    if name not in profiles:
+        raise ProfileError(f"unknown profile {name!r}; known: {', '.join(sorted(profiles))}")
+    raw = dict(profiles[name] or {})
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    raw["name"] = name
+    try:
+        return Profile(**raw)
+    except ValidationError as exc:
+        raise ProfileError(f"profile {name!r}: {_one_line(exc)}") from None
+    except TypeError as exc:
+        raise ProfileError(f"profile {name!r}: {exc}") from None

@@ -1,0 +1,47 @@
+"""score_v1 and the per-candidate verdict.
+
+Why one number: the selection must be reproducible and explainable to a desk reviewer. score_v1
+rewards out-of-sample daily return and charges for out-of-sample drawdown, slippage fragility and
+thin evidence; its formula is the spec's, and the components it used are reported next to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def score_v1(median_oos_daily_return: float, max_oos_drawdown: float, slippage_fragility: float,
+             total_trades: int) -> float:
+    return (
+        float(median_oos_daily_return) - 2.0 * float(max_oos_drawdown) - 0.5 * float(slippage_fragility)
+        - 0.05 * max(0, 30 - int(total_trades)) / 30.0
+    )
+
+
+def verdict(summaries: dict[str, dict[str, Any]], replay_report: dict[str, Any]) -> dict[str, Any]:
+    """Flatten gate outputs into report fields, score_v1 and the reject decision."""
+    wf = summaries.get("walk_forward", {})
+    sl = summaries.get("slippage", {})
+    trades = int(replay_report.get("total_trades", 0))
+    med = wf.get("wf_median_oos_daily_return", 0.0)
+    dd = wf.get("wf_max_oos_drawdown", 0.0)
+    frag = sl.get("slippage_fragility", 0.0)
+    reasons = [f"{name}: {s['reason']}" for name, s in summaries.items() if not s.get("passed", True)]
+    item: dict[str, Any] = {
+        "score_v1": score_v1(med, dd, frag, trades),
+        "score_v1_complete": "walk_forward" in summaries and "slippage" in summaries,
+        "rejected": bool(reasons), "reject_reason": "; ".join(reasons) or None,
+        "gates_run": list(summaries),
+    }
+    for key in ("wf_median_oos_daily_return", "wf_max_oos_drawdown"):
+        item[key] = wf.get(key)
+    for key in ("slippage_fragility", "slippage_pnl_at_reject_bps", "pnl_by_bps"):
+        item["slippage_pnl_by_bps" if key == "pnl_by_bps" else key] = sl.get(key)
+    conc = summaries.get("concentration", {})
+    for key in ("symbols_traded", "top1_pnl_pct", "top5_pnl_pct"):
+        item[key] = conc.get(key)
+    sens = summaries.get("sensitivity", {})
+    item["sensitivity_positive_rate"] = sens.get("sensitivity_positive_rate")
+    item["sensitivity_median_pnl"] = sens.get("sensitivity_median_pnl")
+    item["monte_carlo_ci"] = summaries.get("monte_carlo", {}).get("monte_carlo_ci")
+    return item
