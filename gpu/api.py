@@ -1,0 +1,315 @@
+"""The sweep as a library: run_sweep (grid or TPE) and trace_candidates (trade lists for a few).
+
+Flow: spec -> candidates -> window universe -> indicator pool (once) -> backend batches ->
+metrics -> rows. Every row carries the config_id of the EFFECTIVE config (base + overrides), so
+the factory can hand exactly that config to the canonical replay.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpu.backend import Evaluator, StaticInputs, choose_backend
+from gpu.grid import CandidateSet, candidates_from_overrides, encoded_columns, expand_grid
+from gpu.precompute import precompute
+from gpu.spec import SweepSpec, SweepSpecError, parse_sweep_spec
+from strategy import layout as L
+from strategy.params import NW
+
+ROW_METRICS = (
+    ("total_pnl", L.M_TOTAL_PNL), ("total_trades", L.M_TOTAL_TRADES), ("win_rate", L.M_WIN_RATE),
+    ("profit_factor", L.M_PROFIT_FACTOR), ("max_drawdown_pct", L.M_MAX_DD), ("sharpe", L.M_SHARPE),
+    ("total_fees", L.M_TOTAL_FEES), ("final_balance", L.M_FINAL_BALANCE),
+)
+MAX_WINDOW_UNIVERSE = 1_000_000
+
+
+@dataclass
+class SweepResult:
+    rows: list[dict[str, Any]]
+    backend: str
+    backend_reason: str
+    candidates_evaluated: int
+    elapsed_s: float
+    precision: str = "f64"
+    indicator_arrays: dict[str, int] = field(default_factory=dict)
+    tpe_resumed_from: int = 0
+
+    @property
+    def candidates_per_s(self) -> float:
+        return self.candidates_evaluated / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------- preparation
+
+def _symbol_overrides(base_cfg, symbols: list[str], path: str) -> list[bool]:
+    """Which symbols set ``path`` themselves (their own value must survive the sweep's axis)."""
+    per_symbol = (base_cfg.to_dict().get("symbols") or {})
+    out = []
+    for sym in symbols:
+        node: Any = per_symbol.get(sym) or {}
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        out.append(node is not None)
+    return out
+
+
+def _trading_range(md, lookback: int, start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+    """Bars [t0, t1) that trade. Bars before t0 only warm the (precomputed) indicators."""
+    times = np.asarray(md.times)
+    t0 = min(int(lookback), len(times))
+    if start_ms is not None:
+        t0 = max(t0, int(np.searchsorted(times, int(start_ms), side="left")))
+    t1 = len(times) if end_ms is None else int(np.searchsorted(times, int(end_ms), side="left"))
+    return t0, max(t0, t1)
+
+
+@dataclass
+class Prepared:
+    """A spec bound to data: static inputs plus how to turn candidates into kernel vectors."""
+
+    spec: SweepSpec
+    static: StaticInputs
+    param_axes: list[int]
+    window_axes: list[int]
+    universe_fidx: np.ndarray      # int32[n_universe, NF]
+    radix: np.ndarray              # mixed-radix weights of the window axes' value indices
+    computed: dict[str, int]
+
+    def kernel_vectors(self, value_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        enc = encoded_columns(self.spec, value_idx)
+        pvals = np.ascontiguousarray(enc[:, self.param_axes])
+        combo = (value_idx[:, self.window_axes].astype(np.int64) * self.radix).sum(axis=1) \
+            if self.window_axes else np.zeros(len(value_idx), dtype=np.int64)
+        return pvals, np.ascontiguousarray(self.universe_fidx[combo])
+
+
+def prepare(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, precision: str = "f64",
+            start_ms: int | None = None, end_ms: int | None = None,
+            initial_balance: float | None = None) -> Prepared:
+    """Everything computed once per sweep: base params, window universe, indicator pool."""
+    if precision not in ("f64", "f32"):
+        raise SweepSpecError(f"--precision: expected f64 or f32, got {precision!r}")
+    symbols = list(md.symbols)
+    param_axes = [k for k, a in enumerate(spec.axes) if a.kind == "param"]
+    window_axes = [k for k, a in enumerate(spec.axes) if a.kind == "window"]
+    base_params = np.ascontiguousarray(base_cfg.params_matrix(symbols), dtype=np.float64)
+    preplace = np.ones((len(symbols), len(param_axes)), dtype=np.uint8)
+    for j, k in enumerate(param_axes):
+        preplace[:, j] = [0 if own else 1 for own in _symbol_overrides(base_cfg, symbols, spec.axes[k].path)]
+    sizes = [len(spec.axes[k].values) for k in window_axes]
+    n_universe = int(np.prod(sizes)) if sizes else 1
+    if n_universe > MAX_WINDOW_UNIVERSE:
+        raise SweepSpecError(f"{spec.source}: axes: {n_universe:,} window combinations "
+                             f"(limit {MAX_WINDOW_UNIVERSE:,}); sweep fewer window values")
+    base_windows = np.asarray(base_cfg.windows(), dtype=np.int64).reshape(NW)
+    universe = np.tile(base_windows, (n_universe, 1))
+    for row, combo in enumerate(itertools.product(*[range(s) for s in sizes])):
+        for k, vi in zip(window_axes, combo, strict=True):
+            universe[row, spec.axes[k].index] = int(spec.axes[k].values[vi])
+    radix = np.ones(len(sizes), dtype=np.int64)
+    for i in range(len(sizes) - 2, -1, -1):
+        radix[i] = radix[i + 1] * sizes[i + 1]
+    pre = precompute(md, universe, precision=precision)
+    t0, t1 = _trading_range(md, spec.lookback, start_ms, end_ms)
+    times = np.ascontiguousarray(md.times, dtype=np.int64)
+    fund = np.zeros(md.close.shape) if funding is None else np.ascontiguousarray(funding, dtype=np.float64)
+    static = StaticInputs(
+        pool=pre.pool, pcols=np.array([spec.axes[k].index for k in param_axes], dtype=np.int64),
+        preplace=preplace, base_params=base_params,
+        valid=np.ascontiguousarray(md.valid, dtype=np.uint8), funding=fund,
+        t_open=times, t_close=times + np.int64(md.interval_ms), t0=t0, t1=t1,
+        btc_idx=symbols.index("BTC") if "BTC" in symbols else -1,
+        initial_balance=float(spec.initial_balance if initial_balance is None else initial_balance),
+    )
+    return Prepared(spec, static, param_axes, window_axes, pre.fidx, radix, pre.computed)
+
+
+# ------------------------------------------------------------------------------------- rows
+
+def effective_config_id(base_cfg, overrides: dict[str, Any]) -> str:
+    from strategy.config import apply_overrides
+
+    return apply_overrides(base_cfg, overrides).config_id
+
+
+def metrics_to_row(metrics_row: np.ndarray) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name, col in ROW_METRICS:
+        value = float(metrics_row[col])
+        row[name] = int(value) if name == "total_trades" else value
+    return row
+
+
+def build_rows(base_cfg, cands: CandidateSet, metrics: np.ndarray, *, backend: str, precision: str,
+               top_n: int | None, sort_key: Callable[[np.ndarray], float]) -> list[dict[str, Any]]:
+    """Rows sorted best-first; config ids are computed only for the rows kept."""
+    order = sorted(range(len(cands)), key=lambda i: (-sort_key(metrics[i]), i))
+    if top_n is not None:
+        order = order[:top_n]
+    rows = []
+    for i in order:
+        overrides = cands.overrides(i)
+        row = {"config_id": effective_config_id(base_cfg, overrides), "overrides": overrides}
+        row.update(metrics_to_row(metrics[i]))
+        row.update(backend=backend, precision=precision)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------- progress
+
+class _Progress:
+    """A rich progress bar with candidates/s; a no-op when progress is off."""
+
+    def __init__(self, enabled: bool, total: int, label: str):
+        self.bar = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.start = time.perf_counter()
+            self.done = 0
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                                TimeRemainingColumn(), transient=False)
+            self.task = self.bar.add_task(label, total=total, rate="")
+            self.bar.start()
+
+    def advance(self, n: int) -> None:
+        if self.bar is None:
+            return
+        self.done += n
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.update(self.task, advance=n, rate=f"{rate:,.0f} cand/s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ------------------------------------------------------------------------------------- public
+
+def run_sweep(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, backend: str = "auto",
+              precision: str = "f64", tpe: bool = False, trials: int | None = None,
+              batch: int | None = None, seed: int = 42, storage: str | None = None,
+              top_n: int | None = None, progress: bool = True, study_name: str | None = None,
+              objective: str = "pnl", start_ms: int | None = None, end_ms: int | None = None,
+              kernel=None) -> SweepResult:
+    """Evaluate a grid (or TPE trials) and return rows sorted best-first by ``objective``."""
+    from gpu.tpe import objective_value, run_tpe
+
+    name, reason = choose_backend(backend)
+    started = time.perf_counter()
+    prep = prepare(base_cfg, spec, md, funding, precision=precision, start_ms=start_ms, end_ms=end_ms)
+    evaluator = Evaluator(prep.static, name, kernel=kernel)
+    initial = prep.static.initial_balance
+
+    def sort_key(m):
+        return objective_value(m, objective, initial)
+
+    resumed = 0
+    if tpe:
+        if not trials:
+            raise SweepSpecError("--trials: required with --tpe (a positive integer)")
+        bar = _Progress(progress, trials, f"TPE sweep ({name})")
+
+        def evaluate(value_idx):
+            pvals, fidx = prep.kernel_vectors(value_idx)
+            return evaluator.evaluate(pvals, fidx)[0]
+
+        try:
+            out = run_tpe(spec, evaluate, trials=trials, batch=batch or min(trials, 1024), seed=seed,
+                          storage=storage, study_name=study_name, objective=objective,
+                          initial_balance=initial, on_batch=bar.advance)
+        finally:
+            bar.close()
+        cands, metrics, resumed = CandidateSet(spec, out.value_idx), out.metrics, out.resumed_from
+    else:
+        cands = expand_grid(spec)
+        bar = _Progress(progress, len(cands), f"grid sweep ({name})")
+        try:
+            pvals, fidx = prep.kernel_vectors(cands.value_idx)
+            metrics = evaluator.evaluate(pvals, fidx, on_batch=bar.advance)[0]
+        finally:
+            bar.close()
+    rows = build_rows(base_cfg, cands, metrics, backend=name, precision=precision, top_n=top_n,
+                      sort_key=sort_key)
+    return SweepResult(rows=rows, backend=name, backend_reason=reason, candidates_evaluated=len(cands),
+                       elapsed_s=time.perf_counter() - started, precision=precision,
+                       indicator_arrays=prep.computed, tpe_resumed_from=resumed)
+
+
+def _spec_for_overrides(base_cfg, overrides_list: list[dict[str, Any]], lookback: int,
+                        initial_balance: float) -> tuple[SweepSpec, list[dict[str, Any]]]:
+    """A one-off spec whose axes are the union of the paths the candidates override."""
+    paths: list[str] = []
+    for ov in overrides_list:
+        paths.extend(p for p in ov if p not in paths)
+    full = [{p: ov.get(p, base_cfg.get(p)) for p in paths} for ov in overrides_list]
+    axes = []
+    for p in paths:
+        values: list[Any] = []
+        for ov in full:
+            if not any(type(v) is type(ov[p]) and v == ov[p] for v in values):
+                values.append(ov[p])
+        axes.append({"path": p, "values": values})
+    if not axes:  # the base config itself: sweep one base parameter over its own value
+        p = "trade.allocation_pct"
+        axes = [{"path": p, "values": [base_cfg.get(p)]}]
+        full = [{p: base_cfg.get(p)} for _ in overrides_list]
+    spec = parse_sweep_spec({"axes": axes, "lookback": lookback, "initial_balance": initial_balance},
+                            source="<trace>")
+    return spec, full
+
+
+def trades_to_dicts(trades: np.ndarray, n: int, symbols: list[str]) -> list[dict[str, Any]]:
+    """Kernel trade rows -> the replay report's trade dicts."""
+    out = []
+    for r in trades[:n]:
+        out.append({
+            "symbol": symbols[int(r[L.T_SYM])], "side": "LONG" if r[L.T_SIDE] > 0 else "SHORT",
+            "entry_time_ms": int(r[L.T_ENTRY_T]), "exit_time_ms": int(r[L.T_EXIT_T]),
+            "entry_price": float(r[L.T_ENTRY_PRICE]), "exit_price": float(r[L.T_EXIT_PRICE]),
+            "size": float(r[L.T_SIZE]), "notional": float(r[L.T_NOTIONAL]), "pnl": float(r[L.T_PNL]),
+            "gross_pnl": float(r[L.T_GROSS_PNL]), "fees": float(r[L.T_FEES]),
+            "funding": float(r[L.T_FUNDING]),
+            "entry_reason": L.REASON_NAMES.get(int(r[L.T_ENTRY_REASON]), "unknown"),
+            "exit_reason": L.REASON_NAMES.get(int(r[L.T_EXIT_REASON]), "unknown"),
+            "confidence": L.CONF_NAMES.get(int(r[L.T_CONF]), "unknown"), "adds": int(r[L.T_ADDS]),
+        })
+    return out
+
+
+def trace_candidates(base_cfg, overrides_list: list[dict[str, Any]], md, funding: np.ndarray | None, *,
+                     initial_balance: float = 10_000.0, backend: str = "cpu", precision: str = "f64",
+                     lookback: int = 0, start_ms: int | None = None, end_ms: int | None = None,
+                     max_trades: int = 4096, kernel=None) -> list[list[dict[str, Any]]]:
+    """Re-run a few candidates with trade buffers and return each one's trade list."""
+    if not overrides_list:
+        return []
+    spec, full = _spec_for_overrides(base_cfg, overrides_list, lookback, initial_balance)
+    name, _ = choose_backend(backend)
+    prep = prepare(base_cfg, spec, md, funding, precision=precision, start_ms=start_ms, end_ms=end_ms,
+                   initial_balance=initial_balance)
+    pvals, fidx = prep.kernel_vectors(candidates_from_overrides(spec, full).value_idx)
+    evaluator = Evaluator(prep.static, name, kernel=kernel)
+    metrics, trades = evaluator.evaluate(pvals, fidx, max_trades=max_trades)
+    counts = metrics[:, L.M_TOTAL_TRADES].astype(np.int64)
+    if counts.max(initial=0) > max_trades:  # overflowed: once more with room for every trade
+        metrics, trades = evaluator.evaluate(pvals, fidx, max_trades=int(counts.max()))
+    return [trades_to_dicts(trades[i], int(counts[i]), list(md.symbols)) for i in range(len(full))]

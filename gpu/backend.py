@@ -1,0 +1,214 @@
+"""Backends: choose one (and say why), then evaluate batches of candidates on it.
+
+Static inputs (pool, masks, funding, times, base params) are placed once per sweep — on the
+device for cuda/cudasim — and each batch only ships its small per-candidate vectors. Nothing
+here imports numba.cuda or cupy at module import; a GPU is touched only when a backend is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from strategy.features import NF
+from strategy.layout import NACCT, NFILL, NM, NPOS, NTRADE
+from strategy.params import NP
+
+BACKENDS = ("auto", "cpu", "cuda", "cudasim")
+MAX_CANDIDATE_BARS_PER_DISPATCH = 1_000_000_000  # passivbot #1709: keep one dispatch under ~1e9
+CPU_MAX_BATCH = 4096
+THREADS_PER_BLOCK = 128  # 128-256 keep Hopper occupancy up (passivbot #1738); 128 eases registers
+
+
+class BackendError(RuntimeError):
+    """A backend that was asked for cannot run here; str() is one line."""
+
+
+def _cudasim_active() -> bool:
+    import numba
+
+    return bool(numba.config.ENABLE_CUDASIM)
+
+
+def _cuda_usable() -> tuple[bool, str]:
+    from numba import cuda
+
+    if not cuda.is_available():
+        return False, "no CUDA device (numba.cuda.is_available() is False)"
+    try:
+        cuda.to_device(np.zeros(1)).copy_to_host()
+        name = cuda.get_current_device().name
+    except Exception as exc:  # driver present but unusable: say what the driver said
+        return False, f"CUDA device unusable ({str(exc).splitlines()[0]})"
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return True, f"CUDA device {name}"
+
+
+def choose_backend(requested: str = "auto") -> tuple[str, str]:
+    """(backend, reason). Raises BackendError when an explicit request cannot be honoured."""
+    if requested not in BACKENDS:
+        raise BackendError(f"--backend: unknown backend {requested!r} (choose from {', '.join(BACKENDS)})")
+    if requested == "cpu":
+        return "cpu", "requested with --backend cpu"
+    if requested == "cudasim":
+        if not _cudasim_active():
+            raise BackendError("backend cudasim needs NUMBA_ENABLE_CUDASIM=1 in the environment "
+                               "before numba is imported")
+        return "cudasim", "numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1)"
+    if _cudasim_active():
+        if requested == "cuda":
+            raise BackendError("backend cuda: NUMBA_ENABLE_CUDASIM=1 is set; unset it or use --backend cudasim")
+        return "cpu", "NUMBA_ENABLE_CUDASIM=1 is set (use --backend cudasim to run the simulator)"
+    ok, why = _cuda_usable()
+    if requested == "cuda":
+        if not ok:
+            raise BackendError(f"backend cuda: {why}")
+        return "cuda", why
+    return ("cuda", why) if ok else ("cpu", why)
+
+
+@dataclass
+class StaticInputs:
+    """Everything identical for every candidate of a sweep (host arrays)."""
+
+    pool: np.ndarray          # [rows, nsym, nbar] float64 or float32
+    pcols: np.ndarray         # int64[npax]
+    preplace: np.ndarray      # uint8[nsym, npax]
+    base_params: np.ndarray   # float64[nsym, NP]
+    valid: np.ndarray         # uint8[nsym, nbar]
+    funding: np.ndarray       # float64[nsym, nbar]
+    t_open: np.ndarray        # int64[nbar]
+    t_close: np.ndarray       # int64[nbar]
+    t0: int
+    t1: int
+    btc_idx: int
+    initial_balance: float
+
+    @property
+    def nsym(self) -> int:
+        return int(self.valid.shape[0])
+
+
+def _scratch(xp_empty, batch: int, nsym: int, max_fills: int, max_trades: int) -> tuple:
+    return (
+        xp_empty((batch, nsym, NP), np.float64), xp_empty((batch, nsym, NF), np.float64),
+        xp_empty((batch, nsym, NPOS), np.float64), xp_empty((batch, NACCT), np.float64),
+        xp_empty((batch, nsym), np.float64), xp_empty((batch, nsym), np.int64),
+        xp_empty((batch, nsym), np.uint8), xp_empty((batch, nsym), np.uint8),
+        xp_empty((batch, nsym), np.float64), xp_empty((batch, max_fills, NFILL), np.float64),
+        xp_empty((batch, max_trades, NTRADE), np.float64),
+    )
+
+
+_CPU_DRIVERS: dict[int, object] = {}
+_CUDA_DRIVERS: dict[int, object] = {}
+
+
+def _cpu_driver(kernel):
+    key = id(kernel)
+    if key not in _CPU_DRIVERS:
+        from gpu.kernels import make_cpu_driver
+
+        _CPU_DRIVERS[key] = make_cpu_driver(kernel, cache=kernel is None)
+    return _CPU_DRIVERS[key]
+
+
+def _cuda_driver(kernel):
+    key = id(kernel)
+    if key not in _CUDA_DRIVERS:
+        from gpu.kernels import make_cuda_driver
+
+        _CUDA_DRIVERS[key] = make_cuda_driver(kernel)
+    return _CUDA_DRIVERS[key]
+
+
+class Evaluator:
+    """Runs candidate batches on one backend. ``kernel`` (tests only) replaces strategy.kernel."""
+
+    def __init__(self, static: StaticInputs, backend: str, *, kernel=None):
+        self.static = static
+        self.backend = backend
+        self.kernel = kernel
+        bars = max(1, static.t1 - static.t0) * max(1, static.nsym)
+        self.max_batch = max(1, MAX_CANDIDATE_BARS_PER_DISPATCH // bars)
+        if backend == "cpu":
+            self.max_batch = min(self.max_batch, CPU_MAX_BATCH)
+            self._args = self._static_args(static)
+        elif backend in ("cuda", "cudasim"):
+            self._args = self._device_static_args(static)
+        else:
+            raise BackendError(f"unknown backend {backend!r}")
+
+    @staticmethod
+    def _static_args(s: StaticInputs) -> tuple:
+        return (s.pool, s.pcols, s.preplace, s.base_params, s.valid, s.funding, s.t_open, s.t_close)
+
+    @staticmethod
+    def _device_static_args(s: StaticInputs) -> tuple:
+        from numba import cuda
+
+        pool = None
+        if not _cudasim_active() and os.environ.get("AIQ_SWEEP_NO_CUPY") != "1":
+            try:  # optional: CuPy owns the pool's device memory when installed
+                import cupy
+
+                pool = cupy.asarray(s.pool)
+            except Exception:
+                pool = None
+        if pool is None:
+            pool = cuda.to_device(s.pool)
+        rest = (s.pcols, s.preplace, s.base_params, s.valid, s.funding, s.t_open, s.t_close)
+        return (pool, *(cuda.to_device(np.ascontiguousarray(a)) for a in rest))
+
+    def evaluate(self, pvals: np.ndarray, fidx: np.ndarray, *, max_fills: int = 0,
+                 max_trades: int = 0, on_batch=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """metrics float64[n, NM] (and trades [n, max_trades, NTRADE] when max_trades > 0)."""
+        n = int(pvals.shape[0])
+        metrics = np.empty((n, NM), dtype=np.float64)
+        trades_out = np.zeros((n, max_trades, NTRADE)) if max_trades > 0 else None
+        batch = min(self.max_batch, max(1, n))
+        run = self._run_cpu if self.backend == "cpu" else self._run_cuda
+        for c0 in range(0, n, batch):
+            m = min(batch, n - c0)
+            m_rows, t_rows = run(c0, m, batch, np.ascontiguousarray(pvals), np.ascontiguousarray(fidx),
+                                 max_fills, max_trades)
+            metrics[c0:c0 + m] = m_rows[:m]
+            if trades_out is not None:
+                trades_out[c0:c0 + m] = t_rows[:m]
+            if on_batch is not None:
+                on_batch(m)
+        return metrics, trades_out
+
+    def _common(self):
+        s = self.static
+        return (s.t0, s.t1, s.btc_idx, float(s.initial_balance))
+
+    def _run_cpu(self, c0, m, batch, pvals, fidx, max_fills, max_trades):
+        s = self.static
+        scratch = _scratch(np.zeros, m, s.nsym, max_fills, max_trades)
+        metrics = np.zeros((m, NM), dtype=np.float64)
+        pool, pcols, preplace, base, valid, funding, t_open, t_close = self._args
+        _cpu_driver(self.kernel)(c0, m, pool, fidx, pvals, pcols, preplace, base, valid, funding,
+                                 t_open, t_close, *self._common(), *scratch, metrics)
+        return metrics, scratch[-1]
+
+    def _run_cuda(self, c0, m, batch, pvals, fidx, max_fills, max_trades):
+        from numba import cuda
+
+        s = self.static
+        scratch = _scratch(cuda.device_array, m, s.nsym, max_fills, max_trades)
+        d_metrics = cuda.device_array((m, NM), dtype=np.float64)
+        d_pvals = cuda.to_device(pvals[c0:c0 + m])
+        d_fidx = cuda.to_device(fidx[c0:c0 + m])
+        pool, pcols, preplace, base, valid, funding, t_open, t_close = self._args
+        threads = THREADS_PER_BLOCK
+        blocks = (m + threads - 1) // threads
+        # candidates are re-based to 0 inside the dispatch: the per-candidate arrays were sliced
+        _cuda_driver(self.kernel)[blocks, threads](
+            0, m, pool, d_fidx, d_pvals, pcols, preplace, base, valid, funding,
+            t_open, t_close, *self._common(), *scratch, d_metrics)
+        cuda.synchronize()
+        trades = scratch[-1].copy_to_host() if max_trades > 0 else None
+        return d_metrics.copy_to_host(), trades
