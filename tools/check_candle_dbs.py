@@ -1,0 +1,86 @@
+"""Candle DB freshness + gap check (runbook §3): JSON on stdout, one line per DB on stderr.
+
+Exit codes: 2 if anything FAILs (or bad flags), 1 on WARN with --fail-on-warn, else 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from marketdata.checks import check_candle_dbs, default_candles_dir
+from marketdata.intervals import MarketDataError
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command()
+def run(
+    db_glob: str = typer.Option(None, help="DB glob (default $AI_QUANT_CANDLES_DB_DIR or ROOT/candles_dbs, /candles_*.db)"),
+    lookback_hours: float = typer.Option(24.0, help="window checked for gaps and missing bars"),
+    freshness_warn_mult: float = typer.Option(2.0, help="WARN when the newest closed bar is this many intervals old"),
+    freshness_fail_mult: float = typer.Option(5.0, help="FAIL when the newest closed bar is this many intervals old"),
+    gap_warn_bars: int = typer.Option(1, help="WARN at a run of this many missing bars"),
+    gap_fail_bars: int = typer.Option(3, help="FAIL at a run of this many missing bars"),
+    missing_warn_bars: int = typer.Option(10, help="WARN at this many missing bars in the window"),
+    missing_fail_bars: int = typer.Option(50, help="FAIL at this many missing bars in the window"),
+    grace_seconds: float = typer.Option(5.0, help="a bar counts as closed this long after its close"),
+    max_gap_ranges_per_symbol: int = typer.Option(5, help="gap ranges listed per symbol (largest first)"),
+    symbols: str = typer.Option(None, help="comma-separated symbols (default: every symbol in each DB)"),
+    fail_on_warn: bool = typer.Option(False, help="exit 1 when the worst status is WARN"),
+    now_ms: int = typer.Option(None, help="evaluate as if now were this epoch ms (tests, post-mortems)"),
+    json_indent: int = typer.Option(None, help="indent the JSON output"),
+) -> None:
+    names = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+    try:
+        report = check_candle_dbs(
+            db_glob or str(default_candles_dir() / "candles_*.db"), lookback_hours,
+            freshness_warn_mult=freshness_warn_mult, freshness_fail_mult=freshness_fail_mult,
+            gap_warn_bars=gap_warn_bars, gap_fail_bars=gap_fail_bars, missing_warn_bars=missing_warn_bars,
+            missing_fail_bars=missing_fail_bars, grace_seconds=grace_seconds,
+            max_gap_ranges_per_symbol=max_gap_ranges_per_symbol, symbols=names, now=now_ms)
+    except MarketDataError as exc:
+        typer.echo(f"check_candle_dbs: {exc}", err=True)
+        raise typer.Exit(2) from None
+    sys.stdout.write(json.dumps(report, sort_keys=True, indent=json_indent) + "\n")
+    _print_summary(report)
+    status = report["overall_status"]
+    raise typer.Exit(2 if status == "FAIL" else 1 if status == "WARN" and fail_on_warn else 0)
+
+
+def _print_summary(report: dict) -> None:
+    if not report["dbs"]:
+        typer.echo(f"[FAIL] no DB matches {report['db_glob']}", err=True)
+    for db in report["dbs"]:
+        parts = [f"[{db['status']}] {db['db_path']}"]
+        for iv in db["intervals"]:
+            s = iv["summary"]
+            parts.append(f"{iv['interval']}: {s['symbols']} symbols ok={s['ok']} warn={s['warn']} fail={s['fail']}")
+            for sym in iv["symbols"]:
+                if sym["status"] != "OK":
+                    parts.append(_symbol_note(sym))
+        parts.extend(db["errors"])
+        typer.echo(" | ".join(parts), err=True)
+
+
+def _symbol_note(sym: dict) -> str:
+    if sym.get("lookback") is None:
+        return f"{sym['symbol']} {sym['status']}: {sym.get('error', '')}"
+    look, fresh = sym["lookback"], sym["freshness"]
+    return (f"{sym['symbol']} {sym['status']}: missing={look['missing_bars']} max_gap={look['max_gap_bars']} "
+            f"stale_bars={fresh['staleness_bars']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """In-process entry point: returns the exit code instead of exiting."""
+    try:
+        app(args=argv, prog_name="check_candle_dbs.py")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    app(prog_name="check_candle_dbs.py")
