@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ PROOF_KEYS = ("replay_report_path", "replay_equivalence_report_path")
 NO_DEPLOY_DEPLOY_STAGES = ("no_deploy", "skipped")
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     dry = "dry"
     smoke = "smoke"
     real = "real"

@@ -1,0 +1,599 @@
+"""Deploy a config to paper, promote it to live on a ramp, roll back: the only code that rewrites a
+trader's YAML.
+
+Every path here enforces the replay release blocker itself (the old tools only checked it in the
+CLI, so the factory's own deploy bypassed it), writes one deploy-dir layout
+`<artifacts>/deployments/<target>/<UTC ts>_<config_id12>/{deployed_config.yaml, prev_config.yaml,
+deploy_event.json}` so rollback always finds its way back, and records lifecycle and ramp state in
+the registry instead of a hand-set YAML value.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from factory import release_blocker
+from factory.jsonio import write_json_atomic, write_text_atomic
+from factory.registry import LifecycleError, Registry
+from factory.release_blocker import ReplayGateBlocked
+
+EVENT_VERSION = "deploy_event_v1"
+RAMP_FRACTIONS = (0.25, 0.5, 1.0)
+RAMP_STEP_MS = 24 * 3_600_000
+ABSOLUTE_PREFIXES = ("global.", "symbols.", "live.", "modes.")
+
+__all__ = ["DeployError", "ReplayGateBlocked", "DeployResult", "PromotionGates", "PromotionResult",
+           "deploy_paper", "deploy_sweep_row", "promote_to_live", "rollback", "evaluate_promotion_gates",
+           "read_trading_rows", "count_kill_events", "config_id_of_text"]
+
+
+class DeployError(ValueError):
+    """A user-facing refusal (bad config, unknown id, live target without consent); str() is one line."""
+
+
+@dataclass
+class DeployResult:
+    ok: bool
+    target: str
+    kind: str
+    config_id: str
+    target_yaml: str
+    deploy_dir: str | None
+    dry_run: bool
+    restart_required: bool
+    event: dict[str, Any]
+    gate_line: str = ""
+    message: str = ""
+
+
+# --- config identity and validation -------------------------------------------------------------
+def _canonical_id(data: Any) -> str:
+    try:
+        from strategy.config import config_id_of  # the config engineer's definition wins when present
+    except ImportError:
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return config_id_of(data)
+
+
+def _parse_yaml(text: str, source: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DeployError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise DeployError(f"{source}: top level must be a mapping")
+    return data
+
+
+def config_id_of_text(text: str, source: str = "config") -> str:
+    return _canonical_id(_parse_yaml(text, source))
+
+
+def _validate(data: dict, source: str) -> None:
+    """Refuse a config the trader would reject at load time; skipped only if strategy.config is absent."""
+    try:
+        from strategy.config import ConfigError, config_from_dict
+    except ImportError:
+        return
+    try:
+        config_from_dict(data, source=source)
+    except ConfigError as exc:
+        raise DeployError(f"{source}: {exc}") from None
+
+
+def _sha256(text: str | None) -> str | None:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None
+
+
+def _interval(data: dict | None) -> str | None:
+    eng = ((data or {}).get("global") or {}).get("engine") or {}
+    return eng.get("interval") if isinstance(eng, dict) else None
+
+
+def _read_optional(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+# --- gate and layout ----------------------------------------------------------------------------
+def _gate(ignore: bool, dry_run: bool, blocker_file, max_age_minutes, now_ms) -> str:
+    """Enforce the release blocker; a dry run only reports it (it changes nothing)."""
+    if ignore:
+        return "replay gate ignored (--ignore-replay-gate)"
+    status = release_blocker.read_blocker(blocker_file, max_age_minutes, now_ms)
+    if not status.ok and not dry_run:
+        raise ReplayGateBlocked(status.reason_line)
+    return status.reason_line
+
+
+def _utc_stamp(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%dT%H%M%S") + f"{ms % 1000:03d}Z"
+
+
+def _deploy_dir(root: Path, ms: int, config_id: str) -> Path:
+    base = root / f"{_utc_stamp(ms)}_{config_id[:12]}"
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{base.name}.{n}"), n + 1
+    return path
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - containers without a passwd entry
+        return os.environ.get("USER", "unknown")
+
+
+def _try_lifecycle(registry: Registry | None, config_id: str | None, state: str, reason: str) -> str:
+    """Lifecycle moves that follow a deploy are bookkeeping: an impossible move is noted, not fatal."""
+    if registry is None or not config_id or registry.lifecycle(config_id) is None:
+        return "untracked"
+    try:
+        registry.set_lifecycle(config_id, state, reason)
+    except LifecycleError as exc:
+        return f"not moved: {exc}"
+    return state
+
+
+def _install(*, target: str, kind: str, next_text: str, next_id: str, target_yaml: Path, artifacts_dir: Path,
+             reason: str, registry: Registry | None, dry_run: bool, gate_line: str, now_ms: int,
+             source: dict | None = None, extra_what: dict | None = None) -> DeployResult:
+    """Write the deploy dir, then swap the target YAML atomically, then record it."""
+    prev_text = _read_optional(target_yaml)
+    prev_data = _parse_yaml(prev_text, str(target_yaml)) if prev_text else None
+    next_data = _parse_yaml(next_text, "next config")
+    prev_id = _canonical_id(prev_data) if prev_data is not None else None
+    interval_changed = _interval(prev_data) != _interval(next_data) and prev_data is not None
+    event = {
+        "version": EVENT_VERSION, "ts_utc": datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(),
+        "ts_ms": now_ms, "who": _who(), "why": reason, "target": target, "kind": kind, "source": source or {},
+        "replay_gate": gate_line,
+        "what": {"config_id": next_id, "yaml_path": str(target_yaml), "prev_config_id": prev_id,
+                 "prev_sha256": _sha256(prev_text), "next_sha256": _sha256(next_text),
+                 "prev_interval": _interval(prev_data), "next_interval": _interval(next_data),
+                 "interval_changed": interval_changed, "restart_required": interval_changed,
+                 "config_changed": _sha256(prev_text) != _sha256(next_text), **(extra_what or {})},
+    }
+    result = DeployResult(ok=True, target=target, kind=kind, config_id=next_id, target_yaml=str(target_yaml),
+                          deploy_dir=None, dry_run=dry_run, restart_required=interval_changed, event=event,
+                          gate_line=gate_line)
+    if dry_run:
+        result.message = f"dry run: would deploy {next_id[:12]} to {target_yaml}"
+        return result
+    tree = "rollbacks" if kind == "rollback" else "deployments"
+    ddir = _deploy_dir(artifacts_dir / tree / target, now_ms, next_id)
+    write_text_atomic(ddir / "deployed_config.yaml", next_text)
+    write_text_atomic(ddir / "prev_config.yaml", prev_text or "")
+    write_json_atomic(ddir / "deploy_event.json", event)
+    write_text_atomic(target_yaml, next_text)
+    result.deploy_dir = str(ddir)
+    if registry is not None:
+        registry.record_config(next_id, next_text, None)
+        registry.record_deployment(target, next_id, str(ddir), kind, event, ts_ms=now_ms)
+    result.message = f"deployed {next_id[:12]} to {target_yaml} ({ddir})"
+    return result
+
+
+def _check_not_retired(registry: Registry | None, config_id: str) -> None:
+    if registry is not None and registry.lifecycle(config_id) == "retired":
+        raise DeployError(f"config {config_id[:12]} is retired in the registry; refusing to deploy it")
+
+
+# --- paper deploy ------------------------------------------------------------------------------
+def _resolve_config(config_path_or_id: str, registry: Registry | None) -> tuple[str, str]:
+    path = Path(config_path_or_id)
+    if path.is_file():
+        return path.read_text(encoding="utf-8"), str(path)
+    if registry is not None:
+        text = registry.config_yaml(config_path_or_id)
+        if text is not None:
+            return text, f"registry:{config_path_or_id}"
+    raise DeployError(f"{config_path_or_id}: neither a YAML file nor a unique config_id in the registry")
+
+
+def deploy_paper(config_path_or_id: str, *, target_yaml: str | Path, artifacts_dir: str | Path = "artifacts",
+                 reason: str, registry: Registry | None = None, ignore_replay_gate: bool = False,
+                 dry_run: bool = False, blocker_file: str | Path | None = None,
+                 max_age_minutes: float | None = None, now_ms: int | None = None) -> DeployResult:
+    """Deploy a config (file or registry id) to the paper trader's YAML; ReplayGateBlocked when red."""
+    gate_line = _gate(ignore_replay_gate, dry_run, blocker_file, max_age_minutes, now_ms)
+    text, source = _resolve_config(config_path_or_id, registry)
+    data = _parse_yaml(text, source)
+    _validate(data, source)
+    config_id = _canonical_id(data)
+    if source.startswith("registry:") and not config_id.startswith(config_path_or_id):
+        raise DeployError(f"{source}: stored YAML re-hashes to {config_id[:12]}, not {config_path_or_id[:12]}")
+    _check_not_retired(registry, config_id)
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    result = _install(target="paper", kind="deploy", next_text=text, next_id=config_id,
+                      target_yaml=Path(target_yaml), artifacts_dir=Path(artifacts_dir), reason=reason,
+                      registry=registry, dry_run=dry_run, gate_line=gate_line, now_ms=now,
+                      source={"config": source})
+    if not dry_run:
+        _after_deploy(registry, result, "paper", f"paper deploy: {reason}")
+    return result
+
+
+def _after_deploy(registry: Registry | None, result: DeployResult, state: str, reason: str) -> None:
+    prev_id = result.event["what"]["prev_config_id"]
+    moves = {"deployed": _try_lifecycle(registry, result.config_id, state, reason)}
+    if prev_id and prev_id != result.config_id:
+        moves["replaced"] = _try_lifecycle(registry, prev_id, "paused", f"replaced by {result.config_id[:12]}")
+    result.event["lifecycle"] = moves
+
+
+# --- sweep row deploy --------------------------------------------------------------------------
+def load_sweep_rows(path: str | Path) -> list[dict]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DeployError(f"{p}: cannot read sweep results: {exc.strerror or exc}") from None
+    try:
+        rows = json.loads(text) if text.lstrip().startswith("[") else \
+            [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise DeployError(f"{p}: not JSON/JSONL: {exc}") from None
+    if not rows or not all(isinstance(r, dict) and isinstance(r.get("overrides"), dict) for r in rows):
+        raise DeployError(f"{p}: expected rows with an 'overrides' object")
+    return rows
+
+
+def apply_override_dict(base: dict, overrides: dict) -> dict:
+    """Set dot-paths (relative to `global` unless absolute) on a copy of the base YAML mapping."""
+    out = json.loads(json.dumps(base))
+    for path, value in overrides.items():
+        full = path if path.startswith(ABSOLUTE_PREFIXES) else f"global.{path}"
+        try:
+            from strategy.config import ConfigError, validate_override_path
+        except ImportError:
+            pass
+        else:
+            try:
+                validate_override_path(full, value)
+            except ConfigError as exc:
+                raise DeployError(f"override {path}: {exc}") from None
+        node = out
+        *parents, leaf = full.split(".")
+        for key in parents:
+            nxt = node.setdefault(key, {})
+            if not isinstance(nxt, dict):
+                raise DeployError(f"override {path}: {key} is not a mapping in the base config")
+            node = nxt
+        node[leaf] = value
+    return out
+
+
+def deploy_sweep_row(sweep_results: str | Path, rank: int, *, base_config: str | Path, target_yaml: str | Path,
+                     artifacts_dir: str | Path = "artifacts", reason: str, sort_by: str = "total_pnl",
+                     registry: Registry | None = None, allow_live: bool = False,
+                     ignore_replay_gate: bool = False, dry_run: bool = False,
+                     blocker_file: str | Path | None = None, max_age_minutes: float | None = None,
+                     now_ms: int | None = None) -> DeployResult:
+    """Deploy the rank-N sweep row (1 = best by sort_by) as overrides over base_config, to paper."""
+    if not allow_live and "live" in Path(target_yaml).name.lower():
+        raise DeployError(f"{target_yaml}: looks like a live config; deploy_sweep refuses live targets "
+                          "(promote through paper, or pass allow_live)")
+    gate_line = _gate(ignore_replay_gate, dry_run, blocker_file, max_age_minutes, now_ms)
+    rows = load_sweep_rows(sweep_results)
+    ranked = sorted(rows, key=lambda r: float(r.get(sort_by) or float("-inf")), reverse=True)
+    if not 1 <= rank <= len(ranked):
+        raise DeployError(f"{sweep_results}: rank {rank} out of range 1..{len(ranked)}")
+    row = ranked[rank - 1]
+    base_text = Path(base_config).read_text(encoding="utf-8") if Path(base_config).is_file() else None
+    if base_text is None:
+        raise DeployError(f"{base_config}: base config not found")
+    merged = apply_override_dict(_parse_yaml(base_text, str(base_config)), row["overrides"])
+    _validate(merged, f"{base_config} + rank {rank} overrides")
+    text = yaml.safe_dump(merged, sort_keys=False, default_flow_style=False)
+    config_id = _canonical_id(merged)
+    _check_not_retired(registry, config_id)
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    source = {"sweep_results": str(sweep_results), "rank": rank, "sort_by": sort_by,
+              "sweep_config_id": row.get("config_id"), "overrides": row["overrides"], "base_config": str(base_config)}
+    result = _install(target="paper", kind="deploy", next_text=text, next_id=config_id,
+                      target_yaml=Path(target_yaml), artifacts_dir=Path(artifacts_dir), reason=reason,
+                      registry=registry, dry_run=dry_run, gate_line=gate_line, now_ms=now, source=source)
+    if not dry_run:
+        _after_deploy(registry, result, "paper", f"sweep rank {rank} deploy: {reason}")
+    return result
+
+
+# --- promotion gates ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PromotionGates:
+    min_trades: int = 20
+    min_hours: float = 24.0
+    min_profit_factor: float = 1.2
+    max_drawdown_pct: float = 10.0
+    stress_slippage_bps: float = 20.0
+    max_kill_events: int = 0
+
+
+def _ts_ms(raw: Any) -> int | None:
+    """Trading DB timestamps are ISO text (naive = UTC); numeric values are epoch s or ms."""
+    if raw is None:
+        return None
+    if isinstance(raw, (int, float)):
+        return int(raw if raw > 1e11 else raw * 1000)
+    text = str(raw).strip()
+    if text.replace(".", "", 1).isdigit():
+        return _ts_ms(float(text))
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def _open_ro(db_path: str | Path):
+    import sqlite3
+    p = Path(db_path)
+    if not p.is_file():
+        raise DeployError(f"{p}: trading DB not found")
+    try:
+        return sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=15)
+    except sqlite3.Error as exc:
+        raise DeployError(f"{p}: cannot open trading DB: {exc}") from None
+
+
+def read_trading_rows(db_path: str | Path, since_ms: int, until_ms: int | None = None) -> list[dict]:
+    import sqlite3
+    con = _open_ro(db_path)
+    try:
+        cur = con.execute("SELECT timestamp, symbol, type, action, price, size, notional, pnl, fee_usd, balance "
+                          "FROM trades ORDER BY id")
+        cols = [d[0] for d in cur.description]
+        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    except sqlite3.Error as exc:
+        raise DeployError(f"{db_path}: trades table unreadable: {exc}") from None
+    finally:
+        con.close()
+    out = []
+    for r in rows:
+        r["t_ms"] = _ts_ms(r["timestamp"])
+        if r["t_ms"] is not None and r["t_ms"] >= since_ms and (until_ms is None or r["t_ms"] < until_ms):
+            out.append(r)
+    return out
+
+
+def count_kill_events(db_path: str | Path, since_ms: int, until_ms: int | None = None) -> int:
+    import sqlite3
+    con = _open_ro(db_path)
+    try:
+        rows = con.execute("SELECT timestamp FROM audit_events WHERE event LIKE 'RISK_KILL%'").fetchall()
+    except sqlite3.Error as exc:
+        raise DeployError(f"{db_path}: audit_events table unreadable: {exc}") from None
+    finally:
+        con.close()
+    times = [_ts_ms(r[0]) for r in rows]
+    return sum(1 for t in times if t is not None and t >= since_ms and (until_ms is None or t < until_ms))
+
+
+def evaluate_promotion_gates(rows: list[dict], kill_events: int, *, since_ms: int, now_ms: int,
+                             config_slippage_bps: float, gates: PromotionGates = PromotionGates()) -> dict:
+    """The paper -> live gates over trading-DB rows since the paper deploy.
+
+    net pnl = Σ pnl(CLOSE, REDUCE) − Σ fee_usd(all fills); profit factor on per-fill net pnl of
+    CLOSE/REDUCE; drawdown = max peak-to-trough of the `balance` column in %; PnL at the stress
+    slippage = net pnl − Σ notional(OPEN, ADD, REDUCE, CLOSE) × max(0, stress_bps − config_bps) / 1e4
+    (each leg already paid config_bps in paper; the stress adds the difference on every leg).
+    """
+    fills = [r for r in rows if str(r.get("action") or "").upper() in ("OPEN", "ADD", "REDUCE", "CLOSE")]
+    exits = [r for r in fills if str(r["action"]).upper() in ("REDUCE", "CLOSE")]
+    closes = sum(1 for r in fills if str(r["action"]).upper() == "CLOSE")
+    exit_net = [float(r.get("pnl") or 0.0) - float(r.get("fee_usd") or 0.0) for r in exits]
+    entry_fees = sum(float(r.get("fee_usd") or 0.0) for r in fills if r not in exits)
+    net_pnl = sum(exit_net) - entry_fees
+    wins, losses = sum(x for x in exit_net if x > 0), -sum(x for x in exit_net if x < 0)
+    pf = wins / losses if losses > 0 else (float("inf") if wins > 0 else 0.0)
+    peak, max_dd = None, 0.0
+    for r in rows:
+        bal = r.get("balance")
+        if bal is None:
+            continue
+        peak = float(bal) if peak is None else max(peak, float(bal))
+        if peak > 0:
+            max_dd = max(max_dd, (peak - float(bal)) / peak * 100.0)
+    extra_bps = max(0.0, gates.stress_slippage_bps - config_slippage_bps)
+    stress_cost = sum(abs(float(r.get("notional") or 0.0)) for r in fills) * extra_bps / 1e4
+    pnl_stress = net_pnl - stress_cost
+    hours = (now_ms - since_ms) / 3_600_000
+    checks = [
+        {"name": "evidence", "ok": closes >= gates.min_trades or hours >= gates.min_hours,
+         "value": {"close_trades": closes, "hours": round(hours, 2)},
+         "threshold": f">= {gates.min_trades} closed trades or >= {gates.min_hours} h"},
+        {"name": "profit_factor", "ok": pf >= gates.min_profit_factor, "value": pf, "threshold": gates.min_profit_factor},
+        {"name": "max_drawdown_pct", "ok": max_dd <= gates.max_drawdown_pct, "value": max_dd,
+         "threshold": gates.max_drawdown_pct},
+        {"name": f"pnl_at_{gates.stress_slippage_bps:g}bps", "ok": pnl_stress > 0, "value": pnl_stress, "threshold": "> 0"},
+        {"name": "kill_events", "ok": kill_events <= gates.max_kill_events, "value": kill_events,
+         "threshold": gates.max_kill_events},
+    ]
+    return {"passed": all(c["ok"] for c in checks), "checks": checks, "since_ms": since_ms, "now_ms": now_ms,
+            "net_pnl": net_pnl, "stress_cost": stress_cost, "config_slippage_bps": config_slippage_bps,
+            "fills": len(fills), "close_trades": closes}
+
+
+# --- promotion to live on a ramp -----------------------------------------------------------------
+@dataclass
+class PromotionResult:
+    ok: bool
+    action: str  # "gates_failed" | "would_promote" | "promoted" | "wait" | "ramp_blocked" | "complete"
+    config_id: str
+    message: str
+    gates: dict | None = None
+    step: int | None = None
+    size_multiplier: float | None = None
+    deploy: DeployResult | None = None
+    details: dict = field(default_factory=dict)
+
+
+def _trade_value(data: dict, key: str, default: float) -> float:
+    v = ((data.get("global") or {}).get("trade") or {}).get(key, default)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise DeployError(f"global.trade.{key} is {v!r}, not a number") from None
+
+
+def _with_size_multiplier(data: dict, value: float) -> str:
+    out = apply_override_dict(data, {"global.trade.size_multiplier": value})
+    return yaml.safe_dump(out, sort_keys=False, default_flow_style=False)
+
+
+def _paper_since(registry: Registry, config_id: str) -> int:
+    deps = [d for d in registry.deployments("paper", config_id) if d["kind"] in ("deploy", "rollback")]
+    if not deps:
+        raise DeployError(f"config {config_id[:12]} has no paper deployment in the registry; pass since_ms")
+    return int(deps[0]["ts_ms"])
+
+
+def promote_to_live(paper_db: str | Path, *, config_id: str, live_yaml_path: str | Path, registry: Registry,
+                    artifacts_dir: str | Path = "artifacts", since_ms: int | None = None,
+                    gates: PromotionGates = PromotionGates(), apply: bool = False, dry_run: bool = False,
+                    live_db: str | Path | None = None, reason: str = "promote_to_live",
+                    ignore_replay_gate: bool = False, blocker_file: str | Path | None = None,
+                    max_age_minutes: float | None = None, now_ms: int | None = None) -> PromotionResult:
+    """Gate a paper config into live at 25 %, then advance 50 % -> 100 % one clean day at a time.
+
+    Without apply (or with dry_run) it only evaluates and says what it would do. The ramp state is
+    the registry's `ramps` row; a step advances only after RAMP_STEP_MS with zero kill events in
+    the live DB since the step began.
+    """
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    text = registry.config_yaml(config_id)
+    if text is None:
+        raise DeployError(f"config {config_id[:12]} not found in the registry")
+    data = _parse_yaml(text, f"registry:{config_id[:12]}")
+    full_id = _canonical_id(data)
+    ramp = registry.ramp(full_id, "live")
+    if ramp is None:
+        return _first_promotion(paper_db, full_id, data, live_yaml_path, registry, artifacts_dir, since_ms, gates,
+                                apply and not dry_run, reason, ignore_replay_gate, blocker_file, max_age_minutes, now)
+    return _advance_ramp(ramp, full_id, data, live_yaml_path, registry, artifacts_dir, apply and not dry_run,
+                         live_db, gates, reason, ignore_replay_gate, blocker_file, max_age_minutes, now)
+
+
+def _first_promotion(paper_db, config_id, data, live_yaml_path, registry, artifacts_dir, since_ms, gates, apply,
+                     reason, ignore_gate, blocker_file, max_age, now) -> PromotionResult:
+    since = _paper_since(registry, config_id) if since_ms is None else int(since_ms)
+    rows = read_trading_rows(paper_db, since, now)
+    kills = count_kill_events(paper_db, since, now)
+    report = evaluate_promotion_gates(rows, kills, since_ms=since, now_ms=now, gates=gates,
+                                      config_slippage_bps=_trade_value(data, "slippage_bps", 10.0))
+    target_size = _trade_value(data, "size_multiplier", 1.0)
+    size = target_size * RAMP_FRACTIONS[0]
+    if not report["passed"]:
+        failed = ", ".join(c["name"] for c in report["checks"] if not c["ok"])
+        return PromotionResult(False, "gates_failed", config_id, f"promotion gates failed: {failed}", report)
+    if not apply:
+        return PromotionResult(True, "would_promote", config_id,
+                               f"gates pass; --apply would deploy {config_id[:12]} to live at size_multiplier {size:g}",
+                               report, step=0, size_multiplier=size)
+    gate_line = _gate(ignore_gate, False, blocker_file, max_age, now)
+    res = _install(target="live", kind="promote", next_text=_with_size_multiplier(data, size), next_id=config_id,
+                   target_yaml=Path(live_yaml_path), artifacts_dir=Path(artifacts_dir), reason=reason,
+                   registry=None, dry_run=False, gate_line=gate_line, now_ms=now,
+                   source={"promotion_gates": report}, extra_what={"ramp_step": 0, "ramp_fraction": RAMP_FRACTIONS[0],
+                                                                  "size_multiplier": size})
+    registry.record_deployment("live", config_id, res.deploy_dir, "promote", res.event, ts_ms=now)
+    registry.set_ramp(config_id, "live", 0, RAMP_FRACTIONS[0], target_size, now, str(live_yaml_path))
+    res.event["lifecycle"] = {"promoted": _try_lifecycle(registry, config_id, "live_small", f"promoted: {reason}")}
+    return PromotionResult(True, "promoted", config_id, f"promoted {config_id[:12]} to live at size_multiplier "
+                           f"{size:g} (ramp step 1/3)", report, step=0, size_multiplier=size, deploy=res)
+
+
+def _advance_ramp(ramp, config_id, data, live_yaml_path, registry, artifacts_dir, apply, live_db, gates, reason,
+                  ignore_gate, blocker_file, max_age, now) -> PromotionResult:
+    step = int(ramp["step"])
+    if step >= len(RAMP_FRACTIONS) - 1:
+        return PromotionResult(True, "complete", config_id, f"ramp complete: {config_id[:12]} at 100 %", step=step,
+                               size_multiplier=ramp["target_size_multiplier"])
+    started = int(ramp["step_started_ms"])
+    if now - started < RAMP_STEP_MS:
+        left_h = (RAMP_STEP_MS - (now - started)) / 3_600_000
+        return PromotionResult(True, "wait", config_id, f"ramp step {step + 1}/3 at {ramp['fraction']:.0%}: "
+                               f"{left_h:.1f} h left before the next step", step=step)
+    if live_db is None:
+        raise DeployError("advancing the live ramp needs the live DB (--live-db) to check kill events")
+    kills = count_kill_events(live_db, started, now)
+    if kills > gates.max_kill_events:
+        return PromotionResult(False, "ramp_blocked", config_id, f"ramp held at {ramp['fraction']:.0%}: {kills} "
+                               f"kill event(s) since the step began", step=step, details={"kill_events": kills})
+    nxt = step + 1
+    size = float(ramp["target_size_multiplier"]) * RAMP_FRACTIONS[nxt]
+    if not apply:
+        return PromotionResult(True, "would_promote", config_id, f"--apply would advance the ramp to "
+                               f"{RAMP_FRACTIONS[nxt]:.0%} (size_multiplier {size:g})", step=nxt, size_multiplier=size)
+    gate_line = _gate(ignore_gate, False, blocker_file, max_age, now)
+    res = _install(target="live", kind="promote", next_text=_with_size_multiplier(data, size), next_id=config_id,
+                   target_yaml=Path(live_yaml_path), artifacts_dir=Path(artifacts_dir), reason=reason, registry=None,
+                   dry_run=False, gate_line=gate_line, now_ms=now,
+                   extra_what={"ramp_step": nxt, "ramp_fraction": RAMP_FRACTIONS[nxt], "size_multiplier": size})
+    registry.record_deployment("live", config_id, res.deploy_dir, "promote", res.event, ts_ms=now)
+    registry.set_ramp(config_id, "live", nxt, RAMP_FRACTIONS[nxt], ramp["target_size_multiplier"], now,
+                      str(live_yaml_path))
+    if nxt == len(RAMP_FRACTIONS) - 1:
+        _try_lifecycle(registry, config_id, "live_full", "ramp reached 100 %")
+    return PromotionResult(True, "promoted", config_id, f"ramp advanced to {RAMP_FRACTIONS[nxt]:.0%} "
+                           f"(size_multiplier {size:g}, step {nxt + 1}/3)", step=nxt, size_multiplier=size, deploy=res)
+
+
+# --- rollback ----------------------------------------------------------------------------------
+def _deploy_dirs(artifacts_dir: Path, target: str) -> list[Path]:
+    root = artifacts_dir / "deployments" / target
+    dirs = [d for d in root.iterdir() if (d / "deploy_event.json").is_file()] if root.is_dir() else []
+    return sorted(dirs, key=lambda d: d.name, reverse=True)
+
+
+def rollback(target: str = "paper", steps: int = 1, *, artifacts_dir: str | Path = "artifacts",
+             target_yaml: str | Path | None = None, reason: str, registry: Registry | None = None,
+             ignore_replay_gate: bool = False, dry_run: bool = False, blocker_file: str | Path | None = None,
+             max_age_minutes: float | None = None, now_ms: int | None = None) -> DeployResult:
+    """Restore the config that was live before the steps-th newest deploy of `target`."""
+    if steps < 1:
+        raise DeployError(f"steps must be >= 1, got {steps}")
+    gate_line = _gate(ignore_replay_gate, dry_run, blocker_file, max_age_minutes, now_ms)
+    art = Path(artifacts_dir)
+    dirs = _deploy_dirs(art, target)
+    if len(dirs) < steps:
+        raise DeployError(f"{art / 'deployments' / target}: {len(dirs)} deploy(s) recorded, cannot roll back {steps}")
+    chosen = dirs[steps - 1]
+    text = (chosen / "prev_config.yaml").read_text(encoding="utf-8") if (chosen / "prev_config.yaml").is_file() else ""
+    if not text.strip():
+        if len(dirs) <= steps:
+            raise DeployError(f"{chosen}: no previous config recorded to restore")
+        text = (dirs[steps] / "deployed_config.yaml").read_text(encoding="utf-8")
+    event_in = json.loads((chosen / "deploy_event.json").read_text(encoding="utf-8"))
+    yaml_path = Path(target_yaml or event_in.get("what", {}).get("yaml_path") or "")
+    if not str(yaml_path):
+        raise DeployError(f"{chosen}/deploy_event.json: no what.yaml_path; pass target_yaml")
+    restored_id = config_id_of_text(text, f"{chosen}/prev_config.yaml")
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    res = _install(target=target, kind="rollback", next_text=text, next_id=restored_id, target_yaml=yaml_path,
+                   artifacts_dir=art, reason=reason, registry=None, dry_run=dry_run,
+                   gate_line=gate_line, now_ms=now, source={"rolled_back_deploy_dir": str(chosen), "steps": steps})
+    if not dry_run:
+        if registry is not None:
+            registry.record_config(restored_id, text, None)
+            registry.record_deployment(target, restored_id, res.deploy_dir, "rollback", res.event, ts_ms=now)
+        _after_deploy(registry, res, "paper" if target == "paper" else "live_small", f"rollback: {reason}")
+        res.message = f"rolled back {target} to {restored_id[:12]} ({res.deploy_dir})"
+    return res
