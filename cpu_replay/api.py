@@ -1,0 +1,118 @@
+"""`run_replay`: the canonical CPU replay of one config over a data set, as a report dict.
+
+The factory, the walk-forward and slippage gates, the replay-alignment gate and the
+`backtester replay` command all call this one function.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cpu_replay.engine import EngineState, replay_loop
+from cpu_replay.report import (
+    daily_returns,
+    fills_to_dicts,
+    metrics_to_dict,
+    per_symbol_stats,
+    trace_checksum,
+    trades_to_dicts,
+)
+from cpu_replay.state_io import apply_init_state
+from strategy.kernel import KERNEL_CPU
+from strategy.layout import A_BALANCE, A_INITIAL, A_NFILLS, A_TRADES, NFILL, NM, NTRADE
+from strategy.params import P_SLIPPAGE_BPS
+
+
+class ReplayError(ValueError):
+    """A replay request that cannot run (one-line message for the operator)."""
+
+
+def window_indices(times: np.ndarray, start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+    """Bars whose open time is in [start_ms, end_ms): indices [start_idx, end_idx)."""
+    start_idx = 0 if start_ms is None else int(np.searchsorted(times, start_ms, side="left"))
+    end_idx = len(times) if end_ms is None else int(np.searchsorted(times, end_ms, side="left"))
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise ReplayError(f"--start ({start_ms}) must be before --end ({end_ms})")
+    if end_idx <= start_idx:
+        raise ReplayError("no bars in the requested time window")
+    return start_idx, end_idx
+
+
+def replay_params(cfg, symbols: list[str], slippage_bps: float | None) -> np.ndarray:
+    params = np.ascontiguousarray(cfg.params_matrix(symbols), dtype=np.float64)
+    if slippage_bps is not None:
+        if slippage_bps < 0:
+            raise ReplayError(f"--slippage-bps must be >= 0 (got {slippage_bps})")
+        params[:, P_SLIPPAGE_BPS] = float(slippage_bps)
+    return params
+
+
+def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_idx, max_fills, max_trades):
+    symbols = list(md.symbols)
+    state = EngineState.fresh(len(symbols), wv, initial_balance)
+    if init_state is not None:
+        apply_init_state(state, init_state, symbols, params)
+    fills = np.zeros((max_fills, NFILL))
+    trades = np.zeros((max_trades, NTRADE))
+    equity = np.full(len(md.times), np.nan)
+    nsym = len(symbols)
+    replay_loop(md.times.astype(np.int64), int(md.interval_ms), md.open, md.high, md.low, md.close,
+                md.volume, md.valid, funding, params, wv, symbols.index("BTC") if "BTC" in symbols else -1,
+                state.states, state.feat, state.pos, state.acct, np.zeros(nsym), np.zeros(nsym, np.int64),
+                fills, trades, equity, start_idx, end_idx)
+    return state, fills, trades, equity
+
+
+def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: float = 10_000.0,
+               slippage_bps: float | None = None, start_ms: int | None = None, end_ms: int | None = None,
+               with_trades: bool = True, init_state: dict | None = None) -> dict:
+    """Replay `cfg` over `md` with the canonical engine; see the module docstring."""
+    symbols = list(md.symbols)
+    if not symbols:
+        raise ReplayError("no symbols to replay")
+    params = replay_params(cfg, symbols, slippage_bps)
+    wv = np.ascontiguousarray(cfg.windows(), dtype=np.int64)
+    if funding is None:
+        funding = np.zeros(md.close.shape)
+    funding = np.ascontiguousarray(funding, dtype=np.float64)
+    start_idx, end_idx = window_indices(md.times, start_ms, end_ms)
+    max_fills = max(1024, len(symbols) * (end_idx - start_idx) // 16)
+    state, fills, trades, equity = _run(md, params, wv, funding, initial_balance, init_state,
+                                        start_idx, end_idx, max_fills, max_fills)
+    n_fills, n_trades = int(state.acct[A_NFILLS]), int(state.acct[A_TRADES])
+    if n_fills > max_fills or n_trades > max_fills:   # buffers overflowed: rerun with exact sizes
+        state, fills, trades, equity = _run(md, params, wv, funding, initial_balance, init_state,
+                                            start_idx, end_idx, n_fills, n_trades)
+    metrics = np.zeros(NM)
+    KERNEL_CPU.write_metrics(state.acct, metrics)
+    fills, trades = fills[:n_fills], trades[:n_trades]
+    return _report(cfg, md, metrics, state, fills, trades, equity, start_idx, end_idx, params, with_trades)
+
+
+def _report(cfg, md, metrics, state, fills, trades, equity, start_idx, end_idx, params, with_trades):
+    symbols = list(md.symbols)
+    m = metrics_to_dict(metrics)
+    initial = float(state.acct[A_INITIAL])
+    final = float(state.acct[A_BALANCE])
+    report = {
+        **m,
+        "initial_balance": initial,
+        "final_balance": final,
+        "return_pct": (final / initial - 1.0) * 100.0 if initial > 0 else 0.0,
+        "slippage_bps": float(params[0, P_SLIPPAGE_BPS]),
+        "config_id": cfg.config_id,
+        "interval": md.interval,
+        "symbols": symbols,
+        "start_ms": int(md.times[start_idx]),
+        "end_ms": int(md.times[end_idx - 1] + md.interval_ms),
+        "bars": int(end_idx - start_idx),
+        "per_symbol": per_symbol_stats(trades, symbols),
+        "trace_checksum": trace_checksum(fills),
+        "fills_count": int(len(fills)),
+        "daily_returns": daily_returns(md.times, equity, start_idx, end_idx, initial, final),
+    }
+    report["max_drawdown_pct"] = m["max_drawdown_pct"]
+    if with_trades:
+        report["trades"] = trades_to_dicts(trades, symbols)
+        report["fills"] = fills_to_dicts(fills, symbols)
+    return report

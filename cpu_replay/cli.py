@@ -1,0 +1,231 @@
+"""`backtester replay` and `backtester dump-indicators`: the canonical engine from the shell.
+
+The JSON report goes to stdout (or --output); a short summary table goes to stderr so that the
+report can be piped. Every user mistake is one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cpu_replay.api import ReplayError, run_replay
+from cpu_replay.state_io import InitStateError, load_init_state
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Canonical CPU replay engine.")
+err = Console(stderr=True)
+
+DEFAULT_CONFIG = Path("config/strategy_overrides.yaml")
+INDICATOR_COLUMNS = (
+    "close", "ema_fast", "ema_slow", "ema_macro", "adx", "adx_pos", "adx_neg", "adx_slope", "bb_upper",
+    "bb_lower", "bb_width", "atr", "rsi", "macd_hist", "stoch_rsi_k", "stoch_rsi_d", "vol_sma", "vol_trend",
+)
+
+
+class CliError(Exception):
+    """A user mistake reported as one line."""
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def user_errors():
+    """The exception types that are user mistakes (one line, exit 1) rather than bugs."""
+    from marketdata.intervals import MarketDataError
+    from strategy.config import ConfigError
+
+    return (ConfigError, MarketDataError, ReplayError, InitStateError, CliError)
+
+
+def parse_time_ms(text: str | None, name: str) -> int | None:
+    """ISO date/datetime (UTC unless an offset is given) or epoch seconds/milliseconds."""
+    if text is None or text == "":
+        return None
+    t = text.strip()
+    if t.isdigit():
+        n = int(t)
+        return n if n > 10**11 else n * 1000
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{name}: cannot parse {text!r} (use 2025-06-01, 2025-06-01T12:00 or epoch ms)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def resolve_config(path: Path | None):
+    from strategy.config import load_config
+
+    p = path or DEFAULT_CONFIG
+    if not p.exists():
+        hint = " (copy config/strategy_overrides.yaml.example to it)" if path is None else ""
+        raise CliError(f"config not found: {p}{hint}")
+    return load_config(p)
+
+
+def resolve_interval(cli_interval: str | None, cfg) -> str:
+    from marketdata.intervals import normalize_interval
+
+    return normalize_interval(cli_interval or cfg.interval or "1h")
+
+
+def load_data(candles_db: str | None, interval: str, symbols: str | None, start_ms: int | None,
+              end_ms: int | None, lookback_bars: int):
+    """Load the window plus `lookback_bars` before it so indicators are warm at the start."""
+    from marketdata.candles import load_market_data
+    from marketdata.intervals import interval_ms
+
+    sources = candles_db or f"candles_dbs/candles_{interval}.db"
+    sym_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+    load_from = None if start_ms is None else start_ms - lookback_bars * interval_ms(interval)
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise CliError(f"--start must be before --end (got {start_ms} >= {end_ms})")
+    return load_market_data(sources, interval, symbols=sym_list, start_ms=load_from, end_ms=end_ms), sources
+
+
+def apply_universe_filter(md, sources: str, universe_db: str | None, start_ms, end_ms):
+    from marketdata.universe import universe_filter
+
+    db = universe_db or str(Path(sources.split(",")[0]).parent / "universe_history.db")
+    if not Path(db).exists():
+        raise CliError(f"universe DB not found: {db} (run tools/sync_universe_history.py or pass --universe-db)")
+    lo = int(md.times[0]) if start_ms is None else start_ms
+    hi = int(md.times[-1]) if end_ms is None else end_ms
+    keep = universe_filter(list(md.symbols), db, lo, hi)
+    if not keep:
+        raise CliError(f"--universe-filter kept no symbol of {', '.join(md.symbols)} ({db})")
+    return subset_symbols(md, keep)
+
+
+def subset_symbols(md, keep: list[str]):
+    """The same grid restricted to `keep` (kept in the sorted order kernels expect)."""
+    from dataclasses import replace
+
+    idx = [md.symbols.index(s) for s in sorted(keep)]
+    return replace(md, symbols=[md.symbols[i] for i in idx], open=md.open[idx], high=md.high[idx],
+                   low=md.low[idx], close=md.close[idx], volume=md.volume[idx], valid=md.valid[idx])
+
+
+def write_output(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text + "\n")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, output)
+
+
+def summary_table(report: dict) -> Table:
+    table = Table(title=f"replay {report['config_id'][:12]} · {report['interval']} · {len(report['symbols'])} symbols")
+    for col in ("total_pnl", "return_%", "trades", "win_rate", "profit_factor", "max_dd_%", "sharpe", "fees", "funding"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        f"{report['total_pnl']:.2f}", f"{report['return_pct']:.2f}", str(report["total_trades"]),
+        f"{report['win_rate']:.3f}", f"{report['profit_factor']:.3f}",
+        f"{report['max_drawdown_pct'] * 100:.2f}", f"{report['sharpe']:.3f}", f"{report['total_fees']:.2f}",
+        f"{report['total_funding']:.2f}",
+    )
+    return table
+
+
+@app.command()
+def replay(
+    candles_db: Annotated[str | None, typer.Option(help="Comma-separated candle DBs and/or partition dirs (default candles_dbs/candles_<interval>.db)")] = None,
+    config: Annotated[Path | None, typer.Option(help="Strategy YAML (default config/strategy_overrides.yaml)")] = None,
+    interval: Annotated[str | None, typer.Option(help="Bar interval (default: YAML global.engine.interval, else 1h)")] = None,
+    funding_db: Annotated[Path | None, typer.Option(help="funding_rates DB; funding is charged hourly when given")] = None,
+    slippage_bps: Annotated[float | None, typer.Option(help="Override trade.slippage_bps for every symbol")] = None,
+    universe_filter: Annotated[bool, typer.Option("--universe-filter", help="Keep symbols listed during the window")] = False,
+    universe_db: Annotated[str | None, typer.Option(help="universe_history.db (default: beside the first candles DB)")] = None,
+    start: Annotated[str | None, typer.Option(help="Window start (ISO date/time UTC or epoch ms)")] = None,
+    end: Annotated[str | None, typer.Option(help="Window end, exclusive")] = None,
+    initial_balance: Annotated[float, typer.Option(help="Starting balance in USD")] = 10_000.0,
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols (default: all in the DB)")] = None,
+    init_state: Annotated[Path | None, typer.Option(help="State JSON from tools/export_state.py to continue from")] = None,
+    lookback: Annotated[int, typer.Option(help="Warm-up bars loaded before --start")] = 400,
+    trades: Annotated[bool, typer.Option("--trades", help="Embed the trade list and fill trace in the report")] = False,
+    output: Annotated[Path | None, typer.Option(help="Write the JSON report here instead of stdout")] = None,
+) -> None:
+    """Replay a config over candle DBs with the canonical engine; JSON report out."""
+    try:
+        from marketdata.funding import funding_matrix
+
+        cfg = resolve_config(config)
+        iv = resolve_interval(interval, cfg)
+        start_ms, end_ms = parse_time_ms(start, "--start"), parse_time_ms(end, "--end")
+        if initial_balance <= 0:
+            raise CliError(f"--initial-balance must be > 0 (got {initial_balance})")
+        md, sources = load_data(candles_db, iv, symbols, start_ms, end_ms, lookback)
+        if universe_filter:
+            md = apply_universe_filter(md, sources, universe_db, start_ms, end_ms)
+        funding = funding_matrix(str(funding_db) if funding_db else None, md)
+        state = load_init_state(init_state) if init_state else None
+        report = run_replay(cfg, md, funding=funding, initial_balance=initial_balance,
+                            slippage_bps=slippage_bps, start_ms=start_ms, end_ms=end_ms,
+                            with_trades=trades, init_state=state)
+    except user_errors() as exc:
+        raise fail(str(exc)) from None
+    err.print(summary_table(report))
+    write_output(json.dumps(report, sort_keys=True, indent=2), output)
+
+
+def indicator_rows(md, symbol: str, wv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from strategy.features import FEATURE_NAMES
+    from strategy.indicators import compute_features
+
+    s = md.symbols.index(symbol)
+    ok = md.valid[s]
+    feats = compute_features(md.open[s, ok], md.high[s, ok], md.low[s, ok], md.close[s, ok], md.volume[s, ok], wv)
+    cols = [FEATURE_NAMES.index("stoch_rsi_k" if c == "stoch_rsi_k" else c) for c in INDICATOR_COLUMNS]
+    return md.times[ok], feats[:, cols]
+
+
+@app.command("dump-indicators")
+def dump_indicators(
+    symbol: Annotated[str, typer.Option(help="Symbol, exact case (e.g. BTC)")],
+    candles_db: Annotated[str | None, typer.Option(help="Candle DB(s), comma-separated")] = None,
+    interval: Annotated[str | None, typer.Option(help="Bar interval (default from the config, else 1h)")] = None,
+    config: Annotated[Path | None, typer.Option(help="Strategy YAML for the indicator windows")] = None,
+    output: Annotated[Path | None, typer.Option(help="CSV path (default stdout)")] = None,
+) -> None:
+    """One CSV row per bar with every indicator the strategy reads (windows from the config)."""
+    try:
+        cfg = resolve_config(config) if (config or DEFAULT_CONFIG.exists()) else _default_config()
+        iv = resolve_interval(interval, cfg)
+        md, _ = load_data(candles_db, iv, symbol, None, None, 0)
+        if symbol not in md.symbols:
+            raise CliError(f"unknown symbol {symbol!r} (symbols are case-sensitive)")
+        times, values = indicator_rows(md, symbol, np.ascontiguousarray(cfg.windows(), dtype=np.int64))
+    except user_errors() as exc:
+        raise fail(str(exc)) from None
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(("t",) + INDICATOR_COLUMNS)
+    for t, row in zip(times, values, strict=True):
+        writer.writerow([int(t)] + ["" if np.isnan(x) else repr(float(x)) for x in row])
+    write_output(buf.getvalue().rstrip("\n"), output)
+
+
+def _default_config():
+    from strategy.config import config_from_dict
+
+    return config_from_dict({}, source="<code defaults>")

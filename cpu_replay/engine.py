@@ -1,0 +1,132 @@
+"""The canonical engine: streaming indicators + the decision kernel, one closed bar at a time.
+
+`advance_bar` is the single code path of the engine. `replay_loop` calls it for every bar of a
+data set (compiled end to end, so a replay runs at millions of symbol-bars per second); the
+trading daemon calls it once per new closed bar through `Engine.step`. Both therefore make the
+same decisions from the same bars, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from strategy.features import NF
+from strategy.indicators import STREAM, stream_state_len
+from strategy.kernel import KERNEL_CPU
+from strategy.layout import A_EQUITY, A_NFILLS, NACCT, NFILL, NPOS, NTRADE
+
+_init_state = KERNEL_CPU.init_state
+_step_bar = KERNEL_CPU.step_bar
+_finish = KERNEL_CPU.finish
+_stream_init = STREAM.init
+_stream_update = STREAM.update
+
+
+@numba.njit(cache=True)
+def advance_bar(bar_open_ms, interval_ms, o, h, lo, c, v, valid, prev_valid, funding, params, wv,
+                btc_idx, states, feat, pos, acct, rank_score, rank_idx, fills, trades, trade):
+    """Feed one bar (arrays over symbols) to the streaming indicators, then to the kernel."""
+    for s in range(o.shape[0]):
+        if valid[s]:
+            _stream_update(states[s], wv, o[s], h[s], lo[s], c[s], v[s], feat[s])
+    if trade:
+        _step_bar(bar_open_ms, bar_open_ms + interval_ms, feat, valid, prev_valid, funding, params,
+                  btc_idx, pos, acct, rank_score, rank_idx, fills, trades)
+
+
+@numba.njit(cache=True)
+def replay_loop(times, interval_ms, o, h, lo, c, v, valid, funding, params, wv, btc_idx, states,
+                feat, pos, acct, rank_score, rank_idx, fills, trades, equity, start_idx, end_idx):
+    """Replay bars [0, end_idx): indicators warm up from bar 0, trading starts at start_idx."""
+    nsym = o.shape[0]
+    valid_row = np.zeros(nsym, np.uint8)
+    prev_row = np.zeros(nsym, np.uint8)
+    for b in range(end_idx):
+        for s in range(nsym):
+            valid_row[s] = 1 if valid[s, b] else 0
+            prev_row[s] = 1 if (b > 0 and valid[s, b - 1]) else 0
+        advance_bar(times[b], interval_ms, o[:, b], h[:, b], lo[:, b], c[:, b], v[:, b], valid_row,
+                    prev_row, funding[:, b], params, wv, btc_idx, states, feat, pos, acct, rank_score,
+                    rank_idx, fills, trades, b >= start_idx)
+        equity[b] = acct[A_EQUITY]
+    _finish(pos, acct, fills, trades, params)
+
+
+@numba.njit(cache=True)
+def init_streams(states, wv):
+    for s in range(states.shape[0]):
+        _stream_init(states[s], wv)
+
+
+@dataclass
+class EngineState:
+    """Everything the engine carries from one bar to the next (checkpointable)."""
+
+    states: np.ndarray      # streaming indicator state [nsym, L]
+    feat: np.ndarray        # last feature rows [nsym, NF]
+    pos: np.ndarray         # positions [nsym, NPOS]
+    acct: np.ndarray        # account [NACCT]
+
+    @classmethod
+    def fresh(cls, nsym: int, wv: np.ndarray, initial_balance: float) -> EngineState:
+        states = np.zeros((nsym, stream_state_len(wv)))
+        init_streams(states, wv)
+        feat = np.full((nsym, NF), np.nan)
+        pos = np.zeros((nsym, NPOS))
+        acct = np.zeros(NACCT)
+        _init_state(pos, acct, initial_balance)
+        return cls(states, feat, pos, acct)
+
+    def copy(self) -> EngineState:
+        return EngineState(self.states.copy(), self.feat.copy(), self.pos.copy(), self.acct.copy())
+
+
+class Engine:
+    """Step-by-step driver of the canonical engine (the trading daemon's view).
+
+    Fills are produced by the kernel's simulated broker (decision price moved by slippage, taker
+    fee); callers route them to their Broker (paper DB, dry-run log, exchange).
+    """
+
+    def __init__(self, params: np.ndarray, wv: np.ndarray, symbols: list[str], interval_ms: int,
+                 initial_balance: float, state: EngineState | None = None, max_fills_per_bar: int = 256):
+        self.symbols = list(symbols)
+        self.params = np.ascontiguousarray(params, dtype=np.float64)
+        self.wv = np.ascontiguousarray(wv, dtype=np.int64)
+        self.interval_ms = int(interval_ms)
+        self.btc_idx = self.symbols.index("BTC") if "BTC" in self.symbols else -1
+        self.state = state or EngineState.fresh(len(self.symbols), self.wv, initial_balance)
+        nsym = len(self.symbols)
+        self._rank_score = np.zeros(nsym)
+        self._rank_idx = np.zeros(nsym, np.int64)
+        self._fills = np.zeros((max_fills_per_bar, NFILL))
+        self._trades = np.zeros((0, NTRADE))
+
+    def step(self, bar_open_ms: int, o, h, lo, c, v, valid, prev_valid, funding=None,
+             trade: bool = True) -> np.ndarray:
+        """Process one closed bar; returns the fill rows it produced (copy, [k, NFILL])."""
+        st = self.state
+        nsym = len(self.symbols)
+        funding_row = np.zeros(nsym) if funding is None else np.asarray(funding, dtype=np.float64)
+        before_fills = st.acct[A_NFILLS]
+        st.acct[A_NFILLS] = 0.0
+        advance_bar(int(bar_open_ms), self.interval_ms, _f64(o), _f64(h), _f64(lo), _f64(c), _f64(v),
+                    _u8(valid), _u8(prev_valid), funding_row, self.params, self.wv, self.btc_idx,
+                    st.states, st.feat, st.pos, st.acct, self._rank_score, self._rank_idx, self._fills,
+                    self._trades, trade)
+        k = int(st.acct[A_NFILLS])
+        if k > self._fills.shape[0]:
+            raise RuntimeError(f"{k} fills in one bar exceed the engine's per-bar buffer")
+        st.acct[A_NFILLS] = before_fills + k
+        return self._fills[:k].copy()
+
+
+def _f64(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def _u8(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.uint8)
