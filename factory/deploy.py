@@ -57,13 +57,9 @@ class DeployResult:
 
 
 # --- config identity and validation -------------------------------------------------------------
-def _canonical_id(data: Any) -> str:
-    try:
-        from strategy.config import config_id_of  # the config engineer's definition wins when present
-    except ImportError:
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return config_id_of(data)
+def _raw_id(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _parse_yaml(text: str, source: str) -> dict:
@@ -76,20 +72,27 @@ def _parse_yaml(text: str, source: str) -> dict:
     return data
 
 
-def config_id_of_text(text: str, source: str = "config") -> str:
-    return _canonical_id(_parse_yaml(text, source))
+def _identify(data: dict, source: str, *, strict: bool = True) -> str:
+    """The effective config's config_id (what the factory and the trader report), validating it.
 
-
-def _validate(data: dict, source: str) -> None:
-    """Refuse a config the trader would reject at load time; skipped only if strategy.config is absent."""
+    strict=False (rollback) falls back to the raw-document hash when today's schema rejects an old
+    config: restoring the last good file must not depend on it still validating. Without
+    strategy.config installed the raw hash is the spec's definition.
+    """
     try:
         from strategy.config import ConfigError, config_from_dict
     except ImportError:
-        return
+        return _raw_id(data)
     try:
-        config_from_dict(data, source=source)
+        return config_from_dict(data, source=source).config_id
     except ConfigError as exc:
-        raise DeployError(f"{source}: {exc}") from None
+        if strict:
+            raise DeployError(str(exc).splitlines()[0]) from None
+        return _raw_id(data)
+
+
+def config_id_of_text(text: str, source: str = "config", *, strict: bool = True) -> str:
+    return _identify(_parse_yaml(text, source), source, strict=strict)
 
 
 def _sha256(text: str | None) -> str | None:
@@ -156,7 +159,7 @@ def _install(*, target: str, kind: str, next_text: str, next_id: str, target_yam
     prev_text = _read_optional(target_yaml)
     prev_data = _parse_yaml(prev_text, str(target_yaml)) if prev_text else None
     next_data = _parse_yaml(next_text, "next config")
-    prev_id = _canonical_id(prev_data) if prev_data is not None else None
+    prev_id = _identify(prev_data, str(target_yaml), strict=False) if prev_data is not None else None
     interval_changed = _interval(prev_data) != _interval(next_data) and prev_data is not None
     event = {
         "version": EVENT_VERSION, "ts_utc": datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(),
@@ -212,9 +215,7 @@ def deploy_paper(config_path_or_id: str, *, target_yaml: str | Path, artifacts_d
     """Deploy a config (file or registry id) to the paper trader's YAML; ReplayGateBlocked when red."""
     gate_line = _gate(ignore_replay_gate, dry_run, blocker_file, max_age_minutes, now_ms)
     text, source = _resolve_config(config_path_or_id, registry)
-    data = _parse_yaml(text, source)
-    _validate(data, source)
-    config_id = _canonical_id(data)
+    config_id = _identify(_parse_yaml(text, source), source)
     if source.startswith("registry:") and not config_id.startswith(config_path_or_id):
         raise DeployError(f"{source}: stored YAML re-hashes to {config_id[:12]}, not {config_path_or_id[:12]}")
     _check_not_retired(registry, config_id)
@@ -298,9 +299,8 @@ def deploy_sweep_row(sweep_results: str | Path, rank: int, *, base_config: str |
     if base_text is None:
         raise DeployError(f"{base_config}: base config not found")
     merged = apply_override_dict(_parse_yaml(base_text, str(base_config)), row["overrides"])
-    _validate(merged, f"{base_config} + rank {rank} overrides")
     text = yaml.safe_dump(merged, sort_keys=False, default_flow_style=False)
-    config_id = _canonical_id(merged)
+    config_id = _identify(merged, f"{base_config} + rank {rank} overrides")
     _check_not_retired(registry, config_id)
     now = int(time.time() * 1000) if now_ms is None else int(now_ms)
     source = {"sweep_results": str(sweep_results), "rank": rank, "sort_by": sort_by,
@@ -482,7 +482,7 @@ def promote_to_live(paper_db: str | Path, *, config_id: str, live_yaml_path: str
     if text is None:
         raise DeployError(f"config {config_id[:12]} not found in the registry")
     data = _parse_yaml(text, f"registry:{config_id[:12]}")
-    full_id = _canonical_id(data)
+    full_id = _identify(data, f"registry:{config_id[:12]}")
     ramp = registry.ramp(full_id, "live")
     if ramp is None:
         return _first_promotion(paper_db, full_id, data, live_yaml_path, registry, artifacts_dir, since_ms, gates,
@@ -585,7 +585,7 @@ def rollback(target: str = "paper", steps: int = 1, *, artifacts_dir: str | Path
     yaml_path = Path(target_yaml or event_in.get("what", {}).get("yaml_path") or "")
     if not str(yaml_path):
         raise DeployError(f"{chosen}/deploy_event.json: no what.yaml_path; pass target_yaml")
-    restored_id = config_id_of_text(text, f"{chosen}/prev_config.yaml")
+    restored_id = config_id_of_text(text, f"{chosen}/prev_config.yaml", strict=False)
     now = int(time.time() * 1000) if now_ms is None else int(now_ms)
     res = _install(target=target, kind="rollback", next_text=text, next_id=restored_id, target_yaml=yaml_path,
                    artifacts_dir=art, reason=reason, registry=None, dry_run=dry_run,
