@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hyperliquid.utils.signing import recover_agent_or_user_from_l1_action, recover_user_from_user_signed_action
+from hyperliquid.utils.signing import (
+    recover_agent_or_user_from_l1_action,
+    recover_user_from_user_signed_action,
+)
 
 NONCE_WINDOW = 100
 

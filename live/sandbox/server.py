@@ -86,6 +86,9 @@ class SandboxExchange:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> SandboxExchange:
+        """Serve on a background thread (idempotent); port 0 picks a free port."""
+        if self._loop is not None:
+            return self
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
@@ -171,6 +174,10 @@ class SandboxExchange:
 
     def mid(self, coin: str) -> float:
         return self._call(lambda: self.venue.mid(coin))
+
+    def ws_subscription_count(self) -> int:
+        """Subscriptions held by connected WebSocket clients (lets tests wait for subscribe)."""
+        return self._call(lambda: sum(len(subs) for subs in self.hub.conns.values()))
 
     def approve_agent(self, user: str, agent: str) -> None:
         self._call(lambda: self.signers.approve(user, agent))
