@@ -55,6 +55,9 @@ class ConfigError(ValueError):
         self.problems = [(path, _one_line(msg)) for path, msg in problems]
         super().__init__(self._summary())
 
+    def __reduce__(self):  # keep source and problems across process pools
+        return (type(self), (self.source, self.problems))
+
     def lines(self) -> list[str]:
         return [_format_problem(self.source, path, msg) for path, msg in self.problems]
 

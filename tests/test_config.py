@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -164,6 +165,8 @@ def test_config_error_is_one_line_and_lists_all_problems():
         ("global.trade.sl_atr_mult", "must be > 0 (got -1)"),
         ("global.trade.tp_atr_mult", "must be > 0 (got -2)"),
     ]
+    clone = pickle.loads(pickle.dumps(err))  # survives a process pool
+    assert str(clone) == str(err) and clone.problems == err.problems
 
 
 @pytest.mark.parametrize(
