@@ -8,7 +8,13 @@ from live.clock import ManualClock
 from live.env import RiskLimits
 from live.risk import RiskManager
 from live.strategy_modes import (
-    ModeSwitcher, normalize_mode, read_mode_file, resolve_start_mode, restart_required, step_down, write_mode_file,
+    ModeSwitcher,
+    normalize_mode,
+    read_mode_file,
+    resolve_start_mode,
+    restart_required,
+    step_down,
+    write_mode_file,
 )
 
 INTERVALS = {None: "1h", "primary": "30m", "fallback": "1h", "conservative": "1h", "flat": "1h"}

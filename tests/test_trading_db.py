@@ -13,8 +13,16 @@ import textwrap
 import pytest
 
 from live.trading_db import (
-    audit, engine_fill_hash, insert_trade, last_balance, load_engine_state, open_positions, open_trading_db,
-    save_engine_state, transaction, upsert_position_state,
+    audit,
+    engine_fill_hash,
+    insert_trade,
+    last_balance,
+    load_engine_state,
+    open_positions,
+    open_trading_db,
+    save_engine_state,
+    transaction,
+    upsert_position_state,
 )
 
 EXPECTED = {
