@@ -45,6 +45,8 @@ class Profile(BaseModel):
     slippage_bps: list[float] = Field(default_factory=lambda: [10.0, 20.0, 30.0])
     monte_carlo_iterations: int = Field(default=2000, ge=1)
     min_trades: int = Field(default=30, ge=0)
+    # advisory: gates are computed and reported but do not reject, and the run never deploys.
+    gate_mode: Literal["enforce", "advisory"] = "enforce"
 
     @field_validator("gates")
     @classmethod

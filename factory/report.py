@@ -20,6 +20,14 @@ def _fmt(x: Any, spec: str = ".4g") -> str:
     return str(x)
 
 
+def _rejected_cell(item: dict[str, Any]) -> str:
+    if item.get("rejected"):
+        return f"YES: {item.get('reject_reason')}"
+    if item.get("gate_failures"):
+        return f"no (ADVISORY gate failures: {'; '.join(item['gate_failures'])})"
+    return "no"
+
+
 def render_report_md(items: list[dict[str, Any]], *, run_id: str, profile: str, sweep: dict[str, Any]) -> str:
     lines = [f"# Factory report — run {run_id} (profile {profile})", "",
              f"Sweep: backend **{sweep.get('backend')}**, {sweep.get('candidates_evaluated')} candidates in "
@@ -44,7 +52,7 @@ def render_report_md(items: list[dict[str, Any]], *, run_id: str, profile: str, 
             f"| {i.get('total_trades')} | {_fmt(i.get('win_rate'), '.2%')} | {_fmt(i.get('profit_factor'), '.3f')} "
             f"| {_fmt(i.get('max_drawdown_pct'), '.2%')} | {_fmt(i.get('score_v1'), '.5f')} "
             f"| {i.get('replay_equivalence_status')} ({i.get('replay_equivalence_count')}) "
-            f"| {'YES: ' + str(i.get('reject_reason')) if i.get('rejected') else 'no'} |")
+            f"| {_rejected_cell(i)} |")
     lines += ["", "## Gates", ""]
     for i in items:
         lines.append(f"- `{str(i.get('config_id'))[:12]}` gates `{i.get('validation_gate')}`: "

@@ -18,8 +18,13 @@ def score_v1(median_oos_daily_return: float, max_oos_drawdown: float, slippage_f
     )
 
 
-def verdict(summaries: dict[str, dict[str, Any]], replay_report: dict[str, Any]) -> dict[str, Any]:
-    """Flatten gate outputs into report fields, score_v1 and the reject decision."""
+def verdict(summaries: dict[str, dict[str, Any]], replay_report: dict[str, Any], *,
+            enforce: bool = True) -> dict[str, Any]:
+    """Flatten gate outputs into report fields, score_v1 and the reject decision.
+
+    With ``enforce`` False (advisory profiles such as smoke) failed gates are reported in
+    ``gate_failures`` but do not reject; such a run must never deploy (the pipeline enforces that).
+    """
     wf = summaries.get("walk_forward", {})
     sl = summaries.get("slippage", {})
     trades = int(replay_report.get("total_trades", 0))
@@ -30,7 +35,8 @@ def verdict(summaries: dict[str, dict[str, Any]], replay_report: dict[str, Any])
     item: dict[str, Any] = {
         "score_v1": score_v1(med, dd, frag, trades),
         "score_v1_complete": "walk_forward" in summaries and "slippage" in summaries,
-        "rejected": bool(reasons), "reject_reason": "; ".join(reasons) or None,
+        "rejected": bool(reasons) and enforce, "reject_reason": ("; ".join(reasons) or None) if enforce else None,
+        "gate_failures": reasons, "gate_mode": "enforce" if enforce else "advisory",
         "gates_run": list(summaries),
     }
     for key in ("wf_median_oos_daily_return", "wf_max_oos_drawdown"):

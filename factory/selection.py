@@ -21,7 +21,7 @@ PROOF_FIELDS = ("replay_report_path", "replay_equivalence_report_path")
 SELECTED_FIELDS = (
     "config_id", "config_path", "score_v1", "total_pnl", "max_drawdown_pct", "total_trades", "profit_factor",
     *STAGE_FIELDS, "canonical_cpu_verified", "candidate_mode", "schema_version", *PROOF_FIELDS,
-    "replay_equivalence_status", "replay_equivalence_count", "rejected", "reject_reason",
+    "replay_equivalence_status", "replay_equivalence_count", "rejected", "reject_reason", "gate_mode", "gate_failures",
 )
 
 

@@ -1,0 +1,87 @@
+"""`factory run --profile smoke|daily|deep`: the nightly pipeline from a terminal or a timer.
+
+Thin on purpose: flags become RunOptions, factory.pipeline does the work. Exit codes: 0 ok,
+1 a step failed, 2 bad input, 130 interrupted (SIGINT/SIGTERM; continue with --resume).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import typer
+
+from factory.pipeline import RunOptions, run_factory
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Strategy factory: sweep, canonical replay, replay equivalence, gates, selection.")
+
+
+@app.callback()
+def _main() -> None:
+    """Strategy factory (see OPS_RUNBOOK.md §7)."""
+
+
+def _time_ms(value: str | None, flag: str) -> int | None:
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        typer.echo(f"factory: {flag}: {value!r} is neither epoch ms nor an ISO date/time", err=True)
+        raise typer.Exit(2) from None
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value is not None else None
+
+
+@app.command("run")
+def run(
+    profile: str = typer.Option("smoke", help="smoke | daily | deep (config/factory_profiles.yaml)."),
+    config: str = typer.Option(None, help="Base strategy YAML [config/strategy_overrides.yaml, else .example]."),
+    candles_db: str = typer.Option(None, help="Candle DB file(s)/partition dirs, comma-separated [smoke: demo data]."),
+    funding_db: str = typer.Option(None, help="Funding rates DB."),
+    interval: str = typer.Option(None, help="Candle interval, e.g. 1h [profile]."),
+    sweep_spec: str = typer.Option(None, help="Sweep spec YAML [profile]."),
+    backend: str = typer.Option(None, help="auto | cpu | cuda | cudasim [profile]."),
+    precision: str = typer.Option(None, help="f64 | f32 [profile]."),
+    tpe: bool = typer.Option(None, "--tpe/--grid", help="TPE trials instead of the grid [profile]."),
+    trials: int = typer.Option(None, help="TPE trials [profile]."),
+    batch: int = typer.Option(None, help="TPE batch size [profile]."),
+    shortlist: int = typer.Option(None, help="Shortlist size [profile]."),
+    replay: int = typer.Option(None, help="Candidates replayed and validated [profile]."),
+    gates: str = typer.Option(None, help="Comma list of gates, or 'none' [profile]."),
+    trace: bool = typer.Option(None, "--trace/--no-trace", help="Trade-by-trade equivalence [profile: on]."),
+    min_trades: int = typer.Option(None, help="min_trades gate threshold [profile: 30]."),
+    gate_mode: str = typer.Option(None, help="enforce | advisory (advisory never deploys) [profile]."),
+    start: str = typer.Option(None, help="Data window start (epoch ms or ISO UTC)."),
+    end: str = typer.Option(None, help="Data window end, exclusive (epoch ms or ISO UTC)."),
+    symbols: str = typer.Option(None, help="Comma list of symbols [all in the data]."),
+    artifacts_dir: str = typer.Option("artifacts", help="Artifacts root."),
+    run_id: str = typer.Option(None, help="Run id [<UTC yyyymmddThhmmssZ>_<profile>]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an existing run after its last finished step."),
+    no_deploy: bool = typer.Option(False, "--no-deploy", help="Do not deploy the selected config to paper."),
+    initial_balance: float = typer.Option(10_000.0, help="Initial balance (USD) for sweep and replays."),
+    deploy_target: str = typer.Option(None, help="Paper config YAML the deploy step replaces."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    """Run the factory pipeline and write artifacts/<UTC date>/run_<run_id>/."""
+    gate_list = _csv(gates)
+    opts = RunOptions(
+        profile=profile, config=config, candles_db=candles_db, funding_db=funding_db, interval=interval,
+        sweep_spec=sweep_spec, backend=backend, precision=precision, tpe=tpe, trials=trials, batch=batch,
+        shortlist=shortlist, replay=replay, gates=[] if gate_list == ["none"] else gate_list, trace=trace,
+        min_trades=min_trades, gate_mode=gate_mode, start_ms=_time_ms(start, "--start"), end_ms=_time_ms(end, "--end"),
+        symbols=_csv(symbols), artifacts_dir=artifacts_dir, run_id=run_id, resume=resume, no_deploy=no_deploy,
+        initial_balance=initial_balance, deploy_target=deploy_target, progress=progress,
+    )
+    code = run_factory(opts)
+    if code:
+        raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    app()

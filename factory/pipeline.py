@@ -1,0 +1,571 @@
+"""The factory run: data checks -> sweep -> shortlist -> configs -> replay -> equivalence -> gates
+-> report -> selection -> deploy.
+
+Each arrow is a step of the run directory's step log (factory.run_dir), so a killed run shows what
+finished and ``--resume`` continues after it. Objects that cannot be stored (config, sweep spec,
+market data) are rebuilt by ``prepare_inputs`` on every start, which is also where bad input is
+caught before any heavy work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from factory import equivalence, gates, scoring
+from factory.jsonio import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+from factory.profiles import REPO_ROOT, Profile, resolve_profile
+from factory.report import write_report
+from factory.run_dir import RunDir, RunInterrupted, StepFailed, default_run_id
+from factory.selection import build_selection, write_selection
+
+GUARDED_ARGS = ("profile", "config", "candles_db", "funding_db", "interval", "sweep_spec", "backend",
+                "precision", "tpe", "trials", "batch", "shortlist", "replay", "gates", "initial_balance",
+                "start_ms", "end_ms", "symbols", "trace", "min_trades", "gate_mode")
+STAGE_BASE = {"candidate_mode": True, "schema_version": 1}
+
+
+class InputError(ValueError):
+    """Bad user input found before or during the run (one line, shown as is)."""
+
+
+@dataclass
+class RunOptions:
+    profile: str = "smoke"
+    config: str | None = None
+    candles_db: str | None = None
+    funding_db: str | None = None
+    interval: str | None = None
+    sweep_spec: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    tpe: bool | None = None
+    trials: int | None = None
+    batch: int | None = None
+    shortlist: int | None = None
+    replay: int | None = None
+    gates: list[str] | None = None
+    trace: bool | None = None
+    min_trades: int | None = None
+    gate_mode: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    symbols: list[str] | None = None
+    artifacts_dir: str = "artifacts"
+    run_id: str | None = None
+    resume: bool = False
+    no_deploy: bool = False
+    initial_balance: float = 10_000.0
+    deploy_target: str | None = None
+    progress: bool = True
+    profiles_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def profile_overrides(self) -> dict[str, Any]:
+        keys = ("interval", "sweep_spec", "backend", "precision", "tpe", "trials", "batch", "shortlist",
+                "replay", "gates", "trace", "min_trades", "gate_mode")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass
+class Inputs:
+    """Everything the steps share, rebuilt on each (re)start."""
+
+    profile: Profile
+    config_path: Path
+    base_cfg: Any
+    spec_path: Path
+    spec: Any
+    candle_sources: list[Path]
+    funding_db: Path | None
+    md: Any = None
+    funding: Any = None
+    trade_start_ms: int | None = None
+
+
+# ----------------------------------------------------------------------------------- inputs
+def _existing(path: str | Path, what: str) -> Path:
+    """Relative paths are tried from the cwd, then from the repo (profiles name repo files)."""
+    p = Path(path)
+    for cand in (p, REPO_ROOT / p) if not p.is_absolute() else (p,):
+        if cand.exists():
+            return cand
+    raise InputError(f"{what}: {path}: file not found")
+
+
+def resolve_config_path(config: str | None) -> Path:
+    if config:
+        return _existing(config, "--config")
+    for name in ("config/strategy_overrides.yaml", "config/strategy_overrides.yaml.example"):
+        for base in (Path.cwd(), REPO_ROOT):
+            if (base / name).is_file():
+                return base / name
+    raise InputError("--config: no config/strategy_overrides.yaml (or .example) found; pass --config")
+
+
+def resolve_candles(opts: RunOptions, profile: Profile) -> tuple[list[Path], Path | None]:
+    if opts.candles_db:
+        sources = [_existing(s.strip(), "--candles-db") for s in opts.candles_db.split(",") if s.strip()]
+        funding = _existing(opts.funding_db, "--funding-db") if opts.funding_db else None
+        return sources, funding
+    if profile.name != "smoke":
+        raise InputError(f"--candles-db is required for profile {profile.name!r} (only smoke uses the demo data)")
+    from marketdata.demo import ensure_demo_data
+
+    repo_demo = Path.cwd() / "demo_data"
+    root = repo_demo if repo_demo.is_dir() else Path(opts.artifacts_dir) / "demo_data"
+    demo = ensure_demo_data(root)
+    key = f"candles_{profile.interval}"
+    if key not in demo:
+        raise InputError(f"--interval {profile.interval}: the demo data has only 1h and 5m candles")
+    funding = _existing(opts.funding_db, "--funding-db") if opts.funding_db else demo["funding"]
+    return [Path(demo[key])], Path(funding)
+
+
+def prepare_inputs(opts: RunOptions) -> Inputs:
+    """Profile, config, sweep spec and data sources: every user mistake surfaces here as InputError."""
+    from gpu.spec import SweepSpecError, load_sweep_spec
+    from strategy.config import ConfigError, load_config
+
+    profile = resolve_profile(opts.profile, opts.profile_overrides(), opts.profiles_path)
+    config_path = resolve_config_path(opts.config)
+    try:
+        base_cfg = load_config(config_path)
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
+    spec_path = _existing(profile.sweep_spec, "--sweep-spec")
+    try:
+        spec = load_sweep_spec(spec_path, base_cfg)
+    except SweepSpecError as exc:
+        raise InputError(str(exc)) from None
+    spec = dataclasses.replace(spec, initial_balance=float(opts.initial_balance))
+    if not profile.tpe and profile.max_candidates and spec.grid_size_unconstrained > profile.max_candidates \
+            and opts.trials is None:
+        raise InputError(f"{spec_path}: grid of {spec.grid_size_unconstrained:,} candidates exceeds profile "
+                         f"{profile.name!r} limit {profile.max_candidates:,}")
+    sources, funding_db = resolve_candles(opts, profile)
+    return Inputs(profile, config_path, base_cfg, spec_path, spec, sources, funding_db)
+
+
+def load_data(inp: Inputs, opts: RunOptions) -> None:
+    from marketdata.candles import load_market_data
+    from marketdata.funding import funding_matrix
+    from marketdata.intervals import MarketDataError
+
+    try:
+        inp.md = load_market_data(",".join(str(s) for s in inp.candle_sources), inp.profile.interval,
+                                  opts.symbols, opts.start_ms, opts.end_ms)
+        inp.funding = funding_matrix(str(inp.funding_db) if inp.funding_db else None, inp.md)
+    except MarketDataError as exc:
+        raise InputError(str(exc)) from None
+    if inp.md.nbar <= inp.spec.lookback + 1:
+        raise InputError(f"{inp.md.nbar} {inp.profile.interval} bars: not more than the sweep lookback "
+                         f"{inp.spec.lookback}; widen the data window")
+    inp.trade_start_ms = int(inp.md.times[inp.spec.lookback])
+
+
+# ----------------------------------------------------------------------------------- steps
+def _db_files(sources: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for s in sources:
+        out.extend(sorted(s.rglob("*.db")) if s.is_dir() else [s])
+    return out
+
+
+def _span(db: Path) -> tuple[int, int, int]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        t0, t1, n = conn.execute("SELECT MIN(t), MAX(COALESCE(t_close, t)), COUNT(*) FROM candles").fetchone()
+    if not n:
+        raise StepFailed(f"data check: {db}: no candles")
+    return int(t0), int(t1), int(n)
+
+
+def step_data_checks(rd: RunDir, inp: Inputs, log) -> dict[str, Any]:
+    """Historical data: judge gaps and bad rows over the data's own span, never freshness vs now."""
+    from marketdata.checks import check_candle_dbs, check_funding_db
+    from marketdata.intervals import interval_ms
+
+    bars_per_day = 86_400_000 // interval_ms(inp.profile.interval)
+    out: dict[str, Any] = {"dbs": []}
+    for db in _db_files(inp.candle_sources):
+        try:
+            t0, t1, n = _span(db)
+        except sqlite3.Error as exc:
+            raise StepFailed(f"data check: {db}: unreadable candles DB: {exc}") from None
+        hours = (t1 - t0) / 3_600_000 + 1
+        expected = max(1, int(hours * 3_600_000 // interval_ms(inp.profile.interval)))
+        report = check_candle_dbs(
+            str(db), hours, freshness_warn_mult=1e12, freshness_fail_mult=1e12, gap_warn_bars=1,
+            gap_fail_bars=max(3, bars_per_day), missing_warn_bars=10,
+            missing_fail_bars=max(50, expected // 20), now=t1 + 6_000, symbols=None,
+        )
+        path = write_json_atomic(rd.path / "data_checks" / f"candles_{db.stem}.json", report)
+        log.write(f"{db}: {report['overall_status']} ({n} rows)\n")
+        out["dbs"].append({"db": str(db), "status": report["overall_status"], "report_path": str(path), "rows": n})
+        if report["overall_status"] == "FAIL":
+            raise StepFailed(f"data check FAIL for {db}: see {path}")
+    if inp.funding_db is not None:
+        rep = check_funding_db(str(inp.funding_db), lookback_hours=24 * 3650, max_age_warn_hours=1e9,
+                               max_age_fail_hours=1e9)
+        path = write_json_atomic(rd.path / "data_checks" / "funding.json", rep)
+        out["funding"] = {"db": str(inp.funding_db), "status": rep.get("status"), "report_path": str(path)}
+    out["status"] = "OK" if all(d["status"] == "OK" for d in out["dbs"]) else "WARN"
+    return out
+
+
+def sweep_stage_of(backend: str, tpe: bool) -> str:
+    gpu = backend in ("cuda", "cudasim")  # cudasim runs the CUDA kernel (tests only)
+    return ("gpu" if gpu else "cpu") + ("_tpe" if tpe else "")
+
+
+def step_sweep(rd: RunDir, inp: Inputs, opts: RunOptions, log) -> dict[str, Any]:
+    from gpu.api import run_sweep
+
+    p = inp.profile
+    top_n = max(10_000, p.shortlist * 50) if p.tpe else None
+    res = run_sweep(inp.base_cfg, inp.spec, inp.md, inp.funding, backend=p.backend, precision=p.precision,
+                    tpe=p.tpe, trials=p.trials, batch=p.batch, seed=42, top_n=top_n, progress=opts.progress,
+                    storage=f"sqlite:///{(rd.path / 'state' / 'tpe.sqlite3').resolve()}" if p.tpe else None,
+                    study_name=f"factory_{rd.metadata['run_id']}" if p.tpe else None)
+    rows_path = write_jsonl_atomic(rd.path / "sweeps" / "sweep_results.jsonl", res.rows)
+    log.write(f"backend {res.backend}: {res.backend_reason}; {res.candidates_evaluated} candidates "
+              f"in {res.elapsed_s:.2f}s\n")
+    return {"backend": res.backend, "backend_reason": res.backend_reason, "spec_path": str(inp.spec_path),
+            "candidates_evaluated": int(res.candidates_evaluated), "elapsed_s": float(res.elapsed_s),
+            "candidates_per_s": float(res.candidates_per_s), "precision": res.precision,
+            "sweep_stage": sweep_stage_of(res.backend, p.tpe), "rows_kept": len(res.rows),
+            "rows_path": str(rows_path.resolve()), "tpe": p.tpe, "lookback": inp.spec.lookback,
+            "trade_start_ms": inp.trade_start_ms}
+
+
+def step_shortlist(rd: RunDir, inp: Inputs, sweep: dict[str, Any], log) -> list[dict[str, Any]]:
+    from factory.shortlist import build_shortlist
+
+    rows = read_jsonl(sweep["rows_path"])
+    short = build_shortlist(rows, inp.profile.shortlist, inp.profile.sort_modes)
+    write_jsonl_atomic(rd.path / "sweeps" / "sweep_candidates.jsonl", short)
+    log.write(f"{len(short)} of {len(rows)} rows shortlisted\n")
+    return short
+
+
+def step_configs(rd: RunDir, inp: Inputs, short: list[dict[str, Any]], log) -> list[dict[str, Any]]:
+    """Write each candidate's full effective YAML; its config_id must be the sweep row's."""
+    from strategy.config import apply_overrides, dump_config_yaml, load_config
+
+    out = []
+    for row in short:
+        stem = f"candidate_{row['rank']}"
+        cfg = apply_overrides(inp.base_cfg, row.get("overrides") or {})
+        path = rd.path / "configs" / f"{stem}.yaml"
+        dump_config_yaml(cfg, path)
+        reloaded = load_config(path).config_id
+        if not (cfg.config_id == row["config_id"] == reloaded):
+            raise StepFailed(f"{path}: config_id {reloaded[:12]} (written) / {cfg.config_id[:12]} (applied) != "
+                             f"sweep row {row['config_id'][:12]}: the sweep and the config system disagree")
+        log.write(f"{stem}: {row['config_id'][:12]} sort_by={row['sort_by']}\n")
+        out.append({"rank": row["rank"], "stem": stem, "path": str(path.resolve()), "config_id": row["config_id"],
+                    "sort_by": row["sort_by"], "overrides": row.get("overrides") or {}, "sweep_row": row})
+    return out
+
+
+def make_replay_fn(inp: Inputs, initial_balance: float) -> Callable[..., dict[str, Any]]:
+    from cpu_replay.api import run_replay
+
+    def replay(cfg, **kw):
+        kw.setdefault("start_ms", inp.trade_start_ms)
+        return run_replay(cfg, inp.md, funding=inp.funding, initial_balance=initial_balance, **kw)
+
+    return replay
+
+
+def step_replay(rd: RunDir, inp: Inputs, cand: dict[str, Any], replay_fn, log) -> dict[str, Any]:
+    from strategy.config import load_config
+
+    cfg = load_config(cand["path"])
+    report = replay_fn(cfg, with_trades=True)
+    path = write_json_atomic(rd.path / "replays" / f"{cand['stem']}.replay.json", report)
+    log.write(f"{cand['stem']}: pnl {report['total_pnl']:.4f} trades {report['total_trades']}\n")
+    return {"path": str(path.resolve())}
+
+
+def step_equivalence(rd: RunDir, inp: Inputs, cand: dict[str, Any], sweep: dict[str, Any], replay_path: str,
+                     initial_balance: float, log) -> dict[str, Any]:
+    from gpu.api import trace_candidates
+
+    report = read_json(replay_path)
+    out_path = rd.path / "replays" / f"{cand['stem']}.replay_equivalence.json"
+    try:
+        trades = None
+        if inp.profile.trace:
+            trades = trace_candidates(inp.base_cfg, [cand["overrides"]], inp.md, inp.funding,
+                                      initial_balance=initial_balance, backend=sweep["backend"],
+                                      precision=sweep["precision"], lookback=inp.spec.lookback)[0]
+        eq = equivalence.compare_sweep_to_replay(cand["sweep_row"], report, trades,
+                                                 initial_balance=initial_balance, precision=sweep["precision"])
+    except Exception as exc:  # noqa: BLE001 - any failure to compare is recorded, never a pass
+        eq = equivalence.error_report(f"{type(exc).__name__}: {exc}", cand["config_id"])
+    eq.update({"sweep_row_path": sweep["rows_path"], "replay_report_path": replay_path,
+               "config_path": cand["path"], "stem": cand["stem"]})
+    write_json_atomic(out_path, eq)
+    log.write(f"{cand['stem']}: equivalence {eq['status']} ({eq['count']} compared)\n")
+    return {**{k: eq.get(k) for k in ("status", "failure_code", "count", "diffs", "mode")}, "path": str(out_path.resolve())}
+
+
+def step_gates(rd: RunDir, inp: Inputs, cand: dict[str, Any], replay_path: str, replay_fn, opts: RunOptions,
+               tick, log) -> dict[str, Any]:
+    from strategy.config import apply_overrides, load_config
+
+    p = inp.profile
+    report = read_json(replay_path)
+    summaries = gates.run_gates(
+        p.gates, cfg=load_config(cand["path"]), replay_report=report, replay_fn=replay_fn,
+        apply_overrides=apply_overrides, initial_balance=opts.initial_balance, out_dir=rd.path / "gates",
+        stem=cand["stem"], walk_forward_splits=p.walk_forward_splits, slippage_bps=p.slippage_bps,
+        monte_carlo_iterations=p.monte_carlo_iterations, min_trades=p.min_trades, on_progress=tick)
+    log.write(f"{cand['stem']}: gates {list(summaries)}\n")
+    return scoring.verdict(summaries, report, enforce=p.gate_mode == "enforce")
+
+
+# ----------------------------------------------------------------------------------- items
+def _stage_fields(sweep: dict[str, Any], validated: bool, gate_label: str) -> dict[str, Any]:
+    return {**STAGE_BASE, "pipeline_stage": "candidate_validation" if validated else "candidate_generation",
+            "sweep_stage": sweep["sweep_stage"], "replay_stage": "cpu_replay" if validated else "",
+            "validation_gate": gate_label if validated else ""}
+
+
+def build_item(cand: dict[str, Any], sweep: dict[str, Any], replay_path: str, eq: dict[str, Any],
+               verdict: dict[str, Any], gate_label: str) -> dict[str, Any]:
+    rep = read_json(replay_path)
+    metrics = ("initial_balance", "final_balance", "total_pnl", "total_trades", "win_rate", "profit_factor",
+               "max_drawdown_pct", "total_fees", "sharpe")
+    item = {k: rep.get(k) for k in metrics}
+    item.update(_stage_fields(sweep, True, gate_label))
+    item.update({
+        "config_id": cand["config_id"], "config_path": cand["path"], "rank": cand["rank"],
+        "sort_by": cand["sort_by"], "overrides": cand["overrides"], "replay_report_path": replay_path,
+        "canonical_cpu_verified": eq["status"] == "pass",
+        "replay_equivalence_status": eq["status"], "replay_equivalence_failure_code": eq.get("failure_code"),
+        "replay_equivalence_count": int(eq.get("count") or 0), "replay_equivalence_report_path": eq["path"],
+        "replay_equivalence_mode": eq.get("mode"), "replay_equivalence_diffs": eq.get("diffs") or [],
+    })
+    item.update(verdict)
+    if eq["status"] != "pass":
+        item["not_deployable_reason"] = f"replay equivalence {eq['status']} ({eq.get('failure_code')})"
+    return item
+
+
+def candidate_config_row(cand: dict[str, Any], sweep: dict[str, Any], item: dict[str, Any] | None) -> dict[str, Any]:
+    row = {"path": cand["path"], "config_id": cand["config_id"], "rank": cand["rank"], "sort_by": cand["sort_by"],
+           **_stage_fields(sweep, False, ""), "canonical_cpu_verified": False,
+           "replay_equivalence_status": "not_run", "replay_equivalence_report_path": None,
+           "replay_equivalence_count": 0, "replay_report_path": None}
+    if item is not None:
+        for k in ("pipeline_stage", "replay_stage", "validation_gate", "canonical_cpu_verified",
+                  "replay_equivalence_status", "replay_equivalence_report_path", "replay_equivalence_count",
+                  "replay_report_path", "score_v1", "rejected", "reject_reason"):
+            row[k] = item.get(k)
+    return row
+
+
+# ----------------------------------------------------------------------------------- deploy
+def step_deploy(rd: RunDir, sel: dict[str, Any], opts: RunOptions, log) -> dict[str, Any]:
+    """The factory's own deploy obeys the release blocker: red, stale or unreadable means no deploy."""
+    try:
+        from factory.release_blocker import read_blocker
+    except ImportError as exc:
+        return {"deploy_stage": "skipped", "deploy_reason": f"release blocker reader unavailable ({exc}): fail closed"}
+    status = read_blocker()
+    if not status.ok:
+        reason = getattr(status, "reason_line", None) or getattr(status, "reason", None) or "release blocker not green"
+        log.write(f"deploy skipped: {reason}\n")
+        return {"deploy_stage": "skipped", "deploy_reason": f"release blocker: {reason}"}
+    from factory.deploy import deploy_paper
+
+    registry = _registry(opts)
+    target = Path(opts.deploy_target) if opts.deploy_target else resolve_config_path(None)
+    res = deploy_paper(sel["selected"]["config_path"], target_yaml=target, artifacts_dir=Path(opts.artifacts_dir),
+                       reason=f"factory run {rd.metadata['run_id']}", registry=registry, ignore_replay_gate=False,
+                       dry_run=False)
+    info = dataclasses.asdict(res) if dataclasses.is_dataclass(res) else dict(getattr(res, "__dict__", {}))
+    log.write(f"deployed {sel['selected']['config_id'][:12]} to {target}\n")
+    return {"deploy_stage": "deployed", "deploy_reason": f"deployed to paper config {target}", "deployment": info}
+
+
+def _registry(opts: RunOptions):
+    try:
+        from factory.registry import Registry
+    except ImportError:
+        return None
+    return Registry(Path(opts.artifacts_dir) / "registry" / "registry.sqlite")
+
+
+def record_registry(rd: RunDir, items: list[dict[str, Any]], opts: RunOptions) -> dict[str, Any]:
+    reg = _registry(opts)
+    if reg is None:
+        return {"status": "skipped", "reason": "factory.registry not available"}
+    reg.record_run(rd.metadata)
+    for item in items:
+        reg.record_config(item["config_id"], Path(item["config_path"]).read_text(encoding="utf-8"),
+                          rd.metadata["run_id"])
+        reg.record_verdict(rd.metadata["run_id"], item["config_id"], item)
+    return {"status": "ok", "configs": len(items)}
+
+
+# ----------------------------------------------------------------------------------- driver
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, disable=not enabled, transient=False)
+
+
+def execute(rd: RunDir, inp: Inputs, opts: RunOptions, console: Console) -> dict[str, Any]:
+    """All steps in order; returns the selection document."""
+    meta = rd.metadata
+    rd.run_step("data_checks", ["data_checks", *map(str, inp.candle_sources)], lambda log: step_data_checks(rd, inp, log))
+    load_data(inp, opts)
+    sweep = rd.run_step("sweep", ["sweep", str(inp.spec_path), f"--backend={inp.profile.backend}"],
+                        lambda log: step_sweep(rd, inp, opts, log))
+    meta["sweep"] = {k: sweep[k] for k in ("backend", "spec_path", "candidates_evaluated", "elapsed_s",
+                                           "candidates_per_s", "backend_reason", "precision", "sweep_stage")}
+    short = rd.run_step("shortlist", ["shortlist", f"--size={inp.profile.shortlist}"],
+                        lambda log: step_shortlist(rd, inp, sweep, log))
+    if not short:
+        raise StepFailed("shortlist is empty: no sweep row with at least one trade")
+    cands = rd.run_step("configs", ["generate_configs", f"--count={len(short)}"],
+                        lambda log: step_configs(rd, inp, short, log))
+    meta["candidate_configs"] = [candidate_config_row(c, sweep, None) for c in cands]
+    rd.save()
+    gate_label = gates.validation_gate_label(inp.profile.gates)
+    replay_fn = make_replay_fn(inp, opts.initial_balance)
+    items: list[dict[str, Any]] = []
+    chosen = cands[: inp.profile.replay]
+    with _progress(console, opts.progress) as bar:
+        task = bar.add_task("replay + gates", total=len(chosen))
+        for i, cand in enumerate(chosen):
+            stem = cand["stem"]
+
+            def tick(what: str, stem=stem) -> None:
+                bar.update(task, description=f"{stem}: {what}")
+
+            tick("canonical replay")
+            rep = rd.run_step(f"replay_{stem}", ["replay", cand["path"]], lambda log, c=cand: step_replay(rd, inp, c, replay_fn, log))
+            tick("replay equivalence")
+            eq = rd.run_step(f"equivalence_{stem}", ["equivalence", rep["path"]],
+                             lambda log, c=cand, r=rep: step_equivalence(rd, inp, c, sweep, r["path"], opts.initial_balance, log))
+            verdict = rd.run_step(f"gates_{stem}", ["gates", gate_label, rep["path"]],
+                                  lambda log, c=cand, r=rep: step_gates(rd, inp, c, r["path"], replay_fn, opts, tick, log))
+            item = build_item(cand, sweep, rep["path"], eq, verdict, gate_label)
+            items.append(item)
+            meta["candidate_configs"][i] = candidate_config_row(cand, sweep, item)
+            rd.save()
+            bar.advance(task)
+    reports = rd.run_step("report", ["report"], lambda log: write_report(
+        items, rd.path / "reports", run_id=meta["run_id"], profile=inp.profile.name, sweep=meta["sweep"]))
+    bundle = {"run_dir": str(rd.path.resolve()), "run_metadata_json": str(rd.metadata_path.resolve()),
+              "report_json": reports["report_json"], "report_md": reports["report_md"],
+              "selection_json": str((rd.path / "reports" / "selection.json").resolve()),
+              "selection_md": str((rd.path / "reports" / "selection.md").resolve())}
+
+    def select(log) -> dict[str, Any]:
+        sel = build_selection(items, run_id=meta["run_id"], run_dir=rd.path, bundle=bundle, no_deploy=opts.no_deploy)
+        write_selection(sel)
+        return sel
+
+    sel = rd.run_step("selection", ["select"], select)
+    if sel["deploy_stage"] == "pending" and inp.profile.gate_mode != "enforce":
+        sel.update(deploy_stage="skipped", promotion_stage="skipped",
+                   deploy_reason=f"profile {inp.profile.name!r} runs gates in advisory mode: it never deploys")
+        write_selection(sel)
+    if sel["deploy_stage"] == "pending":
+        dep = rd.run_step("deploy", ["deploy_paper", sel["selected"]["config_path"]], lambda log: step_deploy(rd, sel, opts, log))
+        sel.update(dep)
+        sel["promotion_stage"] = "skipped"
+        sel["promotion_reason"] = "live promotion is promote_to_live's decision after paper evidence"
+        sel["deployments"] = [dep["deployment"]] if dep.get("deployment") else []
+        write_selection(sel)
+    meta["registry_ingest"] = rd.run_step("registry", ["registry_ingest"], lambda log: record_registry(rd, items, opts))
+    meta["selection"] = {k: sel[k] for k in ("selection_stage", "deploy_stage", "promotion_stage")}
+    return sel
+
+
+def _err(line: str) -> None:
+    """One line on stderr, never wrapped (operators grep these)."""
+    sys.stderr.write(line.replace("\n", " ") + "\n")
+    sys.stderr.flush()
+
+
+def run_factory(opts: RunOptions, console: Console | None = None) -> int:
+    """CLI entry: 0 ok, 1 failed step, 2 bad input, 130 interrupted."""
+    console = console or Console()
+    try:
+        resolve_profile(opts.profile, opts.profile_overrides(), opts.profiles_path)
+    except ValueError as exc:
+        _err(f"factory: {exc}")
+        return 2
+    run_id = opts.run_id or default_run_id(opts.profile)
+    args = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("extra", "progress")}
+    try:
+        rd = RunDir.open(opts.artifacts_dir, run_id, profile=opts.profile, args=args, resume=opts.resume,
+                         initial_balance=opts.initial_balance, guarded_args=GUARDED_ARGS)
+    except ValueError as exc:
+        _err(f"factory: {exc}")
+        return 2
+    rd.install_signal_handlers()
+    started = time.monotonic()
+    try:
+        inp = prepare_inputs(opts)
+        rd.metadata["profile_resolved"] = inp.profile.model_dump()
+        rd.metadata["config_path"] = str(inp.config_path)
+        sel = execute(rd, inp, opts, console)
+        rd.metadata["elapsed_s"] = round(time.monotonic() - started, 3)
+        rd.finish("ok")
+    except RunInterrupted as exc:
+        rd.finish("interrupted", str(exc))
+        _err(f"factory: {exc}; finished steps are kept in {rd.metadata_path} (continue with --resume)",
+                  markup=False, highlight=False, soft_wrap=True)
+        return 130
+    except (InputError, StepFailed, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        rd.finish("failed", reason)
+        _err(f"factory: {reason} (run dir {rd.path})")
+        return 2 if isinstance(exc, InputError) else 1
+    except Exception as exc:  # noqa: BLE001 - an internal error still leaves a consistent run_metadata
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        rd.finish("failed", reason)
+        _err(f"factory: internal error: {reason} (see {rd.path / 'logs'})")
+        return 1
+    finally:
+        rd.restore_signal_handlers()
+    print_summary(console, rd, sel)
+    return 0
+
+
+def print_summary(console: Console, rd: RunDir, sel: dict[str, Any]) -> None:
+    s = sel.get("selected")
+    table = Table(title=f"factory run {rd.metadata['run_id']}: {sel['selection_stage']}")
+    for col in ("config_id", "pnl", "trades", "max dd", "score_v1", "equivalence"):
+        table.add_column(col)
+    if s:
+        table.add_row(str(s["config_id"])[:12], f"{s['total_pnl']:.2f}", str(s["total_trades"]),
+                      f"{s['max_drawdown_pct']:.2%}", f"{s['score_v1']:.5f}",
+                      f"{s['replay_equivalence_status']} ({s['replay_equivalence_count']})")
+    console.print(table)
+    for nd in sel.get("not_deployable", []):
+        console.print(f"not deployable {str(nd['config_id'])[:12]}: {'; '.join(nd['reasons'])}", markup=False, soft_wrap=True)
+    console.print(f"deploy_stage={sel['deploy_stage']} promotion_stage={sel['promotion_stage']}"
+                  + (f" ({sel['deploy_reason']})" if sel.get("deploy_reason") else ""), markup=False, soft_wrap=True)
+    for key, path in sorted(sel["evidence_bundle_paths"].items()):
+        console.print(f"  {key}: {path}", markup=False, highlight=False, soft_wrap=True)
+    if s:
+        console.print(f"  replay_report: {s['replay_report_path']}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"  replay_equivalence: {s['replay_equivalence_report_path']}", markup=False, highlight=False, soft_wrap=True)
+
