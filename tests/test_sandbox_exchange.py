@@ -165,6 +165,8 @@ def test_market_open_close_round_trip(ex, wallet):
     fees = float(f_open["fee"]) + float(f_close["fee"])
     assert ex.balance(wallet.address) == pytest.approx(100_000.0 - 0.06 - fees)
     assert info.user_fills(wallet.address) == [f_close, f_open]
+    assert info.user_fills_by_time(wallet.address, f_open["time"], f_open["time"]) == [f_open, f_close]
+    assert info.user_fills_by_time(wallet.address, f_open["time"] + 1) == []
     assert x.market_close("BTC") is None
 
 

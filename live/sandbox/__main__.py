@@ -6,6 +6,7 @@ With --speed X the path advances one bar every interval/X seconds (e.g. 1h bars 
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -81,12 +82,17 @@ def main(
     typer.echo(f"sandbox Hyperliquid on {ex.base_url} (ws {ex.base_url.replace('http', 'ws', 1)}/ws); "
                f"{len(ex.venue.assets)} assets [{names}], {interval}, speed {speed or 'frozen'}")
     sys.stdout.flush()
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         _run(ex, interval, speed)
     except KeyboardInterrupt:
         pass
     finally:
         ex.stop()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _run(ex: SandboxExchange, interval: str, speed: float) -> None:
