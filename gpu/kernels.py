@@ -23,6 +23,12 @@ Argument order of ``run_candidate`` (shared by both drivers):
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 from strategy.features import NF
@@ -50,14 +56,33 @@ def make_sweep_kernels(jit_device, kernel=None):
                     params[s, pcols[k]] = pvals[c, k]
 
     @jit_device
+    def gather_row(c, s, t, pool, fidx, feat):
+        for f in range(NF):
+            feat[s, f] = pool[fidx[c, f], s, t]
+
+    @jit_device
+    def init_rows(c, t0, pool, fidx, valid, feat):
+        """Each symbol's row as the engine holds it at t0: its last valid bar before t0, else NaN."""
+        for s in range(feat.shape[0]):
+            for f in range(NF):
+                feat[s, f] = math.nan
+            t = t0 - 1
+            while t >= 0:
+                if valid[s, t] != 0:
+                    gather_row(c, s, t, pool, fidx, feat)
+                    break
+                t -= 1
+
+    @jit_device
     def load_bar(c, t, pool, fidx, valid, funding, feat, vrow, pvrow, frow):
+        """A missing bar keeps the symbol's previous row, as the streaming engine does."""
         nsym = feat.shape[0]
         for s in range(nsym):
             vrow[s] = valid[s, t]
             pvrow[s] = valid[s, t - 1] if t > 0 else 0
             frow[s] = funding[s, t]
-            for f in range(NF):
-                feat[s, f] = pool[fidx[c, f], s, t]
+            if valid[s, t] != 0:
+                gather_row(c, s, t, pool, fidx, feat)
 
     @jit_device
     def run_candidate(c, slot, pool, fidx, pvals, pcols, preplace, base_params, valid, funding,
@@ -77,6 +102,7 @@ def make_sweep_kernels(jit_device, kernel=None):
         trades = trades_s[slot]
         load_params(c, params, pvals, pcols, preplace, base_params)
         init_state(pos, acct, initial_balance)
+        init_rows(c, t0, pool, fidx, valid, feat)
         for t in range(t0, t1):
             load_bar(c, t, pool, fidx, valid, funding, feat, vrow, pvrow, frow)
             step_bar(t_open[t], t_close[t], feat, vrow, pvrow, frow, params, btc_idx,
@@ -87,10 +113,47 @@ def make_sweep_kernels(jit_device, kernel=None):
     return SimpleNamespace(run_candidate=run_candidate, load_params=load_params, load_bar=load_bar)
 
 
+_KERNEL_SOURCES = ("strategy/kernel.py", "strategy/layout.py", "strategy/params.py",
+                   "strategy/features.py", "gpu/kernels.py")
+
+
+def kernel_source_digest() -> str:
+    """Hash of every source the compiled sweep depends on.
+
+    numba's on-disk cache only notices edits to the file that defines a function, not to the
+    kernel functions it calls from strategy/, so a stale sweep could silently disagree with the
+    canonical replay. The CPU driver is therefore cached in a directory keyed by this digest.
+    """
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for rel in _KERNEL_SOURCES:
+        h.update(rel.encode())
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@contextmanager
+def _digest_cache_dir():
+    import numba
+
+    saved = numba.config.CACHE_DIR
+    base = Path(saved) if saved else Path(tempfile.gettempdir()) / f"numba-cache-{os.getuid()}"
+    numba.config.CACHE_DIR = str(base / f"sweep-{kernel_source_digest()}")
+    try:
+        yield
+    finally:
+        numba.config.CACHE_DIR = saved
+
+
 def make_cpu_driver(kernel=None, *, cache: bool = True):
     """njit(parallel) driver: ``sweep_cpu(c0, n, *arrays)`` runs candidates c0..c0+n in prange."""
     import numba
 
+    with _digest_cache_dir():
+        return _make_cpu_driver(numba, kernel, cache)
+
+
+def _make_cpu_driver(numba, kernel, cache):
     jit = numba.njit(cache=cache)
     run_candidate = make_sweep_kernels(jit, kernel).run_candidate
 
