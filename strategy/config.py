@@ -502,9 +502,32 @@ class EffectiveConfig:
 # --- overrides (sweeps, deploys, ensembles) -----------------------------------------------------
 
 
-def _split_override(path: str) -> tuple[str | None, str]:
-    """(symbol or None, path relative to global) of an override path; ValueError if not allowed."""
+def _strip_overlay(parts: list[str]) -> list[str]:
+    """The parts after a ``live.`` or ``modes.<name>.`` prefix; ValueError for a bad prefix."""
+    if parts[0] == "modes":
+        if len(parts) < 2 or parts[1] not in MODE_NAMES:
+            raise ValueError(f"unknown mode; modes are {', '.join(MODE_NAMES)}")
+        rest = parts[2:]
+    else:
+        rest = parts[1:]
+    if not rest or rest[0] not in OVERLAY_KEYS:
+        raise ValueError("an overlay path continues with global.<section>... or symbols.<SYM>.<section>...")
+    return rest
+
+
+def _split_override(path: str, *, overlays: bool) -> tuple[str | None, str]:
+    """(symbol or None, path relative to global) of an override path; ValueError if not allowed.
+
+    ``overlays`` admits live.* / modes.<name>.* paths, which exist in a YAML document but not
+    in an effective config (there they are already applied).
+    """
     parts = path.split(".")
+    if parts[0] in ("live", "modes"):
+        if not overlays:
+            raise ValueError(
+                f"{parts[0]} overlays are already applied in an effective config; override global.* instead"
+            )
+        parts = _strip_overlay(parts)
     if parts[0] == "global":
         return None, ".".join(parts[1:])
     if parts[0] == "symbols":
@@ -513,44 +536,57 @@ def _split_override(path: str) -> tuple[str | None, str]:
         if parts[2] not in SYMBOL_SECTIONS:
             raise ValueError(f"cannot be set per symbol (only {', '.join(SYMBOL_SECTIONS)})")
         return parts[1], ".".join(parts[2:])
-    if parts[0] in ("live", "modes"):
-        raise ValueError(
-            f"{parts[0]} overlays are already applied in an effective config; override global.* instead"
-        )
-    return None, path
+    return None, ".".join(parts)
 
 
-def _override_problems(path: str, value: Any) -> list[Problem]:
-    """Problems with one override on its own: the key exists and the value fits its type and range."""
+def _path_problem(path: str, overlays: bool) -> tuple[str, str | None]:
+    """(path relative to global, None) for a known key or section, else ("", why not)."""
     try:
-        _, rel = _split_override(path)
+        _, rel = _split_override(path, overlays=overlays)
     except ValueError as exc:
-        return [(path, str(exc))]
-    if not rel:
-        return [(path, "empty config path")]
+        return "", str(exc)
     parent, _, name = rel.rpartition(".")
     model = section_model(parent)
-    if model is None:
-        return [(path, "no such config section")]
+    if not name or model is None:
+        return "", "no such config section"
     if name not in field_names(model):
-        return [(path, key_problem(parent, name, field_names(model)))]
-    if is_section_field(model, name):
+        return "", key_problem(parent, name, field_names(model))
+    return rel, None
+
+
+def _override_problems(path: str, value: Any, *, overlays: bool) -> list[Problem]:
+    """Problems with one override on its own: the key exists and the value fits its type and range."""
+    rel, why = _path_problem(path, overlays)
+    if why is not None:
+        return [(path, why)]
+    adapter = leaf_adapter(rel)
+    if adapter is None:  # a whole section
         if not isinstance(value, Mapping):
             return [(path, "is a section; give a mapping of its keys")]
-        out: list[Problem] = []
-        for key, sub in value.items():
-            out.extend(_override_problems(f"{path}.{key}", sub))
-        return out
+        return [
+            p
+            for key, sub in value.items()
+            for p in _override_problems(f"{path}.{key}", sub, overlays=overlays)
+        ]
     try:
-        leaf_adapter(rel).validate_python(value)
+        adapter.validate_python(value)
     except ValidationError as exc:
         return [(path, msg) for _, msg in validation_problems(exc)]
     return []
 
 
+def is_config_path(path: str) -> bool:
+    """Whether a dot path names a key or section (any value aside), e.g. for sweep-spec axes."""
+    return _path_problem(path, overlays=True)[1] is None
+
+
 def validate_override_path(path: str, value: object) -> None:
-    """Check one override (e.g. a sweep axis value) alone; cross-key rules are checked on apply."""
-    problems = _override_problems(path, value)
+    """Check one override alone (sweep axis value, deploy edit); cross-key rules are checked on apply.
+
+    Accepts paths relative to ``global`` and absolute ones, including live.* and modes.<name>.*
+    (which only make sense when editing a YAML document, not an effective config).
+    """
+    problems = _override_problems(path, value, overlays=True)
     if problems:
         raise ConfigError("override", problems)
 
@@ -568,13 +604,15 @@ def apply_overrides(cfg: EffectiveConfig, overrides: Mapping[str, object]) -> Ef
     A global override does not replace a symbol's own override of the same key: the symbol keeps
     its value, exactly as if the override had been written under ``global`` in the YAML.
     """
-    problems = [p for path, value in overrides.items() for p in _override_problems(path, value)]
+    problems = [
+        p for path, value in overrides.items() for p in _override_problems(path, value, overlays=False)
+    ]
     if problems:
         raise ConfigError("overrides", problems)
     glob_over: dict = {}
     sym_over: dict[str, dict] = {}
     for path, value in overrides.items():
-        sym, rel = _split_override(path)
+        sym, rel = _split_override(path, overlays=False)
         target = glob_over if sym is None else sym_over.setdefault(sym, {})
         target.update(deep_merge(target, _nest(rel, value)))
     checker = _Checker()

@@ -21,6 +21,7 @@ from strategy.config import (
     config_from_dict,
     config_id_of,
     dump_config_yaml,
+    is_config_path,
     load_config,
     validate_override_path,
 )
@@ -427,7 +428,19 @@ def test_validate_override_path_checks_key_and_range_only():
     validate_override_path("trade.sl_atr_mult", 1.25)
     validate_override_path("indicators.ema_fast_window", 60)  # cross-key order is checked on apply
     validate_override_path("symbols.ETH.thresholds.entry.min_adx", 30)
-    for path, value in [("trade.sl_atr_mult", 0), ("trade.sl_atr_mul", 1.0), ("engine.interval", "2m")]:
+    validate_override_path("modes.flat.global.trade.size_multiplier", 0.0)  # YAML-document paths too
+    validate_override_path("live.symbols.BTC.trade.leverage", 3)
+    validate_override_path("global.engine", {"interval": "30m", "entry_interval": "5m"})
+    assert is_config_path("engine.interval") and is_config_path("global.thresholds.entry")
+    assert not is_config_path("trade.enable_reef_filter") and not is_config_path("modes.turbo.global.trade")
+    bad = [
+        ("trade.sl_atr_mult", 0),
+        ("trade.sl_atr_mul", 1.0),
+        ("engine.interval", "2m"),
+        ("modes.turbo.global.trade.leverage", 2.0),
+        ("live.trade.leverage", 2.0),
+    ]
+    for path, value in bad:
         with pytest.raises(ConfigError, match=path.replace(".", r"\.")):
             validate_override_path(path, value)
 
