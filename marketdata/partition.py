@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from marketdata.intervals import MarketDataError, normalize_interval
-from marketdata.sqlite_store import CANDLE_COLUMNS, connect, ensure_candles_schema, table_columns, table_exists
+from marketdata.sqlite_store import (
+    CANDLE_COLUMNS,
+    connect,
+    ensure_candles_schema,
+    table_columns,
+    table_exists,
+)
 
 DAY_MS = 86_400_000
 

@@ -202,3 +202,101 @@ def test_tools_have_help():
                  "sync_universe_history.py", "fetch_funding_rates.py"):
         res = run_tool(name, "--help")
         assert res.returncode == 0 and "Usage" in res.stdout, name
+
+
+# ------------------------------------------------------------------ exchange tools vs a local /info server
+
+class InfoServer:
+    """A real HTTP server on 127.0.0.1 answering the /info requests the SDK's Info client makes."""
+
+    def __init__(self, universe, funding, throttle_first=0):
+        import http.server
+        import threading
+
+        self.universe, self.funding, self.throttle_left, self.requests = universe, funding, throttle_first, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                status, reply = outer.answer(body)
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def answer(self, body):
+        kind = body["type"]
+        if kind == "spotMeta":
+            return 200, {"tokens": [], "universe": []}
+        if kind == "meta":
+            return 200, {"universe": [{"name": n, "szDecimals": 2, "maxLeverage": 20, **extra}
+                                      for n, extra in self.universe]}
+        if kind == "fundingHistory":
+            if self.throttle_left:
+                self.throttle_left -= 1
+                return 429, None
+            hits = [r for r in self.funding if r["coin"] == body["coin"] and body["startTime"] <= r["time"]]
+            return 200, hits[:500]
+        return 400, {"error": kind}
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_sync_universe_history_against_local_info_server(tmp_path):
+    server = InfoServer([("BTC", {}), ("ETH", {}), ("kPEPE", {}), ("OLD", {"isDelisted": True})], [])
+    db = tmp_path / "dbs" / "universe_history.db"
+    try:
+        res = run_tool("sync_universe_history.py", "--db", db, "--ts-ms", 5_000, "--base-url", server.url)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout) == {"db": str(db), "symbols": 3, "ts_ms": 5_000}
+        run_tool("sync_universe_history.py", "--db", db, "--ts-ms", 2_000, "--base-url", server.url)
+        server.universe = []
+        empty = run_tool("sync_universe_history.py", "--db", db, "--ts-ms", 9_000, "--base-url", server.url)
+        assert empty.returncode == 4 and "empty perp universe" in empty.stderr
+    finally:
+        server.close()
+    from marketdata.universe import listings
+
+    assert listings(db) == {"BTC": (2_000, 5_000), "ETH": (2_000, 5_000), "KPEPE": (2_000, 5_000)}
+    down = run_tool("sync_universe_history.py", "--db", db, "--base-url", server.url, "--timeout-s", 1)
+    assert down.returncode == 3 and "fetch from" in down.stderr and "Traceback" not in down.stderr
+
+
+def test_fetch_funding_rates_pages_retries_and_is_idempotent(tmp_path):
+    import time as _time
+
+    now = int(_time.time() * 1000) // H * H
+    funding = [{"coin": "BTC", "time": now - i * H + 7, "fundingRate": "0.0000125", "premium": "-0.0001"}
+               for i in range(1, 24 * 30)][::-1]
+    server = InfoServer([("BTC", {}), ("ETH", {})], funding, throttle_first=1)
+    db = tmp_path / "funding_rates.db"
+    try:
+        res = run_tool("fetch_funding_rates.py", "--days", 30, "--db", db, "--symbols", "btc,ETH",
+                       "--base-url", server.url)
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout)["symbols"]
+        assert out["BTC"]["inserted"] == len(funding) and out["ETH"]["inserted"] == 0
+        btc_calls = [r for r in server.requests if r.get("coin") == "BTC"]
+        assert len(btc_calls) == 4  # one 429 retried, then two pages (500 + 219), then an empty page
+        again = run_tool("fetch_funding_rates.py", "--days", 30, "--db", db, "--symbols", "BTC",
+                         "--base-url", server.url)
+        assert json.loads(again.stdout)["symbols"]["BTC"] == {"fetched": 0, "inserted": 0,
+                                                              "start_ms": funding[-1]["time"] + 1}
+    finally:
+        server.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*), MIN(premium) FROM funding_rates").fetchone() == (len(funding), -0.0001)
