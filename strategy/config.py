@@ -189,6 +189,10 @@ def _check_overlay(raw: Any, path: str, problems: list[Problem]) -> dict:
             out["global"] = _check_section(value, "", f"{path}.global", problems)
         elif key == "symbols":
             out["symbols"] = _check_symbols(value, f"{path}.symbols", problems)
+        elif key in field_names(GlobalConfig):
+            problems.append(
+                (f"{path}.{key}", f"move it under {path}.global.{key} (overlays take global: and symbols:)")
+            )
         else:
             problems.append((f"{path}.{key}", _top_key_problem(key, OVERLAY_KEYS)))
     return out

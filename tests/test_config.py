@@ -261,6 +261,9 @@ def test_unknown_mode_and_undefined_mode(monkeypatch):
     ]
     monkeypatch.setenv("AI_QUANT_STRATEGY_MODE", "safety")
     assert _problems(LAYERED)[0][0] == "modes.conservative"
+    assert _problems({"live": {"trade": {"leverage": 1.0}}}, mode=NO_MODE) == [
+        ("live.trade", "move it under live.global.trade (overlays take global: and symbols:)")
+    ]
     assert _problems({"modes": {"turbo": {}}}, mode=NO_MODE) == [
         ("modes.turbo", "unknown mode; modes are primary, fallback, conservative, flat")
     ]
