@@ -1,0 +1,325 @@
+"""Runtime logging, sd_notify and the operator tools, run as the operator runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from live.runtime_log import RuntimeLogger, format_heartbeat, parse_heartbeat
+from live.sdnotify import WatchdogPinger, notify, ready, stopping, watchdog, watchdog_interval_s
+from live.trading_db import (
+    audit,
+    insert_trade,
+    iso_utc,
+    now_ms,
+    open_positions,
+    open_trading_db,
+    upsert_position_state,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def run_tool(name: str, *args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([PY, str(REPO / "tools" / name), *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+HB = dict(loops=1234, errors=2, symbols=50, open_pos=3, loop=0.42, ws_connected=True, kill="close_only",
+          kill_reason="daily_loss:2024-03-05", strategy_mode="fallback", config_id="ab12cd34", version="0.1.0")
+
+
+# ------------------------------------------------------------------ heartbeat and runtime_logs
+def test_heartbeat_round_trip_and_format():
+    line = format_heartbeat(**HB, ws_restarts=1)
+    assert line == ("🫀 engine ok. loops=1234 errors=2 symbols=50 open_pos=3 loop=0.42s ws_connected=True "
+                    "kill=close_only kill_reason=daily_loss:2024-03-05 strategy_mode=fallback config_id=ab12cd34 "
+                    "version=0.1.0 ws_restarts=1")
+    assert parse_heartbeat("2024-03-05T10:00:00Z INFO " + line) == {**HB, "ws_restarts": 1}
+    quiet = {**HB, "kill": "off", "kill_reason": None, "strategy_mode": None, "ws_connected": False}
+    assert parse_heartbeat(format_heartbeat(**quiet)) == quiet
+    assert "kill_reason=manual_stop" in format_heartbeat(**{**HB, "kill_reason": "manual stop"})
+    assert parse_heartbeat("some other line") is None
+    with pytest.raises(ValueError, match="missing field"):
+        format_heartbeat(loops=1)
+
+
+def test_runtime_logger_batches_rows_from_threads(tmp_path):
+    import threading
+
+    db = tmp_path / "trading_engine.db"
+    echo = io.StringIO()
+    logger = RuntimeLogger(db, mode="paper", flush_interval_s=0.05, echo=echo)
+    threads = [threading.Thread(target=lambda i=i: [logger.info(f"t{i} n{n}") for n in range(100)])
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    line = logger.heartbeat(**HB)
+    logger.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM runtime_logs").fetchone()[0] == 401
+    pid, mode, stream, level, msg = conn.execute(
+        "SELECT pid, mode, stream, level, message FROM runtime_logs ORDER BY id DESC LIMIT 1").fetchone()
+    assert (pid, mode, stream, level, msg) == (os.getpid(), "paper", "engine", "INFO", line)
+    assert echo.getvalue().count("\n") == 401
+
+
+# ------------------------------------------------------------------ sd_notify
+@pytest.mark.parametrize("abstract", [False, True])
+def test_sd_notify_datagrams(tmp_path, monkeypatch, abstract):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if abstract:
+        name = f"aiq-test-{os.getpid()}-{time.monotonic_ns()}"
+        sock.bind("\0" + name)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+    else:
+        path = str(tmp_path / "notify.sock")
+        sock.bind(path)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+    sock.settimeout(2)
+    try:
+        assert ready("trading 50 symbols")
+        assert sock.recv(4096) == b"READY=1\nSTATUS=trading 50 symbols"
+        assert watchdog() and sock.recv(4096) == b"WATCHDOG=1"
+        assert stopping() and sock.recv(4096) == b"STOPPING=1"
+    finally:
+        sock.close()
+
+
+def test_sd_notify_is_a_no_op_without_socket(monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify("READY=1") is False
+    assert notify("READY=1", env={"NOTIFY_SOCKET": "/nonexistent/socket"}) is False
+
+
+def test_watchdog_interval_and_pinger():
+    assert watchdog_interval_s({"WATCHDOG_USEC": "120000000"}) == 60.0
+    assert watchdog_interval_s({"WATCHDOG_USEC": "120000000", "WATCHDOG_PID": str(os.getpid())}) == 60.0
+    assert watchdog_interval_s({"WATCHDOG_USEC": "120000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_interval_s({}) is None
+    now = [0.0]
+    sent = []
+    pinger = WatchdogPinger(60.0, monotonic=lambda: now[0], send=lambda: sent.append(now[0]) or True)
+    for t in (0, 10, 59.9, 60, 61, 130):
+        now[0] = t
+        pinger.maybe_ping()
+    assert sent == [0, 60, 130]
+
+
+# ------------------------------------------------------------------ prune_runtime_logs
+def test_prune_runtime_logs(tmp_path):
+    db = tmp_path / "trading_engine.db"
+    conn = open_trading_db(db)
+    day = 86_400_000
+    now = now_ms()
+    rows = [(now - d * day + 60_000, iso_utc(now - d * day + 60_000), 1, "paper", "engine", "INFO", f"d{d}") for d in range(30)]
+    conn.executemany("INSERT INTO runtime_logs (ts_ms, ts, pid, mode, stream, level, message) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.close()
+    dry = run_tool("prune_runtime_logs.py", "--db", str(db), "--keep-days", "14", "--dry-run")
+    assert dry.returncode == 0 and "would prune 15 runtime_logs rows" in dry.stderr
+    res = run_tool("prune_runtime_logs.py", "--db", str(db), "--vacuum", env={"AI_QUANT_RUNTIME_LOG_KEEP_DAYS": "7"})
+    assert res.returncode == 0 and "pruned 22 runtime_logs rows" in res.stderr
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM runtime_logs").fetchone()[0] == 8
+    bad = run_tool("prune_runtime_logs.py", "--db", str(db), "--keep-days", "0")
+    assert bad.returncode == 2 and bad.stderr.strip() == "--keep-days 0: must be >= 1"
+    missing = run_tool("prune_runtime_logs.py", "--db", str(tmp_path / "nope.db"))
+    assert missing.returncode == 0 and "does not exist" in missing.stderr
+
+
+# ------------------------------------------------------------------ flat_now
+def _paper_db(tmp_path) -> Path:
+    db = tmp_path / "trading_engine.db"
+    conn = open_trading_db(db)
+    btc = insert_trade(conn, {"symbol": "BTC", "type": "LONG", "action": "OPEN", "price": 100.0, "size": 2.0,
+                              "balance": 1000.0, "entry_atr": 2.0, "leverage": 3.0})
+    eth = insert_trade(conn, {"symbol": "ETH", "type": "SHORT", "action": "OPEN", "price": 50.0, "size": 4.0,
+                              "balance": 999.0})
+    upsert_position_state(conn, "BTC", open_trade_id=btc, trailing_sl=95.0)
+    upsert_position_state(conn, "ETH", open_trade_id=eth)
+    conn.close()
+    return db
+
+
+def _candles(tmp_path) -> Path:
+    path = tmp_path / "candles_1h.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE candles (symbol TEXT, interval TEXT, t INTEGER, t_close INTEGER, o REAL, h REAL,"
+                 " l REAL, c REAL, v REAL, n INTEGER, PRIMARY KEY (symbol, interval, t))")
+    conn.executemany("INSERT INTO candles VALUES (?, '1h', ?, ?, 0, 0, 0, ?, 0, 0)",
+                     [("BTC", 0, 3_599_999, 104.0), ("BTC", 3_600_000, 7_199_999, 110.0)])
+    conn.commit()
+    conn.close()
+    return path
+
+
+def test_flat_now_paper_with_candle_prices(tmp_path):
+    db, kill = _paper_db(tmp_path), tmp_path / "ai-quant-kill"
+    res = run_tool("flat_now.py", "--kill-file", str(kill), "--pause-mode", "close_only", "--paper",
+                   "--paper-db", str(db), "--candles-db", str(_candles(tmp_path)), "--yes")
+    assert res.returncode == 0, res.stderr
+    assert kill.read_text() == "close_only\n"
+    assert "Done: paused=1 paper_closed=2 live_closed=0" in res.stderr
+    conn = open_trading_db(db)
+    rows = conn.execute("SELECT symbol, type, action, price, size, pnl, balance, confidence, meta_json FROM trades "
+                        "WHERE action = 'CLOSE' ORDER BY id").fetchall()
+    assert [tuple(r)[:8] for r in rows] == [
+        ("BTC", "SYSTEM", "CLOSE", 110.0, 2.0, 20.0, 1019.0, "N/A"),  # last close 110 -> +20
+        ("ETH", "SYSTEM", "CLOSE", 50.0, 4.0, 0.0, 1019.0, "N/A"),    # no candles: entry price, pnl 0
+    ]
+    assert json.loads(rows[1]["meta_json"])["price_source"] == "entry"
+    assert conn.execute("SELECT COUNT(*) FROM position_state").fetchone()[0] == 0
+    assert open_positions(conn) == []
+    assert conn.execute("SELECT event FROM audit_events").fetchone()[0] == "FLAT_NOW"
+    again = run_tool("flat_now.py", "--kill-file", str(kill), "--paper-db", str(db), "--yes")
+    assert again.returncode == 0 and "paper_closed=0" in again.stderr
+
+
+def test_flat_now_refusals(tmp_path):
+    db, kill = _paper_db(tmp_path), tmp_path / "kill"
+    live = run_tool("flat_now.py", "--kill-file", str(kill), "--live")
+    assert live.returncode == 2 and live.stderr.strip() == "--live requires --yes (it sends real reduce-only orders)"
+    no_tty = run_tool("flat_now.py", "--kill-file", str(kill), "--paper-db", str(db))
+    assert no_tty.returncode == 2 and "without --yes" in no_tty.stderr
+    no_file = run_tool("flat_now.py", "--paper-db", str(db), "--yes", env={"AI_QUANT_KILL_SWITCH_FILE": ""})
+    assert no_file.returncode == 2 and no_file.stderr.startswith("no kill file")
+    assert not kill.exists()
+    live_yes = run_tool("flat_now.py", "--kill-file", str(kill), "--pause-mode", "halt_all", "--live", "--yes")
+    assert live_yes.returncode == 2
+    assert live_yes.stderr.strip().endswith("live flatten requires the live broker (not yet available)")
+    assert kill.read_text() == "halt_all\n"  # the pause still happened: it is always safe
+
+
+# ------------------------------------------------------------------ exports and reality check
+def test_export_state_and_csv(tmp_path):
+    db = _paper_db(tmp_path)
+    out = tmp_path / "paper_state.json"
+    res = run_tool("export_state.py", "--source", "paper", "--output", str(out), "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    state = json.loads(out.read_text())
+    assert state["version"] == 1 and state["source"] == "paper" and state["balance"] == 999.0
+    assert [(p["symbol"], p["side"], p["size"], p["entry_price"], p["trailing_sl"]) for p in state["positions"]] == [
+        ("BTC", "LONG", 2.0, 100.0, 95.0), ("ETH", "SHORT", 4.0, 50.0, None)]
+    assert set(state["positions"][0]) >= {"entry_atr", "confidence", "leverage", "margin_used", "adds_count",
+                                          "tp1_taken", "open_time_ms", "last_add_time_ms"}
+    missing = run_tool("export_state.py", "--source", "paper", "--output", str(out), "--db", str(tmp_path / "x.db"))
+    assert missing.returncode == 1 and missing.stderr.strip() == f"{tmp_path / 'x.db'}: no such trading DB"
+    bad = run_tool("export_state.py", "--source", "papr", "--output", str(out))
+    assert bad.returncode == 2 and "--source 'papr'" in bad.stderr
+
+    csv_out = tmp_path / "trades.csv"
+    res = run_tool("export_csv.py", "--db", str(db), "--out", str(csv_out), "--hours", "1")
+    assert res.returncode == 0 and res.stdout.strip() == str(csv_out)
+    rows = list(csv.DictReader(csv_out.open()))
+    assert [r["symbol"] for r in rows] == ["BTC", "ETH"] and rows[0]["price"] == "100.0"
+
+
+def test_reality_check(tmp_path):
+    db = _paper_db(tmp_path)
+    conn = open_trading_db(db)
+    audit(conn, "RISK_BLOCK", "BTC", "warn", {"reason": "entry_rate"})
+    audit(conn, "RISK_BLOCK", "ETH", "warn", {})
+    audit(conn, "RISK_KILL", None, "warn", {})
+    audit(conn, "OLD", None, "info", {}, ts_ms=now_ms() - 5 * 3_600_000)
+    conn.execute("INSERT INTO runtime_logs (ts_ms, ts, pid, mode, stream, level, message) VALUES (?, ?, 1, 'paper',"
+                 " 'engine', 'INFO', ?)", (now_ms(), iso_utc(now_ms()), format_heartbeat(**HB)))
+    conn.close()
+    res = run_tool("reality_check.py", "--symbol", "btc", "--hours", "2", "--db", str(db),
+                   "--db", str(tmp_path / "live.db"))
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "audit events in the last 2h: 3" in out and "  RISK_BLOCK: 2" in out and "OLD" not in out
+    assert "kill=close_only kill_reason=daily_loss:2024-03-05" in out
+    assert "last 1 trades of BTC:" in out
+    assert f"== {tmp_path / 'live.db'}\nmissing db" in out
+
+
+# ------------------------------------------------------------------ ensemble runner
+def _spec(tmp_path, cmd_env=None) -> Path:
+    spec = tmp_path / "ensemble.yaml"
+    spec.write_text(
+        "strategies:\n"
+        f"  - name: a\n    strategy_yaml: {REPO / 'config/strategy_overrides.yaml.example'}\n"
+        "    overrides: {trade.size_multiplier: 0.6, global.trade.leverage: 3.0}\n"
+        "    env: {AI_QUANT_STRATEGY_MODE: primary, ROLE: a}\n"
+        f"  - name: b\n    config: {REPO / 'config/strategy_overrides.yaml.example'}\n"
+        "    overrides: {trade.size_multiplier: 0.4}\n"
+        "    env: {ROLE: b}\n")
+    return spec
+
+
+def test_ensemble_plan_writes_derived_yaml_and_env(tmp_path):
+    import yaml
+
+    out = tmp_path / "ens"
+    res = run_tool("ensemble_runner.py", "--spec", str(_spec(tmp_path)), "--out-dir", str(out))
+    assert res.returncode == 0, res.stderr
+    a = yaml.safe_load((out / "strategy.a.yaml").read_text())
+    assert a["global"]["trade"]["size_multiplier"] == 0.6 and a["global"]["trade"]["leverage"] == 3.0
+    assert yaml.safe_load((out / "strategy.b.yaml").read_text())["global"]["trade"]["size_multiplier"] == 0.4
+    assert f"AI_QUANT_STRATEGY_YAML={out / 'strategy.a.yaml'}" in res.stdout
+    assert "AI_QUANT_MODE=dry_live" in res.stdout and "AI_QUANT_RUN_ID=ensemble:b" in res.stdout
+    assert f"AI_QUANT_LOCK_PATH={out / 'a.lock'}" in res.stdout and "AI_QUANT_STRATEGY_MODE=primary" in res.stdout
+    assert "dry run" in res.stderr
+
+
+def test_ensemble_bad_spec_is_one_line(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("strategies: []\n")
+    res = run_tool("ensemble_runner.py", "--spec", str(spec))
+    assert res.returncode == 1 and res.stderr.strip() == f"{spec}: strategies must be a list of 1 to 3 entries"
+    spec.write_text("strategies:\n  - name: a\n    strategy_yaml: "
+                    f"{REPO / 'config/strategy_overrides.yaml.example'}\n    overrides: {{trade.leverage: -4}}\n")
+    res = run_tool("ensemble_runner.py", "--spec", str(spec), "--out-dir", str(tmp_path / "o"))
+    assert res.returncode == 1 and res.stderr.startswith("strategies 'a': ") and res.stderr.count("\n") == 1
+
+
+CHILD = ("import os, sys, time, signal; "
+         "signal.signal(signal.SIGTERM, lambda *a: (open(os.environ['MARK'] + os.environ['ROLE'], 'w').write('term'), sys.exit(0))); "
+         "print('child', os.environ['ROLE'], os.environ['AI_QUANT_MODE'], flush=True); "
+         "time.sleep(0.5 if os.environ['ROLE'] == 'b' else 60); sys.exit(7)")
+
+
+def test_ensemble_launch_one_dies_others_stopped(tmp_path):
+    res = run_tool("ensemble_runner.py", "--spec", str(_spec(tmp_path)), "--out-dir", str(tmp_path / "ens"),
+                   "--mode", "paper", "--yes", "--daemon-cmd", f"{PY} -c \"{CHILD}\"",
+                   env={"MARK": str(tmp_path / "term_")})
+    assert res.returncode == 7, res.stderr
+    assert "b exited with code 7; stopping the others" in res.stderr
+    assert (tmp_path / "term_a").read_text() == "term" and not (tmp_path / "term_b").exists()
+    assert "child a paper" in res.stdout and "child b paper" in res.stdout
+
+
+def test_ensemble_ctrl_c_is_130_and_kills_stubborn_children(tmp_path):
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([PY, str(REPO / "tools/ensemble_runner.py"), "--spec", str(_spec(tmp_path)),
+                             "--out-dir", str(tmp_path / "ens"), "--yes", "--terminate-timeout-s", "0.5",
+                             "--daemon-cmd", f"{PY} -c \"{stubborn}\""],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = 0
+    while started < 2:
+        started += proc.stdout.readline().strip() == "up"
+    pids = []
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    pids = [int(line.split("pid ")[1].rstrip(")")) for line in err.splitlines() if line.startswith("started")]
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
