@@ -219,6 +219,8 @@ def _check_document(data: Any, problems: list[Problem]) -> dict:
             doc["live"] = _check_overlay(value, "live", problems)
         elif key == "modes":
             doc["modes"] = _check_modes(value, problems)
+        elif key in field_names(GlobalConfig):
+            problems.append((str(key), f"move it under global.{key}"))
         else:
             problems.append((str(key), _top_key_problem(key, TOP_LEVEL_KEYS)))
     return doc

@@ -264,6 +264,9 @@ def test_unknown_mode_and_undefined_mode(monkeypatch):
     assert _problems({"live": {"trade": {"leverage": 1.0}}}, mode=NO_MODE) == [
         ("live.trade", "move it under live.global.trade (overlays take global: and symbols:)")
     ]
+    assert _problems({"engine": {"interval": "1h"}}, mode=NO_MODE) == [
+        ("engine", "move it under global.engine")
+    ]
     assert _problems({"modes": {"turbo": {}}}, mode=NO_MODE) == [
         ("modes.turbo", "unknown mode; modes are primary, fallback, conservative, flat")
     ]
