@@ -1,0 +1,148 @@
+"""Replay alignment gate: the pure comparison rules, and the scheduled CLI's fail-closed paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from factory import replay_gate as rg
+from tests.test_promotion_fixtures import make_trading_db
+
+REPO = Path(__file__).resolve().parents[1]
+TOOL = REPO / "tools" / "run_scheduled_replay_alignment_gate.py"
+IV = 3_600_000
+T0 = 1_750_000_000_000 // IV * IV
+
+
+def fill(sym="BTC", side="LONG", action="OPEN", bar=T0, price=100.0, size=1.5, dt=5_000):
+    return rg.Fill(sym, side, action, bar, bar + dt, price, size)
+
+
+def test_window_and_decision_bar():
+    start, end = rg.window_bounds(T0 + 2 * 60_000 + 10, 240, 2)
+    assert (start, end) == (T0 - 240 * 60_000 + 10, T0 + 10)
+    assert rg.window_closes(start, end, IV) == (T0 - 3 * IV, T0)
+    assert rg.decision_bar(T0 + 7_000, IV) == T0  # trader fills 7 s after the close
+    assert rg.decision_bar(T0 - 1, IV) == T0  # an engine stamping t_close = close - 1
+    assert rg.decision_bar(T0 + IV // 2 + 1, IV) == T0 + IV
+
+
+def test_identical_fills_pass():
+    live = [fill(), fill(action="CLOSE", bar=T0 + IV, price=101.25)]
+    res = rg.compare_fills(live, list(live), lo=T0, hi=T0 + IV)
+    assert res["ok"] and res["matched"] == 2 and res["reason_codes"] == []
+
+
+@pytest.mark.parametrize("replay, code, kind", [
+    ([fill(size=1.5 * (1 + 1e-6))], "state_initialisation_gap", "size_mismatch"),
+    ([fill(price=100.000001)], "market_data_alignment_gap", "price_mismatch"),
+    ([fill(side="SHORT")], "deterministic_logic_divergence", "live_only"),
+    ([fill(), fill(sym="ETH", bar=T0 + IV)], "deterministic_logic_divergence", "replay_only"),
+])
+def test_mismatches_are_classified(replay, code, kind):
+    res = rg.compare_fills([fill()], replay, lo=T0, hi=T0 + 2 * IV)
+    assert not res["ok"] and code in res["reason_codes"]
+    assert kind in {d["kind"] for d in res["diffs"]}
+
+
+def test_tolerance_is_relative_1e9():
+    ok = rg.compare_fills([fill(price=5e-5)], [fill(price=5e-5 * (1 + 5e-10))], lo=T0, hi=T0)
+    bad = rg.compare_fills([fill(price=5e-5)], [fill(price=5e-5 * (1 + 2e-9))], lo=T0, hi=T0)
+    assert ok["ok"] and bad["reason_codes"] == ["market_data_alignment_gap"]
+
+
+def test_missing_candle_and_insufficient_trades_and_residuals():
+    res = rg.compare_fills([fill(bar=T0 + IV)], [], lo=T0, hi=T0 + 2 * IV, missing_bars={("BTC", T0 + IV)})
+    assert res["reason_codes"] == ["market_data_alignment_gap"]
+    assert rg.compare_fills([], [], lo=T0, hi=T0)["reason_codes"] == ["insufficient_live_trades"]
+    edge = rg.compare_fills([fill(), fill(bar=T0 + 2 * IV)], [fill()], lo=T0, hi=T0 + 2 * IV, strict=False)
+    assert edge["ok"] and len(edge["residuals"]) == 1
+    assert not rg.compare_fills([fill(), fill(bar=T0 + 2 * IV)], [fill()], lo=T0, hi=T0 + 2 * IV)["ok"]
+
+
+def test_state_at_rebuilds_positions_before_the_window():
+    rows = [
+        {"t_ms": T0 - 5 * IV, "symbol": "SYSTEM", "action": "SYSTEM", "balance": 10_000.0},
+        {"t_ms": T0 - 4 * IV + 3000, "symbol": "BTC", "type": "LONG", "action": "OPEN", "price": 100.0, "size": 2.0,
+         "balance": 9_999.0, "entry_atr": 1.5, "leverage": 3.0, "margin_used": 66.0},
+        {"t_ms": T0 - 3 * IV + 3000, "symbol": "BTC", "type": "LONG", "action": "ADD", "price": 106.0, "size": 1.0,
+         "balance": 9_998.5, "margin_used": 35.0},
+        {"t_ms": T0 - 2 * IV + 3000, "symbol": "ETH", "type": "SHORT", "action": "OPEN", "price": 50.0, "size": 4.0,
+         "balance": 9_998.0, "entry_atr": 0.5},
+        {"t_ms": T0 - IV + 3000, "symbol": "ETH", "type": "SHORT", "action": "CLOSE", "price": 49.0, "size": 4.0,
+         "balance": 10_002.0},
+        {"t_ms": T0 + 3000, "symbol": "BTC", "type": "LONG", "action": "CLOSE", "price": 110.0, "size": 3.0,
+         "balance": 10_030.0},
+    ]
+    st = rg.state_at(rows, IV, T0)
+    assert st["balance"] == 10_002.0 and st["version"] == 1
+    (btc,) = st["positions"]
+    assert btc["size"] == 3.0 and btc["entry_price"] == pytest.approx(102.0) and btc["adds_count"] == 1
+    assert btc["margin_used"] == 101.0 and btc["entry_atr"] == 1.5
+    assert rg.state_at(rows[1:1], IV, T0) is None
+
+
+# --- the scheduled CLI, for real --------------------------------------------------------------
+def run_tool(tmp_path: Path, **env_over: str) -> tuple[subprocess.CompletedProcess, dict]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AI_QUANT_")}
+    env.update({"AI_QUANT_REPLAY_GATE_BUNDLE_ROOT": str(tmp_path / "gate"),
+                "AI_QUANT_REPLAY_GATE_BLOCKER_FILE": str(tmp_path / "gate" / "release_blocker.json")})
+    env.update(env_over)
+    res = subprocess.run([sys.executable, str(TOOL), "--now-ms", str(T0 + 2 * 60_000)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    blocker = json.loads((tmp_path / "gate" / "release_blocker.json").read_text())
+    return res, blocker
+
+
+def test_cli_missing_candles_db_blocks(tmp_path):
+    res, blocker = run_tool(tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert blocker["blocked"] is True and blocker["reason_codes"] == ["market_data_alignment_gap"]
+    assert "AI_QUANT_REPLAY_GATE_CANDLES_DB is not set" in blocker["detail"]
+    assert blocker["schema_version"] == 1 and blocker["generated_at_ms"] == T0 + 2 * 60_000
+    assert blocker["window"] == {"start_ms": T0 - 240 * 60_000, "end_ms": T0, "interval": "1h"}
+    assert Path(blocker["report_path"]).is_file() and Path(blocker["bundle_dir"]).is_dir()
+
+
+def test_cli_missing_trading_db_blocks_and_keeps_last_passed(tmp_path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "release_blocker.json").write_text(json.dumps({"last_passed_at_ms": 123, "blocked": False}))
+    candles = tmp_path / "candles_1h.db"
+    candles.write_bytes(b"")
+    res, blocker = run_tool(tmp_path, AI_QUANT_REPLAY_GATE_CANDLES_DB=str(candles),
+                            AI_QUANT_REPLAY_GATE_PAPER_DB=str(tmp_path / "nope.db"))
+    assert res.returncode == 1
+    assert blocker["reason_codes"] == ["state_initialisation_gap"] and "trading DB not found" in blocker["detail"]
+    assert blocker["last_passed_at_ms"] == 123
+
+
+def _inputs(tmp_path: Path, candles_bytes: bytes | None = None) -> dict:
+    candles = tmp_path / "candles_1h.db"
+    if candles_bytes is not None:
+        candles.write_bytes(candles_bytes)
+    db = make_trading_db(tmp_path / "paper.db", [("2025-06-15T10:00:05", "SYSTEM", "", "SYSTEM", 0, 0, 0, 0, 0, 10_000.0)])
+    cfg = tmp_path / "strategy.yaml"
+    cfg.write_text("global:\n  engine:\n    interval: 1h\n")
+    return {"AI_QUANT_REPLAY_GATE_CANDLES_DB": str(candles), "AI_QUANT_REPLAY_GATE_PAPER_DB": str(db),
+            "AI_QUANT_REPLAY_GATE_CONFIG": str(cfg)}
+
+
+def test_cli_unreadable_candles_db_blocks(tmp_path):
+    res, blocker = run_tool(tmp_path, **_inputs(tmp_path, b"this is not a sqlite database" * 100))
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert blocker["blocked"] is True and blocker["reason_codes"] == ["market_data_alignment_gap"]
+    assert "file is not a database" in blocker["detail"]
+
+
+def test_cli_crash_writes_blocked(tmp_path):
+    res, blocker = run_tool(tmp_path, **_inputs(tmp_path, b""), AI_QUANT_REPLAY_GATE_INTERVAL="7x")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert blocker["blocked"] is True and blocker["reason_codes"] == ["scheduler_unhandled_exception"]
+    report = json.loads(Path(blocker["report_path"]).read_text())
+    assert report["blocked"] is True and "Traceback" in report["traceback"]
