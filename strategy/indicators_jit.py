@@ -44,8 +44,8 @@ ADX_POS_SLOT, ADX_NEG_SLOT, ADX_SLOPE_SLOT = 9, 10, 11
 MACD_LEN = 2 + 3 * EMA_LEN
 MACD_PREV_SLOT = 1
 MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9
-BB_HDR = 4  # [count, upper, lower, width] then the ring of closes
-BB_UPPER_SLOT, BB_LOWER_SLOT = 1, 2
+BB_HDR = 4  # [upper, lower, width, count] then the ring of closes
+BB_UPPER_SLOT, BB_LOWER_SLOT, BB_WIDTH_SLOT = 0, 1, 2
 STOCH_D_SLOT = 0  # first slot of the stoch block holds the last D
 
 
@@ -221,14 +221,24 @@ def ring_push(st, o, n, x):
     return cnt
 
 
-def ring_sum(st, o, n):
+def ring_mean(st, o, n):
+    # Oldest -> newest sum / n; a window of identical values returns that value exactly (as
+    # pandas does), so flat prices give sigma 0 and equal volume SMAs compare equal.
     start = int(st[o]) % n
+    first = st[o + 1 + start]
+    same = True
     s = 0.0
     for k in range(start, n):
-        s += st[o + 1 + k]
+        x = st[o + 1 + k]
+        s += x
+        same = same and x == first
     for k in range(0, start):
-        s += st[o + 1 + k]
-    return s
+        x = st[o + 1 + k]
+        s += x
+        same = same and x == first
+    if same:
+        return first
+    return s / n
 
 
 def sma_step(st, o, n, x):
@@ -237,35 +247,28 @@ def sma_step(st, o, n, x):
     cnt = ring_push(st, o, n, x)
     if cnt < n:
         return NAN
-    return ring_sum(st, o, n) / n
+    return ring_mean(st, o, n)
 
 
 def boll_step(st, o, n, c):
     # Bollinger(n, 2): mid = SMA, sigma = population std computed two-pass over the ring
     # (no E[x^2]-E[x]^2 cancellation: prices can be ~5e-5). width = (upper-lower)/mid.
-    cnt = st[o]
-    k = int(cnt) % n
-    st[o + BB_HDR + k] = c
-    cnt += 1.0
-    st[o] = cnt
-    st[o + 1] = NAN
-    st[o + 2] = NAN
-    st[o + 3] = NAN
+    # Block: [upper, lower, width] + ring block [count, closes...].
+    r = o + 3
+    cnt = ring_push(st, r, n, c)
+    st[o + BB_UPPER_SLOT] = NAN
+    st[o + BB_LOWER_SLOT] = NAN
+    st[o + BB_WIDTH_SLOT] = NAN
     if cnt < n:
         return NAN
+    mid = ring_mean(st, r, n)
     start = int(cnt) % n
-    s = 0.0
-    for j in range(start, n):
-        s += st[o + BB_HDR + j]
-    for j in range(0, start):
-        s += st[o + BB_HDR + j]
-    mid = s / n
     ss = 0.0
     for j in range(start, n):
-        d = st[o + BB_HDR + j] - mid
+        d = st[r + 1 + j] - mid
         ss += d * d
     for j in range(0, start):
-        d = st[o + BB_HDR + j] - mid
+        d = st[r + 1 + j] - mid
         ss += d * d
     sd = math.sqrt(ss / n)
     upper = mid + 2.0 * sd
@@ -273,9 +276,9 @@ def boll_step(st, o, n, c):
     width = NAN
     if mid != 0.0:
         width = (upper - lower) / mid
-    st[o + 1] = upper
-    st[o + 2] = lower
-    st[o + 3] = width
+    st[o + BB_UPPER_SLOT] = upper
+    st[o + BB_LOWER_SLOT] = lower
+    st[o + BB_WIDTH_SLOT] = width
     return width
 
 
@@ -496,7 +499,7 @@ JIT_FUNCTIONS = (
     "atr_step",
     "adx_step",
     "ring_push",
-    "ring_sum",
+    "ring_mean",
     "sma_step",
     "boll_step",
     "macd_step",
