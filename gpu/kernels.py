@@ -33,6 +33,8 @@ from types import SimpleNamespace
 
 from strategy.features import NF
 
+cuda = None  # numba.cuda, bound lazily by make_cuda_driver (nothing touches a GPU at import)
+
 
 def make_sweep_kernels(jit_device, kernel=None):
     """Compile ``run_candidate`` for a target. ``kernel`` defaults to make_kernel(jit_device)."""
@@ -173,6 +175,7 @@ def _make_cpu_driver(numba, kernel, cache):
 
 def make_cuda_driver(kernel=None):
     """CUDA kernel ``sweep_cuda[blocks, threads](c0, n, *arrays)``: thread i runs candidate c0+i."""
+    global cuda  # a module global, so numba's simulator can swap in its fake ``cuda`` module
     from numba import cuda
 
     run_candidate = make_sweep_kernels(cuda.jit(device=True), kernel).run_candidate

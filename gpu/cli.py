@@ -1,0 +1,203 @@
+"""`backtester sweep`: load data and a base config, run a sweep spec, write ranked JSONL rows.
+
+The command function is registered by tools/backtester.py; it imports nothing from cpu_replay
+(gpu/ must not), so the small time/data helpers it needs live here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+err = Console(stderr=True)
+out = Console()
+DEFAULT_CONFIG = Path("config/strategy_overrides.yaml")
+
+
+class CliError(ValueError):
+    """A user mistake on the command line (one line)."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from gpu.backend import BackendError
+    from gpu.spec import SweepSpecError
+    from marketdata.intervals import MarketDataError
+    from strategy.config import ConfigError
+
+    return (SweepSpecError, ConfigError, MarketDataError, BackendError, CliError)
+
+
+def parse_time_ms(text: str | None, name: str) -> int | None:
+    """ISO date/datetime (UTC unless an offset is given) or epoch seconds/milliseconds."""
+    if not text:
+        return None
+    t = text.strip()
+    if t.isdigit():
+        n = int(t)
+        return n if n > 10**11 else n * 1000
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{name}: cannot parse {text!r} (use 2025-06-01, 2025-06-01T12:00 or epoch ms)") from None
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def _load_base_config(path: Path | None):
+    from strategy.config import config_from_dict, load_config
+
+    if path is None:
+        if DEFAULT_CONFIG.exists():
+            return load_config(DEFAULT_CONFIG)
+        return config_from_dict({}, source="<code defaults>")
+    if not path.exists():
+        raise CliError(f"--config: file not found: {path}")
+    return load_config(path)
+
+
+def _subset(md, keep: list[str]):
+    idx = [md.symbols.index(s) for s in sorted(keep)]
+    return replace(md, symbols=[md.symbols[i] for i in idx], open=md.open[idx], high=md.high[idx],
+                   low=md.low[idx], close=md.close[idx], volume=md.volume[idx], valid=md.valid[idx])
+
+
+def _load_data(candles_db: str, interval: str, symbols: str | None, start_ms, end_ms, lookback: int):
+    from marketdata.candles import load_market_data
+    from marketdata.intervals import interval_ms
+
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise CliError(f"--start must be before --end (got {start_ms} >= {end_ms})")
+    sym_list = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    load_from = None if start_ms is None else start_ms - lookback * interval_ms(interval)
+    md = load_market_data(candles_db, interval, symbols=sym_list, start_ms=load_from, end_ms=end_ms)
+    if sym_list:
+        missing = sorted(set(sym_list) - set(md.symbols))
+        if missing:
+            raise CliError(f"--symbols: no {interval} candles for {', '.join(missing)} in {candles_db}")
+    return md
+
+
+def _universe(md, candles_db: str, universe_db: str | None, start_ms, end_ms):
+    from marketdata.universe import universe_filter
+
+    db = universe_db or str(Path(candles_db.split(",")[0]).parent / "universe_history.db")
+    if not Path(db).exists():
+        raise CliError(f"--universe-db: not found: {db}")
+    keep = universe_filter(list(md.symbols), db, start_ms or int(md.times[0]), end_ms or int(md.times[-1]))
+    if not keep:
+        raise CliError(f"--universe-filter kept no symbol of {', '.join(md.symbols)} ({db})")
+    return _subset(md, keep)
+
+
+def write_jsonl_atomic(rows: list[dict], path: Path) -> None:
+    """Temp file in the same directory, fsync, rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def top_table(rows: list[dict], k: int, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("#", "config_id", "total_pnl", "trades", "win_rate", "PF", "max_dd", "sharpe"):
+        table.add_column(col, justify="left" if col == "config_id" else "right", no_wrap=True)
+    table.add_column("overrides", overflow="fold")
+    for i, r in enumerate(rows[:k], 1):
+        ov = ", ".join(f"{p.rsplit('.', 1)[-1]}={v}" for p, v in r["overrides"].items())
+        table.add_row(str(i), r["config_id"][:12], f"{r['total_pnl']:,.2f}", str(r["total_trades"]),
+                      f"{r['win_rate']:.1%}", f"{r['profit_factor']:.2f}", f"{r['max_drawdown_pct']:.2%}",
+                      f"{r['sharpe']:.2f}", ov)
+    return table
+
+
+def sweep_command(
+    sweep_spec: Annotated[Path, typer.Option("--sweep-spec", help="Sweep spec YAML (config/sweeps/*.yaml)")],
+    candles_db: Annotated[str, typer.Option("--candles-db", help="Candle DB file(s)/partition dirs, comma-separated")],
+    config: Annotated[Path | None, typer.Option("--config", help="Base strategy YAML (default: config/strategy_overrides.yaml, else code defaults)")] = None,
+    backend: Annotated[str, typer.Option(help="auto | cpu | cuda | cudasim")] = "auto",
+    interval: Annotated[str | None, typer.Option(help="Bar interval (default: the config's engine.interval)")] = None,
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols (default: all in the DB)")] = None,
+    funding_db: Annotated[Path | None, typer.Option("--funding-db", help="Funding rates DB (default: no funding)")] = None,
+    tpe: Annotated[bool, typer.Option("--tpe", help="Optuna TPE search instead of the full grid")] = False,
+    trials: Annotated[int | None, typer.Option(help="TPE: number of trials")] = None,
+    batch: Annotated[int | None, typer.Option(help="TPE: trials per kernel launch (default min(trials, 1024))")] = None,
+    seed: Annotated[int, typer.Option(help="TPE sampler seed")] = 42,
+    storage: Annotated[str | None, typer.Option(help="TPE: optuna storage URL, e.g. sqlite:///sweep.db (resumable)")] = None,
+    study_name: Annotated[str | None, typer.Option("--study-name", help="TPE: study name in the storage")] = None,
+    objective: Annotated[str, typer.Option(help="pnl | sharpe | balanced (ranking and TPE objective)")] = "pnl",
+    top_n: Annotated[int | None, typer.Option("--top-n", help="Keep only the best K rows in the output")] = None,
+    universe_filter: Annotated[bool, typer.Option("--universe-filter", help="Keep symbols listed during the window")] = False,
+    universe_db: Annotated[str | None, typer.Option("--universe-db", help="Universe history DB")] = None,
+    start: Annotated[str | None, typer.Option(help="First trading bar (ISO date/time UTC or epoch ms)")] = None,
+    end: Annotated[str | None, typer.Option(help="End of the window, exclusive")] = None,
+    precision: Annotated[str, typer.Option(help="f64 | f32 (indicator pool precision)")] = "f64",
+    output: Annotated[Path, typer.Option(help="JSONL output, one row per candidate")] = Path("sweep_results.jsonl"),
+    show: Annotated[int, typer.Option(help="Rows in the closing table")] = 10,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar")] = True,
+) -> None:
+    """Sweep a grid (or TPE trials) of configs with the decision kernel; write ranked JSONL rows."""
+    try:
+        from gpu.api import run_sweep
+        from gpu.backend import choose_backend
+        from gpu.spec import load_sweep_spec
+        from marketdata.funding import funding_matrix
+        from marketdata.intervals import normalize_interval
+
+        if top_n is not None and top_n < 1:
+            raise CliError(f"--top-n must be >= 1 (got {top_n})")
+        if tpe and (trials is None or trials < 1):
+            raise CliError("--trials: a positive integer is required with --tpe")
+        if precision not in ("f64", "f32"):
+            raise CliError(f"--precision: expected f64 or f32, got {precision!r}")
+        base = _load_base_config(config)
+        spec = load_sweep_spec(sweep_spec, base)
+        name, reason = choose_backend(backend)
+        err.print(f"backend {name}: {reason}", highlight=False)
+        iv = normalize_interval(interval or base.interval or "1h")
+        start_ms, end_ms = parse_time_ms(start, "--start"), parse_time_ms(end, "--end")
+        md = _load_data(candles_db, iv, symbols, start_ms, end_ms, spec.lookback)
+        if universe_filter:
+            md = _universe(md, candles_db, universe_db, start_ms, end_ms)
+        if funding_db is not None and not funding_db.exists():
+            raise CliError(f"--funding-db: not found: {funding_db}")
+        funding = funding_matrix(funding_db, md) if funding_db is not None else None
+        result = run_sweep(base, spec, md, funding, backend=name, precision=precision, tpe=tpe,
+                           trials=trials, batch=batch, seed=seed, storage=storage, study_name=study_name,
+                           objective=objective, top_n=top_n, progress=progress, start_ms=start_ms,
+                           end_ms=end_ms)
+    except _user_errors() as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # objective/trials validation inside the library
+        err.print(f"[red]error:[/red] {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    write_jsonl_atomic(result.rows, output)
+    title = (f"top {min(show, len(result.rows))} of {result.candidates_evaluated} candidates "
+             f"({result.backend}, {result.precision}, {result.candidates_per_s:,.0f} cand/s, "
+             f"{result.elapsed_s:.1f} s)")
+    out.print(top_table(result.rows, show, title))
+    out.print(f"wrote {len(result.rows)} rows to {output}", highlight=False)
+
+
+def main() -> None:  # `python -m gpu.cli` for use before the console script is wired
+    typer.run(sweep_command)
+
+
+if __name__ == "__main__":
+    main()
