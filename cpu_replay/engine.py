@@ -16,13 +16,14 @@ import numpy as np
 from strategy.features import NF
 from strategy.indicators import STREAM, stream_state_len
 from strategy.kernel import KERNEL_CPU
-from strategy.layout import A_EQUITY, A_NFILLS, NACCT, NFILL, NPOS, NTRADE
+from strategy.layout import A_EQUITY, A_NFILLS, NACCT, NFILL, NPOS, NTRADE, POS_LAST_CLOSE, POS_SIDE, R_SYSTEM
 
 _init_state = KERNEL_CPU.init_state
 _step_bar = KERNEL_CPU.step_bar
 _finish = KERNEL_CPU.finish
 _stream_init = STREAM.init
 _stream_update = STREAM.update
+_close_position = KERNEL_CPU.close_position
 
 
 @numba.njit(cache=True)
@@ -53,6 +54,15 @@ def replay_loop(times, interval_ms, o, h, lo, c, v, valid, funding, params, wv, 
                     rank_idx, fills, trades, b >= start_idx)
         equity[b] = acct[A_EQUITY]
     _finish(pos, acct, fills, trades, params)
+
+
+@numba.njit(cache=True)
+def flatten_all(t, params, pos, acct, fills, trades):
+    """Close every open position at its last close (operator or safe-mode flatten)."""
+    for s in range(pos.shape[0]):
+        if pos[s, POS_SIDE] != 0.0:
+            _close_position(pos, acct, params, s, float(t), pos[s, POS_LAST_CLOSE], 1.0, R_SYSTEM,
+                            np.nan, np.nan, np.nan, fills, trades)
 
 
 @numba.njit(cache=True)
@@ -121,6 +131,16 @@ class Engine:
         if k > self._fills.shape[0]:
             raise RuntimeError(f"{k} fills in one bar exceed the engine's per-bar buffer")
         st.acct[A_NFILLS] = before_fills + k
+        return self._fills[:k].copy()
+
+    def flatten(self, t_ms: int) -> np.ndarray:
+        """Close every position now (reason `system`); returns the fill rows."""
+        st = self.state
+        before = st.acct[A_NFILLS]
+        st.acct[A_NFILLS] = 0.0
+        flatten_all(int(t_ms), self.params, st.pos, st.acct, self._fills, self._trades)
+        k = int(st.acct[A_NFILLS])
+        st.acct[A_NFILLS] = before + k
         return self._fills[:k].copy()
 
 

@@ -138,7 +138,7 @@ class RuntimeLogger:
                 return True
             try:
                 if self._conn is None:
-                    self._conn = open_trading_db(self.db_path)
+                    self._conn = open_trading_db(self.db_path, check_same_thread=False)
                     self._conn.execute("PRAGMA synchronous=NORMAL")  # logs need not cost an fsync each
                 self._conn.executemany(
                     "INSERT INTO runtime_logs (ts_ms, ts, pid, mode, stream, level, message) "

@@ -116,13 +116,19 @@ def secure_db_files(path: str | os.PathLike) -> None:
             pass
 
 
-def open_trading_db(path: str | os.PathLike, *, timeout_s: float = 15.0) -> sqlite3.Connection:
-    """Open (creating if needed) the trading DB in WAL mode with synchronous=FULL."""
+def open_trading_db(path: str | os.PathLike, *, timeout_s: float = 15.0,
+                    check_same_thread: bool = True) -> sqlite3.Connection:
+    """Open (creating if needed) the trading DB in WAL mode with synchronous=FULL.
+
+    `check_same_thread=False` is for a connection guarded by its own lock and closed from another
+    thread (the runtime log writer).
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     old_umask = os.umask(0o077)
     try:
-        conn = sqlite3.connect(str(p), timeout=timeout_s, isolation_level=None)
+        conn = sqlite3.connect(str(p), timeout=timeout_s, isolation_level=None,
+                               check_same_thread=check_same_thread)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")

@@ -1,0 +1,125 @@
+"""Brokers of the daemon: where the engine's fills go once the RiskManager has allowed them.
+
+PaperBroker records them as `trades` rows (the engine's simulated fill: decision price moved by
+slippage, taker fee — the same fill model as `backtester replay`) and mirrors open positions into
+`position_state`. DryLiveBroker records what it would send as audit events and writes no trade.
+Both are called inside the daemon's per-bar transaction, together with the engine checkpoint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from live.trading_db import (
+    audit,
+    delete_position_state,
+    engine_fill_hash,
+    insert_trade,
+    iso_utc,
+    upsert_position_state,
+)
+from strategy.layout import (
+    ACTION_NAMES,
+    CONF_NAMES,
+    FL_ACTION,
+    FL_ATR,
+    FL_BALANCE,
+    FL_CONF,
+    FL_FEE,
+    FL_NOTIONAL,
+    FL_PNL,
+    FL_PRICE,
+    FL_REASON,
+    FL_SIDE,
+    FL_SIZE,
+    FL_SYM,
+    FL_T,
+    POS_ADDS,
+    POS_ENTRY,
+    POS_ENTRY_ATR,
+    POS_LAST_ADD_T,
+    POS_LEVERAGE,
+    POS_MARGIN,
+    POS_OPEN_T,
+    POS_SIDE,
+    POS_SIZE,
+    POS_STOP,
+    POS_TP1_DONE,
+    REASON_NAMES,
+)
+
+
+def _fill_rows(fills: np.ndarray, symbols: list[str], bar_t_ms: int, epoch: str, config_id: str, mode: str):
+    for seq, r in enumerate(fills):
+        action = ACTION_NAMES[int(r[FL_ACTION])]
+        symbol = symbols[int(r[FL_SYM])]
+        notional = float(r[FL_NOTIONAL])
+        yield {
+            "timestamp": iso_utc(int(r[FL_T])),
+            "symbol": symbol,
+            "type": "LONG" if r[FL_SIDE] > 0 else "SHORT",
+            "action": action,
+            "price": float(r[FL_PRICE]),
+            "size": float(r[FL_SIZE]),
+            "notional": notional,
+            "reason": REASON_NAMES.get(int(r[FL_REASON]), "unknown"),
+            "confidence": CONF_NAMES.get(int(r[FL_CONF]), "low"),
+            "pnl": float(r[FL_PNL]),
+            "fee_usd": float(r[FL_FEE]),
+            "fee_token": "USDC",
+            "fee_rate": float(r[FL_FEE]) / notional if notional else 0.0,
+            "balance": float(r[FL_BALANCE]),
+            "entry_atr": None if np.isnan(r[FL_ATR]) else float(r[FL_ATR]),
+            "meta_json": {"mode": mode, "seq": seq},
+            "fill_hash": engine_fill_hash(f"{mode}:{epoch}", bar_t_ms, symbol, action, seq),
+            "config_id": config_id,
+            "bar_t_ms": int(bar_t_ms),
+        }
+
+
+class PaperBroker:
+    def __init__(self, conn, mode: str, symbols: list[str]) -> None:
+        self.conn = conn
+        self.mode = mode
+        self.symbols = symbols
+
+    def record(self, fills: np.ndarray, *, bar_t_ms: int, epoch: str, config_id: str, pos: np.ndarray) -> None:
+        trade_ids = {}
+        for row in _fill_rows(fills, self.symbols, bar_t_ms, epoch, config_id, self.mode):
+            trade_ids[row["symbol"]] = (insert_trade(self.conn, row), row["action"])
+        for symbol, (trade_id, action) in trade_ids.items():
+            s = self.symbols.index(symbol)
+            if pos[s, POS_SIDE] == 0.0:
+                delete_position_state(self.conn, symbol)
+            else:
+                self._mirror_position(symbol, pos[s], trade_id if action == "OPEN" else None)
+
+    def _mirror_position(self, symbol: str, p: np.ndarray, open_trade_id: int | None) -> None:
+        fields = {
+            "trailing_sl": float(p[POS_STOP]),
+            "adds_count": int(p[POS_ADDS]),
+            "tp1_taken": int(p[POS_TP1_DONE]),
+            "last_add_time": int(p[POS_LAST_ADD_T]),
+            "state_json": {
+                "side": "LONG" if p[POS_SIDE] > 0 else "SHORT", "size": float(p[POS_SIZE]),
+                "entry_price": float(p[POS_ENTRY]), "entry_atr": float(p[POS_ENTRY_ATR]),
+                "leverage": float(p[POS_LEVERAGE]), "margin_used": float(p[POS_MARGIN]),
+                "open_time_ms": int(p[POS_OPEN_T]),
+            },
+        }
+        if open_trade_id is not None:
+            fields["open_trade_id"] = open_trade_id
+        upsert_position_state(self.conn, symbol, **fields)
+
+
+class DryLiveBroker:
+    """dry_live: every order the engine would send is an ORDER_WOULD_SEND audit event; nothing else."""
+
+    def __init__(self, conn, symbols: list[str]) -> None:
+        self.conn = conn
+        self.symbols = symbols
+
+    def record(self, fills: np.ndarray, *, bar_t_ms: int, epoch: str, config_id: str, pos: np.ndarray) -> None:
+        for row in _fill_rows(fills, self.symbols, bar_t_ms, epoch, config_id, "dry_live"):
+            audit(self.conn, "ORDER_WOULD_SEND", row["symbol"], "info",
+                  {k: row[k] for k in ("action", "type", "price", "size", "notional", "reason", "bar_t_ms")})

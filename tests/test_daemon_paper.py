@@ -1,0 +1,201 @@
+"""The paper daemon runs the canonical engine: same trades as `backtester replay`, crash-safe,
+single-instance, kill switches honoured between runs, broken YAML survived."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = """
+global:
+  trade: {entry_min_confidence: low, reentry_cooldown_minutes: 30, add_cooldown_minutes: 30}
+  thresholds: {entry: {min_adx: 18.0, macd_hist_entry_mode: sign}}
+  filters: {enable_ranging_filter: false, require_adx_rising: false}
+  engine: {interval: 15m}
+"""
+
+
+def copy_candles(src: Path, dst: Path, *, before_ms: int | None = None, from_ms: int | None = None) -> None:
+    """Copy (a time slice of) a real candle DB; appending later simulates new closed bars."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    out = sqlite3.connect(dst)
+    out.execute("CREATE TABLE IF NOT EXISTS candles (symbol TEXT, interval TEXT, t INTEGER, t_close INTEGER, "
+                "o REAL, h REAL, l REAL, c REAL, v REAL, n INTEGER, PRIMARY KEY(symbol, interval, t))")
+    src_conn = sqlite3.connect(src)
+    where, args = [], []
+    if before_ms is not None:
+        where.append("t < ?")
+        args.append(before_ms)
+    if from_ms is not None:
+        where.append("t >= ?")
+        args.append(from_ms)
+    sql = "SELECT symbol, interval, t, t_close, o, h, l, c, v, n FROM candles"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    out.executemany("INSERT OR IGNORE INTO candles VALUES (?,?,?,?,?,?,?,?,?,?)", src_conn.execute(sql, args))
+    out.commit()
+    out.close()
+    src_conn.close()
+
+
+@pytest.fixture()
+def setup(tmp_path, shared_data):
+    (tmp_path / "cfg.yaml").write_text(CONFIG)
+    copy_candles(shared_data / "candles_15m.db", tmp_path / "candles_dbs" / "candles_15m.db")
+    env = {**os.environ, "AI_QUANT_STRATEGY_YAML": str(tmp_path / "cfg.yaml"),
+           "AI_QUANT_CANDLES_DB_DIR": str(tmp_path / "candles_dbs"), "AI_QUANT_DB_PATH": str(tmp_path / "paper.db"),
+           "AI_QUANT_LOCK_PATH": str(tmp_path / "paper.lock"), "AI_QUANT_RISK_MAX_DAILY_LOSS_PCT": "0",
+           "AI_QUANT_RISK_SAFE_MODE_DRAWDOWN_PCT": "0", "AI_QUANT_HEARTBEAT_SECS": "1",
+           "AI_QUANT_LOOP_TARGET_SECS": "0.5"}
+    env.pop("AI_QUANT_KILL_SWITCH", None)
+    env.pop("AI_QUANT_KILL_SWITCH_FILE", None)
+    return tmp_path, env
+
+
+def trader(env, *args, check=True, **kw):
+    proc = subprocess.run([sys.executable, "-m", "live", *args], env=env, capture_output=True, text=True,
+                          timeout=300, **kw)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def db_fills(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT symbol, action, bar_t_ms, price, size, fee_usd, pnl FROM trades ORDER BY id").fetchall()
+    return rows
+
+
+def rows_in(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT COUNT(*) FROM trades").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def replay_fills(tmp_path: Path, env) -> list[tuple]:
+    out = tmp_path / "replay.json"
+    proc = subprocess.run([sys.executable, "-m", "tools.backtester", "replay", "--candles-db",
+                           str(tmp_path / "candles_dbs" / "candles_15m.db"), "--config", str(tmp_path / "cfg.yaml"),
+                           "--trades", "--output", str(out)], env=env, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    return [(f["symbol"], f["action"], f["t_ms"] - 900_000, f["price"], f["size"], f["fee"], f["pnl"])
+            for f in report["fills"] if f["reason"] != "end_of_data"]
+
+
+def test_catch_up_equals_replay_trade_for_trade(setup):
+    tmp_path, env = setup
+    proc = trader(env, "--mode", "paper", "--until-caught-up")
+    assert "engine ok." in proc.stderr
+    fills = db_fills(tmp_path / "paper.db")
+    assert len(fills) > 50
+    assert fills == replay_fills(tmp_path, env)
+    assert oct(os.stat(tmp_path / "paper.db").st_mode & 0o777) == "0o600"
+
+
+def test_kill_minus_nine_then_restart_reaches_the_same_state(setup, tmp_path_factory):
+    tmp_path, env = setup
+    reference = tmp_path_factory.mktemp("ref")
+    ref_env = {**env, "AI_QUANT_DB_PATH": str(reference / "paper.db"), "AI_QUANT_LOCK_PATH": str(reference / "l")}
+    trader(ref_env, "--mode", "paper", "--until-caught-up")
+    expected = db_fills(reference / "paper.db")
+    killed = 0
+    for fraction in (0.3, 0.6):  # kill -9 twice, mid-way through the catch-up
+        proc = subprocess.Popen([sys.executable, "-m", "live", "--mode", "paper", "--until-caught-up"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and rows_in(tmp_path / "paper.db") < fraction * len(expected):
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait(timeout=60)
+    trader(env, "--mode", "paper", "--until-caught-up")
+    assert killed >= 1, "the daemon finished before it could be killed; the test proved nothing"
+    got = db_fills(tmp_path / "paper.db")
+    assert len(got) == len(set(got)), "a fill row was duplicated"
+    assert got == expected
+
+
+def test_second_daemon_refuses_the_lock(setup):
+    tmp_path, env = setup
+    first = subprocess.Popen([sys.executable, "-m", "live", "--mode", "paper"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            if (tmp_path / "paper.lock").exists() and (tmp_path / "paper.lock").read_text().strip():
+                break
+            time.sleep(0.05)
+        second = trader(env, "--mode", "paper", "--until-caught-up", check=False)
+        assert second.returncode == 1
+        assert "refusing to start" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0
+
+
+def test_kill_file_close_only_then_halt_all_then_clear(setup, shared_data):
+    tmp_path, env = setup
+    db = tmp_path / "candles_dbs" / "candles_15m.db"
+    db.unlink()
+    split1, split2 = 1516000000000, 1516600000000
+    copy_candles(shared_data / "candles_15m.db", db, before_ms=split1)
+    kill_file = tmp_path / "kill"
+    env = {**env, "AI_QUANT_KILL_SWITCH_FILE": str(kill_file)}
+    trader(env, "--mode", "paper", "--until-caught-up")
+    before = db_fills(tmp_path / "paper.db")
+    assert any(a == "OPEN" for _, a, *_ in before)
+
+    kill_file.write_text("close_only\n")
+    copy_candles(shared_data / "candles_15m.db", db, before_ms=split2)
+    trader(env, "--mode", "paper", "--until-caught-up")
+    during = db_fills(tmp_path / "paper.db")[len(before):]
+    assert during, "exits still run under close_only"
+    assert {a for _, a, *_ in during} <= {"REDUCE", "CLOSE"}
+
+    kill_file.write_text("halt_all\n")
+    copy_candles(shared_data / "candles_15m.db", db, before_ms=split2 + 86_400_000 * 2)
+    n = len(db_fills(tmp_path / "paper.db"))
+    trader(env, "--mode", "paper", "--until-caught-up")
+    assert len(db_fills(tmp_path / "paper.db")) == n, "halt_all blocks exits too"
+
+    kill_file.unlink()  # removing the file clears a file-sourced kill (docs/RISK.md)
+    copy_candles(shared_data / "candles_15m.db", db)
+    trader(env, "--mode", "paper", "--until-caught-up")
+    after = db_fills(tmp_path / "paper.db")[n:]
+    assert any(a == "OPEN" for _, a, *_ in after)
+
+
+def test_broken_yaml_keeps_last_good_config(setup):
+    from live.daemon import TraderDaemon
+    from live.env import load_settings
+
+    tmp_path, env = setup
+    daemon = TraderDaemon(load_settings(env), until_caught_up=True)
+    daemon._start()
+    try:
+        daemon.process_pending()
+        good_id = daemon.cfg.config_id
+        time.sleep(0.01)
+        (tmp_path / "cfg.yaml").write_text("global: {trade: {sl_atr_mult: [oops\n")
+        daemon._reload_config()
+        assert daemon.cfg.config_id == good_id
+        assert daemon.errors == 1
+    finally:
+        daemon.log.close()
+        daemon.conn.close()
+        daemon.lock.release()
+    with sqlite3.connect(tmp_path / "paper.db") as conn:
+        errors = conn.execute("SELECT message FROM runtime_logs WHERE level = 'ERROR'").fetchall()
+    assert any("keeping the last good config" in m for (m,) in errors)
