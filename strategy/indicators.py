@@ -1,22 +1,29 @@
 """Indicators twice — streaming (engine, live) and vectorised (sweep precompute) — from one arithmetic.
 
-Both executions call the scalar steps of ``strategy.indicators_steps``; that shared source is what
+Both executions call the scalar steps of ``strategy.indicators_jit``; that shared source is what
 makes a streaming feature row bitwise equal to the vectorised arrays (tested, not assumed), so a
 sweep candidate and its canonical replay see the very same numbers.
 
-Conventions: the installed ``ta`` library (0.11, over pandas) is the reference; values agree with
-it to ~1e-15 relative (EMA and RSI reproduce pandas' ewm arithmetic bit for bit). Where the
-strategy spec or this module differs from ``ta``:
+Conventions: the installed ``ta`` library (0.11, over pandas) is the reference. EMA, RSI and
+MACD reproduce pandas' ewm arithmetic bit for bit, ATR and ADX ta's recursions (bitwise equal on
+the real test data; only the warm-up sums may differ by an ulp); Bollinger, SMAs and Stoch RSI
+agree to ~1e-12 (our sigma is two-pass, more accurate than pandas' online rolling std). Where the strategy
+spec or this module differs from ``ta``:
 
 * Warm-up is NaN. ``ta`` returns 0.0 during warm-up for ATR, ADX, +DI and -DI.
   First ready bar (0-based, n = the window):
-  EMA n-1 | ATR n-1 | RSI n | ADX 2n-1 | +DI/-DI n | adx_slope 2n | Bollinger n-1 |
+  EMA n-1 | ATR n-1 | RSI n-1 | ADX 2n-1 | +DI/-DI n | adx_slope 2n | Bollinger n-1 |
   bb_width_avg bb_n+avg_n-2 | macd_hist 33 | macd_hist_prev 34 |
-  stoch K rsi_n+n+s1-3 | stoch D rsi_n+n+s1+s2-4 (RSI ready at rsi_n-1, see below) | vol_sma n-1 | vol_trend max(n, trend_n)-1.
+  stoch K rsi_n+n+s1-3 | stoch D rsi_n+n+s1+s2-4 | vol_sma n-1 | vol_trend max(n, trend_n)-1.
+* RSI is ready at bar n-1, not n: ta's ``diff().where(diff > 0, 0.0)`` turns the first bar's
+  missing difference into a gain of 0 and a loss of 0, which seed the Wilder averages (the
+  spec's "seeded at the first difference" is one bar later; we follow ta, values differ only
+  in the first few dozen bars).
 * +DI/-DI are ready at bar n (the value ta's own ADX uses at that bar); ``ta.adx_pos/adx_neg``
   print 0.0 there and start at n+1 because of its loop bounds. From n+1 on they are equal.
 * ``bb_width`` = (upper - lower)/SMA, a fraction; ``ta``'s bollinger_wband is 100x that.
-* Bollinger sigma is the population std (ddof 0) computed two-pass over the window.
+* Bollinger sigma is the population std (ddof 0) computed two-pass over the window. A window
+  of identical values has mean exactly that value (as pandas), so flat prices give width 0.
 * ``adx_slope`` = ADX - ADX of the previous bar (not in ta).
 * Stoch RSI follows ``ta.momentum.StochRSIIndicator(close, window, smooth1, smooth2)``, whose
   one ``window`` is both the RSI window and the min/max window: ``compute_features`` therefore
@@ -27,6 +34,10 @@ strategy spec or this module differs from ``ta``:
 
 Inputs are ONE symbol's valid bars (the caller compresses gaps out): a missing bar is never
 invented, so "n bars" always means n bars the symbol actually traded.
+
+Numba cache caveat for callers: a cached njit function that calls ``STREAM.update`` inlines it,
+but numba invalidates that cache only when the caller's own file changes; after editing
+``indicators_jit.py`` clear the callers' ``__pycache__/*.nbi``.
 """
 
 from __future__ import annotations

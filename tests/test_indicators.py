@@ -101,7 +101,7 @@ windows = st.fixed_dictionaries(
 ).map(lambda d: np.array([d[p] for p in P.WINDOW_PATHS], dtype=np.int64))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     wv=windows,
     nbar=st.integers(1, 260),
