@@ -41,7 +41,7 @@ def window_bounds(now_ms: int, window_minutes: float, lag_minutes: float) -> tup
 
 def window_closes(start_ms: int, end_ms: int, interval_ms: int) -> tuple[int, int]:
     """First and last bar close inside [start_ms, end_ms] (a bar belongs iff it closed in the window)."""
-    lo = -(-start_ms // interval_ms) * interval_ms
+    lo = (start_ms // interval_ms + 1) * interval_ms  # the bar closing at lo opened at or after start
     hi = (end_ms // interval_ms) * interval_ms
     return lo, hi
 
@@ -66,11 +66,12 @@ def fills_from_db_rows(rows: list[dict], interval_ms: int, lo: int, hi: int) -> 
 
 
 def fills_from_replay(fills: list[dict], interval_ms: int, lo: int, hi: int) -> list[Fill]:
-    """Replay report fills -> the same shape; FUNDING rows are accounting, not fills."""
+    """Replay report fills -> the same shape. FUNDING rows are accounting, not fills, and
+    end_of_data closes are the replay flattening at the window's end, which the trader never does."""
     out = []
     for f in fills:
         action = str(f.get("action") or "").upper()
-        if action not in FILL_ACTIONS:
+        if action not in FILL_ACTIONS or f.get("reason") == "end_of_data":
             continue
         bar = decision_bar(f["t_ms"], interval_ms)
         if lo <= bar <= hi:

@@ -146,3 +146,81 @@ def test_cli_crash_writes_blocked(tmp_path):
     assert blocker["blocked"] is True and blocker["reason_codes"] == ["scheduler_unhandled_exception"]
     report = json.loads(Path(blocker["report_path"]).read_text())
     assert report["blocked"] is True and "Traceback" in report["traceback"]
+
+
+# --- end to end on real Hyperliquid BTC candles ------------------------------------------------
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HL_CANDLES = DATA / "hyperliquid" / "candles_1h.db"
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _trader_db_from_replay(path: Path, fills: list[dict], upto_ms: int, tamper_at: int | None = None) -> Path:
+    """A trading DB whose fills are the canonical replay's, stamped 5 s after each bar close."""
+    rows = [(_iso(fills[0]["t_ms"] - 7 * IV), "SYSTEM", "", "SYSTEM", 0, 0, 0, 0, 0, 10_000.0)]
+    for f in fills:
+        if f["action"] == "FUNDING" or f["t_ms"] > upto_ms:
+            continue
+        size = f["size"] * (1 + 1e-6) if f["t_ms"] == tamper_at else f["size"]
+        rows.append((_iso(f["t_ms"] + 5_000), f["symbol"], f["side"], f["action"], f["price"], size, f["notional"],
+                     f["pnl"], f["fee"], f["balance"]))
+    make_trading_db(path, rows)
+    import sqlite3
+    con = sqlite3.connect(path)
+    for f in fills:
+        if f["action"] == "OPEN":
+            con.execute("UPDATE trades SET entry_atr=? WHERE timestamp=?", (f["atr"], _iso(f["t_ms"] + 5_000)))
+    con.commit()
+    con.close()
+    return path
+
+
+def test_cli_passes_on_an_aligned_trader_and_blocks_a_diverged_one(tmp_path):
+    if not HL_CANDLES.is_file():
+        pytest.skip(f"../shared/data absent: {HL_CANDLES} not found")
+    from cpu_replay.api import run_replay
+    from marketdata.candles import load_market_data
+    from strategy.config import config_from_dict
+
+    cfg_doc = "global:\n  engine:\n    interval: 1h\n"
+    md = load_market_data(str(HL_CANDLES), "1h")
+    fills = run_replay(config_from_dict({"global": {"engine": {"interval": "1h"}}}), md)["fills"]
+    # a window that starts flat: the first OPEN after a CLOSE, plus the three bars after it
+    opens = [f for i, f in enumerate(fills) if f["action"] == "OPEN" and i > 0 and fills[i - 1]["action"] == "CLOSE"]
+    lo = opens[1]["t_ms"]
+    hi = lo + 3 * IV
+    in_window = [f for f in fills if lo <= f["t_ms"] <= hi and f["action"] != "FUNDING"]
+    assert len(in_window) >= 1
+    cfg = tmp_path / "strategy.yaml"
+    cfg.write_text(cfg_doc)
+    env = {"AI_QUANT_REPLAY_GATE_CANDLES_DB": str(HL_CANDLES), "AI_QUANT_REPLAY_GATE_CONFIG": str(cfg),
+           "AI_QUANT_REPLAY_GATE_WARMUP_BARS": "5000"}
+
+    def run(db: Path):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("AI_QUANT_")}
+        e.update(env, AI_QUANT_REPLAY_GATE_PAPER_DB=str(db), AI_QUANT_REPLAY_GATE_BUNDLE_ROOT=str(tmp_path / "gate"))
+        res = subprocess.run([sys.executable, str(TOOL), "--now-ms", str(hi + 2 * 60_000)], env=e, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        return res, json.loads((tmp_path / "gate" / "release_blocker.json").read_text())
+
+    res, blocker = run(_trader_db_from_replay(tmp_path / "aligned.db", fills, hi))
+    assert res.returncode == 0, res.stderr
+    assert blocker["blocked"] is False and blocker["last_passed_at_ms"] == hi + 2 * 60_000
+    report = json.loads(Path(blocker["report_path"]).read_text())
+    assert report["matched"] == report["live_fills"] == len(in_window)
+
+    res, blocker = run(_trader_db_from_replay(tmp_path / "diverged.db", fills, hi, tamper_at=in_window[0]["t_ms"]))
+    assert res.returncode == 1
+    assert blocker["reason_codes"] == ["state_initialisation_gap"]
+    assert blocker["last_passed_at_ms"] == hi + 2 * 60_000  # carried over from the passing run
+
+
+def test_replay_end_of_data_closes_are_not_trader_fills():
+    fills = [{"t_ms": T0, "symbol": "BTC", "action": "OPEN", "side": "LONG", "price": 1.0, "size": 2.0, "reason": "signal"},
+             {"t_ms": T0 + IV, "symbol": "BTC", "action": "CLOSE", "side": "LONG", "price": 1.1, "size": 2.0,
+              "reason": "end_of_data"},
+             {"t_ms": T0 + IV, "symbol": "BTC", "action": "FUNDING", "side": "LONG", "price": 0, "size": 0}]
+    assert [f.action for f in rg.fills_from_replay(fills, IV, T0, T0 + IV)] == ["OPEN"]
