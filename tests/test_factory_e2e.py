@@ -1,0 +1,122 @@
+"""End-to-end `factory run` on the bundled demo data (a small window) and its bad-input paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip("gpu.api", reason="gpu.api (the sweep) not available yet")
+pytest.importorskip("cpu_replay.api", reason="cpu_replay.api (the canonical replay) not available yet")
+pytest.importorskip("strategy.config", reason="strategy.config not available yet")
+
+SPEC = """\
+axes:
+  - path: trade.sl_atr_mult
+    values: [1.5, 2.5]
+  - path: trade.tp_atr_mult
+    values: [4.0, 6.0]
+  - path: trade.allocation_pct
+    values: [0.05, 0.1]
+lookback: 120
+initial_balance: 10000
+"""
+WINDOW = ["--start", "2025-03-15", "--end", "2025-06-01", "--symbols", "BTC,ETH,SOL,BNB,XRP,DOGE,ADA,AVAX"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from marketdata.demo import ensure_demo_data
+
+    root = tmp_path_factory.mktemp("demo")
+    paths = ensure_demo_data(root / "demo_data")
+    spec = root / "tiny.yaml"
+    spec.write_text(SPEC)
+    return {"root": root, "paths": paths, "spec": spec}
+
+
+def factory(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "factory.cli", "run", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def _run_dir(art: Path, run_id: str) -> Path:
+    (d,) = art.glob(f"*/run_{run_id}")
+    return d
+
+
+def test_smoke_run_selects_a_replay_verified_candidate(demo, tmp_path):
+    art = tmp_path / "artifacts"
+    res = factory("--profile", "smoke", "--candles-db", str(demo["paths"]["candles_1h"]), "--funding-db",
+                  str(demo["paths"]["funding"]), "--sweep-spec", str(demo["spec"]), "--shortlist", "4", "--replay", "2",
+                  "--artifacts-dir", str(art), "--run-id", "e2e", "--no-deploy", "--no-progress", *WINDOW, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rd = _run_dir(art, "e2e")
+    sel = json.loads((rd / "reports" / "selection.json").read_text())
+    assert sel["selection_stage"] == "selected"
+    assert (sel["deploy_stage"], sel["promotion_stage"]) == ("no_deploy", "skipped")
+    report = json.loads((rd / "reports" / "report.json").read_text())
+    assert len(report["items"]) == 2
+    for item in report["items"]:
+        assert item["replay_equivalence_status"] == "pass", item["replay_equivalence_diffs"]
+        assert item["replay_equivalence_count"] > 7  # 7 metrics + every traced trade
+        assert item["canonical_cpu_verified"] is True and item["replay_stage"] == "cpu_replay"
+        eq = json.loads(Path(item["replay_equivalence_report_path"]).read_text())
+        assert eq["mode"] == "trace" and eq["diffs"] == []
+        for gate in ("walk_forward", "slippage", "concentration", "sensitivity", "monte_carlo", "min_trades"):
+            assert (rd / "gates" / gate / Path(item["replay_report_path"]).name.split(".")[0] / "summary.json").is_file()
+    meta = json.loads((rd / "run_metadata.json").read_text())
+    assert meta["status"] == "ok" and meta["sweep"]["candidates_evaluated"] == 8
+    assert meta["sweep"]["backend"] in ("cpu", "cuda")
+    assert all(s["exit_code"] == 0 for s in meta["steps"])
+    rows = (rd / "sweeps" / "sweep_results.jsonl").read_text().splitlines()
+    assert len(rows) == 8 and len((rd / "sweeps" / "sweep_candidates.jsonl").read_text().splitlines()) == 4
+    from strategy.config import load_config
+
+    for cc in meta["candidate_configs"]:
+        assert load_config(cc["path"]).config_id == cc["config_id"]
+    validator = REPO / "scripts" / "validate_factory_selection_gate.py"
+    if validator.exists():
+        out = subprocess.run([sys.executable, str(validator), "--selection-json", str(rd / "reports" / "selection.json"),
+                              "--stage", "smoke"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+    again = factory("--profile", "smoke", "--artifacts-dir", str(art), "--run-id", "e2e", cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr and len(again.stderr.splitlines()) == 1
+
+
+def test_enforced_tpe_run_obeys_a_missing_release_blocker(demo, tmp_path):
+    art = tmp_path / "artifacts"
+    res = factory("--profile", "daily", "--candles-db", str(demo["paths"]["candles_1h"]), "--sweep-spec",
+                  str(demo["spec"]), "--trials", "6", "--batch", "3", "--backend", "cpu", "--shortlist", "2",
+                  "--replay", "1", "--gates", "none", "--no-trace", "--artifacts-dir", str(art), "--run-id", "tpe",
+                  "--deploy-target", str(tmp_path / "paper.yaml"), "--no-progress", *WINDOW, cwd=tmp_path,
+                  env={"AI_QUANT_REPLAY_GATE_BLOCKER_FILE": str(tmp_path / "absent_release_blocker.json")})
+    assert res.returncode == 0, res.stderr[-2000:]
+    rd = _run_dir(art, "tpe")
+    sel = json.loads((rd / "reports" / "selection.json").read_text())
+    assert sel["selection_stage"] == "selected" and sel["selected"]["sweep_stage"] == "cpu_tpe"
+    assert sel["selected"]["validation_gate"] == "replay_only"
+    assert sel["deploy_stage"] == "skipped" and "release blocker" in sel["deploy_reason"]
+    assert not (tmp_path / "paper.yaml").exists()
+
+
+@pytest.mark.parametrize("args, needle, code", [
+    (["--profile", "weekly"], "unknown profile 'weekly'", 2),
+    (["--profile", "daily"], "--candles-db is required", 2),
+    (["--profile", "smoke", "--candles-db", "/nonexistent/candles_1h.db"], "/nonexistent/candles_1h.db", 2),
+    (["--profile", "smoke", "--sweep-spec", "config/sweeps/typo.yaml"], "config/sweeps/typo.yaml", 2),
+])
+def test_bad_input_is_one_line_and_recorded(tmp_path, args, needle, code):
+    art = tmp_path / "artifacts"
+    res = factory(*args, "--artifacts-dir", str(art), "--run-id", "bad", "--no-progress", cwd=tmp_path)
+    assert res.returncode == code
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    metas = list(art.glob("*/run_bad/run_metadata.json"))
+    if metas:  # the run dir existed: the reason is on record
+        meta = json.loads(metas[0].read_text())
+        assert meta["status"] == "failed" and needle.split("/")[-1] in meta["failure_reason"]

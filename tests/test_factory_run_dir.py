@@ -1,0 +1,102 @@
+"""Run directory: naming, refusal to reuse, resume guard, and a real SIGTERM mid-step."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from factory.run_dir import RunDir, RunDirError, default_run_id
+
+NOW = datetime(2025, 6, 1, 0, 50, 7, tzinfo=UTC)
+
+
+def test_run_id_and_dated_layout(tmp_path):
+    assert default_run_id("daily", NOW) == "20250601T005007Z_daily"
+    rd = RunDir.open(tmp_path, "r1", profile="smoke", args={"profile": "smoke"}, now=NOW)
+    assert rd.path == tmp_path / "2025-06-01" / "run_r1"
+    meta = json.loads(rd.metadata_path.read_text())
+    assert meta["run_id"] == "r1" and meta["status"] == "running" and meta["steps"] == []
+    assert meta["generated_at_ms"] == int(NOW.timestamp() * 1000)
+    for sub in ("logs", "sweeps", "configs", "replays", "gates", "reports", "data_checks"):
+        assert (rd.path / sub).is_dir()
+
+
+def test_refuses_existing_dir_without_resume_and_guards_args(tmp_path):
+    RunDir.open(tmp_path, "r1", profile="smoke", args={"profile": "smoke", "interval": "1h"}, now=NOW)
+    with pytest.raises(RunDirError, match="already exists: pass --resume"):
+        RunDir.open(tmp_path, "r1", profile="smoke", args={}, now=NOW)
+    with pytest.raises(RunDirError, match="'interval' differs"):
+        RunDir.open(tmp_path, "r1", profile="smoke", args={"profile": "smoke", "interval": "5m"}, resume=True,
+                    guarded_args=("interval",))
+    with pytest.raises(RunDirError, match="no run dir"):
+        RunDir.open(tmp_path, "nope", profile="smoke", args={}, resume=True)
+
+
+def test_steps_record_failure_and_resume_skips_finished(tmp_path):
+    rd = RunDir.open(tmp_path, "r1", profile="smoke", args={}, now=NOW)
+    calls = []
+    assert rd.run_step("a", ["a", "--x"], lambda log: calls.append("a") or {"n": 1}) == {"n": 1}
+    with pytest.raises(ZeroDivisionError):
+        rd.run_step("b", ["b"], lambda log: 1 / 0)
+    rd.finish("failed", "b broke")
+    meta = json.loads(rd.metadata_path.read_text())
+    assert [(s["name"], s["exit_code"]) for s in meta["steps"]] == [("a", 0), ("b", 1)]
+    assert meta["status"] == "failed" and meta["failure_reason"] == "b broke"
+    assert "ZeroDivisionError" in (rd.path / "logs" / "b.log").read_text()
+    rd2 = RunDir.open(tmp_path, "r1", profile="smoke", args={}, resume=True)
+    assert rd2.run_step("a", ["a"], lambda log: calls.append("again") or {"n": 2}) == {"n": 1}
+    assert rd2.run_step("b", ["b"], lambda log: {"ok": True}) == {"ok": True}
+    rd2.finish("ok")
+    meta = json.loads(rd2.metadata_path.read_text())
+    assert calls == ["a"] and meta["status"] == "ok" and meta["resume_count"] == 1
+    assert [(s["name"], s["exit_code"]) for s in meta["steps"]] == [("a", 0), ("b", 0)]
+    assert set(meta["steps"][0]) == {"name", "argv", "exit_code", "elapsed_s", "log_path", "timed_out"}
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from factory.run_dir import RunDir, RunInterrupted
+    rd = RunDir.open(sys.argv[1], "sig", profile="smoke", args={}, resume=len(sys.argv) > 2)
+    rd.install_signal_handlers()
+    try:
+        rd.run_step("fast", ["fast"], lambda log: {"v": 1})
+        rd.run_step("slow", ["slow"], lambda log: time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 60) or {"v": 2})
+        rd.finish("ok")
+    except RunInterrupted as exc:
+        rd.finish("interrupted", str(exc))
+        sys.exit(130)
+""")
+
+
+def test_real_sigterm_marks_interrupted_and_resume_finishes(tmp_path):
+    script = tmp_path / "runner.py"
+    script.write_text(SCRIPT)
+    art = tmp_path / "artifacts"
+    proc = subprocess.Popen([sys.executable, str(script), str(art)], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 20
+    meta_path = None
+    while time.monotonic() < deadline:
+        found = list(art.glob("*/run_sig/run_metadata.json"))
+        if found and '"fast"' in found[0].read_text():
+            meta_path = found[0]
+            break
+        time.sleep(0.05)
+    assert meta_path is not None, "runner never finished its first step"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 130
+    meta = json.loads(meta_path.read_text())
+    assert meta["status"] == "interrupted" and "SIGTERM" in meta["failure_reason"]
+    assert [(s["name"], s["exit_code"]) for s in meta["steps"]] == [("fast", 0), ("slow", 130)]
+    out = subprocess.run([sys.executable, str(script), str(art), "0.01"], timeout=30)
+    assert out.returncode == 0
+    meta = json.loads(meta_path.read_text())
+    assert meta["status"] == "ok" and [(s["name"], s["exit_code"]) for s in meta["steps"]] == [("fast", 0), ("slow", 0)]
