@@ -19,7 +19,8 @@ from typing import Any
 
 import typer
 
-from factory.jsonio import write_json_atomic
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runbook runs it as `python3 scripts/...`
+from factory.jsonio import write_json_atomic  # noqa: E402
 
 SELECTION_VERSION = "factory_selection_v1"
 TOP_KEYS = ("version", "run_id", "selection_stage", "deploy_stage", "promotion_stage",
