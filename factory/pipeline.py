@@ -530,8 +530,7 @@ def run_factory(opts: RunOptions, console: Console | None = None) -> int:
         rd.finish("ok")
     except RunInterrupted as exc:
         rd.finish("interrupted", str(exc))
-        _err(f"factory: {exc}; finished steps are kept in {rd.metadata_path} (continue with --resume)",
-                  markup=False, highlight=False, soft_wrap=True)
+        _err(f"factory: {exc}; finished steps are kept in {rd.metadata_path} (continue with --resume)")
         return 130
     except (InputError, StepFailed, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
