@@ -44,10 +44,17 @@ def market_data() -> None:
 
 
 @app.command()
-def monitor() -> None:
-    """Read-only dashboard over the trading DBs: not available in this version yet."""
-    err.print("error: the monitor is not available in this version yet")
-    raise typer.Exit(2)
+def monitor(
+    bind: Annotated[str | None, typer.Option(help="Listen address (default: AIQ_MONITOR_BIND, else 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port, 0 = any free port (default: AIQ_MONITOR_PORT, else 61010)")] = None,
+) -> None:
+    """Read-only live desk over the trading DBs: page at /, /api/snapshot, /api/health, Prometheus /metrics.
+
+    DBs: AIQ_MONITOR_PAPER_DB, AIQ_MONITOR_LIVE_DB; optional bearer token AIQ_MONITOR_TOKEN (docs/MONITOR.md).
+    """
+    from live.monitor.server import run_monitor
+
+    raise typer.Exit(run_monitor(bind=bind, port=port))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,234 @@
+"""One trading DB -> one JSON-ready snapshot for the desk (pure reads, never a write).
+
+The DB is opened with SQLite's `mode=ro` URI flag plus `PRAGMA query_only`, so even a bug in this
+module cannot change a balance the daemon owns; all reads run inside one read transaction so the
+positions, balance and PnL shown together come from the same WAL snapshot. A DB that is absent or
+not a trading DB gives a status string ("missing db", "unreadable db"), never an exception: the
+desk must keep showing the other mode when one daemon has not started yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from live.kill_switch import SEVERITY
+from live.runtime_log import HEARTBEAT_PREFIX, parse_heartbeat
+from live.trading_db import iso_to_ms, now_ms, open_positions
+
+STATUS_OK = "ok"
+STATUS_MISSING = "missing db"
+STATUS_UNREADABLE = "unreadable db"
+HEARTBEAT_SCAN_ROWS = 200_000  # a heartbeat older than this many log rows counts as none
+RECENT_LIMIT = 50
+
+
+class DbUnavailable(Exception):
+    """The DB cannot be read; `status` is what the desk shows."""
+
+    def __init__(self, status: str, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def open_readonly(path: str | Path, timeout_s: float = 2.0) -> sqlite3.Connection:
+    """A read-only connection; raises DbUnavailable instead of creating a missing file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DbUnavailable(STATUS_MISSING, f"{p} does not exist")
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(p.resolve()))}?mode=ro", uri=True, timeout=timeout_s,
+                               isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA query_only=ON")
+        conn.execute("SELECT 1 FROM trades LIMIT 1").fetchall()
+    except sqlite3.Error as exc:
+        raise DbUnavailable(STATUS_UNREADABLE, f"{p}: {exc}") from None
+    return conn
+
+
+def utc_day_start_ms(at_ms: int) -> int:
+    day = dt.datetime.fromtimestamp(at_ms / 1000.0, tz=dt.UTC).date()
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def finite(value: Any) -> float | None:
+    """JSON has no NaN/Infinity: a non-finite or missing number becomes null."""
+    if value is None:
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+# ------------------------------------------------------------------ heartbeat and kill state
+def read_heartbeat(conn: sqlite3.Connection, at_ms: int, stale_after_s: float) -> dict[str, Any]:
+    """The newest `🫀 engine ok.` row of runtime_logs, parsed, with its age and a status."""
+    row = conn.execute(
+        "SELECT ts_ms, message FROM runtime_logs "
+        "WHERE id > (SELECT COALESCE(MAX(id), 0) FROM runtime_logs) - ? AND message LIKE ? "
+        "ORDER BY id DESC LIMIT 1",
+        (HEARTBEAT_SCAN_ROWS, f"%{HEARTBEAT_PREFIX}%"),
+    ).fetchone()
+    fields = parse_heartbeat(row["message"]) if row is not None else None
+    if fields is None:
+        return {"status": "none", "ts_ms": None, "age_s": None, "stale_after_s": stale_after_s, "fields": {}}
+    age_s = max(0.0, (at_ms - int(row["ts_ms"])) / 1000.0)
+    return {"status": STATUS_OK if age_s <= stale_after_s else "stale", "ts_ms": int(row["ts_ms"]),
+            "age_s": round(age_s, 3), "stale_after_s": stale_after_s, "fields": fields}
+
+
+def _latched_kills(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    row = conn.execute("SELECT value_json FROM engine_state WHERE key = 'risk'").fetchone()
+    if row is None:
+        return []
+    latched = (json.loads(row["value_json"]) or {}).get("latched") or {}
+    return [{"mode": k.get("mode"), "reason": k.get("reason", key), "source": f"risk_state:{key}"}
+            for key, k in latched.items()]
+
+
+def kill_level(mode: str | None) -> int:
+    """0 off, 1 close_only, 2 halt_all; an unknown word counts as close_only (shown, not hidden)."""
+    if mode is None:
+        return 0
+    return SEVERITY.get(str(mode), 1)
+
+
+def kill_state(heartbeat: dict[str, Any], latched: list[dict[str, Any]]) -> dict[str, Any]:
+    """A fresh heartbeat is the running daemon's word; otherwise the worst of the last heartbeat and
+    the latched kills the daemon will restore on restart."""
+    hb = heartbeat["fields"]
+    candidates = []
+    if "kill" in hb:
+        candidates.append({"mode": hb.get("kill") or "off", "reason": hb.get("kill_reason"),
+                           "source": "heartbeat" if heartbeat["status"] == STATUS_OK else "heartbeat (stale)"})
+    if heartbeat["status"] != STATUS_OK:
+        candidates.extend(latched)
+    if not candidates:
+        return {"mode": "unknown", "level": 0, "reason": None, "source": "none"}
+    worst = max(candidates, key=lambda k: kill_level(k["mode"]))
+    return {**worst, "level": kill_level(worst["mode"])}
+
+
+# ------------------------------------------------------------------ money
+def balance_and_drawdown(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Balance after the last fill, and drawdown of the balance curve (peak to now, and worst ever)."""
+    peak = balance = None
+    max_dd = 0.0
+    for (bal,) in conn.execute("SELECT balance FROM trades WHERE balance IS NOT NULL ORDER BY id"):
+        balance = float(bal)
+        peak = balance if peak is None else max(peak, balance)
+        if peak > 0:
+            max_dd = max(max_dd, (peak - balance) / peak * 100.0)
+    current = (peak - balance) / peak * 100.0 if peak and peak > 0 else 0.0
+    return {"balance": finite(balance), "peak_balance": finite(peak),
+            "drawdown_pct": round(current, 6), "max_drawdown_pct": round(max_dd, 6)}
+
+
+def pnl_today(conn: sqlite3.Connection, at_ms: int) -> dict[str, Any]:
+    """Today's (UTC) realised PnL, fees and net, read newest-first until yesterday's rows."""
+    start = utc_day_start_ms(at_ms)
+    realised = fees = 0.0
+    fills = 0
+    day_start_balance = None
+    for r in conn.execute("SELECT timestamp, action, pnl, fee_usd, balance FROM trades ORDER BY id DESC"):
+        ts = iso_to_ms(r["timestamp"])
+        if ts is not None and ts < start:
+            day_start_balance = finite(r["balance"])
+            break
+        realised += float(r["pnl"] or 0.0)
+        fees += float(r["fee_usd"] or 0.0)
+        fills += 1
+    return {"day": dt.datetime.fromtimestamp(start / 1000, tz=dt.UTC).date().isoformat(),
+            "realised": round(realised, 8), "fees": round(fees, 8), "net": round(realised - fees, 8),
+            "fills": fills, "day_start_balance": day_start_balance}
+
+
+# ------------------------------------------------------------------ tables
+def recent_trades(conn: sqlite3.Connection, limit: int = RECENT_LIMIT) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT id, timestamp, symbol, type, action, price, size, notional, reason, pnl, fee_usd, balance, "
+        "config_id FROM trades ORDER BY id DESC LIMIT ?", (limit,))
+    return [dict(r) for r in rows]
+
+
+def recent_audit(conn: sqlite3.Connection, limit: int = RECENT_LIMIT) -> list[dict[str, Any]]:
+    out = []
+    for r in conn.execute("SELECT id, timestamp, symbol, event, level, data_json FROM audit_events "
+                          "ORDER BY id DESC LIMIT ?", (limit,)):
+        row = dict(r)
+        try:
+            row["data"] = json.loads(row.pop("data_json") or "{}")
+        except json.JSONDecodeError:
+            row["data"] = {"raw": r["data_json"]}
+        out.append(row)
+    return out
+
+
+def positions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    out = []
+    for p in open_positions(conn):
+        p = {k: v for k, v in p.items() if k != "state"}
+        p["notional"] = finite(p["size"] * p["entry_price"])
+        out.append(p)
+    return out
+
+
+# ------------------------------------------------------------------ the snapshot
+def _section(warnings: list[str], name: str, fn, default):
+    """One broken table (an older DB, a half-migrated column) costs one section, not the page."""
+    try:
+        return fn()
+    except (sqlite3.Error, KeyError, IndexError, ValueError, TypeError) as exc:
+        warnings.append(f"{name}: {exc}")
+        return default
+
+
+def empty_snapshot(mode: str, path: str | Path, at_ms: int, status: str, detail: str) -> dict[str, Any]:
+    return {"mode": mode, "db": {"path": str(path), "status": status, "detail": detail}, "now_ms": at_ms,
+            "engine_up": False,
+            "heartbeat": {"status": "none", "ts_ms": None, "age_s": None, "fields": {}},
+            "kill": {"mode": "unknown", "level": 0, "reason": None, "source": "none"},
+            "balance": None, "peak_balance": None, "drawdown_pct": None, "max_drawdown_pct": None,
+            "pnl_today": None, "open_positions": [], "recent_trades": [], "recent_audit": [],
+            "warnings": [f"{status}: {detail}"]}
+
+
+def build_snapshot(mode: str, path: str | Path, *, at_ms: int | None = None, stale_after_s: float = 120.0,
+                   limit: int = RECENT_LIMIT) -> dict[str, Any]:
+    """Everything the desk shows for one mode, read from one consistent DB snapshot."""
+    at_ms = now_ms() if at_ms is None else int(at_ms)
+    try:
+        conn = open_readonly(path)
+    except DbUnavailable as exc:
+        return empty_snapshot(mode, path, at_ms, exc.status, exc.detail)
+    warnings: list[str] = []
+    try:
+        conn.execute("BEGIN")
+        hb = _section(warnings, "runtime_logs", lambda: read_heartbeat(conn, at_ms, stale_after_s),
+                      {"status": "none", "ts_ms": None, "age_s": None, "stale_after_s": stale_after_s,
+                       "fields": {}})
+        latched = _section(warnings, "engine_state", lambda: _latched_kills(conn), [])
+        money = _section(warnings, "trades", lambda: balance_and_drawdown(conn),
+                         {"balance": None, "peak_balance": None, "drawdown_pct": None, "max_drawdown_pct": None})
+        snap = {
+            "mode": mode, "db": {"path": str(path), "status": STATUS_OK, "detail": ""}, "now_ms": at_ms,
+            "engine_up": hb["status"] == STATUS_OK, "heartbeat": hb, "kill": kill_state(hb, latched), **money,
+            "pnl_today": _section(warnings, "trades", lambda: pnl_today(conn, at_ms), None),
+            "open_positions": _section(warnings, "positions", lambda: positions(conn), []),
+            "recent_trades": _section(warnings, "trades", lambda: recent_trades(conn, limit), []),
+            "recent_audit": _section(warnings, "audit_events", lambda: recent_audit(conn, limit), []),
+            "warnings": warnings,
+        }
+    finally:
+        conn.close()
+    if hb["status"] == "stale":
+        warnings.append(f"heartbeat stale: {hb['age_s']:.0f}s old (limit {stale_after_s:.0f}s)")
+    elif hb["status"] == "none":
+        warnings.append("no heartbeat in runtime_logs: is the daemon running?")
+    return snap
