@@ -18,6 +18,7 @@ from cpu_replay.report import (
     trades_to_dicts,
 )
 from cpu_replay.state_io import apply_init_state
+from cpu_replay.subbars import SubBars, build_sub_bars
 from strategy.kernel import KERNEL_CPU
 from strategy.layout import A_BALANCE, A_INITIAL, A_NFILLS, A_TRADES, NFILL, NM, NTRADE
 from strategy.params import P_SLIPPAGE_BPS
@@ -38,6 +39,18 @@ def window_indices(times: np.ndarray, start_ms: int | None, end_ms: int | None) 
     return start_idx, end_idx
 
 
+def check_engine_intervals(cfg, md, exit_md) -> None:
+    """Refuse what the engine cannot honour rather than silently ignore it."""
+    entry = cfg.entry_interval
+    if entry and entry != md.interval:
+        raise ReplayError(f"global.engine.entry_interval={entry}: entries on a finer interval than the main "
+                          f"interval ({md.interval}) are not supported yet; set it to null or {md.interval}")
+    exit_iv = cfg.exit_interval
+    if exit_iv and exit_iv != md.interval and exit_md is None:
+        raise ReplayError(f"global.engine.exit_interval={exit_iv} needs the {exit_iv} candles "
+                          "(pass --exit-candles-db, or set exit_interval to null)")
+
+
 def replay_params(cfg, symbols: list[str], slippage_bps: float | None) -> np.ndarray:
     params = np.ascontiguousarray(cfg.params_matrix(symbols), dtype=np.float64)
     if slippage_bps is not None:
@@ -47,7 +60,8 @@ def replay_params(cfg, symbols: list[str], slippage_bps: float | None) -> np.nda
     return params
 
 
-def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_idx, max_fills, max_trades):
+def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_idx, max_fills, max_trades,
+         sub: SubBars):
     symbols = list(md.symbols)
     state = EngineState.fresh(len(symbols), wv, initial_balance)
     if init_state is not None:
@@ -59,17 +73,24 @@ def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_id
     replay_loop(md.times.astype(np.int64), int(md.interval_ms), md.open, md.high, md.low, md.close,
                 md.volume, md.valid, funding, params, wv, symbols.index("BTC") if "BTC" in symbols else -1,
                 state.states, state.feat, state.pos, state.acct, np.zeros(nsym), np.zeros(nsym, np.int64),
-                fills, trades, equity, start_idx, end_idx)
+                fills, trades, equity, start_idx, end_idx, sub.open, sub.high, sub.low, sub.valid,
+                sub.close_ms, sub.k)
     return state, fills, trades, equity
 
 
 def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: float = 10_000.0,
                slippage_bps: float | None = None, start_ms: int | None = None, end_ms: int | None = None,
-               with_trades: bool = True, init_state: dict | None = None) -> dict:
-    """Replay `cfg` over `md` with the canonical engine; see the module docstring."""
+               with_trades: bool = True, init_state: dict | None = None, exit_md=None) -> dict:
+    """Replay `cfg` over `md` with the canonical engine; see the module docstring.
+
+    `exit_md`: candles of the config's finer exit interval (same symbols); stops and targets are
+    then checked on those bars inside each main bar.
+    """
     symbols = list(md.symbols)
     if not symbols:
         raise ReplayError("no symbols to replay")
+    check_engine_intervals(cfg, md, exit_md)
+    sub = build_sub_bars(md, exit_md) if exit_md is not None else SubBars.none(len(symbols), len(md.times))
     params = replay_params(cfg, symbols, slippage_bps)
     wv = np.ascontiguousarray(cfg.windows(), dtype=np.int64)
     if funding is None:
@@ -78,11 +99,11 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
     start_idx, end_idx = window_indices(md.times, start_ms, end_ms)
     max_fills = max(1024, len(symbols) * (end_idx - start_idx) // 16)
     state, fills, trades, equity = _run(md, params, wv, funding, initial_balance, init_state,
-                                        start_idx, end_idx, max_fills, max_fills)
+                                        start_idx, end_idx, max_fills, max_fills, sub)
     n_fills, n_trades = int(state.acct[A_NFILLS]), int(state.acct[A_TRADES])
     if n_fills > max_fills or n_trades > max_fills:   # buffers overflowed: rerun with exact sizes
         state, fills, trades, equity = _run(md, params, wv, funding, initial_balance, init_state,
-                                            start_idx, end_idx, n_fills, n_trades)
+                                            start_idx, end_idx, n_fills, n_trades, sub)
     metrics = np.zeros(NM)
     KERNEL_CPU.write_metrics(state.acct, metrics)
     fills, trades = fills[:n_fills], trades[:n_trades]

@@ -68,6 +68,12 @@ def parse_time_ms(text: str | None, name: str) -> int | None:
     return int(dt.timestamp() * 1000)
 
 
+def apply_overrides(cfg, overrides: dict):
+    from strategy.config import apply_overrides as _apply
+
+    return _apply(cfg, overrides)
+
+
 def resolve_config(path: Path | None):
     from strategy.config import load_config
 
@@ -121,6 +127,18 @@ def subset_symbols(md, keep: list[str]):
                    low=md.low[idx], close=md.close[idx], volume=md.volume[idx], valid=md.valid[idx])
 
 
+def load_exit_data(cfg, md, exit_candles_db: str | None):
+    """The config's exit-interval candles over the main data's span, or None when exits use main bars."""
+    from marketdata.candles import load_market_data
+
+    exit_iv = cfg.exit_interval
+    if not exit_iv or exit_iv == md.interval:
+        return None
+    sources = exit_candles_db or f"candles_dbs/candles_{exit_iv}.db"
+    end = int(md.times[-1] + md.interval_ms - 1)
+    return load_market_data(sources, exit_iv, symbols=None, start_ms=int(md.times[0]), end_ms=end)
+
+
 def write_output(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text + "\n")
@@ -152,6 +170,8 @@ def replay(
     candles_db: Annotated[str | None, typer.Option(help="Comma-separated candle DBs and/or partition dirs (default candles_dbs/candles_<interval>.db)")] = None,
     config: Annotated[Path | None, typer.Option(help="Strategy YAML (default config/strategy_overrides.yaml)")] = None,
     interval: Annotated[str | None, typer.Option(help="Bar interval (default: YAML global.engine.interval, else 1h)")] = None,
+    exit_interval: Annotated[str | None, typer.Option(help="Check stops/targets on this finer interval (sets global.engine.exit_interval)")] = None,
+    exit_candles_db: Annotated[str | None, typer.Option(help="Candle DB(s) of the exit interval (default candles_dbs/candles_<exit>.db)")] = None,
     funding_db: Annotated[Path | None, typer.Option(help="funding_rates DB; funding is charged hourly when given")] = None,
     slippage_bps: Annotated[float | None, typer.Option(help="Override trade.slippage_bps for every symbol")] = None,
     universe_filter: Annotated[bool, typer.Option("--universe-filter", help="Keep symbols listed during the window")] = False,
@@ -171,6 +191,10 @@ def replay(
 
         cfg = resolve_config(config)
         iv = resolve_interval(interval, cfg)
+        if interval and cfg.interval != iv:
+            cfg = apply_overrides(cfg, {"engine.interval": iv})
+        if exit_interval:
+            cfg = apply_overrides(cfg, {"engine.exit_interval": resolve_interval(exit_interval, cfg)})
         start_ms, end_ms = parse_time_ms(start, "--start"), parse_time_ms(end, "--end")
         if initial_balance <= 0:
             raise CliError(f"--initial-balance must be > 0 (got {initial_balance})")
@@ -179,9 +203,10 @@ def replay(
             md = apply_universe_filter(md, sources, universe_db, start_ms, end_ms)
         funding = funding_matrix(str(funding_db) if funding_db else None, md)
         state = load_init_state(init_state) if init_state else None
+        exit_md = load_exit_data(cfg, md, exit_candles_db)
         report = run_replay(cfg, md, funding=funding, initial_balance=initial_balance,
                             slippage_bps=slippage_bps, start_ms=start_ms, end_ms=end_ms,
-                            with_trades=trades, init_state=state)
+                            with_trades=trades, init_state=state, exit_md=exit_md)
     except user_errors() as exc:
         raise fail(str(exc)) from None
     err.print(summary_table(report))

@@ -19,7 +19,7 @@ from strategy.kernel import KERNEL_CPU
 from strategy.layout import A_EQUITY, A_NFILLS, NACCT, NFILL, NPOS, NTRADE, POS_LAST_CLOSE, POS_SIDE, R_SYSTEM
 
 _init_state = KERNEL_CPU.init_state
-_step_bar = KERNEL_CPU.step_bar
+_step_bar_sub = KERNEL_CPU.step_bar_sub
 _finish = KERNEL_CPU.finish
 _stream_init = STREAM.init
 _stream_update = STREAM.update
@@ -28,19 +28,22 @@ _close_position = KERNEL_CPU.close_position
 
 @numba.njit(cache=True)
 def advance_bar(bar_open_ms, interval_ms, o, h, lo, c, v, valid, prev_valid, funding, params, wv,
-                btc_idx, states, feat, pos, acct, rank_score, rank_idx, fills, trades, trade):
+                btc_idx, states, feat, pos, acct, rank_score, rank_idx, fills, trades, trade,
+                sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub):
     """Feed one bar (arrays over symbols) to the streaming indicators, then to the kernel."""
     for s in range(o.shape[0]):
         if valid[s]:
             _stream_update(states[s], wv, o[s], h[s], lo[s], c[s], v[s], feat[s])
     if trade:
-        _step_bar(bar_open_ms, bar_open_ms + interval_ms, feat, valid, prev_valid, funding, params,
-                  btc_idx, pos, acct, rank_score, rank_idx, fills, trades)
+        _step_bar_sub(bar_open_ms, bar_open_ms + interval_ms, feat, valid, prev_valid, funding, params,
+                      btc_idx, pos, acct, rank_score, rank_idx, fills, trades, sub_o, sub_h, sub_l,
+                      sub_valid, sub_close_ms, nsub)
 
 
 @numba.njit(cache=True)
 def replay_loop(times, interval_ms, o, h, lo, c, v, valid, funding, params, wv, btc_idx, states,
-                feat, pos, acct, rank_score, rank_idx, fills, trades, equity, start_idx, end_idx):
+                feat, pos, acct, rank_score, rank_idx, fills, trades, equity, start_idx, end_idx,
+                sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub):
     """Replay bars [0, end_idx): indicators warm up from bar 0, trading starts at start_idx."""
     nsym = o.shape[0]
     valid_row = np.zeros(nsym, np.uint8)
@@ -51,7 +54,8 @@ def replay_loop(times, interval_ms, o, h, lo, c, v, valid, funding, params, wv, 
             prev_row[s] = 1 if (b > 0 and valid[s, b - 1]) else 0
         advance_bar(times[b], interval_ms, o[:, b], h[:, b], lo[:, b], c[:, b], v[:, b], valid_row,
                     prev_row, funding[:, b], params, wv, btc_idx, states, feat, pos, acct, rank_score,
-                    rank_idx, fills, trades, b >= start_idx)
+                    rank_idx, fills, trades, b >= start_idx, sub_o[:, b, :], sub_h[:, b, :],
+                    sub_l[:, b, :], sub_valid[:, b, :], sub_close_ms[b], nsub)
         equity[b] = acct[A_EQUITY]
     _finish(pos, acct, fills, trades, params)
 
@@ -116,17 +120,25 @@ class Engine:
         self._trades = np.zeros((0, NTRADE))
 
     def step(self, bar_open_ms: int, o, h, lo, c, v, valid, prev_valid, funding=None,
-             trade: bool = True) -> np.ndarray:
-        """Process one closed bar; returns the fill rows it produced (copy, [k, NFILL])."""
+             trade: bool = True, sub=None) -> np.ndarray:
+        """Process one closed bar; returns the fill rows it produced (copy, [k, NFILL]).
+
+        `sub` = (sub_o, sub_h, sub_l, sub_valid [nsym, k], sub_close_ms [k]) of the exit-interval
+        bars inside this bar, or None to check exits on the bar itself.
+        """
         st = self.state
         nsym = len(self.symbols)
         funding_row = np.zeros(nsym) if funding is None else np.asarray(funding, dtype=np.float64)
+        if sub is None:
+            z = np.zeros((nsym, 0))
+            sub = (z, z, z, np.zeros((nsym, 0), np.uint8), np.zeros(0))
         before_fills = st.acct[A_NFILLS]
         st.acct[A_NFILLS] = 0.0
         advance_bar(int(bar_open_ms), self.interval_ms, _f64(o), _f64(h), _f64(lo), _f64(c), _f64(v),
                     _u8(valid), _u8(prev_valid), funding_row, self.params, self.wv, self.btc_idx,
                     st.states, st.feat, st.pos, st.acct, self._rank_score, self._rank_idx, self._fills,
-                    self._trades, trade)
+                    self._trades, trade, _f64(sub[0]), _f64(sub[1]), _f64(sub[2]), _u8(sub[3]),
+                    _f64(sub[4]), int(sub[3].shape[1]))
         k = int(st.acct[A_NFILLS])
         if k > self._fills.shape[0]:
             raise RuntimeError(f"{k} fills in one bar exceed the engine's per-bar buffer")

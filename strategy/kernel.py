@@ -233,7 +233,7 @@ SQRT_365 = math.sqrt(365.0)
 
 Kernel = namedtuple(
     "Kernel",
-    "init_state step_bar finish write_metrics entry_signal features_ready close_position "
+    "init_state step_bar step_bar_sub finish write_metrics entry_signal features_ready close_position "
     "open_position add_to_position mark_equity",
 )
 
@@ -551,15 +551,9 @@ def level_hit(side, o, h, lo, level, is_stop):
     return math.nan
 
 
-def range_exits(pos, acct, params, feat, s, t, fills, trades):
-    """Stop-loss, then partial and full take-profit on the bar's range. True if closed."""
+def range_exits(pos, acct, params, s, t, o, h, lo, atr, adx, rsi, fills, trades):
+    """Stop-loss, then partial and full take-profit on one bar's range. True if closed."""
     side = pos[s, POS_SIDE]
-    o = feat[s, F_OPEN]
-    h = feat[s, F_HIGH]
-    lo = feat[s, F_LOW]
-    atr = feat[s, F_ATR]
-    adx = feat[s, F_ADX]
-    rsi = feat[s, F_RSI]
     px = level_hit(side, o, h, lo, pos[s, POS_STOP], True)
     if not math.isnan(px):
         close_position(
@@ -868,6 +862,81 @@ def step_bar(
     trades,
 ):
     """Process one closed bar for every symbol (see the module docstring for the order)."""
+    step_bar_sub(
+        bar_open_ms,
+        bar_close_ms,
+        feat,
+        valid,
+        prev_valid,
+        funding_row,
+        params,
+        btc_idx,
+        pos,
+        acct,
+        rank_score,
+        rank_idx,
+        fills,
+        trades,
+        feat,
+        feat,
+        feat,
+        feat,
+        funding_row,
+        0,
+    )
+
+
+def sub_bar_exits(
+    pos, acct, params, feat, s, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub, fills, trades
+):
+    """Range exits on each finer exit-interval bar inside the main bar, in time order. True if closed."""
+    for j in range(nsub):
+        if sub_valid[s, j] == 0:
+            continue
+        closed = range_exits(
+            pos,
+            acct,
+            params,
+            s,
+            float(sub_close_ms[j]),
+            sub_o[s, j],
+            sub_h[s, j],
+            sub_l[s, j],
+            feat[s, F_ATR],
+            feat[s, F_ADX],
+            feat[s, F_RSI],
+            fills,
+            trades,
+        )
+        if closed:
+            return True
+    return False
+
+
+def step_bar_sub(
+    bar_open_ms,
+    bar_close_ms,
+    feat,
+    valid,
+    prev_valid,
+    funding_row,
+    params,
+    btc_idx,
+    pos,
+    acct,
+    rank_score,
+    rank_idx,
+    fills,
+    trades,
+    sub_o,
+    sub_h,
+    sub_l,
+    sub_valid,
+    sub_close_ms,
+    nsub,
+):
+    """`step_bar` with exits checked on `nsub` finer bars (sub_*[s, j], j in time order) instead of
+    the main bar's range; nsub == 0 uses the main bar. Entries and on-close rules stay on the main bar."""
     t = float(bar_close_ms)
     nsym = pos.shape[0]
     roll_day(acct, bar_open_ms)
@@ -876,7 +945,39 @@ def step_bar(
             continue
         if pos[s, POS_SIDE] != 0.0:
             charge_funding(pos, acct, params, s, funding_row[s], feat[s, F_OPEN])
-            if not range_exits(pos, acct, params, feat, s, t, fills, trades):
+            if nsub > 0:
+                closed = sub_bar_exits(
+                    pos,
+                    acct,
+                    params,
+                    feat,
+                    s,
+                    sub_o,
+                    sub_h,
+                    sub_l,
+                    sub_valid,
+                    sub_close_ms,
+                    nsub,
+                    fills,
+                    trades,
+                )
+            else:
+                closed = range_exits(
+                    pos,
+                    acct,
+                    params,
+                    s,
+                    t,
+                    feat[s, F_OPEN],
+                    feat[s, F_HIGH],
+                    feat[s, F_LOW],
+                    feat[s, F_ATR],
+                    feat[s, F_ADX],
+                    feat[s, F_RSI],
+                    fills,
+                    trades,
+                )
+            if not closed:
                 close_exits(pos, acct, params, feat, s, t, fills, trades)
         pos[s, POS_LAST_CLOSE] = feat[s, F_CLOSE]
     equity = mark_equity(pos, acct)
@@ -972,6 +1073,8 @@ JIT_FUNCTIONS = (
     "take_entries",
     "roll_day",
     "step_bar",
+    "sub_bar_exits",
+    "step_bar_sub",
     "finish",
     "write_metrics",
 )

@@ -1,0 +1,59 @@
+"""Finer exit-interval bars arranged under the main bars they fall in.
+
+With `global.engine.exit_interval` finer than `interval` (e.g. entries on 1h, exits on 5m), stops
+and targets are checked on each 5m bar inside the hour, in time order; everything else stays on
+the main bar. The kernel reads them as sub_*[symbol, j] for one main bar; this module builds the
+[symbol, main bar, j] arrays from two MarketData sets on the same symbols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class SubBarError(ValueError):
+    """The exit interval cannot be nested in the main interval (one line)."""
+
+
+@dataclass
+class SubBars:
+    open: np.ndarray       # [nsym, nbar, k]
+    high: np.ndarray
+    low: np.ndarray
+    valid: np.ndarray      # uint8 [nsym, nbar, k]
+    close_ms: np.ndarray   # float64 [nbar, k]: close time of each sub-bar
+    k: int                 # sub-bars per main bar (0 = exits on the main bar)
+
+    @classmethod
+    def none(cls, nsym: int, nbar: int) -> SubBars:
+        z = np.zeros((nsym, nbar, 0))
+        return cls(z, z, z, np.zeros((nsym, nbar, 0), np.uint8), np.zeros((nbar, 0)), 0)
+
+
+def build_sub_bars(main, exit_md) -> SubBars:
+    """Place each exit-interval bar under the main bar containing its open time."""
+    if exit_md.interval_ms >= main.interval_ms or main.interval_ms % exit_md.interval_ms:
+        raise SubBarError(f"exit interval {exit_md.interval} must divide the main interval {main.interval}")
+    k = main.interval_ms // exit_md.interval_ms
+    nsym, nbar = len(main.symbols), len(main.times)
+    shape = (nsym, nbar, k)
+    o, h, lo = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    valid = np.zeros(shape, np.uint8)
+    close_ms = (main.times[:, None] + exit_md.interval_ms * (np.arange(k)[None, :] + 1)).astype(np.float64)
+    rel = exit_md.times - main.times[0]
+    b = rel // main.interval_ms
+    j = (rel % main.interval_ms) // exit_md.interval_ms
+    inside = (rel >= 0) & (b < nbar)
+    index = {sym: i for i, sym in enumerate(exit_md.symbols)}
+    for s, sym in enumerate(main.symbols):
+        if sym not in index:
+            continue
+        e = index[sym]
+        cols = np.flatnonzero(inside & exit_md.valid[e])
+        o[s, b[cols], j[cols]] = exit_md.open[e, cols]
+        h[s, b[cols], j[cols]] = exit_md.high[e, cols]
+        lo[s, b[cols], j[cols]] = exit_md.low[e, cols]
+        valid[s, b[cols], j[cols]] = 1
+    return SubBars(o, h, lo, valid, close_ms, int(k))
