@@ -107,11 +107,15 @@ _CUDA_DRIVERS: dict[int, object] = {}
 
 
 def _cpu_driver(kernel):
+    if kernel is None:  # the real decision kernel: the module-level, disk-cached driver
+        from gpu.cpu_driver import sweep_cpu
+
+        return sweep_cpu
     key = id(kernel)
     if key not in _CPU_DRIVERS:
         from gpu.kernels import make_cpu_driver
 
-        _CPU_DRIVERS[key] = make_cpu_driver(kernel, cache=kernel is None)
+        _CPU_DRIVERS[key] = make_cpu_driver(kernel, cache=False)
     return _CPU_DRIVERS[key]
 
 

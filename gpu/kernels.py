@@ -23,12 +23,7 @@ Argument order of ``run_candidate`` (shared by both drivers):
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import tempfile
-from contextlib import contextmanager
-from pathlib import Path
 from types import SimpleNamespace
 
 from strategy.features import NF
@@ -115,47 +110,10 @@ def make_sweep_kernels(jit_device, kernel=None):
     return SimpleNamespace(run_candidate=run_candidate, load_params=load_params, load_bar=load_bar)
 
 
-_KERNEL_SOURCES = ("strategy/kernel.py", "strategy/layout.py", "strategy/params.py",
-                   "strategy/features.py", "gpu/kernels.py")
-
-
-def kernel_source_digest() -> str:
-    """Hash of every source the compiled sweep depends on.
-
-    numba's on-disk cache only notices edits to the file that defines a function, not to the
-    kernel functions it calls from strategy/, so a stale sweep could silently disagree with the
-    canonical replay. The CPU driver is therefore cached in a directory keyed by this digest.
-    """
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for rel in _KERNEL_SOURCES:
-        h.update(rel.encode())
-        h.update((root / rel).read_bytes())
-    return h.hexdigest()[:16]
-
-
-@contextmanager
-def _digest_cache_dir():
-    import numba
-
-    saved = numba.config.CACHE_DIR
-    base = Path(saved) if saved else Path(tempfile.gettempdir()) / f"numba-cache-{os.getuid()}"
-    numba.config.CACHE_DIR = str(base / f"sweep-{kernel_source_digest()}")
-    try:
-        yield
-    finally:
-        numba.config.CACHE_DIR = saved
-
-
 def make_cpu_driver(kernel=None, *, cache: bool = True):
     """njit(parallel) driver: ``sweep_cpu(c0, n, *arrays)`` runs candidates c0..c0+n in prange."""
     import numba
 
-    with _digest_cache_dir():
-        return _make_cpu_driver(numba, kernel, cache)
-
-
-def _make_cpu_driver(numba, kernel, cache):
     jit = numba.njit(cache=cache)
     run_candidate = make_sweep_kernels(jit, kernel).run_candidate
 
