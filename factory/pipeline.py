@@ -558,6 +558,9 @@ def print_summary(console: Console, rd: RunDir, sel: dict[str, Any]) -> None:
                       f"{s['max_drawdown_pct']:.2%}", f"{s['score_v1']:.5f}",
                       f"{s['replay_equivalence_status']} ({s['replay_equivalence_count']})")
     console.print(table)
+    if s and s.get("gate_failures"):
+        console.print(f"ADVISORY profile: selected config failed gates (not deployable from this profile): "
+                      f"{'; '.join(s['gate_failures'])}", markup=False, soft_wrap=True)
     for nd in sel.get("not_deployable", []):
         console.print(f"not deployable {str(nd['config_id'])[:12]}: {'; '.join(nd['reasons'])}", markup=False, soft_wrap=True)
     console.print(f"deploy_stage={sel['deploy_stage']} promotion_stage={sel['promotion_stage']}"
