@@ -72,10 +72,10 @@ def test_example_equals_code_defaults_and_modes_set_intervals():
     assert base.config_id == config_from_dict({}).config_id
     assert (base.interval, base.entry_interval, base.exit_interval) == ("1h", None, None)
     want = {
-        "primary": ("30m", "5m", "5m"),
-        "fallback": ("1h", "5m", "5m"),
-        "conservative": ("1h", "15m", "15m"),
-        "flat": ("1h", "15m", "15m"),
+        "primary": ("30m", None, "5m"),
+        "fallback": ("1h", None, "5m"),
+        "conservative": ("1h", None, "15m"),
+        "flat": ("1h", None, "15m"),
     }
     for mode, intervals in want.items():
         cfg = load_config(EXAMPLE, mode=mode)
