@@ -37,10 +37,70 @@ def run(
 
 
 @app.command("market-data")
-def market_data() -> None:
-    """Keep candle DBs fresh from Hyperliquid (WS + REST): arrives with the live-trading issue."""
-    err.print("error: the market-data service is not available in this version yet (live-trading issue)")
-    raise typer.Exit(2)
+def market_data(
+    symbols: Annotated[str | None, typer.Option(help="Comma list [AI_QUANT_SIDECAR_SYMBOLS, else AI_QUANT_SYMBOLS]")] = None,
+    intervals: Annotated[str | None, typer.Option(help="Comma list, e.g. 1m,5m,1h [AI_QUANT_SIDECAR_INTERVALS]")] = None,
+    db_dir: Annotated[str | None, typer.Option(help="Candle DB folder [AI_QUANT_CANDLES_DB_DIR, default candles_dbs]")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Exchange API base URL [AI_QUANT_HL_BASE_URL, default mainnet]")] = None,
+    candle_limit: Annotated[int | None, typer.Option(help="Minimum bars kept per key [AI_QUANT_SIDECAR_CANDLE_LIMIT, 2000]")] = None,
+    prune_disable_intervals: Annotated[str | None, typer.Option(
+        help="Append-only intervals, '' for none [AI_QUANT_CANDLE_PRUNE_DISABLE_INTERVALS, 3m,5m]")] = None,
+    verify_secs: Annotated[float | None, typer.Option(help="DB completeness check period [AI_QUANT_CANDLE_VERIFY_SECS, 10]")] = None,
+    ws: Annotated[bool | None, typer.Option("--ws/--no-ws", help="Open the WebSocket [AI_QUANT_WS_ENABLE, on]")] = None,
+    ws_candles: Annotated[bool | None, typer.Option("--ws-candles/--no-ws-candles",
+                                                    help="Subscribe WS candles [AI_QUANT_WS_ENABLE_CANDLE, off]")] = None,
+    bbo: Annotated[bool | None, typer.Option("--bbo/--no-bbo", help="Subscribe BBO [AI_QUANT_WS_ENABLE_BBO, off]")] = None,
+    mids_from_bbo: Annotated[bool | None, typer.Option("--mids-from-bbo/--no-mids-from-bbo",
+                                                       help="Mids from BBO while fresh [AI_QUANT_MIDS_FROM_BBO, off]")] = None,
+    bbo_snapshots: Annotated[bool | None, typer.Option("--bbo-snapshots/--no-bbo-snapshots",
+                                                       help="Write sampled BBO rows [AI_QUANT_BBO_SNAPSHOTS_ENABLE, off]")] = None,
+    bbo_db: Annotated[str | None, typer.Option(help="BBO snapshot DB [AI_QUANT_BBO_SNAPSHOTS_DB_PATH]")] = None,
+    bbo_sample_ms: Annotated[int | None, typer.Option(help="Per-symbol BBO sample period [AI_QUANT_BBO_SNAPSHOTS_SAMPLE_MS, 1000]")] = None,
+    bbo_retention_hours: Annotated[float | None, typer.Option(
+        help="BBO snapshot retention [AI_QUANT_BBO_SNAPSHOTS_RETENTION_HOURS, 24]")] = None,
+    health_secs: Annotated[float | None, typer.Option(help="Health line period [AI_QUANT_MARKET_DATA_HEALTH_SECS, 60]")] = None,
+    max_runtime_s: Annotated[float | None, typer.Option(help="Exit cleanly after this many seconds (smoke runs)")] = None,
+) -> None:
+    """Keep candles_dbs/candles_{interval}.db complete and fresh (REST backfill + close polls), mids/BBO via WS.
+
+    Every option overrides the env var named in brackets; SIGTERM or Ctrl-C exits cleanly.
+    """
+    import signal
+
+    from live.env import EnvError
+    from live.market_service import MarketDataService, MarketDataSettings
+    from marketdata.intervals import MarketDataError
+
+    if max_runtime_s is not None and max_runtime_s <= 0:
+        err.print(f"error: --max-runtime-s must be > 0, got {max_runtime_s:g}")
+        raise typer.Exit(2)
+    overlay = {"AI_QUANT_SIDECAR_SYMBOLS": symbols, "AI_QUANT_SIDECAR_INTERVALS": intervals,
+               "AI_QUANT_CANDLES_DB_DIR": db_dir, "AI_QUANT_HL_BASE_URL": base_url,
+               "AI_QUANT_SIDECAR_CANDLE_LIMIT": candle_limit, "AI_QUANT_CANDLE_PRUNE_DISABLE_INTERVALS": prune_disable_intervals,
+               "AI_QUANT_CANDLE_VERIFY_SECS": verify_secs, "AI_QUANT_WS_ENABLE": ws, "AI_QUANT_WS_ENABLE_CANDLE": ws_candles,
+               "AI_QUANT_WS_ENABLE_BBO": bbo, "AI_QUANT_MIDS_FROM_BBO": mids_from_bbo,
+               "AI_QUANT_BBO_SNAPSHOTS_ENABLE": bbo_snapshots, "AI_QUANT_BBO_SNAPSHOTS_DB_PATH": bbo_db,
+               "AI_QUANT_BBO_SNAPSHOTS_SAMPLE_MS": bbo_sample_ms, "AI_QUANT_BBO_SNAPSHOTS_RETENTION_HOURS": bbo_retention_hours,
+               "AI_QUANT_MARKET_DATA_HEALTH_SECS": health_secs}
+    for name in ("AI_QUANT_CANDLES_DB_DIR", "AI_QUANT_BBO_SNAPSHOTS_DB_PATH"):
+        if overlay[name] is not None:  # an option path is relative to the caller's cwd, not the repo
+            overlay[name] = os.path.abspath(os.path.expanduser(overlay[name]))
+    env = dict(os.environ)
+    env.update({k: _env_text(v) for k, v in overlay.items() if v is not None})
+    try:
+        service = MarketDataService(MarketDataSettings.from_env(env), console=err)
+    except (EnvError, MarketDataError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop())
+    raise typer.Exit(service.run(max_runtime_s=max_runtime_s))
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
 
 
 @app.command()

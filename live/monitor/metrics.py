@@ -21,7 +21,7 @@ GAUGES: tuple[tuple[str, str, Any], ...] = (
      lambda s: float(len(s["open_positions"])) if s["db"]["status"] == "ok" else None),
     ("ws_connected", "WS connected flag from the heartbeat",
      lambda s: _flag(s["heartbeat"]["fields"].get("ws_connected"))),
-    ("kill_mode", "Kill switch: 0 off, 1 close_only, 2 halt_all", 
+    ("kill_mode", "Kill switch: 0 off, 1 close_only, 2 halt_all",
      lambda s: None if s["kill"]["mode"] == "unknown" else float(s["kill"]["level"])),
     ("heartbeat_errors", "Engine loop errors from the heartbeat",
      lambda s: s["heartbeat"]["fields"].get("errors")),

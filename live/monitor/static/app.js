@@ -1,5 +1,5 @@
 // AI Quant — Live Desk: polls /api/snapshot and renders tables. Data is only ever placed with
-// textContent (never innerHTML), so a symbol or reason string cannot inject markup.
+// textContent (never parsed as HTML), so a symbol or reason string cannot inject markup.
 "use strict";
 const POLL_MS = 1200;
 let mode = new URLSearchParams(location.search).get("mode") || "paper";
