@@ -408,3 +408,54 @@ def test_cli_serves_until_sigterm(paper, tmp_path):
             p.kill()
     assert p.returncode == 0 and "monitor: stopped" in err and "Traceback" not in err
     assert "token off" in line and str(tmp_path / "paper.db") in line
+
+
+def test_busy_server_answers_503_past_max_active_requests(paper, desk_factory):
+    desk = desk_factory(AIQ_MONITOR_MAX_ACTIVE_REQUESTS="1")
+    entered, release = threading.Event(), threading.Event()
+    real_get = desk.server.cache.get
+
+    def slow_get(mode):  # a snapshot that takes as long as the test wants (a DB under a long checkpoint)
+        entered.set()
+        release.wait(10)
+        return real_get(mode)
+
+    desk.server.cache.get = slow_get
+    first: list = []
+    worker = threading.Thread(target=lambda: first.append(desk.get("/api/snapshot?mode=paper")[0]))
+    worker.start()
+    assert entered.wait(10)
+    status, _, body = desk.get("/health")
+    assert status == 503 and json.loads(body) == {"error": "too many active requests"}
+    release.set()
+    worker.join(10)
+    assert first == [200] and desk.get("/health")[0] == 200
+
+
+def test_positions_match_trading_db_replay_and_curve_is_incremental(paper, tmp_path):
+    from live.monitor.snapshot import DeskReader, positions
+    from live.trading_db import open_positions
+
+    db = tmp_path / "paper.db"
+    conn = open_readonly(db)
+    full = [{k: v for k, v in p.items() if k != "state"} for p in open_positions(conn)]
+    assert [{k: v for k, v in p.items() if k != "notional"} for p in positions(conn)] == full
+    conn.close()
+
+    reader = DeskReader("paper", db)
+    assert reader.snapshot()["max_drawdown_pct"] == pytest.approx((10093.95 - 9987.85) / 10093.95 * 100, abs=1e-6)
+    writer = open_trading_db(db)
+    insert_trade(writer, {"symbol": "ETH", "type": "SHORT", "action": "CLOSE", "price": 3500, "size": 0.6,
+                          "pnl": -300.0, "fee_usd": 1.0, "balance": 9726.27, "timestamp": iso_utc(now_ms())})
+    writer.close()
+    s = reader.snapshot()  # only the new fill is folded in, with the same result as a full rescan
+    assert s["balance"] == pytest.approx(9726.27) and [p["symbol"] for p in s["open_positions"]] == ["BTC"]
+    assert s["max_drawdown_pct"] == build_snapshot("paper", db)["max_drawdown_pct"]
+    assert s["max_drawdown_pct"] == pytest.approx((10093.95 - 9726.27) / 10093.95 * 100, abs=1e-6)
+
+    db.unlink()  # the operator starts a fresh paper DB: the folded curve must not leak into it
+    fresh = open_trading_db(db)
+    insert_trade(fresh, {"symbol": "BTC", "type": "LONG", "action": "OPEN", "price": 1, "size": 1, "balance": 500.0})
+    fresh.close()
+    s = reader.snapshot()
+    assert s["balance"] == 500.0 and s["peak_balance"] == 500.0 and s["max_drawdown_pct"] == 0.0

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from live.monitor import metrics
 from live.monitor.settings import MonitorSettings, resolve_mode
-from live.monitor.snapshot import build_snapshot
+from live.monitor.snapshot import DeskReader
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -63,13 +63,15 @@ class SnapshotCache:
         self.settings = settings
         self._entries: dict[str, tuple[float, dict]] = {}
         self._locks = {mode: threading.Lock() for mode in settings.dbs}
+        self._readers = {mode: DeskReader(mode, path, stale_after_s=settings.heartbeat_stale_s)
+                         for mode, path in settings.dbs.items()}
 
     def get(self, mode: str) -> dict[str, Any]:
         with self._locks[mode]:
             hit = self._entries.get(mode)
             if hit is not None and (time.monotonic() - hit[0]) * 1000.0 < self.settings.snapshot_cache_ms:
                 return hit[1]
-            snap = build_snapshot(mode, self.settings.dbs[mode], stale_after_s=self.settings.heartbeat_stale_s)
+            snap = self._readers[mode].snapshot()
             self._entries[mode] = (time.monotonic(), snap)
             return snap
 
