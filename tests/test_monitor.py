@@ -8,6 +8,7 @@ import math
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -391,6 +392,12 @@ def test_cli_refuses_token_on_clear_text_non_local_bind(tmp_path):
     p = trader("monitor", env={"AIQ_MONITOR_PORT": "sixty"})
     _, err = p.communicate(timeout=30)
     assert p.returncode == 2 and err.strip() == "error: AIQ_MONITOR_PORT='sixty' is not an integer"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        p = trader("monitor", "--port", str(taken.getsockname()[1]))
+        _, err = p.communicate(timeout=30)
+    assert p.returncode == 1 and "error: cannot listen on 127.0.0.1:" in err and "Traceback" not in err
 
 
 def test_cli_serves_until_sigterm(paper, tmp_path):
@@ -459,3 +466,21 @@ def test_positions_match_trading_db_replay_and_curve_is_incremental(paper, tmp_p
     fresh.close()
     s = reader.snapshot()
     assert s["balance"] == 500.0 and s["peak_balance"] == 500.0 and s["max_drawdown_pct"] == 0.0
+
+
+def test_bind_policy():
+    from live.env import EnvError
+    from live.monitor.settings import bind_policy
+
+    def policy(bind: str, **env: str):
+        return bind_policy(load_monitor_settings(env, bind=bind))
+
+    assert policy("127.0.0.1", AIQ_MONITOR_TOKEN="t") is None and policy("::1", AIQ_MONITOR_TOKEN="t") is None
+    assert policy("localhost", AIQ_MONITOR_TOKEN="t") is None
+    with pytest.raises(EnvError, match="AIQ_MONITOR_TLS_TERMINATED=1"):
+        policy("10.0.0.5", AIQ_MONITOR_TOKEN="t")
+    assert policy("10.0.0.5", AIQ_MONITOR_TOKEN="t", AIQ_MONITOR_TLS_TERMINATED="1") is None
+    assert "not local" in policy("0.0.0.0") and "AIQ_MONITOR_TOKEN is unset" in policy("0.0.0.0")
+    with pytest.raises(EnvError, match="AIQ_MONITOR_TLS_TERMINATED='maybe' is not a boolean"):
+        load_monitor_settings({"AIQ_MONITOR_TLS_TERMINATED": "maybe"})
+    assert "s3cret" not in repr(load_monitor_settings({"AIQ_MONITOR_TOKEN": "s3cret"}))

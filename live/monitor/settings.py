@@ -80,11 +80,11 @@ def bind_policy(settings: MonitorSettings) -> str | None:
         return None
     if settings.token and not settings.tls_terminated:
         raise EnvError(
-            f"AIQ_MONITOR_BIND={settings.bind!r} is not local and AIQ_MONITOR_TOKEN is set: the token would "
-            "cross the network in clear text; put a TLS proxy in front and set AIQ_MONITOR_TLS_TERMINATED=1, "
-            "or bind 127.0.0.1")
+            f"bind address {settings.bind!r} (--bind / AIQ_MONITOR_BIND) is not local and AIQ_MONITOR_TOKEN "
+            "is set: the token would cross the network in clear text; put a TLS proxy in front and set "
+            "AIQ_MONITOR_TLS_TERMINATED=1, or bind 127.0.0.1")
     if not settings.token:
-        return (f"warning: AIQ_MONITOR_BIND={settings.bind!r} is not local and AIQ_MONITOR_TOKEN is unset: "
+        return (f"warning: bind address {settings.bind!r} is not local and AIQ_MONITOR_TOKEN is unset: "
                 "anyone who can reach this port sees balances and positions")
     return None
 
