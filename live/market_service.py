@@ -258,17 +258,23 @@ class CandleKeeper:
         self.pacer = Pacer(settings.rest_min_gap_ms / 1000.0)
         self.stats = CandleStats()
         self.keys = {(sym, iv): KeyState(sym, iv) for iv in settings.intervals for sym in settings.symbols}
-        self.conns: dict[str, sqlite3.Connection] = {}
-        for iv in settings.intervals:
-            conn = connect(settings.db_path(iv))
-            ensure_candles_schema(conn)
-            self.conns[iv] = conn
+        for iv in settings.intervals:  # fail at start, not at the first poll, on an unwritable dir
+            connect(settings.db_path(iv)).close()
+        self._conns: dict[str, sqlite3.Connection] = {}
         self._ws_last: dict[tuple[str, str], tuple[int, float]] = {}
 
+    def conn(self, interval: str) -> sqlite3.Connection:
+        """Opened lazily so it belongs to the thread that runs the loop (sqlite3's rule)."""
+        conn = self._conns.get(interval)
+        if conn is None:
+            conn = self._conns[interval] = connect(self.s.db_path(interval))
+            ensure_candles_schema(conn)
+        return conn
+
     def close(self) -> None:
-        for conn in self.conns.values():
+        for conn in self._conns.values():
             conn.close()
-        self.conns.clear()
+        self._conns.clear()
 
     # ---- verify -----------------------------------------------------------------------
     def verify_all(self) -> None:
@@ -287,14 +293,14 @@ class CandleKeeper:
         step = interval_ms(st.interval)
         last_closed = last_closed_bar(now_ms, step, self.s.close_delay_ms)
         want_start = self._want_start(st, now_ms, step)
-        cov = coverage(self.conns[st.interval], st.symbol, st.interval, want_start)
+        cov = coverage(self.conn(st.interval), st.symbol, st.interval, want_start)
         st.ready = is_complete(cov, want_start, last_closed, step)
         mono = self.clock.monotonic()
         if not st.ready and (st.full_at is None or mono - st.full_at >= FULL_BACKFILL_RETRY_S):
             st.full_at = mono
             self._full(st, now_ms, last_closed, step)
             want_start = self._want_start(st, now_ms, step)
-            cov = coverage(self.conns[st.interval], st.symbol, st.interval, want_start)
+            cov = coverage(self.conn(st.interval), st.symbol, st.interval, want_start)
             st.ready = is_complete(cov, want_start, last_closed, step)
         elif st.final_t is None or st.final_t < last_closed:
             self._tail(st, cov, now_ms, last_closed, step)
@@ -362,9 +368,10 @@ class CandleKeeper:
     def prune(self) -> dict[str, int]:
         """Delete bars older than horizon + 2 buffers, except append-only intervals."""
         now, deleted = self.clock.now_ms(), {}
-        for iv, conn in self.conns.items():
+        for iv in self.s.intervals:
             if iv in self.s.prune_disable:
                 continue
+            conn = self.conn(iv)
             cutoff = now - (self.s.horizon_ms(iv) + 2 * self.s.buffer_ms(iv))
             with conn:
                 deleted[iv] = conn.execute("DELETE FROM candles WHERE interval=? AND t<?", (iv, cutoff)).rowcount
@@ -418,10 +425,17 @@ class BboStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.conn = connect(path, what="BBO snapshots DB")
-        ensure_bbo_schema(self.conn)
+        connect(path, what="BBO snapshots DB").close()
+        self._conn: sqlite3.Connection | None = None
         self.written = 0
         self.swept = 0
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self.path, what="BBO snapshots DB")
+            ensure_bbo_schema(self._conn)
+        return self._conn
 
     def write(self, rows: list[tuple]) -> int:
         if rows:
@@ -438,7 +452,9 @@ class BboStore:
         return n
 
     def close(self) -> None:
-        self.conn.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 # ============================================================================ service
