@@ -19,6 +19,7 @@ from cpu_replay.report import (
 )
 from cpu_replay.state_io import apply_init_state
 from cpu_replay.subbars import SubBars, build_sub_bars
+from marketdata.candles import exclude_symbols
 from strategy.kernel import KERNEL_CPU
 from strategy.layout import A_BALANCE, A_INITIAL, A_NFILLS, A_TRADES, NFILL, NM, NTRADE
 from strategy.params import P_SLIPPAGE_BPS
@@ -86,9 +87,10 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
     `exit_md`: candles of the config's finer exit interval (same symbols); stops and targets are
     then checked on those bars inside each main bar.
     """
+    md, funding = exclude_symbols(md, cfg.watchlist_exclude, funding)
     symbols = list(md.symbols)
     if not symbols:
-        raise ReplayError("no symbols to replay")
+        raise ReplayError("no symbols to replay (all excluded by watchlist_exclude?)")
     check_engine_intervals(cfg, md, exit_md)
     sub = build_sub_bars(md, exit_md) if exit_md is not None else SubBars.none(len(symbols), len(md.times))
     params = replay_params(cfg, symbols, slippage_bps)

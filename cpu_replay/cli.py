@@ -105,6 +105,7 @@ def load_data(candles_db: str | None, interval: str, symbols: str | None, start_
 
 
 def apply_universe_filter(md, sources: str, universe_db: str | None, start_ms, end_ms):
+    from marketdata.candles import subset_symbols
     from marketdata.universe import universe_filter
 
     db = universe_db or str(Path(sources.split(",")[0]).parent / "universe_history.db")
@@ -116,15 +117,6 @@ def apply_universe_filter(md, sources: str, universe_db: str | None, start_ms, e
     if not keep:
         raise CliError(f"--universe-filter kept no symbol of {', '.join(md.symbols)} ({db})")
     return subset_symbols(md, keep)
-
-
-def subset_symbols(md, keep: list[str]):
-    """The same grid restricted to `keep` (kept in the sorted order kernels expect)."""
-    from dataclasses import replace
-
-    idx = [md.symbols.index(s) for s in sorted(keep)]
-    return replace(md, symbols=[md.symbols[i] for i in idx], open=md.open[idx], high=md.high[idx],
-                   low=md.low[idx], close=md.close[idx], volume=md.volume[idx], valid=md.valid[idx])
 
 
 def load_exit_data(cfg, md, exit_candles_db: str | None):

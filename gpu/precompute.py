@@ -95,8 +95,8 @@ FEATURE_SOURCES: dict[int, tuple[str, int, tuple[int, ...]]] = {
     F.F_BB_WIDTH_AVG: ("bb_width_avg", 0, (P.W_BB, P.W_BB_WIDTH_AVG)),
     F.F_MACD_HIST: ("macd", 0, ()),
     F.F_MACD_HIST_PREV: ("macd", 1, ()),
-    F.F_STOCH_K: ("stoch_rsi", 0, (P.W_RSI, P.W_STOCH_RSI, P.W_STOCH_S1, P.W_STOCH_S2)),
-    F.F_STOCH_D: ("stoch_rsi", 1, (P.W_RSI, P.W_STOCH_RSI, P.W_STOCH_S1, P.W_STOCH_S2)),
+    F.F_STOCH_K: ("stoch_rsi", 0, (P.W_STOCH_RSI, P.W_STOCH_RSI, P.W_STOCH_S1, P.W_STOCH_S2)),
+    F.F_STOCH_D: ("stoch_rsi", 1, (P.W_STOCH_RSI, P.W_STOCH_RSI, P.W_STOCH_S1, P.W_STOCH_S2)),
     F.F_VOL_SMA: ("vol_sma", 0, (P.W_VOL_SMA,)),
     F.F_VOL_TREND: ("vol_trend", 0, (P.W_VOL_TREND, P.W_VOL_SMA)),
 }

@@ -193,6 +193,28 @@ class MarketData:
             raise MarketDataError(f"unknown symbol {symbol}: not in {','.join(self.symbols)}") from None
 
 
+def subset_symbols(md: MarketData, keep: Iterable[str], *aligned: np.ndarray):
+    """The same grid restricted to `keep` (sorted, as kernels expect); `aligned` [nsym, ...] arrays
+    (e.g. a funding matrix) are cut the same way. Returns md alone when no arrays are given."""
+    from dataclasses import replace
+
+    wanted = set(keep)
+    idx = [i for i, s in enumerate(md.symbols) if s in wanted]
+    out = replace(md, symbols=[md.symbols[i] for i in idx], open=md.open[idx], high=md.high[idx],
+                  low=md.low[idx], close=md.close[idx], volume=md.volume[idx], valid=md.valid[idx])
+    if not aligned:
+        return out
+    return (out, *(None if a is None else np.ascontiguousarray(a[idx]) for a in aligned))
+
+
+def exclude_symbols(md: MarketData, excluded: Iterable[str], *aligned: np.ndarray):
+    """Drop a config's `watchlist_exclude` symbols before any execution sees the data, so the sweep,
+    the replay and the daemon trade the same universe. Returns (md, *aligned)."""
+    drop = {s.upper() for s in excluded}
+    keep = [s for s in md.symbols if s.upper() not in drop]
+    return subset_symbols(md, keep, *aligned) if aligned else (subset_symbols(md, keep),)
+
+
 def to_market_data(df: pl.DataFrame, interval: str) -> MarketData:
     """Scatter merged candle rows onto the complete bar grid (NaN + valid=False where missing)."""
     iv = normalize_interval(interval)
@@ -232,5 +254,5 @@ def bars_per_day(interval: str) -> float:
     return 86_400_000 / interval_ms(interval)
 
 
-__all__ = ["MarketData", "load_candles", "load_market_data", "resolve_sources", "to_market_data",
-           "write_candles"]
+__all__ = ["MarketData", "exclude_symbols", "load_candles", "load_market_data", "resolve_sources",
+           "subset_symbols", "to_market_data", "write_candles"]

@@ -73,7 +73,7 @@ def _key(ov):
 
 
 def test_cpu_sweep_equals_canonical_replay_for_every_candidate(md, base, cpu_rows):
-    cpu_replay = pytest.importorskip("cpu_replay.api", reason="cpu_replay.api not available yet")
+    import cpu_replay.api as cpu_replay
     initial = float(GRID["initial_balance"])
     tol = max(1e-6 * initial, 1e-9)
     traded = 0
@@ -92,7 +92,7 @@ def test_cpu_sweep_equals_canonical_replay_for_every_candidate(md, base, cpu_row
 
 
 def test_trace_mode_trade_lists_equal_replay(md, base, cpu_rows):
-    cpu_replay = pytest.importorskip("cpu_replay.api", reason="cpu_replay.api not available yet")
+    import cpu_replay.api as cpu_replay
     chosen = [r["overrides"] for r in cpu_rows[:3]]
     traces = trace_candidates(base, chosen, md, None, initial_balance=10_000.0, backend="cpu",
                               lookback=GRID["lookback"])
@@ -154,3 +154,21 @@ def test_cli_writes_ranked_jsonl_and_rejects_bad_spec(tmp_path, cpu_rows):
     assert res.exit_code == 2
     assert "axes[0].path: unknown config path 'trade.sl_atr_mul'" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "x.jsonl").exists()
+
+
+def test_window_axes_of_compound_indicators_match_replay(md, base):
+    """RSI and stoch-RSI windows swept apart: the sweep's shared stoch arrays must use the stoch window
+    for their RSI, exactly like the streaming engine (a regression caught in review)."""
+    import cpu_replay.api as cpu_replay
+
+    spec = {"axes": [{"path": "indicators.rsi_window", "values": [9, 14]},
+                     {"path": "indicators.stoch_rsi_window", "values": [10, 14]},
+                     {"path": "thresholds.entry.min_adx", "values": [15]}],
+            "lookback": 60, "initial_balance": 10_000}
+    rows = run_sweep(base, parse_sweep_spec(spec), md, None, backend="cpu", progress=False).rows
+    assert len(rows) == 4
+    for row in rows:
+        rep = cpu_replay.run_replay(apply_overrides(base, row["overrides"]), md, start_ms=int(md.times[60]),
+                                    with_trades=False)
+        assert row["total_trades"] == rep["total_trades"], row["overrides"]
+        assert abs(row["total_pnl"] - rep["total_pnl"]) <= 1e-2, row["overrides"]
