@@ -8,6 +8,14 @@ undone by restoring the engine from its pre-bar snapshot and re-running the bar 
 symbol's entries blocked (or, for a refused exit, with no orders at all on that bar), so the
 engine's state always equals what was actually done.
 
+Live mode (docs/LIVE.md): the accepted fills are ORDER INTENTS. Each is written to the OMS and
+committed, then sent through the HyperliquidBroker; an entry the exchange refuses is handled like
+a risk refusal (snapshot restored, that symbol's entries blocked, bar re-run — intents already
+executed on this bar are found by their dedupe key and not sent again), and the real fills then
+replace the simulated ones in the engine state (live/fill_adjust.py) and in `trades`. Only bars
+that closed less than AI_QUANT_LIVE_MAX_BAR_AGE_S ago (default: one interval) trade; older bars
+(a first start, a restart after downtime) only warm the indicators.
+
 Risk limits run on the bar clock (the bar's close time): rate limits count orders per minute of
 market time, and the daily loss stop resets at the UTC midnight of the bars, which makes a
 catch-up over old bars behave exactly like running through them live.
@@ -26,8 +34,12 @@ from live import checkpoint
 from live.clock import ManualClock, SystemClock
 from live.config_watch import ConfigWatcher
 from live.env import Settings
+from live.fill_adjust import LiveTradeRecorder, apply_real_fills
+from live.live_gates import SendGate, live_start_problem
 from live.lock import InstanceLock
+from live.oms import Oms, OrderExecutor, OrderRequest
 from live.paper_broker import DryLiveBroker, PaperBroker
+from live.reconcile import Reconciler
 from live.risk import HALT_ALL, RiskManager
 from live.runtime_log import RuntimeLogger
 from live.sdnotify import WatchdogPinger, ready, status, stopping
@@ -39,14 +51,23 @@ from marketdata.intervals import MarketDataError, interval_ms, normalize_interva
 from strategy.config import load_config
 from strategy.layout import (
     A_EQUITY,
+    A_MARGIN_USED,
     ACTION_NAMES,
+    CONF_NAMES,
     FL_ACTION,
+    FL_ATR,
+    FL_CONF,
     FL_NOTIONAL,
+    FL_REASON,
     FL_SIDE,
+    FL_SIZE,
     FL_SYM,
     POS_LAST_CLOSE,
+    POS_LEVERAGE,
+    POS_MARGIN,
     POS_SIDE,
     POS_SIZE,
+    REASON_NAMES,
 )
 from strategy.params import P_ENABLE_PYRAMIDING, P_MAX_OPEN_POSITIONS
 
@@ -66,6 +87,10 @@ class TraderDaemon:
         self.stop_requested = False
         self.loops = 0
         self.errors = 0
+        self.hl = None               # HyperliquidBroker in dry_live / live
+        self.executor = None
+        self.reconciler = None
+        self.before_send = None      # test seam: called after an intent is committed, before it is sent
 
     # ------------------------------------------------------------------ startup
     def _load_config(self, path):
@@ -74,10 +99,12 @@ class TraderDaemon:
     def _start(self) -> None:
         s = self.settings
         if s.mode == "live":
-            raise DaemonError("AI_QUANT_MODE=live needs the Hyperliquid broker, which is not available in "
-                              "this version yet; use paper or dry_live")
+            problem = live_start_problem(s.live.gate_env("live"))
+            if problem is not None:
+                raise DaemonError(problem)
         if not s.strategy_yaml.exists():
             raise DaemonError(f"strategy YAML not found: {s.strategy_yaml} (AI_QUANT_STRATEGY_YAML)")
+        secrets = self._secrets()
         self.lock = InstanceLock(s.lock_path).acquire()
         self.conn = open_trading_db(s.db_path)
         self.log = RuntimeLogger(s.db_path, s.mode)
@@ -90,8 +117,15 @@ class TraderDaemon:
         self.symbols = self._symbols()
         self.bar_clock = None
         self.risk = None
+        if secrets is not None:
+            self._connect_exchange(secrets)
         self._restore_engine()
-        self.broker = PaperBroker(self.conn, s.mode, self.symbols) if s.is_paper else DryLiveBroker(self.conn, self.symbols)
+        if s.mode == "live":
+            self.broker = LiveTradeRecorder(self.conn, self.symbols)
+        elif s.is_paper:
+            self.broker = PaperBroker(self.conn, s.mode, self.symbols)
+        else:
+            self.broker = DryLiveBroker(self.conn, self.symbols)
         self.switcher = ModeSwitcher(self.strategy_mode, s.strategy_mode_file, enabled=s.mode_switch_enable,
                                      interval_of=self._interval_of_mode,
                                      exit_on_restart_required=s.mode_switch_exit_on_restart_required,
@@ -99,6 +133,85 @@ class TraderDaemon:
         self.pinger = WatchdogPinger()
         self.log.info(f"trader starting: mode={s.mode} interval={self.interval} symbols={','.join(self.symbols)} "
                       f"config_id={self.cfg.config_id[:12]} db={s.db_path}")
+        if self.reconciler is not None and s.mode == "live":
+            counts = self.reconciler.on_start()
+            self.log.info(f"reconciler on start: {counts}")
+
+    # ------------------------------------------------------------------ exchange (dry_live / live)
+    def _secrets(self):
+        from live.secrets import SecretsError, load_secrets
+
+        s = self.settings
+        if s.is_paper:
+            return None
+        if s.mode == "dry_live" and not s.secrets_path.exists():
+            return None  # dry_live without an account: intents are audit events only (as before)
+        try:
+            return load_secrets(s.secrets_path)
+        except SecretsError as exc:
+            raise DaemonError(str(exc)) from None
+
+    def _connect_exchange(self, secrets) -> None:
+        from live.hl_broker import HyperliquidBroker
+
+        s, lv = self.settings, self.settings.live
+        try:
+            self.hl = HyperliquidBroker(lv.hl_base_url, secrets, timeout_s=lv.hl_timeout_s,
+                                        slippage_pct=lv.slippage_pct, expires_s=lv.order_expires_s,
+                                        bump_to_min=lv.bump_to_min_notional, read_only=s.mode != "live")
+            missing = [x for x in self.symbols if not self.hl.has_symbol(x)]
+            self.account_value = self.hl.account_value()
+        except DaemonError:
+            raise
+        except Exception as exc:
+            raise DaemonError(f"AI_QUANT_HL_BASE_URL={lv.hl_base_url}: cannot read the account "
+                              f"({secrets.redact(type(exc).__name__ + ': ' + str(exc))[:300]})") from None
+        if missing:
+            raise DaemonError(f"AI_QUANT_SYMBOLS: {','.join(missing)} not listed on {lv.hl_base_url}")
+        self.oms = Oms(self.conn, cloid_prefix=lv.cloid_prefix, clock=self.wall, strategy_version=VERSION,
+                       strategy_sha1=self.cfg.config_id)
+        self.executor = OrderExecutor(self.oms, self.hl, SendGate(s.mode, lv.gate_env(s.mode)), audit=self._audit,
+                                      still_valid=lambda intent: self._bar_tradeable(intent.decision_ts_ms + self.iv_ms),
+                                      before_send=lambda intent: self.before_send and self.before_send(intent))
+        self.reconciler = Reconciler(self.oms, self.hl, self.executor, risk=lambda: self._risk_now(), audit=self._audit,
+                                     engine_positions=self._engine_positions, align=self._align_position,
+                                     symbols=self.symbols, every_s=lv.reconcile_secs, stale_ms=lv.stale_order_ms,
+                                     unknown_stale_ms=lv.unknown_stale_order_ms, cancel_stale=s.mode == "live",
+                                     now_ms=self.wall.now_ms)
+
+    def _risk_now(self) -> RiskManager:
+        if self.risk is None:
+            self._ensure_risk(self.wall.now_ms())
+        return self.risk
+
+    def _bar_tradeable(self, bar_close_ms: int) -> bool:
+        age_s = self.settings.live.max_bar_age_s
+        max_age_ms = self.iv_ms if age_s is None else int(age_s * 1000)
+        return self.wall.now_ms() - bar_close_ms <= max_age_ms
+
+    def _engine_positions(self) -> dict[str, float]:
+        pos = self.engine.state.pos
+        return {sym: float(pos[i, POS_SIDE] * pos[i, POS_SIZE]) for i, sym in enumerate(self.symbols)
+                if pos[i, POS_SIDE] != 0}
+
+    def _align_position(self, symbol: str, exchange_szi: float) -> str:
+        """The reconciler's position alignment (rule in live/reconcile.py); checkpointed at once."""
+        i = self.symbols.index(symbol)
+        p, acct = self.engine.state.pos[i], self.engine.state.acct
+        if exchange_szi == 0:
+            acct[A_MARGIN_USED] -= p[POS_MARGIN]
+            p[POS_SIDE], p[POS_SIZE], p[POS_MARGIN] = 0.0, 0.0, 0.0
+            result = "engine position dropped (flat on the exchange)"
+        else:
+            ratio = abs(exchange_szi) / p[POS_SIZE] if p[POS_SIZE] else 1.0
+            acct[A_MARGIN_USED] += p[POS_MARGIN] * (ratio - 1.0)
+            p[POS_MARGIN] *= ratio
+            p[POS_SIZE] = abs(exchange_szi)
+            result = f"engine size set to {abs(exchange_szi):g}"
+        if self.last_bar_t is not None:
+            with transaction(self.conn):
+                self._save_checkpoint(self.last_bar_t)
+        return result
 
     def _symbols(self) -> list[str]:
         try:
@@ -131,6 +244,8 @@ class TraderDaemon:
             self.last_bar_t = int(saved["last_bar_t"])
             self.epoch = saved["epoch"]
         balance = 10_000.0
+        if state is None and self.hl is not None and getattr(self, "account_value", 0.0) > 0:
+            balance = float(self.account_value)  # dry_live / live size from the real account
         self.engine = Engine(params, wv, self.symbols, self.iv_ms, balance, state=state)
         self.base_params = self.engine.params.copy()
 
@@ -178,13 +293,13 @@ class TraderDaemon:
         pos = self.engine.state.pos
         return float(np.nansum(np.abs(pos[:, POS_SIZE] * pos[:, POS_LAST_CLOSE]) * (pos[:, POS_SIDE] != 0)))
 
-    def _step_checked(self, md, funding, b: int) -> np.ndarray:
+    def _step_checked(self, md, funding, b: int, blocked: set[int] | None = None) -> np.ndarray:
         """Run bar b; re-run from the snapshot while the RiskManager refuses one of its fills."""
         t = int(md.times[b])
         self._ensure_risk(t + self.iv_ms)
         self.risk.poll(force=True)
         snapshot = self.engine.state.copy()
-        blocked: set[int] = set()
+        blocked = set(blocked or ())
         trade = self.risk.kill_mode != HALT_ALL
         entries_off = self.risk.kill_mode != "off"
         prev = md.valid[:, b - 1] if b > 0 else np.zeros(len(self.symbols), bool)
@@ -203,6 +318,85 @@ class TraderDaemon:
                 trade = False
         self.engine.params = self.base_params
         return fills
+
+    # ------------------------------------------------------------------ live bars
+    def _warm_only(self, md, funding, b: int) -> np.ndarray:
+        """A bar too old to trade (or the hard kill is on): indicators only, no orders."""
+        t = int(md.times[b])
+        self._ensure_risk(t + self.iv_ms)
+        prev = md.valid[:, b - 1] if b > 0 else np.zeros(len(self.symbols), bool)
+        return self.engine.step(t, md.open[:, b], md.high[:, b], md.low[:, b], md.close[:, b], md.volume[:, b],
+                                md.valid[:, b], prev, funding[:, b], trade=False)
+
+    def _step_live(self, md, funding, b: int) -> np.ndarray:
+        t = int(md.times[b])
+        if not self._bar_tradeable(t + self.iv_ms) or self.settings.live.hard_kill:
+            return self._warm_only(md, funding, b)
+        snapshot = self.engine.state.copy()
+        refused: set[int] = set()
+        for _ in range(len(self.symbols) + 2):
+            fills = self._step_checked(md, funding, b, refused)
+            pairs, refused_sym = self._execute_bar(fills, t)
+            if refused_sym is None:
+                break
+            refused.add(refused_sym)
+            self.engine.state = snapshot.copy()
+        adjusted = apply_real_fills(snapshot, self.engine.state, pairs)
+        self.broker.pairs = list(zip(adjusted, [ex for _, ex in pairs], strict=True))
+        return adjusted
+
+    def _order_request(self, row: np.ndarray, t: int, seq) -> OrderRequest:
+        s, action = int(row[FL_SYM]), ACTION_NAMES[int(row[FL_ACTION])]
+        side = "BUY" if (row[FL_SIDE] > 0) == (action in ("OPEN", "ADD")) else "SELL"
+        return OrderRequest(symbol=self.symbols[s], action=action, side=side, size=float(row[FL_SIZE]),
+                            notional=float(row[FL_NOTIONAL]), decision_ts_ms=t, seq=seq,
+                            leverage=float(self.engine.state.pos[s, POS_LEVERAGE]) or None,
+                            entry_atr=None if np.isnan(row[FL_ATR]) else float(row[FL_ATR]),
+                            reason=REASON_NAMES.get(int(row[FL_REASON]), "unknown"),
+                            confidence=CONF_NAMES.get(int(row[FL_CONF]), "low"))
+
+    def _execute_bar(self, fills: np.ndarray, t: int):
+        """Execute the bar's fills in order; stops at the first entry the exchange refused."""
+        pairs, seen = [], {}
+        for row in fills:
+            key = (int(row[FL_SYM]), int(row[FL_ACTION]))
+            seq, seen[key] = seen.get(key, 0), seen.get(key, 0) + 1
+            req = self._order_request(row, t, seq)
+            ex = self.executor.execute(req)
+            if ex.refused and req.is_entry:
+                return pairs, int(row[FL_SYM])
+            if req.action == "CLOSE":
+                ex = self._finish_close(req, ex)
+            elif ex.refused:
+                self._audit("EXIT_NOT_FILLED", req.symbol, {"action": req.action, "error": ex.error})
+            pairs.append((row, ex))
+        return pairs, None
+
+    def _finish_close(self, req: OrderRequest, ex):
+        """Retry the remainder of a partially filled close (new intents r1, r2, ...)."""
+        from live.oms import Execution
+
+        fills = list(ex.fills)
+        for attempt in range(1, self.settings.live.exit_retries + 1):
+            held = self.hl.positions().get(req.symbol, 0.0)
+            if held == 0.0 or (held > 0) == (req.side == "BUY"):
+                break
+            retry = self.executor.execute(replace(req, seq=f"{req.seq}r{attempt}"))
+            fills += retry.fills
+        else:
+            held = self.hl.positions().get(req.symbol, 0.0)
+            if held != 0.0 and (held > 0) != (req.side == "BUY"):
+                self._audit("EXIT_INCOMPLETE", req.symbol, {"remaining_szi": held, "intent_id": ex.intent.intent_id})
+        if not fills and ex.refused:
+            self._audit("EXIT_NOT_FILLED", req.symbol, {"action": req.action, "error": ex.error})
+        return Execution(ex.intent, fills, ex.error)
+
+    def _dry_live_intents(self, fills: np.ndarray, t: int) -> None:
+        seen: dict = {}
+        for row in fills:
+            key = (int(row[FL_SYM]), int(row[FL_ACTION]))
+            seq, seen[key] = seen.get(key, 0), seen.get(key, 0) + 1
+            self.executor.execute(self._order_request(row, t, seq))
 
     def _first_refused(self, fills: np.ndarray, snapshot) -> tuple[int, str] | None:
         equity = float(snapshot.acct[A_EQUITY])
@@ -238,7 +432,13 @@ class TraderDaemon:
             self._flatten(t)
 
     def _flatten(self, t: int) -> None:
+        before = self.engine.state.copy()
         fills = self.engine.flatten(t + self.iv_ms)
+        if self.settings.mode == "live":
+            pairs = [(row, self._finish_close(req, self.executor.execute(req)))
+                     for row in fills for req in [self._order_request(row, t, "flatten")]]
+            fills = apply_real_fills(before, self.engine.state, pairs)
+            self.broker.pairs = list(zip(fills, [ex for _, ex in pairs], strict=True))
         with transaction(self.conn):
             self.broker.record(fills, bar_t_ms=t, epoch=self.epoch + ":flatten", config_id=self.cfg.config_id,
                                pos=self.engine.state.pos)
@@ -256,7 +456,12 @@ class TraderDaemon:
             return 0
         md, funding, todo = pending
         for b in todo:
-            fills = self._step_checked(md, funding, int(b))
+            if self.settings.mode == "live":
+                fills = self._step_live(md, funding, int(b))
+            else:
+                fills = self._step_checked(md, funding, int(b))
+                if self.executor is not None:
+                    self._dry_live_intents(fills, int(md.times[b]))
             self._record(md, int(b), fills)
             self.pinger.maybe_ping()
             if self.stop_requested:
@@ -316,6 +521,8 @@ class TraderDaemon:
                 started = time.monotonic()
                 self._reload_config()
                 processed = self.process_pending()
+                if self.reconciler is not None and self.settings.mode == "live":
+                    self.reconciler.maybe_run()
                 self.loops += 1
                 self.pinger.maybe_ping()
                 if time.monotonic() - last_hb >= self.settings.heartbeat_secs or self.until_caught_up:

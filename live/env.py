@@ -140,6 +140,52 @@ class RiskLimits(BaseModel):
         )
 
 
+class LiveSettings(BaseModel):
+    """Exchange, OMS and gate settings of dry_live / live (docs/LIVE.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    live_enable: bool = False
+    live_confirm: str = ""
+    hard_kill: bool = False
+    hl_base_url: str = "https://api.hyperliquid.xyz"
+    hl_timeout_s: float = 10.0
+    slippage_pct: float = 0.01
+    order_expires_s: float = 15.0
+    bump_to_min_notional: bool = False
+    cloid_prefix: str = "aiq_"
+    max_bar_age_s: float | None = None       # None: one interval
+    reconcile_secs: float = 10.0
+    stale_order_ms: int = 30_000
+    unknown_stale_order_ms: int = 300_000
+    exit_retries: int = 2
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LiveSettings:
+        age = _raw(env, "AI_QUANT_LIVE_MAX_BAR_AGE_S")
+        return cls(
+            live_enable=env_bool(env, "AI_QUANT_LIVE_ENABLE", False),
+            live_confirm=(env.get("AI_QUANT_LIVE_CONFIRM") or "").strip(),
+            hard_kill=env_bool(env, "AI_QUANT_HARD_KILL_SWITCH", False),
+            hl_base_url=(_raw(env, "AI_QUANT_HL_BASE_URL") or "https://api.hyperliquid.xyz").rstrip("/"),
+            hl_timeout_s=env_float(env, "AI_QUANT_HL_TIMEOUT_S", 10.0, lo=0.5, hi=30),
+            slippage_pct=env_float(env, "HL_LIVE_MARKET_SLIPPAGE_PCT", 0.01, lo=0.0005, hi=0.10),
+            order_expires_s=env_float(env, "AI_QUANT_HL_ORDER_EXPIRES_S", 15.0, lo=0.2, hi=120),
+            bump_to_min_notional=env_bool(env, "AI_QUANT_LIVE_BUMP_TO_MIN_NOTIONAL", False),
+            cloid_prefix=_raw(env, "AI_QUANT_OMS_CLOID_PREFIX") or "aiq_",
+            max_bar_age_s=None if age is None else env_float(env, "AI_QUANT_LIVE_MAX_BAR_AGE_S", 0.0, lo=1),
+            reconcile_secs=env_float(env, "AI_QUANT_OMS_RECONCILE_SECS", 10.0, lo=0.5, hi=3600),
+            stale_order_ms=env_int(env, "AI_QUANT_OMS_STALE_ORDER_MS", 30_000, lo=0),
+            unknown_stale_order_ms=env_int(env, "AI_QUANT_OMS_UNKNOWN_STALE_ORDER_MS", 300_000, lo=0),
+            exit_retries=env_int(env, "AI_QUANT_LIVE_EXIT_RETRIES", 2, lo=0, hi=10),
+        )
+
+    def gate_env(self, mode: str) -> dict[str, str]:
+        return {"AI_QUANT_MODE": mode, "AI_QUANT_LIVE_ENABLE": "1" if self.live_enable else "0",
+                "AI_QUANT_LIVE_CONFIRM": self.live_confirm,
+                "AI_QUANT_HARD_KILL_SWITCH": "1" if self.hard_kill else ""}
+
+
 class Settings(BaseModel):
     """The daemon's settings. Build with `load_settings()`; never read os.environ elsewhere."""
 
@@ -164,6 +210,7 @@ class Settings(BaseModel):
     candle_close_grace_ms: int
     runtime_log_keep_days: int
     risk: RiskLimits
+    live: LiveSettings = None  # type: ignore[assignment]
 
     @property
     def is_paper(self) -> bool:
@@ -234,4 +281,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         candle_close_grace_ms=env_int(env, "AI_QUANT_CANDLE_CLOSE_GRACE_MS", 2000, lo=0, hi=600_000),
         runtime_log_keep_days=env_int(env, "AI_QUANT_RUNTIME_LOG_KEEP_DAYS", 14, lo=1, hi=3650),
         risk=RiskLimits.from_env(env),
+        live=LiveSettings.from_env(env),
     )

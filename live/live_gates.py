@@ -60,7 +60,7 @@ class SendGate:
     def may_send(self) -> tuple[bool, str]:
         if self.mode != "live":
             return False, "dry_live"
-        if hard_kill_active(self.env):
+        if hard_kill_active(self.env) or hard_kill_active(os.environ):
             return False, "AI_QUANT_HARD_KILL_SWITCH"
         problem = live_start_problem(self.env)
         if problem is not None:

@@ -464,18 +464,25 @@ class OrderExecutor:
         if intent.status == "UNKNOWN":
             return self.resolve(intent)
         if not created:  # NEW left by a crash between commit and send: resolved exactly once here
-            found = self._ask_exchange(intent, deadline=self._deadline(intent.created_ts_ms))
-            if found is not None:
-                self._reconcile_note("RESOLVE_NEW", intent, "found_on_exchange")
-                return found
-            if not self.still_valid(intent):
-                self.oms.set_status(intent, "EXPIRED", only_from=("NEW",),
-                                    error="written but never sent; its bar is no longer tradeable")
-                self._reconcile_note("RESOLVE_NEW", intent, "EXPIRED")
-                self.audit("INTENT_EXPIRED", intent.symbol, self._brief(intent))
-                return Execution(intent, [], intent.last_error)
+            outcome = self.resolve_new(intent)
+            if outcome is not None:
+                return outcome
             self._reconcile_note("RESOLVE_NEW", intent, "send_now")
         return self._send(intent, req)
+
+    def resolve_new(self, intent: Intent) -> Execution | None:
+        """A NEW intent from before a restart: the exchange's answer, EXPIRED, or None (send it now)."""
+        found = self._ask_exchange(intent, deadline=self._deadline(intent.created_ts_ms))
+        if found is not None:
+            self._reconcile_note("RESOLVE_NEW", intent, f"found_on_exchange:{found.status}")
+            return found
+        if self.still_valid(intent):
+            return None
+        self.oms.set_status(intent, "EXPIRED", only_from=("NEW",),
+                            error="written but never sent; its bar is no longer tradeable")
+        self._reconcile_note("RESOLVE_NEW", intent, "EXPIRED")
+        self.audit("INTENT_EXPIRED", intent.symbol, self._brief(intent))
+        return Execution(intent, [], intent.last_error)
 
     # ---------------------------------------------------------------- send
     def _send(self, intent: Intent, req: OrderRequest) -> Execution:
@@ -509,7 +516,7 @@ class OrderExecutor:
         if res.status == "RESTING":
             return Execution(intent, [])
         fills = self._collect_fills(intent, res.oid, res.filled_sz)
-        self._finish(intent, fills, "filled")
+        self._finish(intent, fills, "filled" if res.status == "FILLED" else "canceled")
         return Execution(intent, fills)
 
     def _size_and_price(self, intent: Intent, req: OrderRequest) -> tuple[float, float]:
