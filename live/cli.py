@@ -94,7 +94,12 @@ def market_data(
         raise typer.Exit(1) from None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: service.stop())
-    raise typer.Exit(service.run(max_runtime_s=max_runtime_s))
+    try:
+        code = service.run(max_runtime_s=max_runtime_s)
+    except MarketDataError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 def _env_text(value: object) -> str:

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,7 +257,9 @@ class CandleKeeper:
         self.s, self.client, self.clock, self.console = settings, client, clock, console
         self.pacer = Pacer(settings.rest_min_gap_ms / 1000.0)
         self.stats = CandleStats()
-        self.keys = {(sym, iv): KeyState(sym, iv) for iv in settings.intervals for sym in settings.symbols}
+        by_length = sorted(settings.intervals, key=interval_ms)  # short bars close often: poll them first
+        self.keys = {(sym, iv): KeyState(sym, iv) for iv in by_length for sym in settings.symbols}
+        self._progress = ""
         for iv in settings.intervals:  # fail at start, not at the first poll, on an unwritable dir
             connect(settings.db_path(iv)).close()
         self._conns: dict[str, sqlite3.Connection] = {}
@@ -277,9 +279,13 @@ class CandleKeeper:
         self._conns.clear()
 
     # ---- verify -----------------------------------------------------------------------
-    def verify_all(self) -> None:
+    def verify_all(self, between_keys: Callable[[], object] | None = None) -> None:
+        """One pass over every key; between_keys runs after each (the watchdog ping during long backfills)."""
         now = self.clock.now_ms()
-        for st in self.keys.values():
+        for i, st in enumerate(self.keys.values(), 1):
+            self._progress = f"[{i}/{len(self.keys)}] "
+            if between_keys is not None:
+                between_keys()
             try:
                 self.verify(st, now)
                 st.last_error = ""
@@ -325,7 +331,7 @@ class CandleKeeper:
         if result.rows:
             st.first_available_t = result.first_t
             self._mark_final(st, result.last_t, last_closed)
-        self.console.print(f"candles {st.symbol} {st.interval}: backfilled {len(result.rows)} bars "
+        self.console.print(f"{self._progress}candles {st.symbol} {st.interval}: backfilled {len(result.rows)} bars "
                            f"({result.requests} requests, {time.monotonic() - started:.1f}s)", highlight=False)
 
     def _tail(self, st: KeyState, cov: Coverage, now_ms: int, last_closed: int, step: int) -> None:
@@ -501,9 +507,11 @@ class MarketDataService:
         try:
             if self.ws is not None:
                 self.ws.start()
+            # READY before the first pass: a cold backfill of many keys can outlast systemd's start timeout
+            sdnotify.ready("backfilling candle DBs")
             self.tick(force_verify=True)
-            sdnotify.ready(self._status())
-            self.console.print(f"market-data ready: {self._status()}", highlight=False, soft_wrap=True)
+            self.console.print(f"market-data running: {self._status()}", highlight=False, soft_wrap=True)
+            sdnotify.status(self._status())
             while not self._stop.is_set():
                 if max_runtime_s is not None and time.monotonic() - started >= max_runtime_s:
                     break
@@ -529,19 +537,28 @@ class MarketDataService:
     def tick(self, force_verify: bool = False) -> None:
         mono = self.clock.monotonic()
         if force_verify or self._due_now("verify", self.s.verify_s, mono) or self._new_close():
-            self.candles.verify_all()
-            self._due["verify"] = mono + self.s.verify_s
+            self.candles.verify_all(between_keys=self.watchdog.maybe_ping)
+            self._due["verify"] = self.clock.monotonic() + self.s.verify_s
         if self._ws_candles:
-            self.candles.persist_ws([self._ws_candles.popleft() for _ in range(len(self._ws_candles))])
-        self._flush_bbo()
+            items = [self._ws_candles.popleft() for _ in range(len(self._ws_candles))]
+            self._guarded("WS candles", lambda: self.candles.persist_ws(items))
+        self._guarded("BBO snapshots", self._flush_bbo)
         if self._due_now("prune", PRUNE_EVERY_S, mono):
-            self.candles.prune()
+            self._guarded("prune", self.candles.prune)
         if self.bbo_store is not None and self._due_now("bbo_sweep", self.s.bbo_sweep_s, mono):
-            self.sweep_bbo()
+            self._guarded("BBO retention sweep", self.sweep_bbo)
         if self._due_now("health", self.s.health_s, mono, first_now=False):
             self.console.print(f"market-data health: {self._status()}", highlight=False, soft_wrap=True)
             sdnotify.status(self._status())
         self.watchdog.maybe_ping()
+
+    def _guarded(self, what: str, fn: Callable[[], object]) -> None:
+        """A locked or full disk must not kill the loop: report one line and retry next tick."""
+        try:
+            fn()
+        except (MarketDataError, sqlite3.Error, OSError) as exc:
+            self.candles.stats.errors += 1
+            self.console.print(f"{what}: {exc}", highlight=False, soft_wrap=True)
 
     def sweep_bbo(self) -> int:
         cutoff = self.clock.now_ms() - int(self.s.bbo_retention_hours * HOUR_MS)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -305,7 +307,7 @@ def test_cli_short_real_run_against_sandbox(tmp_path):
                "--max-runtime-s", "1.5", "--health-secs", "1"]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=40, cwd=REPO, env=cli_env())
         assert res.returncode == 0, res.stderr
-        assert "candles BTC 1h: backfilled 31 bars" in res.stderr and "market-data ready: candles ready 1/1" in res.stderr
+        assert "candles BTC 1h: backfilled 31 bars" in res.stderr and "market-data running: candles ready 1/1" in res.stderr
         assert "market-data stopped" in res.stderr and "Traceback" not in res.stderr
         got = rows(tmp_path / "candles_1h.db")
         assert len(got) == 31 and got[-1][0] + HOUR == ex.now_ms
@@ -315,20 +317,36 @@ def test_cli_short_real_run_against_sandbox(tmp_path):
         ex.stop()
 
 
-def test_cli_sigterm_exits_cleanly(small, tmp_path):
-    cmd = [sys.executable, "-m", "live.cli", "market-data", "--db-dir", str(tmp_path), "--base-url", small.base_url]
-    env = cli_env(AI_QUANT_SIDECAR_SYMBOLS="BTC,ETH", AI_QUANT_SIDECAR_INTERVALS="1h")
+def test_cli_sigterm_exits_cleanly_with_systemd_notify(tmp_path):
+    ex = SandboxExchange([AssetSpec("BTC", 5), AssetSpec("ETH", 4)],
+                         {"BTC": path(30_000.0, 60), "ETH": path(2_000.0, 60)}, {}, start_bar=20, shift_to_now=True).start()
+    notify_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify_path))
+    sock.settimeout(0.05)
+    cmd = [sys.executable, "-m", "live.cli", "market-data", "--db-dir", str(tmp_path), "--base-url", ex.base_url]
+    env = cli_env(AI_QUANT_SIDECAR_SYMBOLS="BTC,ETH", AI_QUANT_SIDECAR_INTERVALS="1h",
+                  NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="200000")
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
     try:
         lines = []
         for line in proc.stderr:
             lines.append(line)
-            if "market-data ready" in line:
+            if "market-data running" in line:
                 break
+        time.sleep(0.4)  # a few watchdog periods of the idle loop
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=10)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
+        ex.stop()
     assert proc.returncode == 0, "".join(lines) + rest
     assert "market-data stopped" in rest and "Traceback" not in rest
+    states = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            states.append(sock.recv(4096).decode())
+    sock.close()
+    assert states[0].startswith("READY=1") and states[-1] == "STOPPING=1"
+    assert states.count("WATCHDOG=1") >= 2 and any(st.startswith("STATUS=candles ready 2/2") for st in states)
