@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -104,9 +105,50 @@ def _close_one(conn: sqlite3.Connection, pos: dict, candles_db: Path | None, rea
             "price_source": source, "balance": balance}
 
 
-def flatten_live(*, secrets_path: Path, max_retries: int, slippage_pct: float, verify_sleep_s: float) -> int:
-    """Reduce-only market close of every exchange position. Filled in by the live-trading work."""
-    raise LiveFlattenUnavailable("live flatten requires the live broker (not yet available)")
+def flatten_live(*, secrets_path: Path, max_retries: int, slippage_pct: float, verify_sleep_s: float,
+                 base_url: str | None = None, timeout_s: float = 10.0) -> tuple[int, dict[str, float]]:
+    """Reduce-only IOC close of every exchange position, retried, then verified.
+
+    Returns (positions closed, positions still open after verification). Ignores the live gates on
+    purpose (flattening only reduces risk, and the operator typed --yes) but honours
+    AI_QUANT_HARD_KILL_SWITCH, which by definition blocks every order.
+    """
+    from live.hl_broker import HyperliquidBroker, round_price
+    from live.live_gates import hard_kill_active
+    from live.secrets import SecretsError, load_secrets
+
+    if hard_kill_active():
+        raise LiveFlattenUnavailable("AI_QUANT_HARD_KILL_SWITCH is set: it blocks every order, flatten included")
+    try:
+        secrets = load_secrets(secrets_path)
+    except SecretsError as exc:
+        raise LiveFlattenUnavailable(str(exc)) from None
+    url = base_url or os.environ.get("AI_QUANT_HL_BASE_URL", "").strip() or "https://api.hyperliquid.xyz"
+    try:
+        broker = HyperliquidBroker(url, secrets, timeout_s=timeout_s, slippage_pct=slippage_pct)
+        start = broker.positions()
+    except Exception as exc:
+        raise LiveFlattenUnavailable(f"{url}: cannot read the account "
+                                     f"({secrets.redact(type(exc).__name__ + ': ' + str(exc))[:300]})") from None
+    closed: set[str] = set()
+    for coin in sorted(start):
+        for attempt in range(1, max(1, max_retries) + 1):
+            held = broker.positions().get(coin, 0.0)
+            if held == 0.0:
+                break
+            is_buy = held < 0
+            px = round_price(broker.mid(coin) * (1 + slippage_pct if is_buy else 1 - slippage_pct),
+                             broker.sz_decimals(coin), up=is_buy)
+            cloid = "0x" + os.urandom(16).hex()
+            res = broker.submit(coin, is_buy, abs(held), px, reduce_only=True, cloid=cloid, tif="Ioc")
+            print(f"live: {coin} close {abs(held):g} attempt {attempt}: {res.status}"
+                  f"{' filled ' + format(res.filled_sz, 'g') if res.filled_sz else ''}"
+                  f"{' (' + res.error + ')' if res.error else ''}", file=sys.stderr)
+        closed.add(coin)
+    if start:
+        time.sleep(max(0.0, verify_sleep_s))
+    remaining = broker.positions()
+    return len([c for c in closed if c not in remaining]), remaining
 
 
 def _confirm(yes: bool, what: str) -> None:
@@ -165,11 +207,18 @@ def main(
     live_closed = 0
     if live:
         try:
-            live_closed = flatten_live(secrets_path=secrets_path or Path(os.environ.get(
-                "AI_QUANT_SECRETS_PATH", Path.home() / ".config/openclaw/ai-quant-secrets.json")),
+            live_closed, remaining = flatten_live(
+                secrets_path=secrets_path or Path(os.environ.get("AI_QUANT_SECRETS_PATH", "").strip() or
+                                                  Path.home() / ".config/openclaw/ai-quant-secrets.json"),
                 max_retries=max_retries, slippage_pct=slippage_pct, verify_sleep_s=verify_sleep_s)
         except LiveFlattenUnavailable as exc:
             fail(str(exc))
+        if remaining:
+            left = ", ".join(f"{c} {szi:g}" for c, szi in sorted(remaining.items()))
+            print(f"live: positions still open after {max_retries} attempts: {left}", file=sys.stderr)
+            print(f"Done: paused={paused} paper_closed={len(closed)} live_closed={live_closed} "
+                  f"live_remaining={len(remaining)}", file=sys.stderr)
+            raise typer.Exit(1)
     print(f"Done: paused={paused} paper_closed={len(closed)} live_closed={live_closed}", file=sys.stderr)
 
 
