@@ -250,16 +250,18 @@ def test_reality_check(tmp_path):
 
 
 # ------------------------------------------------------------------ ensemble runner
-def _spec(tmp_path, cmd_env=None) -> Path:
+def _spec(tmp_path) -> Path:
+    base = tmp_path / "strategy_overrides.yaml"
+    base.write_text("global:\n  trade:\n    size_multiplier: 1.0\n    leverage: 2.0\n")
     spec = tmp_path / "ensemble.yaml"
     spec.write_text(
         "strategies:\n"
-        f"  - name: a\n    strategy_yaml: {REPO / 'config/strategy_overrides.yaml.example'}\n"
+        f"  - name: a\n    strategy_yaml: {base}\n"
         "    overrides: {trade.size_multiplier: 0.6, global.trade.leverage: 3.0}\n"
-        "    env: {AI_QUANT_STRATEGY_MODE: primary, ROLE: a}\n"
-        f"  - name: b\n    config: {REPO / 'config/strategy_overrides.yaml.example'}\n"
+        "    env: {ROLE: a}\n"
+        f"  - name: b\n    config: {base}\n"
         "    overrides: {trade.size_multiplier: 0.4}\n"
-        "    env: {ROLE: b}\n")
+        "    env: {ROLE: b, AI_QUANT_KILL_SWITCH: close_only}\n")
     return spec
 
 
@@ -274,7 +276,7 @@ def test_ensemble_plan_writes_derived_yaml_and_env(tmp_path):
     assert yaml.safe_load((out / "strategy.b.yaml").read_text())["global"]["trade"]["size_multiplier"] == 0.4
     assert f"AI_QUANT_STRATEGY_YAML={out / 'strategy.a.yaml'}" in res.stdout
     assert "AI_QUANT_MODE=dry_live" in res.stdout and "AI_QUANT_RUN_ID=ensemble:b" in res.stdout
-    assert f"AI_QUANT_LOCK_PATH={out / 'a.lock'}" in res.stdout and "AI_QUANT_STRATEGY_MODE=primary" in res.stdout
+    assert f"AI_QUANT_LOCK_PATH={out / 'a.lock'}" in res.stdout and "AI_QUANT_KILL_SWITCH=close_only" in res.stdout
     assert "dry run" in res.stderr
 
 
@@ -283,21 +285,35 @@ def test_ensemble_bad_spec_is_one_line(tmp_path):
     spec.write_text("strategies: []\n")
     res = run_tool("ensemble_runner.py", "--spec", str(spec))
     assert res.returncode == 1 and res.stderr.strip() == f"{spec}: strategies must be a list of 1 to 3 entries"
-    spec.write_text("strategies:\n  - name: a\n    strategy_yaml: "
-                    f"{REPO / 'config/strategy_overrides.yaml.example'}\n    overrides: {{trade.leverage: -4}}\n")
+    base = tmp_path / "base.yaml"
+    base.write_text("global: {}\n")
+    spec.write_text(f"strategies:\n  - name: a\n    strategy_yaml: {base}\n    overrides: {{trade.leverage: -4}}\n")
     res = run_tool("ensemble_runner.py", "--spec", str(spec), "--out-dir", str(tmp_path / "o"))
     assert res.returncode == 1 and res.stderr.startswith("strategies 'a': ") and res.stderr.count("\n") == 1
 
 
-CHILD = ("import os, sys, time, signal; "
-         "signal.signal(signal.SIGTERM, lambda *a: (open(os.environ['MARK'] + os.environ['ROLE'], 'w').write('term'), sys.exit(0))); "
-         "print('child', os.environ['ROLE'], os.environ['AI_QUANT_MODE'], flush=True); "
-         "time.sleep(0.5 if os.environ['ROLE'] == 'b' else 60); sys.exit(7)")
+# a: stops cleanly on SIGTERM (leaves a mark); b: exits with 7 once a is up and listening
+CHILD = """
+import os, pathlib, signal, sys, time
+mark, role = os.environ["MARK"], os.environ["ROLE"]
+signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path(mark + role).write_text("term"), sys.exit(0)))
+os.write(1, f"child {role} {os.environ['AI_QUANT_MODE']}\\n".encode())
+if role == "a":
+    pathlib.Path(mark + "ready").write_text("1")
+for _ in range(400):
+    if pathlib.Path(mark + "ready").exists():
+        break
+    time.sleep(0.05)
+time.sleep(0 if role == "b" else 60)
+sys.exit(7)
+"""
 
 
 def test_ensemble_launch_one_dies_others_stopped(tmp_path):
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
     res = run_tool("ensemble_runner.py", "--spec", str(_spec(tmp_path)), "--out-dir", str(tmp_path / "ens"),
-                   "--mode", "paper", "--yes", "--daemon-cmd", f"{PY} -c \"{CHILD}\"",
+                   "--mode", "paper", "--yes", "--daemon-cmd", f"{PY} {child}",
                    env={"MARK": str(tmp_path / "term_")})
     assert res.returncode == 7, res.stderr
     assert "b exited with code 7; stopping the others" in res.stderr
@@ -311,10 +327,15 @@ def test_ensemble_ctrl_c_is_130_and_kills_stubborn_children(tmp_path):
                              "--out-dir", str(tmp_path / "ens"), "--yes", "--terminate-timeout-s", "0.5",
                              "--daemon-cmd", f"{PY} -c \"{stubborn}\""],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    started = 0
-    while started < 2:
-        started += proc.stdout.readline().strip() == "up"
-    pids = []
+    started, deadline = 0, time.monotonic() + 20
+    while started < 2 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        started += line.strip() == "up"
+    if started < 2:
+        proc.kill()
+        pytest.fail(f"children did not start: {proc.communicate()[1]}")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err

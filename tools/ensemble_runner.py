@@ -191,6 +191,7 @@ def supervise(members: list[Member], cmd: list[str], timeout_s: float, poll_s: f
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     procs: dict[str, subprocess.Popen] = {}
+    sys.stdout.flush()  # the plan first; the children share this stdout
     try:
         for m in members:
             procs[m.name] = subprocess.Popen(cmd, cwd=REPO_ROOT, env=m.child_env, start_new_session=True)
