@@ -47,7 +47,7 @@ def default_candles_dir() -> Path:
 
 def check_candle_dbs(db_glob: str | None = None, lookback_hours: float = 24.0, *,
                      freshness_warn_mult: float = 2.0, freshness_fail_mult: float = 5.0,
-                     gap_warn_bars: int = 1, gap_fail_bars: int = 3,
+                     gap_warn_bars: int = 1, gap_fail_bars: int = 1,
                      missing_warn_bars: int = 10, missing_fail_bars: int = 50,
                      grace_seconds: float = 5.0, max_gap_ranges_per_symbol: int = 5,
                      symbols: list[str] | None = None, now: int | None = None) -> dict:

@@ -130,10 +130,10 @@ def test_check_candle_dbs_passes_complete_window_and_flags_deleted_bar(tmp_path)
     assert window["bars"] == window["expected_bars"] == 287 and window["missing_bars"] == 0
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM candles WHERE symbol='ETH' AND t=?", (times[-100],))
-    warn = run_tool("check_candle_dbs.py", *args)
+    warn = run_tool("check_candle_dbs.py", *args, "--gap-fail-bars", 3)
     assert warn.returncode == 0 and json.loads(warn.stdout)["overall_status"] == "WARN"
-    assert run_tool("check_candle_dbs.py", *args, "--fail-on-warn").returncode == 1
-    fail = run_tool("check_candle_dbs.py", *args, "--gap-fail-bars", 1)
+    assert run_tool("check_candle_dbs.py", *args, "--gap-fail-bars", 3, "--fail-on-warn").returncode == 1
+    fail = run_tool("check_candle_dbs.py", *args)  # by default one missing bar in the window is a FAIL
     assert fail.returncode == 2, fail.stderr
     eth = json.loads(fail.stdout)["dbs"][0]["intervals"][0]["symbols"][1]
     assert eth["symbol"] == "ETH" and eth["status"] == "FAIL"

@@ -23,7 +23,7 @@ def run(
     freshness_warn_mult: float = typer.Option(2.0, help="WARN when the newest closed bar is this many intervals old"),
     freshness_fail_mult: float = typer.Option(5.0, help="FAIL when the newest closed bar is this many intervals old"),
     gap_warn_bars: int = typer.Option(1, help="WARN at a run of this many missing bars"),
-    gap_fail_bars: int = typer.Option(3, help="FAIL at a run of this many missing bars"),
+    gap_fail_bars: int = typer.Option(1, help="FAIL at a run of this many missing bars (default: any missing bar in the window)"),
     missing_warn_bars: int = typer.Option(10, help="WARN at this many missing bars in the window"),
     missing_fail_bars: int = typer.Option(50, help="FAIL at this many missing bars in the window"),
     grace_seconds: float = typer.Option(5.0, help="a bar counts as closed this long after its close"),
