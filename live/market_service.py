@@ -483,6 +483,7 @@ class MarketDataService:
         self.ws = self._make_ws() if settings.ws_enable else None
         self._due: dict[str, float] = {}
         self._closed_seen: dict[str, int] = {}
+        self._ws_seen = (0, 0)  # (connects, disconnects) already reported
         self.watchdog = sdnotify.WatchdogPinger()
 
     def _make_ws(self) -> MarketWs:
@@ -547,10 +548,25 @@ class MarketDataService:
             self._guarded("prune", self.candles.prune)
         if self.bbo_store is not None and self._due_now("bbo_sweep", self.s.bbo_sweep_s, mono):
             self._guarded("BBO retention sweep", self.sweep_bbo)
+        self._report_ws_events()
         if self._due_now("health", self.s.health_s, mono, first_now=False):
             self.console.print(f"market-data health: {self._status()}", highlight=False, soft_wrap=True)
             sdnotify.status(self._status())
         self.watchdog.maybe_ping()
+
+    def _report_ws_events(self) -> None:
+        """One line per socket drop and per reconnect, so `grep -i disconnect` finds them in journald."""
+        if self.ws is None:
+            return
+        h = self.ws.health()
+        seen = self._ws_seen
+        if h["disconnects"] > seen[1]:
+            self.console.print(f"ws disconnect #{h['disconnects']}: {h['last_error'] or 'closed'}", highlight=False,
+                               soft_wrap=True)
+        if h["connects"] > seen[0] and h["connects"] > 1:
+            self.console.print(f"ws reconnected (connect #{h['connects']}, {h['subscriptions']} subscriptions re-sent)",
+                               highlight=False)
+        self._ws_seen = (h["connects"], h["disconnects"])
 
     def _guarded(self, what: str, fn: Callable[[], object]) -> None:
         """A locked or full disk must not kill the loop: report one line and retry next tick."""

@@ -214,7 +214,8 @@ def run_in_thread(service: MarketDataService) -> threading.Thread:
 
 def test_no_missing_bar_across_ws_drop(small, tmp_path):
     s = settings(small, tmp_path, ws_enable=True, ws_candles=True, ws_candle_persist_s=0.0)
-    service = MarketDataService(s, clock=SandboxClock(small), console=quiet())
+    log = io.StringIO()
+    service = MarketDataService(s, clock=SandboxClock(small), console=Console(file=log, width=300))
     thread = run_in_thread(service)
     try:
         db = s.db_path("1h")
@@ -233,6 +234,8 @@ def test_no_missing_bar_across_ws_drop(small, tmp_path):
         assert rows(db)[24] == (t, t + HOUR - 1, o, h, lo, c, v)
         assert dupes(db) == 0 and service.candles.stats.ws_rows >= 2
         wait_until(lambda: service.ws.mid("BTC") == small.mid("BTC"))
+        assert "ws disconnect #1: ConnectionClosed" in log.getvalue()
+        assert "ws reconnected (connect #2, 3 subscriptions re-sent)" in log.getvalue()
     finally:
         service.stop()
         thread.join(5)
