@@ -199,9 +199,10 @@ def test_flat_now_refusals(tmp_path):
     no_file = run_tool("flat_now.py", "--paper-db", str(db), "--yes", env={"AI_QUANT_KILL_SWITCH_FILE": ""})
     assert no_file.returncode == 2 and no_file.stderr.startswith("no kill file")
     assert not kill.exists()
-    live_yes = run_tool("flat_now.py", "--kill-file", str(kill), "--pause-mode", "halt_all", "--live", "--yes")
-    assert live_yes.returncode == 2
-    assert live_yes.stderr.strip().endswith("live flatten requires the live broker (not yet available)")
+    live_yes = run_tool("flat_now.py", "--kill-file", str(kill), "--pause-mode", "halt_all", "--live", "--yes",
+                        env={"AI_QUANT_SECRETS_PATH": str(tmp_path / "no-secrets.json")})
+    assert live_yes.returncode == 2  # live flatten cannot start without secrets: one line, no traceback
+    assert "Traceback" not in live_yes.stderr and "no-secrets.json" in live_yes.stderr.splitlines()[-1]
     assert kill.read_text() == "halt_all\n"  # the pause still happened: it is always safe
 
 
