@@ -3,6 +3,11 @@
 Flow: spec -> candidates -> window universe -> indicator pool (once) -> backend batches ->
 metrics -> rows. Every row carries the config_id of the EFFECTIVE config (base + overrides), so
 the factory can hand exactly that config to the canonical replay.
+
+The data is bound exactly as cpu_replay.run_replay binds it (``bind_data``): the base config's
+``watchlist_exclude`` symbols are dropped first, and a finer ``engine.exit_interval`` brings its
+candles in as sub-bars under each main bar. Anything the replay would do differently (entries on
+another interval, a per-candidate exit interval) is refused rather than silently approximated.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from gpu.backend import Evaluator, StaticInputs, choose_backend
 from gpu.grid import CandidateSet, candidates_from_overrides, encoded_columns, expand_grid
 from gpu.precompute import precompute
 from gpu.spec import SweepSpec, SweepSpecError, parse_sweep_spec
+from marketdata.candles import exclude_symbols
+from marketdata.subbars import SubBarError, SubBars, build_sub_bars
 from strategy import layout as L
 from strategy.params import NW
 
@@ -44,6 +51,47 @@ class SweepResult:
     @property
     def candidates_per_s(self) -> float:
         return self.candidates_evaluated / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------- data binding
+
+def check_engine_settings(base_cfg, md_interval: str, exit_md, axes: tuple = ()) -> None:
+    """Refuse engine settings the sweep cannot reproduce exactly like the canonical replay."""
+    entry = base_cfg.entry_interval
+    if entry and entry != md_interval:
+        raise SweepSpecError(f"global.engine.entry_interval={entry}: entries on another interval than the "
+                             f"main interval ({md_interval}) are not supported; set it to null or {md_interval}")
+    for axis in axes:
+        if axis.path.startswith("engine."):
+            raise SweepSpecError(f"axis {axis.path}: engine.* settings cannot be swept (the data binding is "
+                                 "shared by every candidate); run one sweep per setting")
+    exit_iv = base_cfg.exit_interval
+    if not exit_iv or exit_iv == md_interval:
+        return
+    if exit_md is None:
+        raise SweepSpecError(f"global.engine.exit_interval={exit_iv} needs the {exit_iv} candles "
+                             "(pass --exit-candles-db / exit_md, or set exit_interval to null)")
+    if exit_md.interval != exit_iv:
+        raise SweepSpecError(f"exit candles are {exit_md.interval} but global.engine.exit_interval={exit_iv}")
+
+
+def bind_data(base_cfg, md, funding: np.ndarray | None, exit_md=None, axes: tuple = ()):
+    """(md, funding, sub) as the replay sees them: watchlist_exclude applied, exit sub-bars built.
+
+    ``exit_md`` is used only when the base config's exit_interval differs from the data interval;
+    the sub-bars are aligned to ``md``'s symbols by name, so excluded symbols drop out of both.
+    """
+    md, funding = exclude_symbols(md, base_cfg.watchlist_exclude, funding)
+    if not md.symbols:
+        raise SweepSpecError("no symbols to sweep (all excluded by global.watchlist_exclude?)")
+    check_engine_settings(base_cfg, md.interval, exit_md, axes)
+    exit_iv = base_cfg.exit_interval
+    if not exit_iv or exit_iv == md.interval:
+        return md, funding, None
+    try:
+        return md, funding, build_sub_bars(md, exit_md)
+    except SubBarError as exc:
+        raise SweepSpecError(f"global.engine.exit_interval={exit_iv}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------- preparation
@@ -94,8 +142,10 @@ class Prepared:
 
 def prepare(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, precision: str = "f64",
             start_ms: int | None = None, end_ms: int | None = None,
-            initial_balance: float | None = None) -> Prepared:
-    """Everything computed once per sweep: base params, window universe, indicator pool."""
+            initial_balance: float | None = None, sub: SubBars | None = None) -> Prepared:
+    """Everything computed once per sweep: base params, window universe, indicator pool.
+
+    ``md``/``funding``/``sub`` are already bound (see ``bind_data``)."""
     if precision not in ("f64", "f32"):
         raise SweepSpecError(f"--precision: expected f64 or f32, got {precision!r}")
     symbols = list(md.symbols)
@@ -129,6 +179,7 @@ def prepare(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, precis
         t_open=times, t_close=times + np.int64(md.interval_ms), t0=t0, t1=t1,
         btc_idx=symbols.index("BTC") if "BTC" in symbols else -1,
         initial_balance=float(spec.initial_balance if initial_balance is None else initial_balance),
+        sub=sub,
     )
     return Prepared(spec, static, param_axes, window_axes, pre.fidx, radix, pre.computed)
 
@@ -209,13 +260,16 @@ def run_sweep(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, back
               batch: int | None = None, seed: int = 42, storage: str | None = None,
               top_n: int | None = None, progress: bool = True, study_name: str | None = None,
               objective: str = "pnl", start_ms: int | None = None, end_ms: int | None = None,
-              kernel=None) -> SweepResult:
-    """Evaluate a grid (or TPE trials) and return rows sorted best-first by ``objective``."""
+              kernel=None, exit_md=None) -> SweepResult:
+    """Evaluate a grid (or TPE trials) and return rows sorted best-first by ``objective``.
+
+    ``exit_md``: candles of the base config's finer exit interval (needed when it has one)."""
     from gpu.tpe import objective_value, run_tpe
 
+    md, funding, sub = bind_data(base_cfg, md, funding, exit_md, spec.axes)
     name, reason = choose_backend(backend)
     started = time.perf_counter()
-    prep = prepare(base_cfg, spec, md, funding, precision=precision, start_ms=start_ms, end_ms=end_ms)
+    prep = prepare(base_cfg, spec, md, funding, precision=precision, start_ms=start_ms, end_ms=end_ms, sub=sub)
     evaluator = Evaluator(prep.static, name, kernel=kernel)
     initial = prep.static.initial_balance
 
@@ -298,14 +352,18 @@ def trades_to_dicts(trades: np.ndarray, n: int, symbols: list[str]) -> list[dict
 def trace_candidates(base_cfg, overrides_list: list[dict[str, Any]], md, funding: np.ndarray | None, *,
                      initial_balance: float = 10_000.0, backend: str = "cpu", precision: str = "f64",
                      lookback: int = 0, start_ms: int | None = None, end_ms: int | None = None,
-                     max_trades: int = 4096, kernel=None) -> list[list[dict[str, Any]]]:
-    """Re-run a few candidates with trade buffers and return each one's trade list."""
+                     max_trades: int = 4096, kernel=None, exit_md=None) -> list[list[dict[str, Any]]]:
+    """Re-run a few candidates with trade buffers and return each one's trade list.
+
+    Data binding as in run_sweep (watchlist_exclude, exit sub-bars); trade symbols name the bound md."""
     if not overrides_list:
         return []
+    md, funding, sub = bind_data(base_cfg, md, funding, exit_md)
     spec, full = _spec_for_overrides(base_cfg, overrides_list, lookback, initial_balance)
+    check_engine_settings(base_cfg, md.interval, exit_md, spec.axes)
     name, _ = choose_backend(backend)
     prep = prepare(base_cfg, spec, md, funding, precision=precision, start_ms=start_ms, end_ms=end_ms,
-                   initial_balance=initial_balance)
+                   initial_balance=initial_balance, sub=sub)
     pvals, fidx = prep.kernel_vectors(candidates_from_overrides(spec, full).value_idx)
     evaluator = Evaluator(prep.static, name, kernel=kernel)
     metrics, trades = evaluator.evaluate(pvals, fidx, max_trades=max_trades)

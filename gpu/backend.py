@@ -8,10 +8,11 @@ here imports numba.cuda or cupy at module import; a GPU is touched only when a b
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from marketdata.subbars import SubBars
 from strategy.features import NF
 from strategy.layout import NACCT, NFILL, NM, NPOS, NTRADE
 from strategy.params import NP
@@ -85,10 +86,22 @@ class StaticInputs:
     t1: int
     btc_idx: int
     initial_balance: float
+    sub: SubBars | None = field(default=None)  # finer exit bars; None = exits on the main bar
+
+    def __post_init__(self) -> None:
+        if self.sub is None:
+            self.sub = SubBars.none(self.nsym, int(self.valid.shape[1]))
 
     @property
     def nsym(self) -> int:
         return int(self.valid.shape[0])
+
+    def sub_arrays(self) -> tuple:
+        """(sub_o, sub_h, sub_l, sub_valid, sub_close_ms) contiguous, in the kernel's dtypes."""
+        b = self.sub
+        return (np.ascontiguousarray(b.open, dtype=np.float64), np.ascontiguousarray(b.high, dtype=np.float64),
+                np.ascontiguousarray(b.low, dtype=np.float64), np.ascontiguousarray(b.valid, dtype=np.uint8),
+                np.ascontiguousarray(b.close_ms, dtype=np.float64))
 
 
 def _scratch(xp_empty, batch: int, nsym: int, max_fills: int, max_trades: int) -> tuple:
@@ -147,7 +160,8 @@ class Evaluator:
 
     @staticmethod
     def _static_args(s: StaticInputs) -> tuple:
-        return (s.pool, s.pcols, s.preplace, s.base_params, s.valid, s.funding, s.t_open, s.t_close)
+        return (s.pool, s.pcols, s.preplace, s.base_params, s.valid, s.funding, s.t_open, s.t_close,
+                *s.sub_arrays())
 
     @staticmethod
     def _device_static_args(s: StaticInputs) -> tuple:
@@ -163,7 +177,7 @@ class Evaluator:
                 pool = None
         if pool is None:
             pool = cuda.to_device(s.pool)
-        rest = (s.pcols, s.preplace, s.base_params, s.valid, s.funding, s.t_open, s.t_close)
+        rest = (s.pcols, s.preplace, s.base_params, s.valid, s.funding, s.t_open, s.t_close, *s.sub_arrays())
         return (pool, *(cuda.to_device(np.ascontiguousarray(a)) for a in rest))
 
     def evaluate(self, pvals: np.ndarray, fidx: np.ndarray, *, max_fills: int = 0,
@@ -187,15 +201,15 @@ class Evaluator:
 
     def _common(self):
         s = self.static
-        return (s.t0, s.t1, s.btc_idx, float(s.initial_balance))
+        return (int(s.sub.k), s.t0, s.t1, s.btc_idx, float(s.initial_balance))
 
     def _run_cpu(self, c0, m, batch, pvals, fidx, max_fills, max_trades):
         s = self.static
         scratch = _scratch(np.zeros, m, s.nsym, max_fills, max_trades)
         metrics = np.zeros((m, NM), dtype=np.float64)
-        pool, pcols, preplace, base, valid, funding, t_open, t_close = self._args
+        pool, pcols, preplace, base, valid, funding, t_open, t_close, *sub = self._args
         _cpu_driver(self.kernel)(c0, m, pool, fidx, pvals, pcols, preplace, base, valid, funding,
-                                 t_open, t_close, *self._common(), *scratch, metrics)
+                                 t_open, t_close, *sub, *self._common(), *scratch, metrics)
         return metrics, scratch[-1]
 
     def _run_cuda(self, c0, m, batch, pvals, fidx, max_fills, max_trades):
@@ -206,13 +220,13 @@ class Evaluator:
         d_metrics = cuda.device_array((m, NM), dtype=np.float64)
         d_pvals = cuda.to_device(pvals[c0:c0 + m])
         d_fidx = cuda.to_device(fidx[c0:c0 + m])
-        pool, pcols, preplace, base, valid, funding, t_open, t_close = self._args
+        pool, pcols, preplace, base, valid, funding, t_open, t_close, *sub = self._args
         threads = THREADS_PER_BLOCK
         blocks = (m + threads - 1) // threads
         # candidates are re-based to 0 inside the dispatch: the per-candidate arrays were sliced
         _cuda_driver(self.kernel)[blocks, threads](
             0, m, pool, d_fidx, d_pvals, pcols, preplace, base, valid, funding,
-            t_open, t_close, *self._common(), *scratch, d_metrics)
+            t_open, t_close, *sub, *self._common(), *scratch, d_metrics)
         cuda.synchronize()
         trades = scratch[-1].copy_to_host() if max_trades > 0 else None
         return d_metrics.copy_to_host(), trades

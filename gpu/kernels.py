@@ -1,7 +1,7 @@
 """The per-candidate sweep function, built once per target from the ONE decision kernel.
 
 ``make_sweep_kernels(jit_device)`` wraps ``strategy.kernel.make_kernel(jit_device)`` (the same
-init_state/step_bar/finish/write_metrics the canonical engine runs) in ``run_candidate``: one
+init_state/step_bar_sub/finish/write_metrics the canonical engine runs) in ``run_candidate``: one
 candidate over every symbol and bar, reading only preallocated arrays, so the identical source
 becomes a CUDA device function (one thread = one candidate) or an njit function (prange).
 
@@ -13,6 +13,9 @@ Argument order of ``run_candidate`` (shared by both drivers):
   base_params        float64[nsym, NP] of the base config
   valid, funding     uint8[nsym, nbar] bar mask; float64[nsym, nbar] funding rates (0 = none)
   t_open, t_close    int64[nbar] bar open / close times (ms)
+  sub_o .. sub_close_ms, nsub   finer exit-interval bars (marketdata.subbars.SubBars): float64
+                     [nsym, nbar, k] x3, uint8 [nsym, nbar, k], float64 [nbar, k]; nsub = k, 0 when
+                     exits are checked on the main bar (then the arrays have k = 0)
   t0, t1, btc_idx    trading bar range [t0, t1); BTC's row or -1
   initial_balance
   params_s .. trades_s   per-slot scratch: [batch, nsym, NP], [batch, nsym, NF], [batch, nsym, NPOS],
@@ -38,7 +41,7 @@ def make_sweep_kernels(jit_device, kernel=None):
 
         kernel = make_kernel(jit_device)
     init_state = kernel.init_state
-    step_bar = kernel.step_bar
+    step_bar_sub = kernel.step_bar_sub
     finish = kernel.finish
     write_metrics = kernel.write_metrics
 
@@ -83,7 +86,8 @@ def make_sweep_kernels(jit_device, kernel=None):
 
     @jit_device
     def run_candidate(c, slot, pool, fidx, pvals, pcols, preplace, base_params, valid, funding,
-                      t_open, t_close, t0, t1, btc_idx, initial_balance,
+                      t_open, t_close, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub,
+                      t0, t1, btc_idx, initial_balance,
                       params_s, feat_s, pos_s, acct_s, rscore_s, ridx_s, vrow_s, pvrow_s, frow_s,
                       fills_s, trades_s, metrics):
         params = params_s[slot]
@@ -102,8 +106,9 @@ def make_sweep_kernels(jit_device, kernel=None):
         init_rows(c, t0, pool, fidx, valid, feat)
         for t in range(t0, t1):
             load_bar(c, t, pool, fidx, valid, funding, feat, vrow, pvrow, frow)
-            step_bar(t_open[t], t_close[t], feat, vrow, pvrow, frow, params, btc_idx,
-                     pos, acct, rscore, ridx, fills, trades)
+            step_bar_sub(t_open[t], t_close[t], feat, vrow, pvrow, frow, params, btc_idx,
+                         pos, acct, rscore, ridx, fills, trades, sub_o[:, t, :], sub_h[:, t, :],
+                         sub_l[:, t, :], sub_valid[:, t, :], sub_close_ms[t], nsub)
         finish(pos, acct, fills, trades, params)
         write_metrics(acct, metrics[slot])
 
@@ -119,12 +124,14 @@ def make_cpu_driver(kernel=None, *, cache: bool = True):
 
     @numba.njit(parallel=True, cache=cache)
     def sweep_cpu(c0, n, pool, fidx, pvals, pcols, preplace, base_params, valid, funding,
-                  t_open, t_close, t0, t1, btc_idx, initial_balance,
+                  t_open, t_close, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub,
+                  t0, t1, btc_idx, initial_balance,
                   params_s, feat_s, pos_s, acct_s, rscore_s, ridx_s, vrow_s, pvrow_s, frow_s,
                   fills_s, trades_s, metrics):
         for i in numba.prange(n):
             run_candidate(c0 + i, i, pool, fidx, pvals, pcols, preplace, base_params, valid, funding,
-                          t_open, t_close, t0, t1, btc_idx, initial_balance,
+                          t_open, t_close, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub,
+                          t0, t1, btc_idx, initial_balance,
                           params_s, feat_s, pos_s, acct_s, rscore_s, ridx_s, vrow_s, pvrow_s, frow_s,
                           fills_s, trades_s, metrics)
 
@@ -140,13 +147,15 @@ def make_cuda_driver(kernel=None):
 
     @cuda.jit
     def sweep_cuda(c0, n, pool, fidx, pvals, pcols, preplace, base_params, valid, funding,
-                   t_open, t_close, t0, t1, btc_idx, initial_balance,
+                   t_open, t_close, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub,
+                   t0, t1, btc_idx, initial_balance,
                    params_s, feat_s, pos_s, acct_s, rscore_s, ridx_s, vrow_s, pvrow_s, frow_s,
                    fills_s, trades_s, metrics):
         i = cuda.grid(1)
         if i < n:
             run_candidate(c0 + i, i, pool, fidx, pvals, pcols, preplace, base_params, valid, funding,
-                          t_open, t_close, t0, t1, btc_idx, initial_balance,
+                          t_open, t_close, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub,
+                          t0, t1, btc_idx, initial_balance,
                           params_s, feat_s, pos_s, acct_s, rscore_s, ridx_s, vrow_s, pvrow_s, frow_s,
                           fills_s, trades_s, metrics)
 

@@ -1,4 +1,4 @@
-"""Finer exit-interval bars arranged under the main bars they fall in.
+"""Finer exit-interval bars arranged under the main bars they fall in (shared by replay and sweep).
 
 With `global.engine.exit_interval` finer than `interval` (e.g. entries on 1h, exits on 5m), stops
 and targets are checked on each 5m bar inside the hour, in time order; everything else stays on
