@@ -85,6 +85,25 @@ def _load_data(candles_db: str, interval: str, symbols: str | None, start_ms, en
     return md
 
 
+def load_exit_data(base, md, exit_candles_db: str | None, symbols: str | None):
+    """The base config's exit-interval candles over the main data's span, or None (exits on main bars).
+
+    Same default as `backtester replay`: candles_dbs/candles_<exit>.db."""
+    from marketdata.candles import load_market_data
+    from marketdata.intervals import MarketDataError
+
+    exit_iv = base.exit_interval
+    if not exit_iv or exit_iv == md.interval:
+        return None
+    sources = exit_candles_db or f"candles_dbs/candles_{exit_iv}.db"
+    sym_list = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    end = int(md.times[-1] + md.interval_ms - 1)
+    try:
+        return load_market_data(sources, exit_iv, symbols=sym_list, start_ms=int(md.times[0]), end_ms=end)
+    except MarketDataError as exc:  # a missing/empty exit DB: say which flag feeds it
+        raise CliError(f"--exit-candles-db (global.engine.exit_interval={exit_iv}): {exc}") from None
+
+
 def _universe(md, candles_db: str, universe_db: str | None, start_ms, end_ms):
     from marketdata.universe import universe_filter
 
@@ -129,6 +148,7 @@ def top_table(rows: list[dict], k: int, title: str) -> Table:
 def sweep_command(
     sweep_spec: Annotated[Path, typer.Option("--sweep-spec", help="Sweep spec YAML (config/sweeps/*.yaml)")],
     candles_db: Annotated[str, typer.Option("--candles-db", help="Candle DB file(s)/partition dirs, comma-separated")],
+    exit_candles_db: Annotated[str | None, typer.Option("--exit-candles-db", help="Candle DB(s) of the config's engine.exit_interval (default candles_dbs/candles_<exit>.db)")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Base strategy YAML (default: config/strategy_overrides.yaml, else code defaults)")] = None,
     backend: Annotated[str, typer.Option(help="auto | cpu | cuda | cudasim")] = "auto",
     interval: Annotated[str | None, typer.Option(help="Bar interval (default: the config's engine.interval)")] = None,
@@ -177,10 +197,13 @@ def sweep_command(
         if funding_db is not None and not funding_db.exists():
             raise CliError(f"--funding-db: not found: {funding_db}")
         funding = funding_matrix(funding_db, md) if funding_db is not None else None
+        exit_md = load_exit_data(base, md, exit_candles_db, symbols)
+        if exit_md is not None:
+            err.print(f"stops/targets checked on {exit_md.interval} bars", highlight=False)
         result = run_sweep(base, spec, md, funding, backend=name, precision=precision, tpe=tpe,
                            trials=trials, batch=batch, seed=seed, storage=storage, study_name=study_name,
                            objective=objective, top_n=top_n, progress=progress, start_ms=start_ms,
-                           end_ms=end_ms)
+                           end_ms=end_ms, exit_md=exit_md)
     except _user_errors() as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
