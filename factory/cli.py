@@ -43,6 +43,8 @@ def run(
     profile: str = typer.Option("smoke", help="smoke | daily | deep (config/factory_profiles.yaml)."),
     config: str = typer.Option(None, help="Base strategy YAML [config/strategy_overrides.yaml, else .example]."),
     candles_db: str = typer.Option(None, help="Candle DB file(s)/partition dirs, comma-separated [smoke: demo data]."),
+    exit_candles_db: str = typer.Option(None, help="Candle DB(s) of the config's engine.exit_interval "
+                                        "[candles_<exit>.db beside --candles-db; smoke: demo data]."),
     funding_db: str = typer.Option(None, help="Funding rates DB."),
     interval: str = typer.Option(None, help="Candle interval, e.g. 1h [profile]."),
     sweep_spec: str = typer.Option(None, help="Sweep spec YAML [profile]."),
@@ -71,7 +73,8 @@ def run(
     """Run the factory pipeline and write artifacts/<UTC date>/run_<run_id>/."""
     gate_list = _csv(gates)
     opts = RunOptions(
-        profile=profile, config=config, candles_db=candles_db, funding_db=funding_db, interval=interval,
+        profile=profile, config=config, candles_db=candles_db, exit_candles_db=exit_candles_db,
+        funding_db=funding_db, interval=interval,
         sweep_spec=sweep_spec, backend=backend, precision=precision, tpe=tpe, trials=trials, batch=batch,
         shortlist=shortlist, replay=replay, gates=[] if gate_list == ["none"] else gate_list, trace=trace,
         min_trades=min_trades, gate_mode=gate_mode, start_ms=_time_ms(start, "--start"), end_ms=_time_ms(end, "--end"),

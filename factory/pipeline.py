@@ -29,7 +29,7 @@ from factory.report import write_report
 from factory.run_dir import RunDir, RunInterrupted, StepFailed, default_run_id
 from factory.selection import build_selection, write_selection
 
-GUARDED_ARGS = ("profile", "config", "candles_db", "funding_db", "interval", "sweep_spec", "backend",
+GUARDED_ARGS = ("profile", "config", "candles_db", "exit_candles_db", "funding_db", "interval", "sweep_spec", "backend",
                 "precision", "tpe", "trials", "batch", "shortlist", "replay", "gates", "initial_balance",
                 "start_ms", "end_ms", "symbols", "trace", "min_trades", "gate_mode")
 STAGE_BASE = {"candidate_mode": True, "schema_version": 1}
@@ -44,6 +44,7 @@ class RunOptions:
     profile: str = "smoke"
     config: str | None = None
     candles_db: str | None = None
+    exit_candles_db: str | None = None
     funding_db: str | None = None
     interval: str | None = None
     sweep_spec: str | None = None
@@ -88,9 +89,17 @@ class Inputs:
     spec: Any
     candle_sources: list[Path]
     funding_db: Path | None
+    exit_sources: list[Path] = field(default_factory=list)  # candles of the config's exit_interval
     md: Any = None
     funding: Any = None
+    exit_md: Any = None    # None: stops/targets on the main bar
     trade_start_ms: int | None = None
+
+    @property
+    def exit_interval(self) -> str | None:
+        """The base config's exit interval when it is finer than the run's interval, else None."""
+        iv = self.base_cfg.exit_interval
+        return iv if iv and iv != self.profile.interval else None
 
 
 # ----------------------------------------------------------------------------------- inputs
@@ -120,16 +129,39 @@ def resolve_candles(opts: RunOptions, profile: Profile) -> tuple[list[Path], Pat
         return sources, funding
     if profile.name != "smoke":
         raise InputError(f"--candles-db is required for profile {profile.name!r} (only smoke uses the demo data)")
-    from marketdata.demo import ensure_demo_data
-
-    repo_demo = Path.cwd() / "demo_data"
-    root = repo_demo if repo_demo.is_dir() else Path(opts.artifacts_dir) / "demo_data"
-    demo = ensure_demo_data(root)
+    demo = _demo_data(opts)
     key = f"candles_{profile.interval}"
     if key not in demo:
         raise InputError(f"--interval {profile.interval}: the demo data has only 1h and 5m candles")
     funding = _existing(opts.funding_db, "--funding-db") if opts.funding_db else demo["funding"]
     return [Path(demo[key])], Path(funding)
+
+
+def _demo_data(opts: RunOptions) -> dict[str, Path]:
+    from marketdata.demo import ensure_demo_data
+
+    repo_demo = Path.cwd() / "demo_data"
+    return ensure_demo_data(repo_demo if repo_demo.is_dir() else Path(opts.artifacts_dir) / "demo_data")
+
+
+def resolve_exit_candles(opts: RunOptions, exit_iv: str | None, sources: list[Path]) -> list[Path]:
+    """Candles of the config's finer exit interval: --exit-candles-db, else the demo's (smoke without
+    --candles-db), else candles_<exit>.db beside the first --candles-db file."""
+    if not exit_iv:
+        return []
+    if opts.exit_candles_db:
+        return [_existing(s.strip(), "--exit-candles-db") for s in opts.exit_candles_db.split(",") if s.strip()]
+    if not opts.candles_db:
+        demo = _demo_data(opts)
+        if f"candles_{exit_iv}" not in demo:
+            raise InputError(f"global.engine.exit_interval={exit_iv}: the demo data has only 1h and 5m candles")
+        return [Path(demo[f"candles_{exit_iv}"])]
+    first = sources[0]
+    sibling = (first.parent if first.is_file() else first) / f"candles_{exit_iv}.db"
+    if not sibling.is_file():
+        raise InputError(f"global.engine.exit_interval={exit_iv} needs the {exit_iv} candles: {sibling} not found "
+                         "(pass --exit-candles-db)")
+    return [sibling]
 
 
 def prepare_inputs(opts: RunOptions) -> Inputs:
@@ -154,10 +186,16 @@ def prepare_inputs(opts: RunOptions) -> Inputs:
         raise InputError(f"{spec_path}: grid of {spec.grid_size_unconstrained:,} candidates exceeds profile "
                          f"{profile.name!r} limit {profile.max_candidates:,}")
     sources, funding_db = resolve_candles(opts, profile)
-    return Inputs(profile, config_path, base_cfg, spec_path, spec, sources, funding_db)
+    inp = Inputs(profile, config_path, base_cfg, spec_path, spec, sources, funding_db)
+    inp.exit_sources = resolve_exit_candles(opts, inp.exit_interval, sources)
+    return inp
 
 
 def load_data(inp: Inputs, opts: RunOptions) -> None:
+    """Main candles, funding and (when the config has a finer exit_interval) the exit candles over the
+    same span: the sweep, the trace and every replay then see the very same bars."""
+    from gpu.api import check_engine_settings
+    from gpu.spec import SweepSpecError
     from marketdata.candles import load_market_data
     from marketdata.funding import funding_matrix
     from marketdata.intervals import MarketDataError
@@ -166,7 +204,12 @@ def load_data(inp: Inputs, opts: RunOptions) -> None:
         inp.md = load_market_data(",".join(str(s) for s in inp.candle_sources), inp.profile.interval,
                                   opts.symbols, opts.start_ms, opts.end_ms)
         inp.funding = funding_matrix(str(inp.funding_db) if inp.funding_db else None, inp.md)
-    except MarketDataError as exc:
+        if inp.exit_sources:
+            end = int(inp.md.times[-1] + inp.md.interval_ms - 1)
+            inp.exit_md = load_market_data(",".join(str(s) for s in inp.exit_sources), inp.exit_interval,
+                                           opts.symbols, int(inp.md.times[0]), end)
+        check_engine_settings(inp.base_cfg, inp.md.interval, inp.exit_md, inp.spec.axes)
+    except (MarketDataError, SweepSpecError) as exc:
         raise InputError(str(exc)) from None
     if inp.md.nbar <= inp.spec.lookback + 1:
         raise InputError(f"{inp.md.nbar} {inp.profile.interval} bars: not more than the sweep lookback "
@@ -190,30 +233,37 @@ def _span(db: Path) -> tuple[int, int, int]:
     return int(t0), int(t1), int(n)
 
 
-def step_data_checks(rd: RunDir, inp: Inputs, log) -> dict[str, Any]:
-    """Historical data: judge gaps and bad rows over the data's own span, never freshness vs now."""
-    from marketdata.checks import check_candle_dbs, check_funding_db
+def _check_candle_db(rd: RunDir, db: Path, interval: str, log) -> dict[str, Any]:
+    from marketdata.checks import check_candle_dbs
     from marketdata.intervals import interval_ms
 
-    bars_per_day = 86_400_000 // interval_ms(inp.profile.interval)
-    out: dict[str, Any] = {"dbs": []}
-    for db in _db_files(inp.candle_sources):
-        try:
-            t0, t1, n = _span(db)
-        except sqlite3.Error as exc:
-            raise StepFailed(f"data check: {db}: unreadable candles DB: {exc}") from None
-        hours = (t1 - t0) / 3_600_000 + 1
-        expected = max(1, int(hours * 3_600_000 // interval_ms(inp.profile.interval)))
-        report = check_candle_dbs(
-            str(db), hours, freshness_warn_mult=1e12, freshness_fail_mult=1e12, gap_warn_bars=1,
-            gap_fail_bars=max(3, bars_per_day), missing_warn_bars=10,
-            missing_fail_bars=max(50, expected // 20), now=t1 + 6_000, symbols=None,
-        )
-        path = write_json_atomic(rd.path / "data_checks" / f"candles_{db.stem}.json", report)
-        log.write(f"{db}: {report['overall_status']} ({n} rows)\n")
-        out["dbs"].append({"db": str(db), "status": report["overall_status"], "report_path": str(path), "rows": n})
-        if report["overall_status"] == "FAIL":
-            raise StepFailed(f"data check FAIL for {db}: see {path}")
+    bars_per_day = 86_400_000 // interval_ms(interval)
+    try:
+        t0, t1, n = _span(db)
+    except sqlite3.Error as exc:
+        raise StepFailed(f"data check: {db}: unreadable candles DB: {exc}") from None
+    hours = (t1 - t0) / 3_600_000 + 1
+    expected = max(1, int(hours * 3_600_000 // interval_ms(interval)))
+    report = check_candle_dbs(
+        str(db), hours, freshness_warn_mult=1e12, freshness_fail_mult=1e12, gap_warn_bars=1,
+        gap_fail_bars=max(3, bars_per_day), missing_warn_bars=10,
+        missing_fail_bars=max(50, expected // 20), now=t1 + 6_000, symbols=None,
+    )
+    path = write_json_atomic(rd.path / "data_checks" / f"candles_{db.stem}.json", report)
+    log.write(f"{db}: {report['overall_status']} ({n} rows)\n")
+    if report["overall_status"] == "FAIL":
+        raise StepFailed(f"data check FAIL for {db}: see {path}")
+    return {"db": str(db), "status": report["overall_status"], "report_path": str(path), "rows": n}
+
+
+def step_data_checks(rd: RunDir, inp: Inputs, log) -> dict[str, Any]:
+    """Historical data: judge gaps and bad rows over the data's own span, never freshness vs now."""
+    from marketdata.checks import check_funding_db
+
+    out: dict[str, Any] = {"dbs": [_check_candle_db(rd, db, inp.profile.interval, log)
+                                   for db in _db_files(inp.candle_sources)]}
+    out["dbs"] += [{**_check_candle_db(rd, db, inp.exit_interval, log), "role": "exit"}
+                   for db in _db_files(inp.exit_sources)]
     if inp.funding_db is not None:
         rep = check_funding_db(str(inp.funding_db), lookback_hours=24 * 3650, max_age_warn_hours=1e9,
                                max_age_fail_hours=1e9)
@@ -236,11 +286,12 @@ def step_sweep(rd: RunDir, inp: Inputs, opts: RunOptions, log) -> dict[str, Any]
     res = run_sweep(inp.base_cfg, inp.spec, inp.md, inp.funding, backend=p.backend, precision=p.precision,
                     tpe=p.tpe, trials=p.trials, batch=p.batch, seed=42, top_n=top_n, progress=opts.progress,
                     storage=f"sqlite:///{(rd.path / 'state' / 'tpe.sqlite3').resolve()}" if p.tpe else None,
-                    study_name=f"factory_{rd.metadata['run_id']}" if p.tpe else None)
+                    study_name=f"factory_{rd.metadata['run_id']}" if p.tpe else None, exit_md=inp.exit_md)
     rows_path = write_jsonl_atomic(rd.path / "sweeps" / "sweep_results.jsonl", res.rows)
     log.write(f"backend {res.backend}: {res.backend_reason}; {res.candidates_evaluated} candidates "
               f"in {res.elapsed_s:.2f}s\n")
     return {"backend": res.backend, "backend_reason": res.backend_reason, "spec_path": str(inp.spec_path),
+            "exit_interval": inp.exit_interval,
             "candidates_evaluated": int(res.candidates_evaluated), "elapsed_s": float(res.elapsed_s),
             "candidates_per_s": float(res.candidates_per_s), "precision": res.precision,
             "sweep_stage": sweep_stage_of(res.backend, p.tpe), "rows_kept": len(res.rows),
@@ -283,7 +334,8 @@ def make_replay_fn(inp: Inputs, initial_balance: float) -> Callable[..., dict[st
 
     def replay(cfg, **kw):
         kw.setdefault("start_ms", inp.trade_start_ms)
-        return run_replay(cfg, inp.md, funding=inp.funding, initial_balance=initial_balance, **kw)
+        return run_replay(cfg, inp.md, funding=inp.funding, initial_balance=initial_balance,
+                          exit_md=inp.exit_md, **kw)
 
     return replay
 
@@ -309,7 +361,8 @@ def step_equivalence(rd: RunDir, inp: Inputs, cand: dict[str, Any], sweep: dict[
         if inp.profile.trace:
             trades = trace_candidates(inp.base_cfg, [cand["overrides"]], inp.md, inp.funding,
                                       initial_balance=initial_balance, backend=sweep["backend"],
-                                      precision=sweep["precision"], lookback=inp.spec.lookback)[0]
+                                      precision=sweep["precision"], lookback=inp.spec.lookback,
+                                      exit_md=inp.exit_md)[0]
         eq = equivalence.compare_sweep_to_replay(cand["sweep_row"], report, trades,
                                                  initial_balance=initial_balance, precision=sweep["precision"])
     except Exception as exc:  # noqa: BLE001 - any failure to compare is recorded, never a pass
@@ -430,7 +483,8 @@ def _progress(console: Console, enabled: bool) -> Progress:
 def execute(rd: RunDir, inp: Inputs, opts: RunOptions, console: Console) -> dict[str, Any]:
     """All steps in order; returns the selection document."""
     meta = rd.metadata
-    rd.run_step("data_checks", ["data_checks", *map(str, inp.candle_sources)], lambda log: step_data_checks(rd, inp, log))
+    rd.run_step("data_checks", ["data_checks", *map(str, inp.candle_sources), *map(str, inp.exit_sources)],
+                lambda log: step_data_checks(rd, inp, log))
     load_data(inp, opts)
     sweep = rd.run_step("sweep", ["sweep", str(inp.spec_path), f"--backend={inp.profile.backend}"],
                         lambda log: step_sweep(rd, inp, opts, log))
