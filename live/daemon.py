@@ -168,7 +168,9 @@ class TraderDaemon:
                               f"({secrets.redact(type(exc).__name__ + ': ' + str(exc))[:300]})") from None
         if missing:
             raise DaemonError(f"AI_QUANT_SYMBOLS: {','.join(missing)} not listed on {lv.hl_base_url}")
-        self.oms = Oms(self.conn, cloid_prefix=lv.cloid_prefix, clock=self.wall, strategy_version=VERSION,
+        # OMS timestamps are real time (they bound how long an order may still appear on the
+        # exchange); only the bar validity of an intent follows the daemon's clock.
+        self.oms = Oms(self.conn, cloid_prefix=lv.cloid_prefix, strategy_version=VERSION,
                        strategy_sha1=self.cfg.config_id)
         self.executor = OrderExecutor(self.oms, self.hl, SendGate(s.mode, lv.gate_env(s.mode)), audit=self._audit,
                                       still_valid=lambda intent: self._bar_tradeable(intent.decision_ts_ms + self.iv_ms),
@@ -176,8 +178,7 @@ class TraderDaemon:
         self.reconciler = Reconciler(self.oms, self.hl, self.executor, risk=lambda: self._risk_now(), audit=self._audit,
                                      engine_positions=self._engine_positions, align=self._align_position,
                                      symbols=self.symbols, every_s=lv.reconcile_secs, stale_ms=lv.stale_order_ms,
-                                     unknown_stale_ms=lv.unknown_stale_order_ms, cancel_stale=s.mode == "live",
-                                     now_ms=self.wall.now_ms)
+                                     unknown_stale_ms=lv.unknown_stale_order_ms, cancel_stale=s.mode == "live")
 
     def _risk_now(self) -> RiskManager:
         if self.risk is None:
