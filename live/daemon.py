@@ -30,6 +30,7 @@ from dataclasses import replace
 import numpy as np
 
 from cpu_replay.engine import Engine
+from cpu_replay.subbars import build_sub_bars
 from live import checkpoint
 from live.clock import ManualClock, SystemClock
 from live.config_watch import ConfigWatcher
@@ -114,6 +115,8 @@ class TraderDaemon:
         self.interval = normalize_interval(s.interval or self.cfg.interval)
         self.iv_ms = interval_ms(self.interval)
         self.candles_db = str(s.candles_db_dir / f"candles_{self.interval}.db")
+        self.exit_interval, self.exit_db = self._exit_interval()
+        self.sub = None
         self.symbols = self._symbols()
         self.bar_clock = None
         self.risk = None
@@ -227,6 +230,40 @@ class TraderDaemon:
         excluded = {x.upper() for x in self.cfg.watchlist_exclude}
         return sorted(x for x in wanted if x not in excluded)
 
+    def _exit_interval(self) -> tuple[str | None, str | None]:
+        """The finer exit interval of the config (None when exits use the main bar), as the replay does."""
+        entry = self.cfg.entry_interval
+        if entry and normalize_interval(entry) != self.interval:
+            raise DaemonError(f"global.engine.entry_interval={entry}: entries on a finer interval than "
+                              f"{self.interval} are not supported yet; set it to null")
+        exit_iv = self.cfg.exit_interval
+        if not exit_iv or normalize_interval(exit_iv) == self.interval:
+            return None, None
+        exit_iv = normalize_interval(exit_iv)
+        db = self.settings.candles_db_dir / f"candles_{exit_iv}.db"
+        if not db.exists():
+            raise DaemonError(f"global.engine.exit_interval={exit_iv} needs {db} (the market-data service "
+                              "must keep that interval too)")
+        return exit_iv, str(db)
+
+    def _sub_at(self, b: int):
+        """The exit-interval bars inside main bar b, as Engine.step wants them (None: main bar)."""
+        if self.sub is None:
+            return None
+        sb = self.sub
+        return sb.open[:, b], sb.high[:, b], sb.low[:, b], sb.valid[:, b], sb.close_ms[b]
+
+    def _load_sub_bars(self, md, closed: np.ndarray) -> np.ndarray:
+        """Exit-interval bars under each main bar; a main bar waits until its last exit bar is in."""
+        if self.exit_interval is None:
+            self.sub = None
+            return closed
+        exit_md = load_market_data(self.exit_db, self.exit_interval, start_ms=int(md.times[0]),
+                                   end_ms=int(md.times[-1] + self.iv_ms - 1))
+        self.sub = build_sub_bars(md, exit_md)
+        last_exit_open = int(exit_md.times[-1])
+        return closed & (md.times + self.iv_ms - interval_ms(self.exit_interval) <= last_exit_open)
+
     def _interval_of_mode(self, mode: str | None) -> str:
         return load_config(self.settings.strategy_yaml, mode=mode, live=not self.settings.is_paper).interval
 
@@ -277,7 +314,7 @@ class TraderDaemon:
             raise
         md = align_symbols(md, self.symbols)
         funding = funding_matrix(str(self.settings.funding_db) if self.settings.funding_db else None, md)
-        closed = md.times + self.iv_ms + grace <= now_ms
+        closed = self._load_sub_bars(md, md.times + self.iv_ms + grace <= now_ms)
         after = md.times > (self.last_bar_t if self.last_bar_t is not None else -1)
         todo = np.flatnonzero(closed & after)
         return md, funding, todo
@@ -307,7 +344,8 @@ class TraderDaemon:
         for _ in range(len(self.symbols) + 2):
             self.engine.params = self._bar_params(blocked, entries_off)
             fills = self.engine.step(t, md.open[:, b], md.high[:, b], md.low[:, b], md.close[:, b],
-                                     md.volume[:, b], md.valid[:, b], prev, funding[:, b], trade=trade)
+                                     md.volume[:, b], md.valid[:, b], prev, funding[:, b], trade=trade,
+                                     sub=self._sub_at(b))
             refused = self._first_refused(fills, snapshot)
             if refused is None:
                 break
@@ -327,7 +365,7 @@ class TraderDaemon:
         self._ensure_risk(t + self.iv_ms)
         prev = md.valid[:, b - 1] if b > 0 else np.zeros(len(self.symbols), bool)
         return self.engine.step(t, md.open[:, b], md.high[:, b], md.low[:, b], md.close[:, b], md.volume[:, b],
-                                md.valid[:, b], prev, funding[:, b], trade=False)
+                                md.valid[:, b], prev, funding[:, b], trade=False, sub=self._sub_at(b))
 
     def _step_live(self, md, funding, b: int) -> np.ndarray:
         t = int(md.times[b])
@@ -484,6 +522,11 @@ class TraderDaemon:
             new_wv = [int(w) for w in result.config.windows()]
             if new_wv != [int(w) for w in self.engine.wv]:
                 self.log.warning("config reload changed indicator windows: restart required (keeping the running config)")
+                return
+            if (result.config.exit_interval, result.config.entry_interval) != (self.cfg.exit_interval,
+                                                                               self.cfg.entry_interval):
+                self.log.warning("config reload changed engine.exit_interval/entry_interval: restart required "
+                                 "(keeping the running config)")
                 return
             self.cfg = result.config
             self.base_params = np.ascontiguousarray(self.cfg.params_matrix(self.symbols), dtype=np.float64)

@@ -199,3 +199,27 @@ def test_broken_yaml_keeps_last_good_config(setup):
     with sqlite3.connect(tmp_path / "paper.db") as conn:
         errors = conn.execute("SELECT message FROM runtime_logs WHERE level = 'ERROR'").fetchall()
     assert any("keeping the last good config" in m for (m,) in errors)
+
+
+def test_exit_interval_catch_up_equals_replay(tmp_path, shared_data):
+    """Signals on 1h, stops/targets on the 5m bars inside: the daemon and the replay still agree."""
+    dbs = tmp_path / "candles_dbs"
+    copy_candles(shared_data / "candles_1h.db", dbs / "candles_1h.db")
+    copy_candles(shared_data / "candles_5m.db", dbs / "candles_5m.db")
+    (tmp_path / "cfg.yaml").write_text(CONFIG.replace("engine: {interval: 15m}",
+                                                      "engine: {interval: 1h, exit_interval: 5m}"))
+    env = {**os.environ, "AI_QUANT_STRATEGY_YAML": str(tmp_path / "cfg.yaml"), "AI_QUANT_CANDLES_DB_DIR": str(dbs),
+           "AI_QUANT_DB_PATH": str(tmp_path / "paper.db"), "AI_QUANT_LOCK_PATH": str(tmp_path / "paper.lock"),
+           "AI_QUANT_RISK_MAX_DAILY_LOSS_PCT": "0", "AI_QUANT_RISK_SAFE_MODE_DRAWDOWN_PCT": "0"}
+    env.pop("AI_QUANT_KILL_SWITCH_FILE", None)
+    trader(env, "--mode", "paper", "--until-caught-up")
+    out = tmp_path / "replay.json"
+    proc = subprocess.run([sys.executable, "-m", "tools.backtester", "replay", "--candles-db", str(dbs / "candles_1h.db"),
+                           "--exit-candles-db", str(dbs / "candles_5m.db"), "--config", str(tmp_path / "cfg.yaml"),
+                           "--trades", "--output", str(out)], env=env, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    fills = json.loads(out.read_text())["fills"]
+    expected = [(f["symbol"], f["action"], f["price"], f["size"]) for f in fills if f["reason"] != "end_of_data"]
+    assert any(f["t_ms"] % 3_600_000 for f in fills), "some exits happen on 5m bars inside the hour"
+    got = [(s, a, p, z) for s, a, _, p, z, _, _ in db_fills(tmp_path / "paper.db")]
+    assert got == expected
