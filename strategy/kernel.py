@@ -886,6 +886,15 @@ def step_bar(
     )
 
 
+def sub_bars_complete(sub_valid, s, nsub):
+    """Finer exits only when every exit bar of the hour is there: a missing one could hide the
+    extreme that hit a stop, so an incomplete set falls back to the main bar's range."""
+    for j in range(nsub):
+        if sub_valid[s, j] == 0:
+            return False
+    return True
+
+
 def sub_bar_exits(
     pos, acct, params, feat, s, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub, fills, trades
 ):
@@ -936,7 +945,8 @@ def step_bar_sub(
     nsub,
 ):
     """`step_bar` with exits checked on `nsub` finer bars (sub_*[s, j], j in time order) instead of
-    the main bar's range; nsub == 0 uses the main bar. Entries and on-close rules stay on the main bar."""
+    the main bar's range; nsub == 0, or a symbol missing any of its finer bars, uses the main bar.
+    Entries and on-close rules stay on the main bar."""
     t = float(bar_close_ms)
     nsym = pos.shape[0]
     roll_day(acct, bar_open_ms)
@@ -945,7 +955,7 @@ def step_bar_sub(
             continue
         if pos[s, POS_SIDE] != 0.0:
             charge_funding(pos, acct, params, s, funding_row[s], feat[s, F_OPEN])
-            if nsub > 0:
+            if nsub > 0 and sub_bars_complete(sub_valid, s, nsub):
                 closed = sub_bar_exits(
                     pos,
                     acct,
@@ -1073,6 +1083,7 @@ JIT_FUNCTIONS = (
     "take_entries",
     "roll_day",
     "step_bar",
+    "sub_bars_complete",
     "sub_bar_exits",
     "step_bar_sub",
     "finish",

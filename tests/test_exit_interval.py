@@ -54,3 +54,15 @@ def test_exit_interval_without_its_candles_is_refused():
     cfg = config_from_dict({"global": {**CFG["global"], "engine": {"interval": "1h", "exit_interval": "5m"}}})
     with pytest.raises(ReplayError, match="exit_interval=5m needs the 5m candles"):
         run_replay(cfg, HOURLY)
+
+
+def test_missing_exit_bar_falls_back_to_the_hourly_range():
+    """A gap in the 5m data must not hide the stop: the whole hour then uses its own range."""
+    from dataclasses import replace
+
+    cfg = config_from_dict({"global": {**CFG["global"], "engine": {"interval": "1h", "exit_interval": "5m"}}})
+    valid = FIVE_MIN.valid.copy()
+    valid[0, 13] = False  # the 5m bar that falls through the stop is missing
+    gappy = replace(FIVE_MIN, valid=valid)
+    rep = run_replay(cfg, HOURLY, init_state=POSITION, exit_md=gappy)
+    assert exits(rep) == [("CLOSE", "stop_loss", 96.0, T0 + 2 * H)]
