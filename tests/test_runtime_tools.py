@@ -323,7 +323,7 @@ def test_ensemble_launch_one_dies_others_stopped(tmp_path):
 
 
 def test_ensemble_ctrl_c_is_130_and_kills_stubborn_children(tmp_path):
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    stubborn = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); os.write(1, b'up\\n'); time.sleep(60)"
     proc = subprocess.Popen([PY, str(REPO / "tools/ensemble_runner.py"), "--spec", str(_spec(tmp_path)),
                              "--out-dir", str(tmp_path / "ens"), "--yes", "--terminate-timeout-s", "0.5",
                              "--daemon-cmd", f"{PY} -c \"{stubborn}\""],
