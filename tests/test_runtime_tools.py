@@ -345,3 +345,101 @@ def test_ensemble_ctrl_c_is_130_and_kills_stubborn_children(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+# ------------------------------------------------------------------ systemd examples
+UNIT_PREFIX = "%h/openclaw-ai-quant"
+PENDING_SCRIPTS = {"tools/run_scheduled_replay_alignment_gate.py"}  # written by the replay-gate work
+
+
+def parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """systemd ini: sections of repeatable keys (configparser cannot hold repeated Environment=)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            assert line.endswith("]"), f"{path.name}: bad section line {line!r}"
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None and "=" in line, f"{path.name}: bad line {line!r}"
+        key, value = line.split("=", 1)
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def console_scripts() -> set[str]:
+    import tomllib
+
+    return set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"])
+
+
+def check_command(argv: list[str], unit: str) -> None:
+    exe = argv[0].replace(UNIT_PREFIX, str(REPO))
+    if exe == "/usr/bin/flock":
+        args = [a for a in argv[1:] if not a.startswith("-")]
+        return check_command(args[1:], unit)  # args[0] is the lock file
+    if exe.startswith(str(REPO / ".venv" / "bin")):
+        name = Path(exe).name
+        if name in ("python", "python3"):
+            script = argv[1]
+            assert script in PENDING_SCRIPTS or (REPO / script).is_file(), f"{unit}: {script} missing"
+        else:
+            assert name in console_scripts(), f"{unit}: {name} is not a console script of pyproject"
+        return
+    assert Path(exe).is_absolute() and Path(exe).exists(), f"{unit}: {exe} does not exist"
+
+
+def test_systemd_examples_parse_and_point_at_real_commands():
+    units = sorted((REPO / "systemd").glob("*.service.example")) + sorted((REPO / "systemd").glob("*.timer.example"))
+    names = {p.name.removesuffix(".example") for p in units}
+    assert {"openclaw-ai-quant-trader.service", "openclaw-ai-quant-live.service",
+            "openclaw-ai-quant-ws-sidecar.service", "openclaw-ai-quant-monitor.service",
+            "openclaw-ai-quant-factory.service", "openclaw-ai-quant-factory.timer",
+            "openclaw-ai-quant-prune-runtime-logs.service", "openclaw-ai-quant-prune-runtime-logs.timer",
+            "openclaw-ai-quant-replay-alignment-gate.service", "openclaw-ai-quant-replay-alignment-gate.timer"} <= names
+    for path in units:
+        unit = parse_unit(path)
+        if path.name.endswith(".timer.example"):
+            assert unit["Timer"]["OnCalendar"][0].endswith("UTC")
+            assert unit["Timer"]["Unit"][0] in names, f"{path.name}: timer targets an unknown unit"
+            continue
+        svc = unit["Service"]
+        (exec_start,) = svc["ExecStart"]
+        import shlex
+
+        check_command(shlex.split(exec_start), path.name)
+        assert svc["WorkingDirectory"] == [UNIT_PREFIX]
+        assert "PrivateTmp" not in svc  # the runbook's /tmp kill file must stay visible
+
+
+@pytest.mark.parametrize("name,mode", [("openclaw-ai-quant-trader", "paper"), ("openclaw-ai-quant-live", "live")])
+def test_trader_units_are_notify_with_watchdog(name, mode):
+    svc = parse_unit(REPO / "systemd" / f"{name}.service.example")["Service"]
+    assert svc["Type"] == ["notify"] and svc["NotifyAccess"] == ["main"] and svc["WatchdogSec"] == ["120"]
+    assert svc["Restart"] == ["always"] and svc["RestartSec"] == ["5"]
+    assert f"AI_QUANT_MODE={mode}" in svc["Environment"]
+    assert svc["ExecStart"] == [f"{UNIT_PREFIX}/.venv/bin/trader run"]
+    if mode == "live":
+        assert svc["EnvironmentFile"] == ["%h/.config/openclaw/ai-quant-live.env"]
+
+
+def test_factory_timer_is_nightly_and_never_overlaps():
+    svc = parse_unit(REPO / "systemd" / "openclaw-ai-quant-factory.service.example")["Service"]
+    assert svc["ExecStart"][0].startswith("/usr/bin/flock -n ") and "factory run --profile daily" in svc["ExecStart"][0]
+    timer = parse_unit(REPO / "systemd" / "openclaw-ai-quant-factory.timer.example")["Timer"]
+    assert timer["OnCalendar"] == ["*-*-* 00:30:00 UTC"]
+
+
+def test_systemd_analyze_accepts_the_calendars():
+    import shutil
+
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze not installed")
+    for name in ("factory", "prune-runtime-logs", "replay-alignment-gate"):
+        timer = parse_unit(REPO / "systemd" / f"openclaw-ai-quant-{name}.timer.example")["Timer"]
+        res = subprocess.run([exe, "calendar", timer["OnCalendar"][0]], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
