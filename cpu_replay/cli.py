@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +22,7 @@ from rich.table import Table
 
 from cpu_replay.api import ReplayError, run_replay
 from cpu_replay.state_io import InitStateError, load_init_state
+from marketdata.intervals import parse_time_ms
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Canonical CPU replay engine.")
 err = Console(stderr=True)
@@ -49,23 +49,6 @@ def user_errors():
     from strategy.config import ConfigError
 
     return (ConfigError, MarketDataError, ReplayError, InitStateError, CliError)
-
-
-def parse_time_ms(text: str | None, name: str) -> int | None:
-    """ISO date/datetime (UTC unless an offset is given) or epoch seconds/milliseconds."""
-    if text is None or text == "":
-        return None
-    t = text.strip()
-    if t.isdigit():
-        n = int(t)
-        return n if n > 10**11 else n * 1000
-    try:
-        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
-        raise CliError(f"{name}: cannot parse {text!r} (use 2025-06-01, 2025-06-01T12:00 or epoch ms)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
 
 
 def apply_overrides(cfg, overrides: dict):

@@ -6,8 +6,6 @@ Thin on purpose: flags become RunOptions, factory.pipeline does the work. Exit c
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import typer
 
 from factory.pipeline import RunOptions, run_factory
@@ -22,16 +20,13 @@ def _main() -> None:
 
 
 def _time_ms(value: str | None, flag: str) -> int | None:
-    if value is None:
-        return None
-    if value.isdigit():
-        return int(value)
+    from marketdata.intervals import MarketDataError, parse_time_ms
+
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        typer.echo(f"factory: {flag}: {value!r} is neither epoch ms nor an ISO date/time", err=True)
+        return parse_time_ms(value, flag)
+    except MarketDataError as exc:
+        typer.echo(f"factory: {exc}", err=True)
         raise typer.Exit(2) from None
-    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _csv(value: str | None) -> list[str] | None:

@@ -10,7 +10,6 @@ import json
 import os
 import tempfile
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -34,21 +33,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from strategy.config import ConfigError
 
     return (SweepSpecError, ConfigError, MarketDataError, BackendError, CliError)
-
-
-def parse_time_ms(text: str | None, name: str) -> int | None:
-    """ISO date/datetime (UTC unless an offset is given) or epoch seconds/milliseconds."""
-    if not text:
-        return None
-    t = text.strip()
-    if t.isdigit():
-        n = int(t)
-        return n if n > 10**11 else n * 1000
-    try:
-        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
-        raise CliError(f"{name}: cannot parse {text!r} (use 2025-06-01, 2025-06-01T12:00 or epoch ms)") from None
-    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _load_base_config(path: Path | None):
@@ -177,7 +161,7 @@ def sweep_command(
         from gpu.backend import choose_backend
         from gpu.spec import load_sweep_spec
         from marketdata.funding import funding_matrix
-        from marketdata.intervals import normalize_interval
+        from marketdata.intervals import normalize_interval, parse_time_ms
 
         if top_n is not None and top_n < 1:
             raise CliError(f"--top-n must be >= 1 (got {top_n})")

@@ -7,6 +7,7 @@ Every reader and tool agrees on one spelling per interval ("1h", never "1H" or "
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 INTERVALS_MS: dict[str, int] = {
     "1m": 60_000,
@@ -51,3 +52,19 @@ def normalize_interval(interval: str) -> str:
 def interval_ms(interval: str) -> int:
     """Bar length in milliseconds for an interval name in any accepted spelling."""
     return INTERVALS_MS[normalize_interval(interval)]
+
+
+def parse_time_ms(text: str | None, name: str) -> int | None:
+    """A window bound from the command line: ISO date/datetime (UTC unless an offset is given) or
+    epoch seconds/milliseconds (a number above 1e11 is taken as milliseconds)."""
+    if text is None or not str(text).strip():
+        return None
+    t = str(text).strip()
+    if t.isdigit():
+        n = int(t)
+        return n if n > 10**11 else n * 1000
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise MarketDataError(f"{name}: cannot parse {text!r} (use 2025-06-01, 2025-06-01T12:00 or epoch ms)") from None
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)

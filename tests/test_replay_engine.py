@@ -12,7 +12,6 @@ from marketdata.funding import funding_matrix
 from strategy.config import config_from_dict
 from strategy.layout import FL_ACTION, FL_SYM, FL_T, NFILL
 
-
 # A config that trades often enough on three weeks of 5m candles to exercise every path.
 ACTIVE = {
     "global": {
