@@ -443,3 +443,16 @@ def test_systemd_analyze_accepts_the_calendars():
         timer = parse_unit(REPO / "systemd" / f"openclaw-ai-quant-{name}.timer.example")["Timer"]
         res = subprocess.run([exe, "calendar", timer["OnCalendar"][0]], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
+
+
+def test_env_example_lists_every_variable_the_code_reads():
+    import re
+
+    listed = set(re.findall(r"^#?((?:AI_QUANT|AIQ|HL)_[A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
+    used: dict[str, str] = {}
+    for pkg in ("live", "tools", "factory", "cpu_replay", "marketdata", "gpu", "strategy"):
+        for path in (REPO / pkg).rglob("*.py"):
+            for name in re.findall(r"[\"'$\[]((?:AI_QUANT|AIQ|HL)_[A-Z0-9_]*[A-Z0-9])\b", path.read_text()):
+                used.setdefault(name, str(path.relative_to(REPO)))
+    missing = {n: p for n, p in used.items() if n not in listed and not n.startswith("AI_QUANT_CANDLE_HORIZON_")}
+    assert not missing, f".env.example lacks: {missing}"
