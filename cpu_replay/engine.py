@@ -16,6 +16,7 @@ import numpy as np
 from strategy.features import NF
 from strategy.indicators import STREAM, stream_state_len
 from strategy.kernel import KERNEL_CPU
+from strategy.params import P_SLIPPAGE_BPS, P_TAKER_FEE_BPS
 from strategy.layout import A_EQUITY, A_NFILLS, NACCT, NFILL, NPOS, NTRADE, POS_LAST_CLOSE, POS_SIDE, R_SYSTEM
 
 _init_state = KERNEL_CPU.init_state
@@ -144,6 +145,19 @@ class Engine:
             raise RuntimeError(f"{k} fills in one bar exceed the engine's per-bar buffer")
         st.acct[A_NFILLS] = before_fills + k
         return self._fills[:k].copy()
+
+    def close_external(self, s: int, price: float, t_ms: int) -> None:
+        """Book a close that happened outside the engine (tools/flat_now.py on the paper DB): the
+        position is closed at `price` with no slippage or fee, as the tool recorded it."""
+        params = self.params.copy()
+        params[:, P_SLIPPAGE_BPS] = 0.0
+        params[:, P_TAKER_FEE_BPS] = 0.0
+        st = self.state
+        before = st.acct[A_NFILLS]
+        st.acct[A_NFILLS] = 0.0
+        _close_position(st.pos, st.acct, params, s, float(t_ms), float(price), 1.0, R_SYSTEM,
+                        np.nan, np.nan, np.nan, self._fills, self._trades)
+        st.acct[A_NFILLS] = before + 1
 
     def flatten(self, t_ms: int) -> np.ndarray:
         """Close every position now (reason `system`); returns the fill rows."""

@@ -19,7 +19,7 @@ KEY = "engine"
 
 
 def encode(state: EngineState, *, last_bar_t: int, symbols: list[str], windows: np.ndarray,
-           config_id: str, epoch: str) -> dict:
+           config_id: str, epoch: str, flatten_seen: int = 0) -> dict:
     buf = io.BytesIO()
     np.savez(buf, states=state.states, feat=state.feat, pos=state.pos, acct=state.acct)
     return {
@@ -29,6 +29,7 @@ def encode(state: EngineState, *, last_bar_t: int, symbols: list[str], windows: 
         "symbols": list(symbols),
         "windows": [int(w) for w in windows],
         "config_id": config_id,
+        "flatten_seen": int(flatten_seen),
         "arrays": base64.b64encode(buf.getvalue()).decode("ascii"),
     }
 

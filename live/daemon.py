@@ -45,7 +45,7 @@ from live.risk import HALT_ALL, RiskManager
 from live.runtime_log import RuntimeLogger
 from live.sdnotify import WatchdogPinger, ready, status, stopping
 from live.strategy_modes import ModeSwitcher
-from live.trading_db import audit, open_trading_db, transaction
+from live.trading_db import audit, load_engine_state, open_trading_db, transaction
 from marketdata.candles import load_market_data
 from marketdata.funding import funding_matrix
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
@@ -281,6 +281,8 @@ class TraderDaemon:
             state = checkpoint.decode(saved)
             self.last_bar_t = int(saved["last_bar_t"])
             self.epoch = saved["epoch"]
+        current = (load_engine_state(self.conn, "flatten_seq") or {}).get("seq", 0)
+        self.flatten_seen = int(saved.get("flatten_seen", current)) if saved is not None else int(current)
         balance = 10_000.0
         if state is None and self.hl is not None and getattr(self, "account_value", 0.0) > 0:
             balance = float(self.account_value)  # dry_live / live size from the real account
@@ -485,11 +487,35 @@ class TraderDaemon:
 
     def _save_checkpoint(self, t: int) -> None:
         checkpoint.save(self.conn, self.engine.state, last_bar_t=t, symbols=self.symbols,
-                        windows=self.engine.wv, config_id=self.cfg.config_id, epoch=self.epoch)
+                        windows=self.engine.wv, config_id=self.cfg.config_id, epoch=self.epoch,
+                        flatten_seen=self.flatten_seen)
         if self.risk is not None:
             checkpoint.save_risk(self.conn, self.risk.snapshot())
 
+    def _absorb_external_flatten(self) -> None:
+        """tools/flat_now.py closed paper positions behind our back (SYSTEM CLOSE rows + flatten_seq):
+        close them in the engine at the recorded prices so the next checkpoint does not revive them."""
+        info = load_engine_state(self.conn, "flatten_seq") or {}
+        seq = int(info.get("seq", 0))
+        if seq == self.flatten_seen:
+            return
+        t = self.last_bar_t + self.iv_ms if self.last_bar_t is not None else self.wall.now_ms()
+        for symbol in info.get("symbols", []):
+            if symbol not in self.symbols:
+                continue
+            s = self.symbols.index(symbol)
+            row = self.conn.execute("SELECT price FROM trades WHERE symbol = ? AND type = 'SYSTEM' AND "
+                                    "action = 'CLOSE' ORDER BY id DESC LIMIT 1", (symbol,)).fetchone()
+            if self.engine.state.pos[s, POS_SIDE] != 0 and row is not None:
+                self.engine.close_external(s, float(row[0]), t)
+        self.flatten_seen = seq
+        self.log.warning(f"flat_now closed {info.get('symbols')} outside the engine; engine positions updated")
+        if self.last_bar_t is not None:
+            with transaction(self.conn):
+                self._save_checkpoint(self.last_bar_t)
+
     def process_pending(self) -> int:
+        self._absorb_external_flatten()
         pending = self._pending(self.wall.now_ms())
         if pending is None:
             return 0

@@ -223,3 +223,28 @@ def test_exit_interval_catch_up_equals_replay(tmp_path, shared_data):
     assert any(f["t_ms"] % 3_600_000 for f in fills), "some exits happen on 5m bars inside the hour"
     got = [(s, a, p, z) for s, a, _, p, z, _, _ in db_fills(tmp_path / "paper.db")]
     assert got == expected
+
+
+def test_flat_now_paper_positions_stay_closed_when_the_daemon_continues(setup, shared_data):
+    tmp_path, env = setup
+    db = tmp_path / "candles_dbs" / "candles_15m.db"
+    db.unlink()
+    split = 1516600000000
+    copy_candles(shared_data / "candles_15m.db", db, before_ms=split)
+    trader(env, "--mode", "paper", "--until-caught-up")
+    with sqlite3.connect(tmp_path / "paper.db") as conn:
+        held = {r[0] for r in conn.execute("SELECT symbol FROM position_state")}
+    assert held, "the first half must end with open positions for this test to mean anything"
+    kill = tmp_path / "kill"
+    proc = subprocess.run([sys.executable, "tools/flat_now.py", "--kill-file", str(kill), "--pause-mode",
+                           "close_only", "--paper", "--paper-db", str(tmp_path / "paper.db"), "--candles-db",
+                           str(db), "--yes"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert kill.read_text().strip() == "close_only"
+    n = len(db_fills(tmp_path / "paper.db"))
+    copy_candles(shared_data / "candles_15m.db", db)
+    trader({**env, "AI_QUANT_KILL_SWITCH_FILE": str(kill)}, "--mode", "paper", "--until-caught-up")
+    after = db_fills(tmp_path / "paper.db")[n:]
+    assert not [row for row in after if row[0] in held], "a flattened position came back to life"
+    with sqlite3.connect(tmp_path / "paper.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM position_state").fetchone()[0] == 0
