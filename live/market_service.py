@@ -359,8 +359,9 @@ class CandleKeeper:
             if key not in self.keys:
                 continue
             rows, _ = parse_candles(item, key[0], key[1])
-            if not rows:
-                continue
+            final_t = self.keys[key].final_t
+            if not rows or (final_t is not None and rows[0]["t"] <= final_t):
+                continue  # a late frame must not overwrite the REST close-poll's final bar
             last = self._ws_last.get(key)
             if last is not None and last[0] == rows[0]["t"] and mono - last[1] < self.s.ws_candle_persist_s:
                 continue
@@ -537,12 +538,12 @@ class MarketDataService:
     # ---- one loop iteration -------------------------------------------------------------
     def tick(self, force_verify: bool = False) -> None:
         mono = self.clock.monotonic()
+        if self._ws_candles:  # before the REST poll, so queued frames never land after a final bar
+            items = [self._ws_candles.popleft() for _ in range(len(self._ws_candles))]
+            self._guarded("WS candles", lambda: self.candles.persist_ws(items))
         if force_verify or self._due_now("verify", self.s.verify_s, mono) or self._new_close():
             self.candles.verify_all(between_keys=self.watchdog.maybe_ping)
             self._due["verify"] = self.clock.monotonic() + self.s.verify_s
-        if self._ws_candles:
-            items = [self._ws_candles.popleft() for _ in range(len(self._ws_candles))]
-            self._guarded("WS candles", lambda: self.candles.persist_ws(items))
         self._guarded("BBO snapshots", self._flush_bbo)
         if self._due_now("prune", PRUNE_EVERY_S, mono):
             self._guarded("prune", self.candles.prune)

@@ -77,10 +77,10 @@ def dupes(db: Path) -> int:
                             "GROUP BY symbol, interval, t HAVING cnt > 1)").fetchone()[0]
 
 
-def wait_until(pred, timeout=10.0):
+def wait_until(pred, timeout=10.0, why=lambda: ""):
     end = time.monotonic() + timeout
     while not pred():
-        assert time.monotonic() < end, "timed out"
+        assert time.monotonic() < end, f"timed out {why()}"
         time.sleep(0.02)
 
 
@@ -185,6 +185,23 @@ def test_exchange_errors_do_not_stop_the_keeper(small, tmp_path):
     assert keeper.ready_count() == 2 and len(rows(s.db_path("1h"))) == 21
 
 
+def test_ws_candles_persisted_on_new_bar_and_never_over_a_final_bar(tmp_path):
+    clock = ManualClock(now_ms=T0 + 10 * HOUR)
+    s = MarketDataSettings(symbols=("BTC",), intervals=("1h",), candles_db_dir=tmp_path, ws_candle_persist_s=60.0)
+    keeper = CandleKeeper(s, InfoClient("http://127.0.0.1:9"), clock, quiet())
+    keeper.keys[("BTC", "1h")].final_t = T0 + 8 * HOUR  # the REST close poll already wrote bar 8
+
+    def frame(t, c):
+        return {"t": t, "T": t + HOUR - 1, "s": "BTC", "i": "1h", "o": "10", "h": "12", "l": "9", "c": str(c),
+                "v": "1.5", "n": 3}
+
+    assert keeper.persist_ws([frame(T0 + 8 * HOUR, 99.0)]) == 0  # late frame of a final bar: ignored
+    assert keeper.persist_ws([frame(T0 + 9 * HOUR, 11.0), {"s": "DOGE", "i": "1h"}, frame(T0 + 9 * HOUR, 11.5)]) == 1
+    clock.advance(61.0)
+    assert keeper.persist_ws([frame(T0 + 9 * HOUR, 11.8)]) == 1  # same bar again after the persist period
+    assert rows(s.db_path("1h")) == [(T0 + 9 * HOUR, T0 + 10 * HOUR - 1, 10.0, 12.0, 9.0, 11.8, 1.5)]
+
+
 # ---- pruning -----------------------------------------------------------------------------
 
 def test_pruning_honours_disable_list(tmp_path):
@@ -219,23 +236,24 @@ def test_no_missing_bar_across_ws_drop(small, tmp_path):
     thread = run_in_thread(service)
     try:
         db = s.db_path("1h")
-        wait_until(lambda: service.ws.health()["ok"] and service.candles.ready_count() == 2)
+        why = lambda: f"{service.ws.health()} {log.getvalue()} {rows(db)[-3:]} {rows(db, 'ETH')[-3:]}"  # noqa: E731
+        wait_until(lambda: service.ws.health()["ok"] and service.candles.ready_count() == 2, why=why)
         small.advance(1)
-        wait_until(lambda: rows(db)[-1][0] == T0 + 21 * HOUR)
+        wait_until(lambda: rows(db)[-1][0] == T0 + 21 * HOUR, why=why)
         small.faults.drop_ws()
         small.advance(3)  # revealed while the socket is down or resubscribing
-        wait_until(lambda: service.ws.health()["reconnects"] >= 1)
+        wait_until(lambda: service.ws.health()["reconnects"] >= 1, why=why)
         small.advance(1)
-        wait_until(lambda: rows(db, "ETH")[-1][0] == T0 + 25 * HOUR and rows(db)[-1][0] == T0 + 25 * HOUR)
+        wait_until(lambda: rows(db, "ETH")[-1][0] == T0 + 25 * HOUR and rows(db)[-1][0] == T0 + 25 * HOUR, why=why)
         for sym in ("BTC", "ETH"):
             ts = [r[0] for r in rows(db, sym)]
-            assert ts == list(range(T0, T0 + 26 * HOUR, HOUR))  # every bar, no hole
+            assert ts == list(range(T0, T0 + 26 * HOUR, HOUR)), why()  # every bar, no hole
         t, o, h, lo, c, v = path(30_000.0, 60)[24]
         assert rows(db)[24] == (t, t + HOUR - 1, o, h, lo, c, v)
-        assert dupes(db) == 0 and service.candles.stats.ws_rows >= 2
-        wait_until(lambda: service.ws.mid("BTC") == small.mid("BTC"))
+        assert dupes(db) == 0
+        wait_until(lambda: service.ws.mid("BTC") == small.mid("BTC"), why=why)
+        wait_until(lambda: "ws reconnected (connect #2, 3 subscriptions re-sent)" in log.getvalue(), why=why)
         assert "ws disconnect #1: ConnectionClosed" in log.getvalue()
-        assert "ws reconnected (connect #2, 3 subscriptions re-sent)" in log.getvalue()
     finally:
         service.stop()
         thread.join(5)
