@@ -35,9 +35,11 @@ from live import checkpoint
 from live.clock import ManualClock, SystemClock
 from live.config_watch import ConfigWatcher
 from live.env import Settings
-from live.fill_adjust import LiveTradeRecorder, apply_real_fills
+from live.fill_adjust import LiveTradeRecorder, _mirror, apply_real_fills
+from live.fill_intake import FillIntake, IngestResult
 from live.live_gates import SendGate, live_start_problem
 from live.lock import InstanceLock
+from live.market_ws import MarketWs, WsConfig, ws_url
 from live.oms import Oms, OrderExecutor, OrderRequest
 from live.paper_broker import DryLiveBroker, PaperBroker
 from live.reconcile import Reconciler
@@ -45,7 +47,7 @@ from live.risk import HALT_ALL, RiskManager
 from live.runtime_log import RuntimeLogger
 from live.sdnotify import WatchdogPinger, ready, status, stopping
 from live.strategy_modes import ModeSwitcher
-from live.trading_db import audit, load_engine_state, open_trading_db, transaction
+from live.trading_db import audit, delete_position_state, load_engine_state, open_trading_db, transaction
 from marketdata.candles import load_market_data
 from marketdata.funding import funding_matrix
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
@@ -91,6 +93,10 @@ class TraderDaemon:
         self.hl = None               # HyperliquidBroker in dry_live / live
         self.executor = None
         self.reconciler = None
+        self.intake = None           # FillIntake in dry_live / live (WS userFills + REST backfill)
+        self.market_ws = None        # MarketWs in dry_live / live: mids for pricing, userFills
+        self.ws_stale_strikes = 0
+        self.ws_entries_blocked = False
         self.before_send = None      # test seam: called after an intent is committed, before it is sent
 
     # ------------------------------------------------------------------ startup
@@ -182,6 +188,25 @@ class TraderDaemon:
                                      engine_positions=self._engine_positions, align=self._align_position,
                                      symbols=self.symbols, every_s=lv.reconcile_secs, stale_ms=lv.stale_order_ms,
                                      unknown_stale_ms=lv.unknown_stale_order_ms, cancel_stale=s.mode == "live")
+        self.intake = FillIntake(self.oms, self.hl.fills_by_time, now_ms=self.wall.now_ms, mode=s.mode,
+                                 rest_every_s=lv.rest_fills_sync_secs, backfill_ms=lv.backfill_ms,
+                                 match_ttl_ms=lv.match_ttl_ms, log=self.log.warning)
+        if lv.ws_enable:
+            self._start_market_ws(secrets.main_address)
+
+    def _start_market_ws(self, address: str) -> None:
+        """Mids for order prices and the account's fills, on one reconnecting socket."""
+        lv = self.settings.live
+        cfg = WsConfig(url=ws_url(lv.hl_base_url), symbols=tuple(self.symbols), bbo=True, user=address,
+                       user_channels=("userFills",), stale_s=lv.ws_stale_mids_s,
+                       silent_reconnect_s=max(90.0, 3 * lv.ws_stale_mids_s))
+        self.market_ws = MarketWs(cfg, on_user_fills=self.intake.offer_ws).start()
+        self.hl.set_mids_source(lambda: self.market_ws.mids(max_age_s=lv.ws_stale_mids_s),
+                                on_fallback=self._on_mid_fallback)
+
+    def _on_mid_fallback(self, symbol: str) -> None:
+        self.log.warning(f"WS mid for {symbol} stale or missing (> {self.settings.live.ws_stale_mids_s:g}s): "
+                         "priced from REST allMids")
 
     def _risk_now(self) -> RiskManager:
         if self.risk is None:
@@ -212,8 +237,12 @@ class TraderDaemon:
             p[POS_MARGIN] *= ratio
             p[POS_SIZE] = abs(exchange_szi)
             result = f"engine size set to {abs(exchange_szi):g}"
-        if self.last_bar_t is not None:
-            with transaction(self.conn):
+        with transaction(self.conn):
+            if p[POS_SIDE] == 0:
+                delete_position_state(self.conn, symbol)
+            else:
+                _mirror(self.conn, symbol, p, None)
+            if self.last_bar_t is not None:
                 self._save_checkpoint(self.last_bar_t)
         return result
 
@@ -341,7 +370,7 @@ class TraderDaemon:
         snapshot = self.engine.state.copy()
         blocked = set(blocked or ())
         trade = self.risk.kill_mode != HALT_ALL
-        entries_off = self.risk.kill_mode != "off"
+        entries_off = self.risk.kill_mode != "off" or self.ws_entries_blocked
         prev = md.valid[:, b - 1] if b > 0 else np.zeros(len(self.symbols), bool)
         for _ in range(len(self.symbols) + 2):
             self.engine.params = self._bar_params(blocked, entries_off)
@@ -563,9 +592,74 @@ class TraderDaemon:
         st = self.risk.state() if self.risk else {"kill": "off", "kill_reason": None}
         open_pos = int(np.count_nonzero(self.engine.state.pos[:, POS_SIDE]))
         self.log.heartbeat(loops=self.loops, errors=self.errors, symbols=len(self.symbols), open_pos=open_pos,
-                           loop=loop_s, ws_connected=0, kill=st["kill"], kill_reason=st["kill_reason"],
+                           loop=loop_s, ws_connected=self._ws_connected(), kill=st["kill"], kill_reason=st["kill_reason"],
                            strategy_mode=self.strategy_mode or "none", config_id=self.cfg.config_id[:12],
                            version=VERSION)
+
+    def _ws_connected(self) -> int:
+        return int(bool(self.market_ws is not None and self.market_ws.health()["connected"]))
+
+    def check_ws(self) -> None:
+        """Per loop: mids older than AI_QUANT_WS_STALE_MIDS_S for AI_QUANT_WS_STALE_STRIKES loops in
+        a row block entries (WS_STALE audit event); exits still go out, priced from REST mids. The
+        client reconnects by itself; fresh mids lift the block (WS_RECOVERED)."""
+        if self.market_ws is None:
+            return
+        lv = self.settings.live
+        fresh = all(self.market_ws.mid(sym, lv.ws_stale_mids_s) is not None for sym in self.symbols)
+        if fresh:
+            if self.ws_entries_blocked:
+                self._audit("WS_RECOVERED", None, {"after_stale_loops": self.ws_stale_strikes})
+            self.ws_stale_strikes, self.ws_entries_blocked = 0, False
+            return
+        self.ws_stale_strikes += 1
+        if self.ws_stale_strikes == lv.ws_stale_strikes:
+            h = self.market_ws.health()
+            self.ws_entries_blocked = True
+            self._audit("WS_STALE", None, {"stale_loops": self.ws_stale_strikes, "max_age_s": lv.ws_stale_mids_s,
+                                           "mids_age_s": h["mids_age_s"], "connected": h["connected"],
+                                           "reconnects": h["reconnects"], "entries": "blocked"})
+
+    def sync_exchange(self) -> IngestResult | None:
+        """After the bars: exchange fills in (WS buffer, REST on its timer), then the reconciler on
+        its timer, at once when a fill arrived that the order path did not bring."""
+        if self.intake is None:
+            return None
+        result = IngestResult()
+        try:
+            result.add(self.intake.drain_ws())
+            rest = self.intake.maybe_backfill()
+            if rest is not None:
+                result.add(rest)
+        except Exception as exc:  # the buffer is kept; the next loop retries
+            self.errors += 1
+            self.log.error(f"fill intake failed ({type(exc).__name__}: {str(exc)[:300]}); buffered fills kept")
+        if result.new:
+            self.log.info(f"fill intake: {result.new} new exchange fill(s) {dict(result.matched_via)}, "
+                          f"{result.duplicate} already stored")
+        if self.reconciler is not None and self.settings.mode == "live":
+            if result.new:
+                self.reconciler.run()
+            else:
+                self.reconciler.maybe_run()
+        return result
+
+    def loop_once(self) -> int:
+        """One pass of the main loop without the sleep (tests drive the daemon with it)."""
+        self._reload_config()
+        self.check_ws()
+        processed = self.process_pending()
+        self.sync_exchange()
+        self.loops += 1
+        return processed
+
+    def close(self) -> None:
+        if self.market_ws is not None:
+            self.market_ws.stop()
+            self.market_ws = None
+        self.log.close()
+        self.conn.close()
+        self.lock.release()
 
     def _maybe_switch_mode(self) -> bool:
         if self.risk is None:
@@ -589,11 +683,7 @@ class TraderDaemon:
         try:
             while not self.stop_requested:
                 started = time.monotonic()
-                self._reload_config()
-                processed = self.process_pending()
-                if self.reconciler is not None and self.settings.mode == "live":
-                    self.reconciler.maybe_run()
-                self.loops += 1
+                processed = self.loop_once()
                 self.pinger.maybe_ping()
                 if time.monotonic() - last_hb >= self.settings.heartbeat_secs or self.until_caught_up:
                     self._heartbeat(time.monotonic() - started)
@@ -607,9 +697,7 @@ class TraderDaemon:
         finally:
             stopping()
             self.log.info(f"trader stopped after {self.loops} loops; last bar {self.last_bar_t}")
-            self.log.close()
-            self.conn.close()
-            self.lock.release()
+            self.close()
         return 0
 
     def _sleep_to_next_loop(self) -> None:

@@ -159,6 +159,12 @@ class LiveSettings(BaseModel):
     stale_order_ms: int = 30_000
     unknown_stale_order_ms: int = 300_000
     exit_retries: int = 2
+    rest_fills_sync_secs: float = 60.0
+    backfill_ms: int = 7_200_000
+    match_ttl_ms: int = 600_000
+    ws_enable: bool = True
+    ws_stale_mids_s: float = 60.0
+    ws_stale_strikes: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LiveSettings:
@@ -178,6 +184,12 @@ class LiveSettings(BaseModel):
             stale_order_ms=env_int(env, "AI_QUANT_OMS_STALE_ORDER_MS", 30_000, lo=0),
             unknown_stale_order_ms=env_int(env, "AI_QUANT_OMS_UNKNOWN_STALE_ORDER_MS", 300_000, lo=0),
             exit_retries=env_int(env, "AI_QUANT_LIVE_EXIT_RETRIES", 2, lo=0, hi=10),
+            rest_fills_sync_secs=env_float(env, "AI_QUANT_LIVE_REST_FILLS_SYNC_SECS", 60.0, lo=0.1, hi=86_400),
+            backfill_ms=env_int(env, "AI_QUANT_LIVE_BACKFILL_MS", 7_200_000, lo=60_000),
+            match_ttl_ms=env_int(env, "AI_QUANT_OMS_MATCH_TTL_MS", 600_000, lo=0),
+            ws_enable=env_bool(env, "AI_QUANT_WS_ENABLE", True),
+            ws_stale_mids_s=env_float(env, "AI_QUANT_WS_STALE_MIDS_S", 60.0, lo=0.05, hi=3600),
+            ws_stale_strikes=env_int(env, "AI_QUANT_WS_STALE_STRIKES", 2, lo=1, hi=1000),
         )
 
     def gate_env(self, mode: str) -> dict[str, str]:

@@ -115,6 +115,8 @@ class HyperliquidBroker:
         self.bump_to_min = bump_to_min
         self.info = Info(self.base_url, skip_ws=True, timeout=timeout_s)
         self._mids = mids
+        self._on_mid_fallback: Callable[[str], None] | None = None
+        self.rest_mid_fallbacks = 0
         self._exchange = None
         self._leverage: dict[str, int] = {}
         self.read_only = read_only
@@ -139,11 +141,21 @@ class HyperliquidBroker:
     def has_symbol(self, symbol: str) -> bool:
         return symbol in self.info.name_to_coin
 
+    def set_mids_source(self, mids: Callable[[], dict], on_fallback: Callable[[str], None] | None = None) -> None:
+        """Prices come from `mids()` (the WS snapshot, fresh entries only); a symbol missing
+        there is read from REST allMids and reported through on_fallback."""
+        self._mids, self._on_mid_fallback = mids, on_fallback
+
     def mid(self, symbol: str) -> float:
-        mids = self._mids() if self._mids is not None else None
-        if not mids or symbol not in mids:
-            mids = self.info.all_mids()
-        px = float(mids.get(symbol) or 0.0)
+        px = 0.0
+        if self._mids is not None:
+            px = float((self._mids() or {}).get(symbol) or 0.0)
+            if px <= 0:
+                self.rest_mid_fallbacks += 1
+                if self._on_mid_fallback is not None:
+                    self._on_mid_fallback(symbol)
+        if px <= 0:
+            px = float(self.info.all_mids().get(symbol) or 0.0)
         if px <= 0:
             raise OrderRefused(f"{symbol}: no mid price from the exchange")
         return px
@@ -174,6 +186,10 @@ class HyperliquidBroker:
         from hyperliquid.utils.types import Cloid
 
         return self.info.query_order_by_cloid(self.address, Cloid(cloid))
+
+    def fills_by_time(self, start_ms: int, end_ms: int) -> list[dict]:
+        """The account's fills in [start_ms, end_ms] (REST backfill of the fill intake)."""
+        return self.info.user_fills_by_time(self.address, int(start_ms), int(end_ms), aggregate_by_time=False)
 
     def fills_for_oid(self, oid: int) -> list[dict]:
         return [f for f in self.info.user_fills(self.address) if int(f.get("oid", -1)) == int(oid)][::-1]

@@ -26,6 +26,7 @@ from websockets.exceptions import WebSocketException
 
 BboListener = Callable[[str, float | None, float | None, int | None], None]
 CandleListener = Callable[[dict], None]
+UserFillsListener = Callable[[dict], None]
 
 
 def ws_url(base_url: str) -> str:
@@ -49,12 +50,23 @@ class WsConfig:
     max_queue: int = 2000
     mids_from_bbo: bool = False
     mids_from_bbo_fallback_age_s: float = 5.0
+    user: str | None = None  # account address for the user channels below
+    user_channels: tuple[str, ...] = ()  # e.g. ("userFills",): the trader's own fills
 
-    def subscriptions(self) -> list[dict]:
+    def market_subscriptions(self) -> list[dict]:
+        """Channels that tick with the market (their silence means stale data)."""
         subs: list[dict] = [{"type": "allMids"}]
         if self.bbo:
             subs += [{"type": "bbo", "coin": s} for s in self.symbols]
         subs += [{"type": "candle", "coin": s, "interval": iv} for s in self.symbols for iv in self.candle_intervals]
+        return subs
+
+    def subscriptions(self) -> list[dict]:
+        """Everything sent on each (re)connect; user channels are quiet when nothing trades, so
+        they are re-subscribed but never counted as stale."""
+        subs = self.market_subscriptions()
+        if self.user:
+            subs += [{"type": ch, "user": self.user.lower()} for ch in self.user_channels]
         return subs
 
 
@@ -76,15 +88,18 @@ class _Counters:
     connected_since: float | None = None
     last_pong: float | None = None
     channel_seen: dict[str, float] = field(default_factory=dict)
+    channel_frames: dict[str, int] = field(default_factory=dict)
 
 
 class MarketWs:
     """Thread-safe market snapshot fed by one reconnecting WebSocket (start() / stop())."""
 
     def __init__(self, config: WsConfig, *, on_bbo: BboListener | None = None,
-                 on_candle: CandleListener | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 on_candle: CandleListener | None = None, on_user_fills: UserFillsListener | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._on_bbo, self._on_candle = on_bbo, on_candle
+        self._on_user_fills = on_user_fills
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -195,7 +210,7 @@ class MarketWs:
         with self._lock:
             c = self._c
             ages = {key: (round(now - c.channel_seen[key], 3) if key in c.channel_seen else None)
-                    for key in map(channel_key, self.config.subscriptions())}
+                    for key in map(channel_key, self.config.market_subscriptions())}
             stale = sorted(k for k, age in ages.items() if age is None or age > self.config.stale_s)
             connected = c.connected_since is not None
             return {
@@ -209,7 +224,8 @@ class MarketWs:
                 "silent_reconnects": c.silent_reconnects,
                 "errors": c.errors,
                 "last_error": c.last_error,
-                "subscriptions": len(ages),
+                "subscriptions": len(self.config.subscriptions()),
+                "user_fill_frames": c.channel_frames.get("userFills", 0),
                 "acks": c.acks,
                 "frames": c.frames,
                 "seq": self._seq,
@@ -322,7 +338,18 @@ class MarketWs:
             return self._apply_bbo(data, now)
         if channel == "candle":
             return self._apply_candles(data if isinstance(data, list) else [data], now)
+        if channel == "userFills" and isinstance(data, dict):
+            return self._apply_user_fills(data)
         return False
+
+    def _apply_user_fills(self, data: dict) -> bool:
+        """Hand the frame (isSnapshot included) to the listener; it counts as data for the
+        silent-socket watchdog."""
+        with self._lock:
+            self._c.channel_frames["userFills"] = self._c.channel_frames.get("userFills", 0) + 1
+        if self._on_user_fills is not None and isinstance(data.get("fills"), list):
+            self._on_user_fills(data)
+        return True
 
     def _apply_mids(self, mids: Any, now: float) -> bool:
         if not isinstance(mids, dict):

@@ -332,6 +332,51 @@ class Oms:
              json.dumps(fill, sort_keys=True)))
         return cur.rowcount == 1
 
+    def has_fill(self, fill: dict) -> bool:
+        return self.conn.execute("SELECT 1 FROM oms_fills WHERE fill_hash = ? AND fill_tid = ?",
+                                 (str(fill.get("hash")), int(fill.get("tid") or 0))).fetchone() is not None
+
+    def by_oid(self, oid: int | str) -> tuple[Intent, str] | None:
+        """The intent that owns exchange order oid: its own oid, or a sibling fill of that order."""
+        r = self.conn.execute("SELECT * FROM oms_intents WHERE exchange_order_id = ?", (str(oid),)).fetchone()
+        if r is not None:
+            return Intent.from_row(r), "oid"
+        r = self.conn.execute("SELECT i.* FROM oms_fills f JOIN oms_intents i ON i.intent_id = f.intent_id "
+                              "WHERE f.order_id = ? LIMIT 1", (str(oid),)).fetchone()
+        return None if r is None else (Intent.from_row(r), "fill_sibling")
+
+    def time_candidate(self, symbol: str, side: str, entry: bool, t_ms: int, ttl_ms: int) -> Intent | None:
+        """Nearest sent intent of the same symbol/side/kind whose exchange oid is still unknown
+        (an intent with a known oid would have matched by oid), within ttl_ms of the fill time."""
+        actions = ("OPEN", "ADD") if entry else ("REDUCE", "CLOSE")
+        rows = self.conn.execute(
+            "SELECT * FROM oms_intents WHERE symbol = ? AND side = ? AND action IN (?, ?) "
+            "AND status IN ('SENT', 'PARTIAL', 'UNKNOWN') AND exchange_order_id IS NULL "
+            "AND sent_ts_ms IS NOT NULL AND abs(sent_ts_ms - ?) <= ? ORDER BY abs(sent_ts_ms - ?) LIMIT 1",
+            (symbol.upper(), side, *actions, int(t_ms), int(ttl_ms), int(t_ms))).fetchone()
+        return None if rows is None else Intent.from_row(rows)
+
+    def manual_intent(self, fill: dict) -> Intent:
+        """The synthetic FILLED intent of a fill no intent of ours explains (a manual trade)."""
+        pos_type, action = fill_action(fill)
+        tid = int(fill.get("tid") or 0)
+        intent_id = f"manual_{str(fill.get('hash', '')).removeprefix('0x')[:12]}_{tid}"
+        side = "BUY" if fill.get("side") == "B" else "SELL"
+        sz, px = float(fill["sz"]), float(fill["px"])
+        self.conn.execute(
+            "INSERT OR IGNORE INTO oms_intents (intent_id, created_ts_ms, sent_ts_ms, symbol, action, side, "
+            "requested_size, requested_notional, decision_ts_ms, reason, status, dedupe_key, client_order_id, "
+            "exchange_order_id, meta_json) VALUES (?,?,?,?,?,?,?,?,?,'manual','FILLED',?,?,?,?)",
+            (intent_id, self._now(), int(fill.get("time") or 0), str(fill["coin"]).upper(), action, side, sz,
+             sz * px, int(fill.get("time") or 0), intent_id, fill.get("cloid"), str(fill.get("oid")),
+             json.dumps({"orphan": True, "pos_type": pos_type}, sort_keys=True)))
+        return self.get(intent_id)
+
+    def filled_size(self, intent: Intent) -> float:
+        r = self.conn.execute("SELECT COALESCE(SUM(size), 0) FROM oms_fills WHERE intent_id = ?",
+                              (intent.intent_id,)).fetchone()
+        return float(r[0])
+
     def fills_of(self, intent: Intent) -> list[dict]:
         rows = self.conn.execute("SELECT raw_json FROM oms_fills WHERE intent_id = ? ORDER BY fill_tid",
                                  (intent.intent_id,))

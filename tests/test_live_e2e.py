@@ -67,6 +67,7 @@ def live_env(tmp_path: Path, base_url: str, secrets: Path) -> dict:
         "AI_QUANT_SECRETS_PATH": str(secrets), "AI_QUANT_HL_BASE_URL": base_url, "AI_QUANT_SYMBOLS": "BTC",
         "AI_QUANT_RISK_MAX_DAILY_LOSS_PCT": "0", "AI_QUANT_RISK_SAFE_MODE_DRAWDOWN_PCT": "0",
         "AI_QUANT_HL_ORDER_EXPIRES_S": "1", "AI_QUANT_HL_TIMEOUT_S": "5", "AI_QUANT_OMS_STALE_ORDER_MS": "0",
+        "AI_QUANT_LIVE_REST_FILLS_SYNC_SECS": "0.1",
     })
     return env
 
@@ -93,23 +94,33 @@ class LiveWorld:
     def start(self) -> TraderDaemon:
         self.daemon = TraderDaemon(load_settings(self.env), wall=self.wall)
         self.daemon._start()
-        self.daemon.process_pending()
+        if self.daemon.market_ws is not None:
+            assert self.daemon.market_ws.wait_mids(0, 5.0) > 0, "no WS mids from the sandbox"
+        self.daemon.loop_once()
         return self.daemon
 
     def step(self) -> None:
-        """One bar: the exchange reveals it, the candle DB gets it, the daemon processes it."""
+        """One bar: the exchange reveals it (and pushes it on the WS), the candle DB gets it, the
+        daemon runs one loop (bars, fill intake, reconciler)."""
         row = self.rows[self.next_bar]
+        ws = self.daemon.market_ws
+        seq = ws.seq if ws is not None else 0
         self.ex.advance(1)
+        if ws is not None and ws.health()["connected"]:
+            ws.wait_mids(seq, 2.0)
         append_bars(self.candles, [row])
         self.wall.set_wall_ms(row[2] + HOUR + 2_500)
         self.next_bar += 1
-        self.daemon.process_pending()
+        self.daemon.loop_once()
+
+    def crash(self) -> None:
+        """The daemon's process is gone: its handles close, nothing else runs."""
+        self.daemon.close()
+        self.daemon = None
 
     def stop(self) -> None:
         if self.daemon is not None:
-            self.daemon.log.close()
-            self.daemon.conn.close()
-            self.daemon.lock.release()
+            self.daemon.close()
         self.ex.stop()
 
 

@@ -65,9 +65,7 @@ def test_killed_between_intent_and_send_then_restart_sends_once(tmp_path):
         with sqlite3.connect(tmp_path / "live.db") as conn:
             (status, cloid), = conn.execute("SELECT status, client_order_id FROM oms_intents").fetchall()
         assert status == "NEW"
-        daemon.log.close()
-        daemon.conn.close()
-        daemon.lock.release()
+        world.crash()
 
         restarted = world.start()  # same DB, same bar still tradeable: re-run, found by dedupe key, sent once
         fills = world.ex.fills(world.wallet.address)
@@ -93,9 +91,7 @@ def test_killed_intent_whose_bar_is_too_old_expires_on_restart(tmp_path):
         with pytest.raises(SystemExit):
             for _ in range(120):
                 world.step()
-        daemon.log.close()
-        daemon.conn.close()
-        daemon.lock.release()
+        world.crash()
         world.wall.advance(3 * 3600)  # down for three hours: the intent's bar is no longer tradeable
         restarted = world.start()
         assert world.ex.fills(world.wallet.address) == []
