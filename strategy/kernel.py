@@ -951,6 +951,9 @@ def step_bar_sub(
     nsym = pos.shape[0]
     roll_day(acct, bar_open_ms)
     for s in range(nsym):
+        if pos[s, POS_SIDE] != 0.0 and valid[s] == 0:
+            # funding is owed whether or not the symbol printed a candle: mark at the last close
+            charge_funding(pos, acct, params, s, funding_row[s], pos[s, POS_LAST_CLOSE])
         if valid[s] == 0:
             continue
         if pos[s, POS_SIDE] != 0.0:

@@ -52,7 +52,7 @@ def test_balance_is_initial_plus_realised_minus_fees_minus_funding(seed, trade, 
         "trade": {**trade, "min_notional_usd": 1.0, "reentry_cooldown_minutes": 0, "max_total_margin_pct": 1.0},
         "thresholds": {"entry": {"min_adx": 10.0, "macd_hist_entry_mode": "none"}},
         "filters": {"enable_ranging_filter": False, "require_adx_rising": False, "use_stoch_rsi_filter": False}}})
-    funding = np.where(md.valid, funding_rate, 0.0)
+    funding = np.full(md.close.shape, funding_rate)  # also charged on bars a symbol did not print
     rep = run_replay(cfg, md, funding=funding, with_trades=True)
     assert rep["total_trades"] > 0, "the random market must exercise trading, not an idle account"
 
