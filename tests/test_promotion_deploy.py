@@ -9,16 +9,13 @@ import yaml
 
 from factory.deploy import (
     DeployError,
-    PromotionGates,
     ReplayGateBlocked,
     config_id_of_text,
     deploy_paper,
     deploy_sweep_row,
-    evaluate_promotion_gates,
-    promote_to_live,
-    read_trading_rows,
     rollback,
 )
+from factory.promotion import PromotionGates, evaluate_promotion_gates, promote_to_live, read_trading_rows
 from factory.registry import Registry
 from factory.release_blocker import write_blocker
 from tests.test_promotion_fixtures import make_trading_db

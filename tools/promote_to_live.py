@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from factory.deploy import DeployError, PromotionGates, ReplayGateBlocked, promote_to_live
+from factory.deploy import DeployError, ReplayGateBlocked
+from factory.promotion import PromotionGates, promote_to_live
 from factory.registry import LifecycleError, Registry, default_registry_path
 
 app = typer.Typer(add_completion=False, help=__doc__)

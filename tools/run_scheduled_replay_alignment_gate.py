@@ -107,7 +107,8 @@ def _missing_bars(md, lo: int, hi: int) -> set[tuple[str, int]]:
 def run_alignment(s: Settings, now_ms: int, bundle: Path) -> dict:
     """Read, replay, compare; returns the alignment report (raises GateInputError on missing inputs)."""
     from cpu_replay.api import run_replay
-    from factory.deploy import DeployError, read_trading_rows
+    from factory.deploy import DeployError
+    from factory.promotion import read_trading_rows
     from marketdata.candles import load_market_data
     from marketdata.funding import funding_matrix
     from marketdata.intervals import MarketDataError
