@@ -295,7 +295,12 @@ class MarketWs:
 
     async def _read_loop(self, ws: ClientConnection) -> None:
         last_data = self._monotonic()
+        me = asyncio.current_task()
         while True:
+            # Python < 3.12: wait_for can swallow a cancel that lands as a frame arrives; without
+            # this check the loop outlives its connection and stop() hangs.
+            if self._stop.is_set() or (me is not None and me.cancelling()):
+                raise asyncio.CancelledError
             left = self.config.silent_reconnect_s - (self._monotonic() - last_data)
             if left <= 0:
                 with self._lock:
