@@ -73,6 +73,7 @@ class FillIntake:
         self._pending: deque[tuple[str, dict]] = deque()
         self._next_rest = 0.0
         self.counts: Counter = Counter()       # new fills stored, per feed: ws, ws_snapshot, rest
+        self.duplicates: Counter = Counter()   # fills a feed brought that were already stored
         self.rest_failures = 0
 
     # ---------------------------------------------------------------- WS thread side
@@ -156,6 +157,7 @@ class FillIntake:
             return out
         if self.oms.has_fill(fill):
             out.duplicate = 1
+            self.duplicates[source] += 1
             return out
         intent, via = self.match(fill)
         if intent is None:

@@ -3,8 +3,10 @@
 Real Hyperliquid BTC 1h candles drive both sides: each step reveals one bar on the exchange,
 appends the same bar to the daemon's candle DB and lets the daemon process it. The book is thin
 (3 levels of $400), so entries fill in part and closes need a retry; one entry is rejected by the
-exchange (margin taken by a resting order), one resting order of ours is cancelled as stale. At
-the end the engine, the trading DB and the exchange hold the same position.
+exchange (margin taken by a resting order), one resting order of ours is cancelled as stale. The
+run stops while the engine holds a position, and the engine, the trading DB and the exchange must
+hold the same positions symbol by symbol. A manual trade on the account (through the SDK, behind
+the daemon's back) is ingested as an orphan fill and the engine follows it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import eth_account
@@ -28,6 +31,7 @@ from live.trading_db import open_positions
 HOUR = 3_600_000
 WARM = 50          # bars in the daemon's DB before it starts (warm-up only: too old to trade)
 LIVE_BARS = 110
+MAX_EXTRA_BARS = 150  # after LIVE_BARS, run on until the engine holds a position
 CONFIG = """
 global:
   trade: {entry_min_confidence: low, reentry_cooldown_minutes: 30, add_cooldown_minutes: 30}
@@ -94,8 +98,13 @@ class LiveWorld:
     def start(self) -> TraderDaemon:
         self.daemon = TraderDaemon(load_settings(self.env), wall=self.wall)
         self.daemon._start()
-        if self.daemon.market_ws is not None:
-            assert self.daemon.market_ws.wait_mids(0, 5.0) > 0, "no WS mids from the sandbox"
+        ws = self.daemon.market_ws
+        if ws is not None:
+            assert ws.wait_mids(0, 5.0) > 0, "no WS mids from the sandbox"
+            deadline = time.monotonic() + 5
+            while self.ex.ws_subscription_count() < len(ws.config.subscriptions()):
+                assert time.monotonic() < deadline, "the daemon's WS subscriptions never reached the sandbox"
+                time.sleep(0.01)
         self.daemon.loop_once()
         return self.daemon
 
@@ -124,6 +133,36 @@ class LiveWorld:
         self.ex.stop()
 
 
+def run_until_position(world: LiveWorld, limit: int = MAX_EXTRA_BARS) -> int:
+    """Step until the engine holds a position; returns the number of bars that took."""
+    for n in range(limit + 1):
+        if world.daemon._engine_positions():
+            return n
+        world.step()
+    raise AssertionError(f"no position within {limit} bars")
+
+
+def three_way(world: LiveWorld) -> tuple[dict, dict, dict]:
+    """Signed position size per symbol: exchange, engine, trading DB (trades + position_state)."""
+    exchange = {c: p["szi"] for c, p in world.ex.positions(world.wallet.address).items()}
+    engine = world.daemon._engine_positions()
+    db = {p["symbol"]: p["size"] * (1 if p["side"] == "LONG" else -1) for p in open_positions(world.daemon.conn)}
+    return exchange, engine, db
+
+
+def assert_agree(world: LiveWorld, sz_decimals: int = 5) -> dict:
+    exchange, engine, db = three_way(world)
+    assert engine.keys() == exchange.keys() == db.keys(), (exchange, engine, db)
+    for coin, szi in exchange.items():
+        assert engine[coin] == pytest.approx(szi, abs=10 ** -sz_decimals / 2), coin
+        assert db[coin] == pytest.approx(szi, abs=10 ** -sz_decimals / 2), coin
+    return exchange
+
+
+def fill_paths(conn) -> dict:
+    return dict(conn.execute("SELECT matched_via, COUNT(*) FROM oms_fills GROUP BY matched_via").fetchall())
+
+
 def audits(db: Path, event: str) -> list[dict]:
     with sqlite3.connect(db) as conn:
         return [json.loads(r[0]) for r in conn.execute("SELECT data_json FROM audit_events WHERE event = ?", (event,))]
@@ -149,6 +188,7 @@ def test_live_daemon_trades_real_bars_and_agrees_with_the_exchange(tmp_path):
                 assert x.cancel("BTC", blocker)["response"]["data"]["statuses"] == ["success"]
                 blocker = -1
         assert blocker == -1, "no entry was attempted while the margin was taken"
+        extra = run_until_position(world)
         rejected = audits(tmp_path / "live.db", "ORDER_REJECTED")
         assert rejected[0]["error"] == "Insufficient margin to place order." and rejected[0]["action"] in ("OPEN", "ADD")
 
@@ -174,20 +214,52 @@ def test_live_daemon_trades_real_bars_and_agrees_with_the_exchange(tmp_path):
         assert hashes == {(f["hash"], f["tid"]) for f in fills}
         assert any(r[0] == "REDUCE" for r in conn.execute("SELECT action FROM trades"))
 
-        exchange = {c: p["szi"] for c, p in world.ex.positions(world.wallet.address).items()}
-        engine = daemon._engine_positions()
-        assert engine.keys() == exchange.keys()
-        for coin, szi in exchange.items():
-            assert engine[coin] == pytest.approx(szi, abs=1e-9)
-        db_pos = {p["symbol"]: p["size"] * (1 if p["side"] == "LONG" else -1) for p in open_positions(conn)}
-        assert db_pos.keys() == exchange.keys()
-        for coin, szi in exchange.items():
-            assert db_pos[coin] == pytest.approx(szi, abs=1e-9)
+        exchange = assert_agree(world)
+        assert exchange, "the run must end with an open position"
+        (side, size), = [(p["side"], p["size"]) for p in open_positions(conn)]
+        assert (side == "LONG") == (exchange["BTC"] > 0) and size == pytest.approx(abs(exchange["BTC"]), abs=5e-6)
         daemon.reconciler.run()
         events = [r[0] for r in conn.execute("SELECT kind FROM oms_reconcile_events")]
         assert "POSITION_ALIGNED" not in events and "POSITION_UNMANAGED" not in events
+        paths = fill_paths(conn)
+        assert "orphan" not in paths and sum(paths.values()) == len(fills)
+        assert daemon.intake.counts == {}, "every WS/REST fill was already stored by the order path"
         balance = world.ex.balance(world.wallet.address)
-        print(f"live e2e: {len(fills)} exchange fills, intents {statuses}, exchange balance {balance:.2f}, "
-              f"positions {exchange}")
+        print(f"live e2e: {LIVE_BARS}+{extra} bars, {len(fills)} exchange fills {paths}, intents {statuses}, "
+              f"already stored when WS/REST brought them {dict(daemon.intake.duplicates)}, "
+              f"exchange balance {balance:.2f}, positions {exchange}")
+    finally:
+        world.stop()
+
+
+def test_manual_trade_on_the_account_is_ingested_and_the_engine_follows(tmp_path):
+    world = LiveWorld(tmp_path)
+    try:
+        daemon = world.start()
+        run_until_position(world, limit=120)
+        held = world.ex.positions(world.wallet.address)["BTC"]["szi"]
+        half = round(abs(held) / 2, 5)
+        # an operator trims the position by hand, through the SDK, behind the daemon's back
+        x = Exchange(world.wallet, world.ex.base_url)
+        px = world.ex.mid("BTC") * (0.97 if held > 0 else 1.03)
+        reply = x.order("BTC", held < 0, half, round(px), {"limit": {"tif": "Ioc"}}, reduce_only=True)
+        assert "filled" in reply["response"]["data"]["statuses"][0]
+        manual = [f for f in world.ex.fills(world.wallet.address) if "cloid" not in f]
+        deadline = time.monotonic() + 5
+        while daemon.intake.pending() < len(manual) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        daemon.loop_once()  # no new bar: fill intake, then the reconciler at once
+        exchange = assert_agree(world)
+        assert exchange["BTC"] == pytest.approx(held - half * (1 if held > 0 else -1), abs=1e-9)
+        conn = daemon.conn
+        orphans = conn.execute("SELECT intent_id, status, action FROM oms_intents WHERE intent_id LIKE 'manual_%'")
+        assert [(r[1], r[2]) for r in orphans] == [("FILLED", "REDUCE")] * len(manual)
+        assert fill_paths(conn)["orphan"] == len(manual) and daemon.intake.counts == {"ws": len(manual)}
+        assert len(audits(tmp_path / "live.db", "ORPHAN_FILL")) == len(manual)
+        aligned = audits(tmp_path / "live.db", "POSITION_ALIGNED")
+        assert len(aligned) == 1 and aligned[0]["exchange_szi"] == pytest.approx(exchange["BTC"])
+        daemon.intake.backfill()  # the REST window sees the same fill: stored once
+        assert conn.execute("SELECT COUNT(*) FROM trades WHERE reason = 'manual'").fetchone()[0] == len(manual)
+        print(f"manual trade: {len(manual)} orphan fill(s) via WS, engine aligned to {exchange['BTC']}")
     finally:
         world.stop()

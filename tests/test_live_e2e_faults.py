@@ -1,12 +1,13 @@
-"""Live daemon faults against the sandbox: a submit delayed past the client timeout, and a daemon
-killed between writing an intent and sending it."""
+"""Live daemon faults against the sandbox: a submit delayed past the client timeout, a daemon
+killed between writing an intent and sending it, a dropped WebSocket, and stale WS mids."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
-from test_live_e2e import LiveWorld
+from test_live_e2e import LiveWorld, audits
 
 from live.sandbox import BookSpec
 
@@ -99,5 +100,81 @@ def test_killed_intent_whose_bar_is_too_old_expires_on_restart(tmp_path):
         assert [r[0] for r in rows] == ["EXPIRED"]
         assert restarted.conn.execute("SELECT COUNT(*) FROM audit_events WHERE event = 'INTENT_EXPIRED'").fetchone()[0] == 1
         agree(world)
+    finally:
+        world.stop()
+
+
+def test_ws_drop_reconnects_resubscribes_and_misses_no_bar(tmp_path):
+    world = LiveWorld(tmp_path)
+    try:
+        daemon = world.start()
+        ws = daemon.market_ws
+        for _ in range(3):
+            world.step()
+        subs = world.ex.ws_subscription_count()
+        assert subs == 3 and daemon._ws_connected() == 1   # allMids, bbo:BTC, userFills
+        world.ex.faults.drop_ws()
+        assert ws.wait_connected(5, min_connects=2)
+        deadline = time.monotonic() + 5
+        while world.ex.ws_subscription_count() < subs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert world.ex.ws_subscription_count() == subs
+        frames = ws.health()["user_fill_frames"]     # 2: a snapshot per connection
+        first_entry_bar(world)
+        deadline = time.monotonic() + 5
+        while ws.health()["user_fill_frames"] <= frames and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ws.health()["user_fill_frames"] > frames == 2   # the entry's fills came on the new socket
+        daemon.loop_once()
+        assert daemon.last_bar_t == world.rows[world.next_bar - 1][2]   # every revealed bar processed
+        assert daemon.intake.counts == {} and sum(daemon.intake.duplicates.values()) >= 1
+        assert not audits(tmp_path / "live.db", "WS_STALE")
+        agree(world)
+    finally:
+        world.stop()
+
+
+def stale_window(tmp_path, *, stale: bool, bars: int = 60) -> tuple[list[tuple], LiveWorld]:
+    """From the first position on, `bars` bars with the WS feed dead (stale) or alive; returns the
+    intents of that window (action, status) and the (still running) world."""
+    tmp_path.mkdir()
+    world = LiveWorld(tmp_path)
+    world.env["AI_QUANT_WS_STALE_MIDS_S"] = "0.3"
+    daemon = world.start()
+    for _ in range(120):
+        world.step()
+        if daemon._engine_positions():
+            break
+    assert daemon._engine_positions()
+    if stale:
+        daemon.market_ws.stop()          # the feed dies; the connection is not coming back by itself
+        time.sleep(0.35)
+    daemon.loop_once()                   # stale loop 1 (no new bar); the next loop is strike 2: blocked
+    assert daemon.ws_stale_strikes == int(stale) and not daemon.ws_entries_blocked
+    first = daemon.conn.execute("SELECT COUNT(*) FROM oms_intents").fetchone()[0]
+    for _ in range(bars):
+        world.step()
+    rows = daemon.conn.execute("SELECT action, status FROM oms_intents ORDER BY rowid").fetchall()[first:]
+    return [tuple(r) for r in rows], world
+
+
+def test_stale_mids_block_entries_but_exits_go_out_priced_from_rest(tmp_path):
+    fresh, world = stale_window(tmp_path / "fresh", stale=False)
+    world.stop()
+    entries_when_fresh = sum(a in ("OPEN", "ADD") for a, _ in fresh)
+    assert entries_when_fresh >= 1, "the window must hold entries for the block to mean anything"
+    later, world = stale_window(tmp_path / "stale", stale=True)
+    try:
+        daemon = world.daemon
+        assert later and {a for a, _ in later} <= {"REDUCE", "CLOSE"}, later
+        assert any(a == "CLOSE" and st in ("FILLED", "PARTIAL") for a, st in later)
+        assert not daemon._engine_positions()
+        assert daemon.hl.rest_mid_fallbacks >= len(later)
+        (stale,) = audits(tmp_path / "stale" / "live.db", "WS_STALE")
+        assert stale["entries"] == "blocked" and stale["stale_loops"] == 2 and not stale["connected"]
+        assert daemon._ws_connected() == 0 and daemon.ws_entries_blocked
+        agree(world)
+        print(f"stale WS: {len(later)} exit intents priced from REST, 0 entries "
+              f"(the same bars with a live feed: {entries_when_fresh} entries)")
     finally:
         world.stop()
