@@ -30,7 +30,7 @@ from factory.run_dir import RunDir, RunInterrupted, StepFailed, default_run_id
 from factory.selection import build_selection, write_selection
 
 GUARDED_ARGS = ("profile", "config", "candles_db", "exit_candles_db", "funding_db", "interval", "sweep_spec", "backend",
-                "precision", "tpe", "trials", "batch", "shortlist", "replay", "gates", "initial_balance",
+                "precision", "tpe", "trials", "batch", "neighborhood", "shortlist", "replay", "gates", "initial_balance",
                 "start_ms", "end_ms", "symbols", "trace", "min_trades", "gate_mode")
 STAGE_BASE = {"candidate_mode": True, "schema_version": 1}
 
@@ -53,6 +53,7 @@ class RunOptions:
     tpe: bool | None = None
     trials: int | None = None
     batch: int | None = None
+    neighborhood: int | None = None
     shortlist: int | None = None
     replay: int | None = None
     gates: list[str] | None = None
@@ -73,7 +74,7 @@ class RunOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def profile_overrides(self) -> dict[str, Any]:
-        keys = ("interval", "sweep_spec", "backend", "precision", "tpe", "trials", "batch", "shortlist",
+        keys = ("interval", "sweep_spec", "backend", "precision", "tpe", "trials", "batch", "neighborhood", "shortlist",
                 "replay", "gates", "trace", "min_trades", "gate_mode")
         return {k: getattr(self, k) for k in keys}
 
@@ -278,23 +279,60 @@ def sweep_stage_of(backend: str, tpe: bool) -> str:
     return ("gpu" if gpu else "cpu") + ("_tpe" if tpe else "")
 
 
+def shortlist_keep_scores(modes: list[str]) -> dict[str, Any]:
+    """Vectorised twins of factory.shortlist's sort modes over the sweep's metrics matrix, so a
+    TPE sweep writes only rows the shortlist could pick (-inf = not eligible for that mode).
+    Each is the mode's primary key; tests/test_sweep_tpe.py holds them equal to the row versions."""
+    import numpy as np
+
+    from strategy import layout as L
+
+    def finite(x):
+        return np.where(np.isfinite(x), x, 0.0)
+
+    def pnl(m):
+        return np.where(m[:, L.M_TOTAL_TRADES] >= 1, finite(m[:, L.M_TOTAL_PNL]), -np.inf)
+
+    def balanced(m):
+        score = (finite(m[:, L.M_TOTAL_PNL]) * 0.3 + np.minimum(finite(m[:, L.M_PROFIT_FACTOR]), 10.0) * 20.0
+                 + finite(m[:, L.M_SHARPE]) * 15.0 - finite(m[:, L.M_MAX_DD]) * 100.0)
+        score = np.where(finite(m[:, L.M_TOTAL_TRADES]) < 20, score * np.where(score > 0, 0.5, 2.0), score)
+        return np.where(m[:, L.M_TOTAL_TRADES] >= 1, score, -np.inf)
+
+    def dd(m):
+        ok = (m[:, L.M_TOTAL_TRADES] >= 1) & (finite(m[:, L.M_TOTAL_PNL]) > 0)
+        return np.where(ok, -finite(m[:, L.M_MAX_DD]), -np.inf)
+
+    table = {"pnl": pnl, "balanced": balanced, "dd": dd}
+    return {mode: table[mode] for mode in modes if mode in table}
+
+
+def sweep_rows_to_keep(p: Profile) -> int | None:
+    """TPE sweeps keep the top rows per shortlist sort mode (deduplicated), not a million rows."""
+    return max(10_000, p.shortlist * 50) if p.tpe else None
+
+
 def step_sweep(rd: RunDir, inp: Inputs, opts: RunOptions, log) -> dict[str, Any]:
     from gpu.api import run_sweep
 
     p = inp.profile
-    top_n = max(10_000, p.shortlist * 50) if p.tpe else None
+    top_n = sweep_rows_to_keep(p)
     res = run_sweep(inp.base_cfg, inp.spec, inp.md, inp.funding, backend=p.backend, precision=p.precision,
                     tpe=p.tpe, trials=p.trials, batch=p.batch, seed=42, top_n=top_n, progress=opts.progress,
                     storage=f"sqlite:///{(rd.path / 'state' / 'tpe.sqlite3').resolve()}" if p.tpe else None,
-                    study_name=f"factory_{rd.metadata['run_id']}" if p.tpe else None, exit_md=inp.exit_md)
+                    study_name=f"factory_{rd.metadata['run_id']}" if p.tpe else None, exit_md=inp.exit_md,
+                    neighborhood=p.neighborhood if p.tpe else 1,
+                    keep_scores=shortlist_keep_scores(p.sort_modes) if p.tpe else None)
     rows_path = write_jsonl_atomic(rd.path / "sweeps" / "sweep_results.jsonl", res.rows)
     log.write(f"backend {res.backend}: {res.backend_reason}; {res.candidates_evaluated} candidates "
-              f"in {res.elapsed_s:.2f}s\n")
+              f"in {res.elapsed_s:.2f}s; {res.rows_written} rows written\n")
     return {"backend": res.backend, "backend_reason": res.backend_reason, "spec_path": str(inp.spec_path),
             "exit_interval": inp.exit_interval,
             "candidates_evaluated": int(res.candidates_evaluated), "elapsed_s": float(res.elapsed_s),
             "candidates_per_s": float(res.candidates_per_s), "precision": res.precision,
             "sweep_stage": sweep_stage_of(res.backend, p.tpe), "rows_kept": len(res.rows),
+            "rows_written": res.rows_written, "rows_kept_per_mode": top_n, "summary": res.summary,
+            "neighborhood": res.neighborhood, "tpe_trials": res.tpe_proposals,
             "rows_path": str(rows_path.resolve()), "tpe": p.tpe, "lookback": inp.spec.lookback,
             "trade_start_ms": inp.trade_start_ms}
 
@@ -488,8 +526,10 @@ def execute(rd: RunDir, inp: Inputs, opts: RunOptions, console: Console) -> dict
     load_data(inp, opts)
     sweep = rd.run_step("sweep", ["sweep", str(inp.spec_path), f"--backend={inp.profile.backend}"],
                         lambda log: step_sweep(rd, inp, opts, log))
-    meta["sweep"] = {k: sweep[k] for k in ("backend", "spec_path", "candidates_evaluated", "elapsed_s",
-                                           "candidates_per_s", "backend_reason", "precision", "sweep_stage")}
+    meta["sweep"] = {k: sweep.get(k) for k in ("backend", "spec_path", "candidates_evaluated", "elapsed_s",
+                                               "candidates_per_s", "backend_reason", "precision", "sweep_stage",
+                                               "rows_written", "rows_kept_per_mode", "neighborhood", "tpe_trials",
+                                               "summary")}
     short = rd.run_step("shortlist", ["shortlist", f"--size={inp.profile.shortlist}"],
                         lambda log: step_shortlist(rd, inp, sweep, log))
     if not short:

@@ -35,6 +35,9 @@ class Profile(BaseModel):
     tpe: bool = False
     trials: int | None = Field(default=None, ge=1)
     batch: int | None = Field(default=None, ge=1)
+    # TPE: candidates per optuna trial (the proposal and its neighbours); optuna's cost grows with
+    # the trials it holds, so million-candidate profiles need hundreds per trial.
+    neighborhood: int = Field(default=1, ge=1)
     max_candidates: int | None = Field(default=None, ge=1)
     shortlist: int = Field(ge=1)
     replay: int = Field(ge=1)

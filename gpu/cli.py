@@ -139,8 +139,9 @@ def sweep_command(
     symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols (default: all in the DB)")] = None,
     funding_db: Annotated[Path | None, typer.Option("--funding-db", help="Funding rates DB (default: no funding)")] = None,
     tpe: Annotated[bool, typer.Option("--tpe", help="Optuna TPE search instead of the full grid")] = False,
-    trials: Annotated[int | None, typer.Option(help="TPE: number of trials")] = None,
-    batch: Annotated[int | None, typer.Option(help="TPE: trials per kernel launch (default min(trials, 1024))")] = None,
+    trials: Annotated[int | None, typer.Option(help="TPE: candidates to evaluate (e.g. 1000000)")] = None,
+    batch: Annotated[int | None, typer.Option(help="TPE: candidates per kernel launch (default min(trials, 1024)); optuna proposals per launch = batch // neighborhood")] = None,
+    neighborhood: Annotated[int, typer.Option(help="TPE: candidates per optuna trial (the proposal + neighbours 1-3 axis steps away); 1 = one candidate per trial, 256+ for million-candidate runs")] = 1,
     seed: Annotated[int, typer.Option(help="TPE sampler seed")] = 42,
     storage: Annotated[str | None, typer.Option(help="TPE: optuna storage URL, e.g. sqlite:///sweep.db (resumable)")] = None,
     study_name: Annotated[str | None, typer.Option("--study-name", help="TPE: study name in the storage")] = None,
@@ -167,6 +168,10 @@ def sweep_command(
             raise CliError(f"--top-n must be >= 1 (got {top_n})")
         if tpe and (trials is None or trials < 1):
             raise CliError("--trials: a positive integer is required with --tpe")
+        if neighborhood < 1:
+            raise CliError(f"--neighborhood must be >= 1 (got {neighborhood})")
+        if batch is not None and batch < 1:
+            raise CliError(f"--batch must be >= 1 (got {batch})")
         if precision not in ("f64", "f32"):
             raise CliError(f"--precision: expected f64 or f32, got {precision!r}")
         base = _load_base_config(config)
@@ -187,7 +192,7 @@ def sweep_command(
         result = run_sweep(base, spec, md, funding, backend=name, precision=precision, tpe=tpe,
                            trials=trials, batch=batch, seed=seed, storage=storage, study_name=study_name,
                            objective=objective, top_n=top_n, progress=progress, start_ms=start_ms,
-                           end_ms=end_ms, exit_md=exit_md)
+                           end_ms=end_ms, exit_md=exit_md, neighborhood=neighborhood)
     except _user_errors() as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -195,6 +200,11 @@ def sweep_command(
         err.print(f"[red]error:[/red] {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     write_jsonl_atomic(result.rows, output)
+    if tpe:
+        sm = result.summary
+        out.print(f"TPE: {sm['tpe_trials']:,} optuna trials x neighbourhood {sm['neighborhood']} -> "
+                  f"{result.candidates_evaluated:,} candidates ({result.distinct_candidates:,} distinct, "
+                  f"{sm['rejected_slots']:,} slots rejected by constraints)", highlight=False)
     title = (f"top {min(show, len(result.rows))} of {result.candidates_evaluated} candidates "
              f"({result.backend}, {result.precision}, {result.candidates_per_s:,.0f} cand/s, "
              f"{result.elapsed_s:.1f} s)")

@@ -1,58 +1,184 @@
-"""Batched TPE search with optuna: ask a batch, evaluate it in ONE kernel launch, tell the batch.
+"""Batched TPE with local neighbourhoods: optuna proposes, the kernel evaluates a neighbourhood.
+
+Why neighbourhoods: optuna's cost per ``ask`` grows linearly with the trials in the study (~20 us
+per stored trial with 24 axes), so one trial per candidate makes a 1,000,000-candidate night spend
+days inside optuna while the GPU idles. Here each optuna trial is one proposal P; the sweep
+expands it into up to M candidates (P plus neighbours one to three axis steps away) and tells
+optuna the best objective of the neighbourhood. 1M candidates at M=256 are ~3,900 trials.
 
 Each axis is suggested as an integer index into its value list, so TPE sees the axis as ordered
-and every proposal is exactly one of the spec's values (no float drift in overrides or
-config ids). With a storage URL the study survives a kill: told trials are kept, trials that
-were asked but never told (RUNNING) are evaluated first on resume, and the run stops when the
-study holds the requested number of finished trials.
+and every candidate is exactly one of the spec's values. A neighbourhood is drawn from a numpy
+Generator seeded by (seed, trial number), so it is a pure function of the trial: a resumed study
+regenerates it exactly. With a storage URL the study survives a kill: told trials are kept,
+trials asked but never told (RUNNING) are evaluated first on resume, and the run stops when the
+told trials account for the requested number of candidate slots.
+
+Budget: ``trials`` counts candidate slots. A trial reserves min(M, remaining) slots; slots it
+cannot fill (constraint violators that no bounded redraw replaced) are counted as ``rejected``,
+so evaluated + rejected == trials. With M=1 this is exactly the historical behaviour: one
+candidate per trial, a violating proposal is told PRUNED and counts as a trial.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpu.grid import encoded_columns
 from gpu.spec import SweepSpec
 from strategy.layout import M_MAX_DD, M_SHARPE, M_TOTAL_PNL, M_TOTAL_TRADES
 
 OBJECTIVES = ("pnl", "sharpe", "balanced")
+STEP_TWO_PROBABILITY = 0.25   # share of moved axes that jump two values instead of one
+MAX_AXES_MOVED = 3
+DRAW_ROUNDS = 8               # bounded attempts: at most DRAW_ROUNDS x block draws per neighbourhood
+SLOTS_ATTR, CANDIDATES_ATTR, NEIGHBORHOOD_ATTR = "slots", "candidates", "neighborhood"
+
+
+# ----------------------------------------------------------------------------------- objective
+
+def _check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"--objective: unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
+
+
+def objective_values(metrics: np.ndarray, objective: str, initial_balance: float) -> np.ndarray:
+    """Scalar to maximise per metrics row. balanced = return fraction - 2 x max drawdown; no trades
+    scores -1; a non-finite value scores -1e18 (never the best)."""
+    _check_objective(objective)
+    if objective == "pnl":
+        value = metrics[:, M_TOTAL_PNL].astype(np.float64)
+    elif objective == "sharpe":
+        value = metrics[:, M_SHARPE].astype(np.float64)
+    else:
+        value = metrics[:, M_TOTAL_PNL] / initial_balance - 2.0 * metrics[:, M_MAX_DD]
+        value = np.where(metrics[:, M_TOTAL_TRADES] <= 0, -1.0, value)
+    return np.where(np.isfinite(value), value, -1e18)
 
 
 def objective_value(metrics_row: np.ndarray, objective: str, initial_balance: float) -> float:
-    """Scalar to maximise. balanced = return fraction - 2 x max drawdown; no trades scores -1."""
-    if objective == "pnl":
-        value = float(metrics_row[M_TOTAL_PNL])
-    elif objective == "sharpe":
-        value = float(metrics_row[M_SHARPE])
-    elif objective == "balanced":
-        if metrics_row[M_TOTAL_TRADES] <= 0:
-            return -1.0
-        value = float(metrics_row[M_TOTAL_PNL]) / initial_balance - 2.0 * float(metrics_row[M_MAX_DD])
-    else:
-        raise ValueError(f"--objective: unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
-    return value if math.isfinite(value) else -1e18
+    return float(objective_values(np.asarray(metrics_row)[None, :], objective, initial_balance)[0])
 
+
+# ------------------------------------------------------------------------------- neighbourhoods
+
+def compact_index_dtype(spec: SweepSpec) -> np.dtype:
+    """Smallest integer type holding every value index: 2M candidates x 24 axes fit in 48 MB."""
+    largest = max(len(a.values) for a in spec.axes)
+    return np.dtype(np.uint8 if largest <= 256 else np.uint16 if largest <= 65_536 else np.int32)
+
+
+class Neighbourhoods:
+    """Deterministic neighbourhoods of a proposal: same (seed, trial number, M) -> same candidates."""
+
+    def __init__(self, spec: SweepSpec, seed: int, size: int):
+        self.spec, self.seed, self.size = spec, int(seed), int(size)
+        self.axis_sizes = np.array([len(a.values) for a in spec.axes], dtype=np.int64)
+        self.movable = np.flatnonzero(self.axis_sizes > 1)
+        self.tables = [a.encoded() for a in spec.axes]
+        self.block = max(2 * self.size, 16)
+
+    def satisfies(self, value_idx: np.ndarray) -> np.ndarray:
+        if not self.spec.constraints:
+            return np.ones(len(value_idx), dtype=bool)
+        enc = np.empty(value_idx.shape, dtype=np.float64)
+        for k, table in enumerate(self.tables):
+            enc[:, k] = table[value_idx[:, k]]
+        return self.spec.satisfies(enc)
+
+    def rng(self, trial_number: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([self.seed % 2**63, int(trial_number)]))
+
+    def around(self, proposal: np.ndarray, trial_number: int, limit: int) -> np.ndarray:
+        """Up to ``limit`` (<= M) distinct valid candidates: P first (if valid), then neighbours in
+        draw order. Draws come in blocks sized by M, so a smaller limit yields a prefix of the
+        full neighbourhood (a resumed last trial with a smaller remaining budget agrees)."""
+        p = np.asarray(proposal, dtype=np.int64)
+        valid_p = bool(self.satisfies(p[None, :])[0])
+        out = [p] if valid_p else []
+        if self.size == 1 or self.movable.size == 0:
+            return np.stack(out)[:limit] if out else np.zeros((0, len(p)), dtype=np.int64)
+        seen = {p.tobytes()}
+        rng = self.rng(trial_number)
+        for _ in range(DRAW_ROUNDS):
+            if len(out) >= limit:
+                break
+            draws = self._draw(rng, p)
+            ok = self.satisfies(draws)
+            for row, good in zip(draws, ok, strict=True):
+                key = row.tobytes()
+                if key in seen:
+                    continue
+                seen.add(key)
+                if good:
+                    out.append(row)
+                    if len(out) >= limit:
+                        break
+        return np.stack(out)[:limit] if out else np.zeros((0, len(p)), dtype=np.int64)
+
+    def _draw(self, rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
+        """A block of neighbours: 1..3 random axes, each moved +-1 (or +-2) values, bouncing off
+        the ends of the value list."""
+        n, nm = self.block, self.movable.size
+        moved_axes = rng.integers(1, min(MAX_AXES_MOVED, nm) + 1, size=n)
+        rank = np.argsort(np.argsort(rng.random((n, nm)), axis=1), axis=1)
+        hi = self.axis_sizes[self.movable] - 1
+        magnitude = np.minimum(np.where(rng.random((n, nm)) < STEP_TWO_PROBABILITY, 2, 1), hi)
+        sign = np.where(rng.random((n, nm)) < 0.5, -1, 1)
+        delta = (rank < moved_axes[:, None]) * magnitude * sign
+        base = p[self.movable]
+        moved = base + delta
+        moved = np.where((moved < 0) | (moved > hi), base - delta, moved)
+        rows = np.tile(p, (n, 1))
+        rows[:, self.movable] = np.clip(moved, 0, hi)
+        return rows
+
+
+# ------------------------------------------------------------------------------------ outcome
 
 @dataclass
 class TpeOutcome:
-    trial_numbers: list[int]
-    value_idx: np.ndarray   # int32[n, naxes], in evaluation order
-    metrics: np.ndarray     # float64[n, NM]
-    resumed_from: int       # finished trials already in the storage at start
-    rejected: int           # trials that violated a constraint (told as pruned, not evaluated)
+    trial_numbers: np.ndarray   # int64[n]: the optuna trial each candidate belongs to
+    value_idx: np.ndarray       # [n, naxes] compact ints, in evaluation order
+    metrics: np.ndarray         # float64[n, NM]
+    resumed_from: int           # finished trials already in the storage at start
+    rejected: int               # candidate slots not filled (constraint violators)
+    proposals: int = 0          # trials told by this run
+    neighborhood: int = 1
+    slots_before: int = 0       # candidate slots the storage had already accounted for
 
+
+@dataclass
+class _Collector:
+    """Per-batch arrays, concatenated once at the end (no per-candidate Python objects)."""
+
+    naxes: int
+    dtype: np.dtype
+    numbers: list[np.ndarray] = field(default_factory=list)
+    idx: list[np.ndarray] = field(default_factory=list)
+    metrics: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, number: int, idx: np.ndarray, metrics: np.ndarray) -> None:
+        self.numbers.append(np.full(len(idx), number, dtype=np.int64))
+        self.idx.append(idx.astype(self.dtype))
+        self.metrics.append(np.asarray(metrics, dtype=np.float64))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.idx:
+            return np.zeros(0, np.int64), np.zeros((0, self.naxes), self.dtype), np.zeros((0, 0))
+        return np.concatenate(self.numbers), np.concatenate(self.idx), np.concatenate(self.metrics)
+
+
+# -------------------------------------------------------------------------------------- study
 
 def _param_name(i: int, path: str) -> str:
     return f"a{i:02d}:{path}"
 
 
 def _trial_value_idx(spec: SweepSpec, params: dict) -> np.ndarray:
-    return np.array([params[_param_name(i, a.path)] for i, a in enumerate(spec.axes)], dtype=np.int32)
+    return np.array([params[_param_name(i, a.path)] for i, a in enumerate(spec.axes)], dtype=np.int64)
 
 
 def _distributions(spec: SweepSpec) -> dict:
@@ -74,63 +200,103 @@ def open_study(spec: SweepSpec, *, seed: int, storage: str | None, study_name: s
                                direction="maximize", load_if_exists=storage is not None)
 
 
+def _resume_state(study, neighborhood: int, storage: str | None) -> tuple[int, int]:
+    """(finished trials, candidate slots they account for); refuses a different M on resume."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    if done:
+        earlier = int(study.user_attrs.get(NEIGHBORHOOD_ATTR, 1))
+        if earlier != neighborhood:
+            raise ValueError(f"--neighborhood {neighborhood}: study {study.study_name!r} in {storage} was run "
+                             f"with --neighborhood {earlier}; resume with that value or use a new --study-name")
+    else:
+        study.set_user_attr(NEIGHBORHOOD_ATTR, neighborhood)
+    return len(done), sum(int(t.user_attrs.get(SLOTS_ATTR, 1)) for t in done)
+
+
+@dataclass
+class _Pending:
+    number: int
+    trial_id: int          # storage id, for the slot-accounting user attrs
+    proposal: np.ndarray
+    slots: int
+
+
 def run_tpe(spec: SweepSpec, evaluate: Callable[[np.ndarray], np.ndarray], *, trials: int, batch: int,
             seed: int = 42, storage: str | None = None, study_name: str | None = None,
             objective: str = "pnl", initial_balance: float = 10_000.0,
-            on_batch: Callable[[int], None] | None = None) -> TpeOutcome:
-    """Run until the study holds ``trials`` finished trials. ``evaluate(value_idx) -> metrics``."""
+            on_batch: Callable[[int], None] | None = None, neighborhood: int = 1) -> TpeOutcome:
+    """Evaluate ``trials`` candidate slots; ``evaluate(value_idx) -> metrics`` is called once per
+    batch of ``batch // neighborhood`` proposals (one kernel launch). ``on_batch(n)`` gets the
+    slots consumed (including, once at the start, those a resumed study had already done)."""
     import optuna
-    from optuna.trial import TrialState
 
-    if objective not in OBJECTIVES:
-        raise ValueError(f"--objective: unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
+    _check_objective(objective)
     if trials < 1 or batch < 1:
         raise ValueError("--trials and --batch must be >= 1")
+    if neighborhood < 1:
+        raise ValueError(f"--neighborhood must be >= 1 (got {neighborhood})")
     dists = _distributions(spec)
     probe = open_study(spec, seed=seed, storage=storage, study_name=study_name)
-    done_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    finished = len(probe.get_trials(deepcopy=False, states=done_states))
+    finished, slots_done = _resume_state(probe, neighborhood, storage)
     study = open_study(spec, seed=seed, storage=storage, study_name=study_name, finished=finished) \
         if finished else probe
-    orphans = list(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    numbers: list[int] = []
-    idx_rows: list[np.ndarray] = []
-    metric_rows: list[np.ndarray] = []
-    rejected = 0
-    told = finished
+    orphans = list(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    hoods = Neighbourhoods(spec, seed, neighborhood)
+    per_launch = max(1, batch // neighborhood)
+    kept = _Collector(len(spec.axes), compact_index_dtype(spec))
+    rejected = told = 0
+    slots_before = slots_done
+    if slots_done and on_batch is not None:
+        on_batch(min(slots_done, trials))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        while told < trials:
-            want = min(batch, trials - told)
-            pending: list[tuple[int, np.ndarray]] = []
-            while orphans and len(pending) < want:  # asked before a kill, never told
-                orphan = orphans.pop(0)
-                pending.append((orphan.number, _trial_value_idx(spec, orphan.params)))
-            while len(pending) < want:
-                trial = study.ask(dists)
-                pending.append((trial.number, _trial_value_idx(spec, trial.params)))
-            batch_idx = np.stack([p[1] for p in pending])
-            ok = spec.satisfies(encoded_columns(spec, batch_idx))
-            metrics = evaluate(batch_idx[ok]) if ok.any() else np.zeros((0, 0))
-            k = 0
-            for (num, row), good in zip(pending, ok, strict=True):
-                if not good:
-                    study.tell(num, state=TrialState.PRUNED)
-                    rejected += 1
-                    continue
-                m = metrics[k]
-                k += 1
-                study.tell(num, objective_value(m, objective, initial_balance))
-                numbers.append(num)
-                idx_rows.append(row)
-                metric_rows.append(m)
+        while slots_done < trials:
+            pending = _ask_batch(study, spec, dists, orphans, per_launch, trials - slots_done, neighborhood)
+            cands = [hoods.around(p.proposal, p.number, p.slots) for p in pending]
+            sizes = [len(c) for c in cands]
+            flat = np.concatenate(cands).astype(np.int32) if sum(sizes) else None
+            metrics = evaluate(flat) if flat is not None else np.zeros((0, 0))
+            start = 0
+            for p, c, n in zip(pending, cands, sizes, strict=True):
+                rejected += p.slots - n
+                _tell(study, p, metrics[start:start + n], n, neighborhood, objective, initial_balance)
+                if n:
+                    kept.add(p.number, c, metrics[start:start + n])
+                start += n
+            used = sum(p.slots for p in pending)
+            slots_done += used
             told += len(pending)
             if on_batch is not None:
-                on_batch(len(pending))
-    naxes = len(spec.axes)
-    return TpeOutcome(
-        trial_numbers=numbers,
-        value_idx=np.stack(idx_rows) if idx_rows else np.zeros((0, naxes), dtype=np.int32),
-        metrics=np.stack(metric_rows) if metric_rows else np.zeros((0, 0)),
-        resumed_from=finished, rejected=rejected,
-    )
+                on_batch(used)
+    numbers, idx, metrics = kept.arrays()
+    return TpeOutcome(trial_numbers=numbers, value_idx=idx, metrics=metrics, resumed_from=finished,
+                      rejected=rejected, proposals=told, neighborhood=neighborhood, slots_before=slots_before)
+
+
+def _ask_batch(study, spec, dists, orphans, per_launch, budget, neighborhood) -> list[_Pending]:
+    """Up to ``per_launch`` proposals: trials asked before a kill first, then fresh asks."""
+    pending: list[_Pending] = []
+    while len(pending) < per_launch and budget > 0:
+        trial = orphans.pop(0) if orphans else study.ask(dists)
+        slots = min(neighborhood, budget)
+        budget -= slots
+        pending.append(_Pending(trial.number, trial._trial_id, _trial_value_idx(spec, trial.params), slots))
+    return pending
+
+
+def _tell(study, p: _Pending, metrics: np.ndarray, n: int, neighborhood: int, objective: str,
+          initial_balance: float) -> None:
+    """Best objective of the neighbourhood; an empty neighbourhood is PRUNED. Slot accounting goes
+    into user attrs (M > 1 only: with M=1 a trial is always one slot). They are written through the
+    storage because a trial re-opened from a killed run exists only as a FrozenTrial."""
+    from optuna.trial import TrialState
+
+    if neighborhood > 1:
+        study._storage.set_trial_user_attr(p.trial_id, SLOTS_ATTR, int(p.slots))
+        study._storage.set_trial_user_attr(p.trial_id, CANDIDATES_ATTR, int(n))
+    if n == 0:
+        study.tell(p.number, state=TrialState.PRUNED)
+        return
+    study.tell(p.number, float(objective_values(metrics, objective, initial_balance).max()))

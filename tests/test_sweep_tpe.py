@@ -1,12 +1,15 @@
-"""Batched TPE: seeded reproducibility and resuming a killed run from its SQLite storage.
+"""Batched TPE with local neighbourhoods: reproducibility, slot accounting, resuming a killed run,
+which rows a million-candidate sweep keeps, and the CLI on real candles.
 
-The objective here is a cheap closed-form function of the axis values (the TPE driver does not
-care what computes the metrics), so the test exercises optuna, the batching and the storage for
-real in a couple of seconds; the kernel path is covered by test_sweep_equivalence.py.
+Most tests use a cheap closed-form objective of the axis values (the TPE driver does not care what
+computes the metrics), so optuna, the batching, the neighbourhoods and the SQLite storage run for
+real in seconds; the kernel path is exercised once on ../shared/data at the end.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -15,11 +18,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from gpu.spec import parse_sweep_spec
-from gpu.tpe import run_tpe
+from gpu.tpe import Neighbourhoods, objective_values, run_tpe
+from strategy import layout as L
 from strategy.layout import M_TOTAL_PNL, NM
 
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPEC = {
     "axes": [
         {"path": "trade.sl_atr_mult", "range": {"start": 1.0, "stop": 4.0, "step": 0.25}},
@@ -39,19 +45,31 @@ def fake_metrics(spec, value_idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _run(storage=None, seed=7, trials=60, batch=16):
-    spec = parse_sweep_spec(SPEC)
-    out = run_tpe(spec, lambda idx: fake_metrics(spec, idx), trials=trials, batch=batch, seed=seed,
-                  storage=storage, study_name="t")
-    return out
+def digest(value_idx: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(value_idx, dtype=np.int32).tobytes()).hexdigest()[:16]
 
+
+def _run(storage=None, seed=7, trials=60, batch=16, neighborhood=1, calls=None):
+    spec = parse_sweep_spec(SPEC)
+
+    def evaluate(idx):
+        if calls is not None:
+            calls.append(idx.copy())
+        return fake_metrics(spec, idx)
+
+    return run_tpe(spec, evaluate, trials=trials, batch=batch, seed=seed, storage=storage, study_name="t",
+                   neighborhood=neighborhood)
+
+
+# ------------------------------------------------------------------------- M = 1 (one per trial)
 
 def test_same_seed_same_trials_in_same_order():
     a, b = _run(), _run()
-    assert a.trial_numbers == b.trial_numbers
+    np.testing.assert_array_equal(a.trial_numbers, b.trial_numbers)
     np.testing.assert_array_equal(a.value_idx, b.value_idx)
     np.testing.assert_array_equal(a.metrics, b.metrics)
-    assert len(a.trial_numbers) + a.rejected == 60
+    assert len(a.trial_numbers) + a.rejected == 60 and a.proposals == 60
+    assert len(set(a.trial_numbers.tolist())) == len(a.trial_numbers)  # one candidate per trial
     c = _run(seed=8)
     assert not np.array_equal(a.value_idx[:16], c.value_idx[:16])
 
@@ -63,38 +81,48 @@ def test_tpe_beats_its_random_startup():
 
 
 CHILD = r"""
-import sys, time
+import sys, time, hashlib
+import numpy as np
 sys.path.insert(0, {testdir!r})
-from test_sweep_tpe import SPEC, fake_metrics
+from test_sweep_tpe import SPEC, fake_metrics, digest
 from gpu.spec import parse_sweep_spec
 from gpu.tpe import run_tpe
 spec = parse_sweep_spec(SPEC)
 def slow(idx):
-    time.sleep(0.25)
+    print("eval", digest(idx), flush=True)
+    time.sleep({sleep})
     return fake_metrics(spec, idx)
 def mark(n):
     print("batch", n, flush=True)
-run_tpe(spec, slow, trials=80, batch=8, seed=3, storage={storage!r}, study_name="resume", on_batch=mark)
+run_tpe(spec, slow, trials={trials}, batch={batch}, seed=3, storage={storage!r}, study_name="resume",
+        on_batch=mark, neighborhood={m})
 print("done", flush=True)
 """
+
+
+def _kill_after(tmp_path, *, trials, batch, m, batches, sleep=0.25):
+    """Run the child until its (batches+1)-th launch is in flight, SIGKILL it; returns (storage, evals)."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    code = CHILD.format(testdir=str(Path(__file__).parent), storage=storage, trials=trials, batch=batch, m=m,
+                        sleep=sleep)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    evals: list[str] = []
+    deadline = time.time() + 60
+    while len(evals) <= batches and time.time() < deadline:
+        line = child.stdout.readline()
+        if line.startswith("eval"):
+            evals.append(line.split()[1])
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    assert len(evals) == batches + 1, "child did not get far enough before the kill"
+    return storage, evals
 
 
 def test_killed_run_resumes_without_rerunning_told_trials(tmp_path):
     import optuna
 
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    code = CHILD.format(testdir=str(Path(__file__).parent), storage=storage)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-    batches = 0
-    deadline = time.time() + 60
-    while batches < 3 and time.time() < deadline:
-        line = child.stdout.readline()
-        batches += line.startswith("batch")
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=10)
-    assert batches == 3, "child did not get far enough before the kill"
-
+    storage, _ = _kill_after(tmp_path, trials=80, batch=8, m=1, batches=3)
     study = optuna.load_study(study_name="resume", storage=storage)
     told_before = {t.number: t.params for t in study.trials if t.state.is_finished()}
     assert 24 <= len(told_before) < 80
@@ -113,8 +141,170 @@ def test_killed_run_resumes_without_rerunning_told_trials(tmp_path):
     numbers = [t.number for t in finished]
     assert len(finished) == 80 and len(set(numbers)) == 80
     assert not [t for t in study.trials if not t.state.is_finished()]  # orphans were evaluated
-    assert not set(out.trial_numbers) & set(told_before)  # told trials were not re-run
+    assert not set(out.trial_numbers.tolist()) & set(told_before)  # told trials were not re-run
     assert sum(calls) + out.rejected == 80 - len(told_before)
     for t in finished:  # the resumed run did not change what was already told
         if t.number in told_before:
             assert t.params == told_before[t.number]
+
+
+# ---------------------------------------------------------------------------- neighbourhoods
+
+def test_neighbourhood_is_local_distinct_valid_and_reproducible():
+    spec = parse_sweep_spec(SPEC)
+    hoods = Neighbourhoods(spec, seed=11, size=64)
+    p = np.array([6, 8, 3])  # sl=2.5, tp=6.0, fast=12
+    a = hoods.around(p, trial_number=5, limit=64)
+    np.testing.assert_array_equal(a, hoods.around(p, trial_number=5, limit=64))
+    assert len(a) == 64 and np.array_equal(a[0], p)
+    assert len({r.tobytes() for r in a}) == 64                      # no duplicates
+    assert hoods.satisfies(a).all()                                  # no constraint violator
+    moved = (a[1:] != p).sum(axis=1)
+    assert moved.min() >= 1 and moved.max() <= 3                     # 1..3 axes moved
+    assert np.abs(a - p).max() <= 2                                  # by at most two values
+    np.testing.assert_array_equal(hoods.around(p, 5, 20), a[:20])   # a smaller budget = a prefix
+    assert not np.array_equal(hoods.around(p, 6, 64), a)            # another trial, other neighbours
+    bad = np.array([12, 0, 3])  # sl=4.0 > tp=2.0: the proposal itself is replaced by valid neighbours
+    b = hoods.around(bad, 7, 64)
+    assert hoods.satisfies(b).all() and not any(np.array_equal(r, bad) for r in b)
+    corner = hoods.around(np.array([0, 0, 0]), 8, 64)  # few valid neighbours: fewer candidates, no hang
+    assert 0 < len(corner) < 64 and hoods.satisfies(corner).all()
+
+
+def test_neighbourhood_run_counts_candidates_and_batches():
+    calls: list[np.ndarray] = []
+    out = _run(trials=200, batch=32, neighborhood=8, calls=calls)
+    assert out.proposals == 25 and out.neighborhood == 8              # 200 candidates / 8 per trial
+    assert len(out.trial_numbers) + out.rejected == 200
+    assert out.rejected < 20                                          # violators are mostly replaced
+    assert all(len(c) <= 32 for c in calls) and len(calls) == 7       # 4 proposals x 8 per launch
+    assert sum(len(c) for c in calls) == len(out.value_idx)
+    again = _run(trials=200, batch=32, neighborhood=8)
+    np.testing.assert_array_equal(out.value_idx, again.value_idx)
+    np.testing.assert_array_equal(out.trial_numbers, again.trial_numbers)
+    assert out.value_idx.dtype == np.uint8                            # compact: 2M x 24 axes = 48 MB
+
+
+def test_tell_values_are_neighbourhood_maxima_and_neighbourhoods_regenerate(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    out = _run(storage=storage, trials=96, batch=48, neighborhood=12)
+    study = optuna.load_study(study_name="t", storage=storage)
+    obj = objective_values(out.metrics, "pnl", 1e4)
+    hoods = Neighbourhoods(parse_sweep_spec(SPEC), seed=7, size=12)
+    for t in study.trials:
+        mine = obj[out.trial_numbers == t.number]
+        assert t.user_attrs["candidates"] == len(mine) and t.user_attrs["slots"] == 12
+        if not len(mine):  # a proposal deep in the violating corner: no valid neighbour within 2 steps
+            assert t.state == optuna.trial.TrialState.PRUNED
+            continue
+        assert t.value == pytest.approx(mine.max())
+        proposal = [t.params[k] for k in sorted(t.params)]  # a00:, a01:, a02: in axis order
+        np.testing.assert_array_equal(hoods.around(np.array(proposal), t.number, 12),
+                                      out.value_idx[out.trial_numbers == t.number])  # a pure function of the trial
+    assert study.user_attrs["neighborhood"] == 12
+
+
+def test_killed_neighbourhood_run_resumes_to_exactly_the_requested_candidates(tmp_path):
+    import optuna
+
+    storage, evals = _kill_after(tmp_path, trials=300, batch=32, m=8, batches=2, sleep=0.5)
+    study = optuna.load_study(study_name="resume", storage=storage)
+    told = {t.number for t in study.trials if t.state.is_finished()}
+    assert len(told) == 8 and len([t for t in study.trials if not t.state.is_finished()]) == 4
+
+    spec = parse_sweep_spec(SPEC)
+    seen: list[str] = []
+    progress: list[int] = []
+
+    def evaluate(idx):
+        seen.append(digest(idx))
+        return fake_metrics(spec, idx)
+
+    out = run_tpe(spec, evaluate, trials=300, batch=32, seed=3, storage=storage, study_name="resume",
+                  neighborhood=8, on_batch=progress.append)
+    assert seen[0] == evals[-1]  # the launch in flight at the kill: same proposals, same neighbourhoods
+    assert progress[0] == 64 and sum(progress) == 300
+    study = optuna.load_study(study_name="resume", storage=storage)
+    numbers = [t.number for t in study.trials]
+    assert all(t.state.is_finished() for t in study.trials)
+    assert len(numbers) == len(set(numbers)) == 300 // 8 + 1          # 37 full trials + one of 4 slots
+    assert sum(t.user_attrs["slots"] for t in study.trials) == 300
+    assert sum(t.user_attrs["candidates"] for t in study.trials) + out.rejected == 300 - \
+        sum(t.user_attrs["slots"] - t.user_attrs["candidates"] for t in study.trials if t.number in told)
+    assert not set(out.trial_numbers.tolist()) & told
+
+
+def test_resume_with_another_neighbourhood_is_refused(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    _run(storage=storage, trials=32, batch=16, neighborhood=8)
+    with pytest.raises(ValueError, match="--neighborhood 4: study 't' .* was run with --neighborhood 8"):
+        _run(storage=storage, trials=64, batch=16, neighborhood=4)
+
+
+# ---------------------------------------------------------------------------------- kept rows
+
+def test_kept_rows_are_the_union_of_per_mode_tops_without_duplicates():
+    from gpu.api import first_occurrences, kept_row_indices
+
+    idx = np.array([[0, 1], [2, 3], [0, 1], [4, 4], [1, 1], [2, 3]], dtype=np.uint8)
+    np.testing.assert_array_equal(first_occurrences(idx), [0, 1, 3, 4])
+    m = np.zeros((6, NM))
+    m[:, L.M_TOTAL_PNL] = [5, 9, 5, 1, 3, 9]
+    m[:, L.M_MAX_DD] = [0.5, 0.4, 0.5, 0.01, 0.2, 0.4]
+    score = m[:, L.M_TOTAL_PNL].copy()
+    low_dd = {"dd": lambda mm: np.where(mm[:, L.M_TOTAL_PNL] > 2, -mm[:, L.M_MAX_DD], -np.inf)}
+    kept = kept_row_indices(m, score, top_n=1, keep_scores=low_dd, candidates=first_occurrences(idx))
+    np.testing.assert_array_equal(kept, [1, 4])           # best pnl (row 1) + lowest dd with pnl > 2 (row 4)
+    everything = kept_row_indices(m, score, top_n=None, candidates=first_occurrences(idx))
+    np.testing.assert_array_equal(everything, [1, 0, 4, 3])  # best-first, ties by evaluation order
+
+
+def test_factory_keep_scores_rank_like_the_shortlist():
+    """The vectorised keep scores and factory.shortlist's row keys order rows identically."""
+    from factory.pipeline import shortlist_keep_scores
+    from factory.shortlist import _eligible, _key
+    from gpu.api import metrics_to_row
+
+    rng = np.random.default_rng(5)
+    m = np.zeros((400, NM))
+    m[:, L.M_TOTAL_PNL] = rng.normal(0, 500, 400)
+    m[:, L.M_TOTAL_TRADES] = rng.integers(0, 60, 400)
+    m[:, L.M_PROFIT_FACTOR] = rng.uniform(0, 15, 400)
+    m[:, L.M_SHARPE] = rng.normal(0, 2, 400)
+    m[:, L.M_MAX_DD] = rng.uniform(0, 0.6, 400)
+    m[::37, L.M_SHARPE] = np.nan
+    rows = [{**metrics_to_row(r), "config_id": f"c{i:04d}"} for i, r in enumerate(m)]
+    for mode, fn in shortlist_keep_scores(["pnl", "balanced", "dd"]).items():
+        score = fn(m)
+        eligible = [i for i, r in enumerate(rows) if _eligible(r, mode, 1)]
+        assert set(eligible) == set(np.flatnonzero(np.isfinite(score)))
+        assert [_key(mode)(rows[i])[0] for i in eligible] == pytest.approx(score[eligible].tolist())
+
+
+# ------------------------------------------------------------------------- kernel + CLI, real data
+
+@pytest.mark.skipif(not (DATA / "candles_1h.db").exists(), reason=f"../shared/data absent: {DATA}")
+def test_cli_tpe_with_neighbourhoods_on_real_candles(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from gpu.cli import sweep_command
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({**SPEC, "lookback": 60}))
+    app = typer.Typer()
+    app.command()(sweep_command)
+    out = tmp_path / "rows.jsonl"
+    args = ["--sweep-spec", str(spec), "--candles-db", str(DATA / "candles_1h.db"), "--backend", "cpu",
+            "--tpe", "--trials", "96", "--batch", "48", "--neighborhood", "16", "--top-n", "10",
+            "--output", str(out), "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "TPE: 6 optuna trials x neighbourhood 16" in res.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 0 < len(rows) <= 10 and len({r["config_id"] for r in rows}) == len(rows)
+    assert [r["total_pnl"] for r in rows] == sorted((r["total_pnl"] for r in rows), reverse=True)
+    bad = CliRunner().invoke(app, [*args[:6], "--neighborhood", "0", "--output", str(out)])
+    assert bad.exit_code == 2 and "--neighborhood must be >= 1 (got 0)" in bad.output
