@@ -502,6 +502,13 @@ class OrderExecutor:
             symbol=req.symbol, action=req.action, side=req.side, size=req.size, notional=req.notional,
             decision_ts_ms=req.decision_ts_ms, seq=req.seq, leverage=req.leverage, entry_atr=req.entry_atr,
             reason=req.reason, confidence=req.confidence, meta={**req.meta, "tif": req.tif})
+        if intent.status == "SENT" and not self.oms.fills_of(intent):
+            # acknowledged by the exchange, then the process died before its fills were stored:
+            # ask once about the cloid (never re-send)
+            found = self._ask_exchange(intent, deadline=0.0)
+            if found is not None:
+                self._reconcile_note("RESOLVE_SENT", intent, found.status)
+                return found
         if intent.status in ("FILLED", "PARTIAL", "SENT"):
             return Execution(intent, self._known_fills(intent))
         if intent.status in ("WOULD", "REJECTED", "EXPIRED", "CANCELLED"):

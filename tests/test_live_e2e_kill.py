@@ -1,0 +1,164 @@
+"""A real kill -9: `python -m live --mode live` runs as a child process against the sandbox exchange
+(in this process, on 127.0.0.1). The exchange holds one request of the first order's path — the
+submit itself (the intent is committed, the order in flight) or the fill fetch right after the
+exchange filled it (the intent is SENT) — and the child is SIGKILLed while it waits. After a restart every intent is resolved
+exactly once: no cloid has two exchange orders, no intent is left NEW/UNKNOWN, and the exchange,
+the engine checkpoint and the trading DB hold the same positions."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_live_e2e import HOUR, WARM, LiveWorld, append_bars
+
+from live import checkpoint
+from live.trading_db import open_positions
+from strategy.layout import POS_SIDE, POS_SIZE
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET_BARS = 11        # bars after the warm-up in which this config does not trade (found by the e2e run)
+
+
+def db_rows(db: Path, sql: str) -> list[tuple]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(db, timeout=5) as conn:
+        try:
+            return [tuple(r) for r in conn.execute(sql)]
+        except sqlite3.OperationalError:   # tables not created yet
+            return []
+
+
+def last_bar(db: Path) -> int | None:
+    rows = db_rows(db, "SELECT value_json FROM engine_state WHERE key = 'engine'")
+    return json.loads(rows[0][0])["last_bar_t"] if rows else None
+
+
+class Child:
+    def __init__(self, env: dict, log: Path):
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "live", "--mode", "live"], env=env, cwd=REPO,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.log.close()
+
+    def stop(self) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(20)
+        self.log.close()
+        return code
+
+
+def drive(world: LiveWorld, child: Child, db: Path, log: Path) -> None:
+    """Reveal one bar on the exchange and in the candle DB; wait until the child processed it."""
+    row = world.rows[world.next_bar]
+    world.ex.advance(1)
+    append_bars(world.candles, [row])
+    world.next_bar += 1
+    deadline = time.monotonic() + 20
+    while last_bar(db) != row[2]:
+        assert child.alive(), log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"bar {row[2]} not processed\n{log.read_text()[-3000:]}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(("held", "status_at_kill", "resolution"), [
+    ("order", "NEW", "RESOLVE_NEW"), ("userFills", "SENT", "RESOLVE_SENT")])
+def test_sigkill_after_a_committed_intent_then_restart_resolves_every_intent_once(tmp_path, held, status_at_kill,
+                                                                                  resolution):
+    world = LiveWorld(tmp_path)
+    db, log = tmp_path / "live.db", tmp_path / "daemon.log"
+    # the quiet bars are history when the daemon starts: warm-up only, like the bars before them
+    world.ex.advance(QUIET_BARS)
+    append_bars(world.candles, world.rows[WARM:WARM + QUIET_BARS])
+    world.next_bar = WARM + QUIET_BARS
+    last_warm_close_ms = world.rows[world.next_bar - 1][2] + HOUR
+    max_age_s = (time.time() * 1000 - last_warm_close_ms) / 1000 - 1800   # newer bars trade, older ones warm
+    world.env.update({"AI_QUANT_LIVE_MAX_BAR_AGE_S": f"{max_age_s:.0f}", "AI_QUANT_LOOP_TARGET_SECS": "0.5",
+                      "AI_QUANT_HEARTBEAT_SECS": "1", "AI_QUANT_LIVE_BACKFILL_MS": str(20 * 365 * 24 * HOUR),
+                      "AI_QUANT_LIVE_REST_FILLS_SYNC_SECS": "1", "PYTHONUNBUFFERED": "1"})
+    child = Child(world.env, log)
+    try:
+        deadline = time.monotonic() + 30
+        while last_bar(db) != world.rows[world.next_bar - 1][2]:
+            assert child.alive() and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        world.ex.faults.delay_next(held, seconds=1.5)        # the first order's path hangs in the exchange
+        wanted = f"SELECT intent_id FROM oms_intents WHERE status = '{status_at_kill}'"
+        for _ in range(10):
+            row = world.rows[world.next_bar]
+            world.ex.advance(1)
+            append_bars(world.candles, [row])
+            world.next_bar += 1
+            end = time.monotonic() + 20
+            while not db_rows(db, wanted) and last_bar(db) != row[2]:
+                assert child.alive() and time.monotonic() < end, log.read_text()[-3000:]
+                time.sleep(0.005)
+            if db_rows(db, wanted):
+                break
+        time.sleep(0.3)                                     # the request is in flight, held by the exchange
+        child.kill9()
+        (killed_cloid, killed_status), = db_rows(db, "SELECT client_order_id, status FROM oms_intents")
+        assert killed_status == status_at_kill
+        time.sleep(1.5)                                     # the held order lands (or not) with nobody waiting
+
+        child = Child(world.env, log)
+        deadline = time.monotonic() + 30
+        while last_bar(db) != world.rows[world.next_bar - 1][2]:
+            assert child.alive() and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        for _ in range(12):
+            drive(world, child, db, log)
+            pos = checkpoint.decode(json.loads(db_rows(db, "SELECT value_json FROM engine_state "
+                                                           "WHERE key = 'engine'")[0][0])).pos
+            if pos[0, POS_SIDE] != 0:
+                break
+        time.sleep(1.2)                                      # one more loop: fill intake and reconciler
+        assert child.stop() == 0, log.read_text()[-3000:]
+    finally:
+        if child.alive():
+            child.kill9()
+        world.ex.stop()
+
+    fills = world.ex.fills(world.wallet.address)
+    by_cloid: dict[str, set] = {}
+    for f in fills:
+        by_cloid.setdefault(f["cloid"], set()).add(f["oid"])
+    assert all(len(oids) == 1 for oids in by_cloid.values()), by_cloid   # never two orders for one cloid
+    assert killed_cloid in by_cloid
+    statuses = db_rows(db, "SELECT status, client_order_id FROM oms_intents")
+    assert not [s for s, _ in statuses if s in ("NEW", "UNKNOWN", "SENT")], statuses
+    assert [c for _, c in statuses].count(killed_cloid) == 1
+    resolved = db_rows(db, "SELECT kind, result, client_order_id FROM oms_reconcile_events WHERE kind LIKE 'RESOLVE%'")
+    assert [(k, c) for k, _, c in resolved] == [(resolution, killed_cloid)]
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        saved = checkpoint.load(conn)
+        engine_pos = checkpoint.decode(saved).pos
+        db_pos = {p["symbol"]: p["size"] * (1 if p["side"] == "LONG" else -1) for p in open_positions(conn)}
+        n_trades = conn.execute("SELECT COUNT(*) FROM trades").fetchone()[0]
+        n_oms = conn.execute("SELECT COUNT(*) FROM oms_fills").fetchone()[0]
+    engine = {s: float(engine_pos[i, POS_SIDE] * engine_pos[i, POS_SIZE])
+              for i, s in enumerate(saved["symbols"]) if engine_pos[i, POS_SIDE] != 0}
+    exchange = {c: p["szi"] for c, p in world.ex.positions(world.wallet.address).items()}
+    assert exchange, "the run must end holding a position"
+    assert engine.keys() == exchange.keys() == db_pos.keys()
+    for coin, szi in exchange.items():
+        assert engine[coin] == pytest.approx(szi, abs=5e-6) and db_pos[coin] == pytest.approx(szi, abs=5e-6)
+    assert n_trades == n_oms == len(fills)
+    print(f"kill -9 while {held} was held: the {status_at_kill} intent resolved as {resolved[0][1]}, {len(statuses)} intents, {len(fills)} fills, "
+          f"positions {exchange}")
