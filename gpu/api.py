@@ -47,7 +47,7 @@ class SweepResult:
     precision: str = "f64"
     indicator_arrays: dict[str, int] = field(default_factory=dict)
     tpe_resumed_from: int = 0
-    # TPE with neighbourhoods: trials told, slots left unfilled, M, candidates seen once
+    # TPE with neighbourhoods: trials told, neighbourhood places left empty, M, candidates seen once
     tpe_proposals: int = 0
     tpe_rejected: int = 0
     neighborhood: int = 1
@@ -343,7 +343,7 @@ def run_sweep(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, back
                        elapsed_s=time.perf_counter() - started, precision=precision,
                        indicator_arrays=prep.computed, distinct_candidates=n_distinct,
                        summary=sweep_summary(metrics, len(cands), n_distinct, len(rows), tpe_info),
-                       **{k: v for k, v in tpe_info.items() if k != "slots_before"})
+                       **{k: v for k, v in tpe_info.items() if k != "candidates_before"})
 
 
 def _run_tpe_sweep(spec, prep: Prepared, evaluator, name: str, *, trials, batch, seed, storage, study_name,
@@ -366,7 +366,7 @@ def _run_tpe_sweep(spec, prep: Prepared, evaluator, name: str, *, trials, batch,
     finally:
         bar.close()
     info = {"tpe_resumed_from": out.resumed_from, "tpe_proposals": out.proposals,
-            "tpe_rejected": out.rejected, "neighborhood": out.neighborhood, "slots_before": out.slots_before}
+            "tpe_rejected": out.rejected, "neighborhood": out.neighborhood, "candidates_before": out.candidates_before}
     return CandidateSet(spec, out.value_idx), out.metrics, info
 
 
@@ -382,9 +382,9 @@ def sweep_summary(metrics: np.ndarray, evaluated: int, distinct: int, written: i
            "best_total_pnl": float(pnl.max()) if len(pnl) else None}
     if tpe_info:
         out.update({"tpe_trials": int(tpe_info["tpe_proposals"]), "neighborhood": int(tpe_info["neighborhood"]),
-                    "rejected_slots": int(tpe_info["tpe_rejected"]),
+                    "rejected_by_constraints": int(tpe_info["tpe_rejected"]),
                     "resumed_from_trials": int(tpe_info["tpe_resumed_from"]),
-                    "resumed_from_slots": int(tpe_info["slots_before"])})
+                    "resumed_from_candidates": int(tpe_info["candidates_before"])})
     return out
 
 

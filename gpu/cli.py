@@ -204,7 +204,7 @@ def sweep_command(
         sm = result.summary
         out.print(f"TPE: {sm['tpe_trials']:,} optuna trials x neighbourhood {sm['neighborhood']} -> "
                   f"{result.candidates_evaluated:,} candidates ({result.distinct_candidates:,} distinct, "
-                  f"{sm['rejected_slots']:,} slots rejected by constraints)", highlight=False)
+                  f"{sm['rejected_by_constraints']:,} neighbours dropped by constraints)", highlight=False)
     title = (f"top {min(show, len(result.rows))} of {result.candidates_evaluated} candidates "
              f"({result.backend}, {result.precision}, {result.candidates_per_s:,.0f} cand/s, "
              f"{result.elapsed_s:.1f} s)")

@@ -11,12 +11,13 @@ and every candidate is exactly one of the spec's values. A neighbourhood is draw
 Generator seeded by (seed, trial number), so it is a pure function of the trial: a resumed study
 regenerates it exactly. With a storage URL the study survives a kill: told trials are kept,
 trials asked but never told (RUNNING) are evaluated first on resume, and the run stops when the
-told trials account for the requested number of candidate slots.
+told trials account for the requested number of candidates.
 
-Budget: ``trials`` counts candidate slots. A trial reserves min(M, remaining) slots; slots it
-cannot fill (constraint violators that no bounded redraw replaced) are counted as ``rejected``,
-so evaluated + rejected == trials. With M=1 this is exactly the historical behaviour: one
-candidate per trial, a violating proposal is told PRUNED and counts as a trial.
+Budget: ``trials`` counts candidates evaluated. A trial may evaluate min(M, remaining)
+candidates; a neighbourhood that cannot be filled (constraint violators that no bounded redraw
+replaced) evaluates fewer and the run asks further proposals, so the study ends holding exactly
+the requested number of candidates. With M=1 a trial is one candidate and a violating proposal is
+told PRUNED (and evaluates nothing), as before.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ OBJECTIVES = ("pnl", "sharpe", "balanced")
 STEP_TWO_PROBABILITY = 0.25   # share of moved axes that jump two values instead of one
 MAX_AXES_MOVED = 3
 DRAW_ROUNDS = 8               # bounded attempts: at most DRAW_ROUNDS x block draws per neighbourhood
-SLOTS_ATTR, CANDIDATES_ATTR, NEIGHBORHOOD_ATTR = "slots", "candidates", "neighborhood"
+LIMIT_ATTR, CANDIDATES_ATTR, NEIGHBORHOOD_ATTR = "limit", "candidates", "neighborhood"
+STALL_PROPOSALS = 2_000       # consecutive proposals with no valid candidate: the constraints win
 
 
 # ----------------------------------------------------------------------------------- objective
@@ -144,10 +146,10 @@ class TpeOutcome:
     value_idx: np.ndarray       # [n, naxes] compact ints, in evaluation order
     metrics: np.ndarray         # float64[n, NM]
     resumed_from: int           # finished trials already in the storage at start
-    rejected: int               # candidate slots not filled (constraint violators)
+    rejected: int               # neighbourhood places left empty by constraint violators (M=1: pruned trials)
     proposals: int = 0          # trials told by this run
     neighborhood: int = 1
-    slots_before: int = 0       # candidate slots the storage had already accounted for
+    candidates_before: int = 0  # candidates the storage's finished trials had already evaluated
 
 
 @dataclass
@@ -201,7 +203,7 @@ def open_study(spec: SweepSpec, *, seed: int, storage: str | None, study_name: s
 
 
 def _resume_state(study, neighborhood: int, storage: str | None) -> tuple[int, int]:
-    """(finished trials, candidate slots they account for); refuses a different M on resume."""
+    """(finished trials, candidates they evaluated); refuses a different M on resume."""
     from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
@@ -212,24 +214,26 @@ def _resume_state(study, neighborhood: int, storage: str | None) -> tuple[int, i
                              f"with --neighborhood {earlier}; resume with that value or use a new --study-name")
     else:
         study.set_user_attr(NEIGHBORHOOD_ATTR, neighborhood)
-    return len(done), sum(int(t.user_attrs.get(SLOTS_ATTR, 1)) for t in done)
+    evaluated = sum(int(t.user_attrs.get(CANDIDATES_ATTR, 1 if t.state == TrialState.COMPLETE else 0))
+                    for t in done)
+    return len(done), evaluated
 
 
 @dataclass
 class _Pending:
     number: int
-    trial_id: int          # storage id, for the slot-accounting user attrs
+    trial_id: int          # storage id, for the accounting user attrs
     proposal: np.ndarray
-    slots: int
+    limit: int             # candidates this trial may evaluate: min(M, what the budget has left)
 
 
 def run_tpe(spec: SweepSpec, evaluate: Callable[[np.ndarray], np.ndarray], *, trials: int, batch: int,
             seed: int = 42, storage: str | None = None, study_name: str | None = None,
             objective: str = "pnl", initial_balance: float = 10_000.0,
             on_batch: Callable[[int], None] | None = None, neighborhood: int = 1) -> TpeOutcome:
-    """Evaluate ``trials`` candidate slots; ``evaluate(value_idx) -> metrics`` is called once per
-    batch of ``batch // neighborhood`` proposals (one kernel launch). ``on_batch(n)`` gets the
-    slots consumed (including, once at the start, those a resumed study had already done)."""
+    """Evaluate ``trials`` candidates; ``evaluate(value_idx) -> metrics`` is called once per batch
+    of ``batch // neighborhood`` proposals (one kernel launch). ``on_batch(n)`` gets the candidates
+    evaluated (including, once at the start, those a resumed study had already evaluated)."""
     import optuna
 
     _check_objective(objective)
@@ -239,62 +243,68 @@ def run_tpe(spec: SweepSpec, evaluate: Callable[[np.ndarray], np.ndarray], *, tr
         raise ValueError(f"--neighborhood must be >= 1 (got {neighborhood})")
     dists = _distributions(spec)
     probe = open_study(spec, seed=seed, storage=storage, study_name=study_name)
-    finished, slots_done = _resume_state(probe, neighborhood, storage)
+    finished, done = _resume_state(probe, neighborhood, storage)
     study = open_study(spec, seed=seed, storage=storage, study_name=study_name, finished=finished) \
         if finished else probe
     orphans = list(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
     hoods = Neighbourhoods(spec, seed, neighborhood)
     per_launch = max(1, batch // neighborhood)
     kept = _Collector(len(spec.axes), compact_index_dtype(spec))
-    rejected = told = 0
-    slots_before = slots_done
-    if slots_done and on_batch is not None:
-        on_batch(min(slots_done, trials))
+    rejected = told = barren = 0
+    before = done
+    if done and on_batch is not None:
+        on_batch(min(done, trials))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        while slots_done < trials:
-            pending = _ask_batch(study, spec, dists, orphans, per_launch, trials - slots_done, neighborhood)
-            cands = [hoods.around(p.proposal, p.number, p.slots) for p in pending]
-            sizes = [len(c) for c in cands]
-            flat = np.concatenate(cands).astype(np.int32) if sum(sizes) else None
-            metrics = evaluate(flat) if flat is not None else np.zeros((0, 0))
+        while done < trials:
+            pending = _ask_batch(study, spec, dists, orphans, per_launch, trials - done, neighborhood)
+            cands = [hoods.around(p.proposal, p.number, p.limit) for p in pending]
+            flat = np.concatenate(cands).astype(np.int32)
+            metrics = evaluate(flat) if len(flat) else np.zeros((0, 0))
             start = 0
-            for p, c, n in zip(pending, cands, sizes, strict=True):
-                rejected += p.slots - n
+            for p, c in zip(pending, cands, strict=True):
+                n = len(c)
+                rejected += p.limit - n
+                barren = barren + 1 if n == 0 else 0
                 _tell(study, p, metrics[start:start + n], n, neighborhood, objective, initial_balance)
                 if n:
                     kept.add(p.number, c, metrics[start:start + n])
                 start += n
-            used = sum(p.slots for p in pending)
-            slots_done += used
+            done += start
             told += len(pending)
-            if on_batch is not None:
-                on_batch(used)
+            if on_batch is not None and start:
+                on_batch(start)
+            if barren >= STALL_PROPOSALS:
+                raise ValueError(f"{spec.source}: constraints: the last {barren} TPE proposals had no valid "
+                                 f"candidate ({done} of {trials} evaluated); loosen the constraints")
+    for orphan in orphans:  # only when resumed with a smaller --trials: close them, do not evaluate
+        study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
     numbers, idx, metrics = kept.arrays()
     return TpeOutcome(trial_numbers=numbers, value_idx=idx, metrics=metrics, resumed_from=finished,
-                      rejected=rejected, proposals=told, neighborhood=neighborhood, slots_before=slots_before)
+                      rejected=rejected, proposals=told, neighborhood=neighborhood, candidates_before=before)
 
 
 def _ask_batch(study, spec, dists, orphans, per_launch, budget, neighborhood) -> list[_Pending]:
-    """Up to ``per_launch`` proposals: trials asked before a kill first, then fresh asks."""
+    """Up to ``per_launch`` proposals: trials asked before a kill first, then fresh asks. Their
+    limits never exceed the budget, so the study cannot overshoot the requested candidates."""
     pending: list[_Pending] = []
     while len(pending) < per_launch and budget > 0:
         trial = orphans.pop(0) if orphans else study.ask(dists)
-        slots = min(neighborhood, budget)
-        budget -= slots
-        pending.append(_Pending(trial.number, trial._trial_id, _trial_value_idx(spec, trial.params), slots))
+        limit = min(neighborhood, budget)
+        budget -= limit
+        pending.append(_Pending(trial.number, trial._trial_id, _trial_value_idx(spec, trial.params), limit))
     return pending
 
 
 def _tell(study, p: _Pending, metrics: np.ndarray, n: int, neighborhood: int, objective: str,
           initial_balance: float) -> None:
-    """Best objective of the neighbourhood; an empty neighbourhood is PRUNED. Slot accounting goes
-    into user attrs (M > 1 only: with M=1 a trial is always one slot). They are written through the
-    storage because a trial re-opened from a killed run exists only as a FrozenTrial."""
+    """Best objective of the neighbourhood; an empty neighbourhood is PRUNED. The accounting goes
+    into user attrs (M > 1 only: with M=1 a COMPLETE trial is one candidate). They are written
+    through the storage because a trial re-opened from a killed run exists only as a FrozenTrial."""
     from optuna.trial import TrialState
 
     if neighborhood > 1:
-        study._storage.set_trial_user_attr(p.trial_id, SLOTS_ATTR, int(p.slots))
+        study._storage.set_trial_user_attr(p.trial_id, LIMIT_ATTR, int(p.limit))
         study._storage.set_trial_user_attr(p.trial_id, CANDIDATES_ATTR, int(n))
     if n == 0:
         study.tell(p.number, state=TrialState.PRUNED)
