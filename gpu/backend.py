@@ -141,6 +141,22 @@ def _cuda_driver(kernel):
     return _CUDA_DRIVERS[key]
 
 
+def max_candidate_bars_per_dispatch() -> int:
+    """The dispatch cap; an H100 wants ~3e10 (docs/GPU.md), so AI_QUANT_SWEEP_MAX_CANDIDATE_BARS sets it."""
+    import os
+
+    raw = os.environ.get("AI_QUANT_SWEEP_MAX_CANDIDATE_BARS", "").strip()
+    if not raw:
+        return MAX_CANDIDATE_BARS_PER_DISPATCH
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise BackendError(f"AI_QUANT_SWEEP_MAX_CANDIDATE_BARS={raw!r} is not a number") from None
+    if value < 1:
+        raise BackendError(f"AI_QUANT_SWEEP_MAX_CANDIDATE_BARS={raw!r} must be >= 1")
+    return value
+
+
 class Evaluator:
     """Runs candidate batches on one backend. ``kernel`` (tests only) replaces strategy.kernel."""
 
@@ -149,7 +165,7 @@ class Evaluator:
         self.backend = backend
         self.kernel = kernel
         bars = max(1, static.t1 - static.t0) * max(1, static.nsym)
-        self.max_batch = max(1, MAX_CANDIDATE_BARS_PER_DISPATCH // bars)
+        self.max_batch = max(1, max_candidate_bars_per_dispatch() // bars)
         if backend == "cpu":
             self.max_batch = min(self.max_batch, CPU_MAX_BATCH)
             self._args = self._static_args(static)
