@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/tpe_overhead.py [--candidates 20000] [--m1-candidates 1000]
         [--neighborhoods 1,64,256] [--proposals-per-launch 16] [--symbols BTC,ETH,SOL,BNB] [--days 45]
+        [--sqlite]   # optuna in a SQLite file (as the factory runs it) instead of in memory
 
 Runs gpu.tpe.run_tpe on the synthetic demo data (cpu backend, config/sweeps/full.yaml: 24 axes)
 for each neighbourhood size M and prints, per M: optuna trials, seconds in optuna, in
@@ -16,6 +17,8 @@ profiles do (daily: 4096 = 16 x 256). Compilation is excluded (the kernel is war
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +60,8 @@ def load_inputs(args):
     return spec, prep, Evaluator(prep.static, "cpu"), md
 
 
-def measure(spec, prep, evaluator, *, candidates: int, m: int, batch: int, seed: int) -> tuple[Timings, object, float]:
+def measure(spec, prep, evaluator, *, candidates: int, m: int, batch: int, seed: int,
+            storage: str | None = None) -> tuple[Timings, object, float]:
     from gpu.tpe import run_tpe
 
     t = Timings()
@@ -81,7 +85,8 @@ def measure(spec, prep, evaluator, *, candidates: int, m: int, batch: int, seed:
 
     t.last_mark = time.perf_counter()
     started = t.last_mark
-    out = run_tpe(spec, evaluate, trials=candidates, batch=batch, seed=seed, neighborhood=m, on_batch=on_batch)
+    out = run_tpe(spec, evaluate, trials=candidates, batch=batch, seed=seed, neighborhood=m, on_batch=on_batch,
+                  storage=storage, study_name=f"bench_m{m}")
     return t, out, time.perf_counter() - started
 
 
@@ -134,13 +139,16 @@ def main() -> None:
     ap.add_argument("--spec", default=str(REPO / "config" / "sweeps" / "full.yaml"))
     ap.add_argument("--demo-dir", type=Path, default=REPO / "artifacts" / "demo_data")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--sqlite", action="store_true", help="optuna storage in a temporary SQLite file")
     args = ap.parse_args()
 
     console = Console(width=max(Console().width, 120))
     spec, prep, evaluator, md = load_inputs(args)
     warm = np.zeros((2, len(spec.axes)), dtype=np.int32)
     evaluator.evaluate(*prep.kernel_vectors(warm))  # compile / load the cached driver
-    table = Table(title=f"TPE overhead: {len(spec.axes)} axes, cpu backend, demo data {md.nsym} symbols x "
+    tmp = tempfile.mkdtemp(prefix="tpe_bench_")
+    where = "SQLite storage" if args.sqlite else "in-memory storage"
+    table = Table(title=f"TPE overhead ({where}): {len(spec.axes)} axes, cpu backend, demo data {md.nsym} symbols x "
                         f"{md.nbar:,} 1h bars, {args.proposals_per_launch} proposals per launch")
     for col in ("M", "candidates", "trials", "optuna s", "hoods s", "kernel s", "optuna %",
                 "optuna @1M", "kernel @1M"):
@@ -148,8 +156,9 @@ def main() -> None:
     runs, points = [], []
     for m in (int(x) for x in args.neighborhoods.split(",")):
         n = args.m1_candidates if m == 1 else args.candidates
+        storage = f"sqlite:///{tmp}/bench_m{m}.db" if args.sqlite else None
         t, out, wall = measure(spec, prep, evaluator, candidates=n, m=m, batch=args.proposals_per_launch * m,
-                               seed=args.seed)
+                               seed=args.seed, storage=storage)
         hood_s = neighbourhood_seconds(spec, out.proposals, m, args.seed)
         hood_per_trial = hood_s / max(out.proposals, 1)
         points += [(held, cost - hood_per_trial) for held, cost in t.per_trial[1:]]  # 1st: study creation
@@ -164,6 +173,7 @@ def main() -> None:
                       f"{t.kernel_s:,.2f}", f"{optuna_s / wall:.0%}", human(integrate_cost(a, b, -(-TARGET // m))),
                       human(kernel_1m))
     console.print(table)
+    shutil.rmtree(tmp, ignore_errors=True)
     console.print(f"optuna cost per trial fitted as {a * 1e3:.2f} ms + {b * 1e6:.2f} us x trials held",
                   highlight=False)
     console.print("optuna @1M: optuna time extrapolated to 1,000,000 candidates (1e6 / M trials, cost per "
