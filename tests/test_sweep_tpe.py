@@ -333,3 +333,13 @@ def test_factory_tpe_sweep_records_neighbourhoods_and_written_rows(tmp_path, mon
     rows = (rd / "sweeps" / "sweep_results.jsonl").read_text().splitlines()
     assert sweep["rows_written"] == len(rows) == sweep["summary"]["distinct_candidates"] <= 400
     assert sweep["summary"]["with_trades"] <= 400 and sweep["rows_kept_per_mode"] == 10_000
+
+
+def test_constraints_that_reject_everything_stop_the_run_with_one_line(monkeypatch):
+    import gpu.tpe
+
+    monkeypatch.setattr(gpu.tpe, "STALL_PROPOSALS", 12)
+    spec = parse_sweep_spec({**SPEC, "constraints": ["sl_atr_mult > 100"]}, source="never.yaml")
+    with pytest.raises(ValueError, match=r"^never.yaml: constraints: the last 12 TPE proposals had no valid "
+                                         r"candidate \(0 of 50 evaluated\)"):
+        run_tpe(spec, lambda idx: fake_metrics(spec, idx), trials=50, batch=16, neighborhood=4)
