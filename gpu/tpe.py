@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpu.spec import SweepSpec
-from strategy.layout import M_MAX_DD, M_SHARPE, M_TOTAL_PNL, M_TOTAL_TRADES
+from strategy.layout import M_MAX_DD, M_SHARPE, M_TOTAL_PNL, M_TOTAL_TRADES, NM
 
 OBJECTIVES = ("pnl", "sharpe", "balanced")
 STEP_TWO_PROBABILITY = 0.25   # share of moved axes that jump two values instead of one
@@ -169,7 +169,7 @@ class _Collector:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not self.idx:
-            return np.zeros(0, np.int64), np.zeros((0, self.naxes), self.dtype), np.zeros((0, 0))
+            return np.zeros(0, np.int64), np.zeros((0, self.naxes), self.dtype), np.zeros((0, NM))
         return np.concatenate(self.numbers), np.concatenate(self.idx), np.concatenate(self.metrics)
 
 
@@ -260,7 +260,7 @@ def run_tpe(spec: SweepSpec, evaluate: Callable[[np.ndarray], np.ndarray], *, tr
             pending = _ask_batch(study, spec, dists, orphans, per_launch, trials - done, neighborhood)
             cands = [hoods.around(p.proposal, p.number, p.limit) for p in pending]
             flat = np.concatenate(cands).astype(np.int32)
-            metrics = evaluate(flat) if len(flat) else np.zeros((0, 0))
+            metrics = evaluate(flat) if len(flat) else np.zeros((0, NM))
             start = 0
             for p, c in zip(pending, cands, strict=True):
                 n = len(c)
