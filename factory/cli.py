@@ -10,8 +10,11 @@ import typer
 
 from factory.pipeline import RunOptions, run_factory
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Strategy factory: sweep, canonical replay, replay equivalence, gates, selection.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Strategy factory: sweep, canonical replay, replay equivalence, gates, selection.",
+)
 
 
 @app.callback()
@@ -36,10 +39,17 @@ def _csv(value: str | None) -> list[str] | None:
 @app.command("run")
 def run(
     profile: str = typer.Option("smoke", help="smoke | daily | deep (config/factory_profiles.yaml)."),
-    config: str = typer.Option(None, help="Base strategy YAML [config/strategy_overrides.yaml, else .example]."),
-    candles_db: str = typer.Option(None, help="Candle DB file(s)/partition dirs, comma-separated [smoke: demo data]."),
-    exit_candles_db: str = typer.Option(None, help="Candle DB(s) of the config's engine.exit_interval "
-                                        "[candles_<exit>.db beside --candles-db; smoke: demo data]."),
+    config: str = typer.Option(
+        None, help="Base strategy YAML [config/strategy_overrides.yaml, else .example]."
+    ),
+    candles_db: str = typer.Option(
+        None, help="Candle DB file(s)/partition dirs, comma-separated [smoke: demo data]."
+    ),
+    exit_candles_db: str = typer.Option(
+        None,
+        help="Candle DB(s) of the config's engine.exit_interval "
+        "[candles_<exit>.db beside --candles-db; smoke: demo data].",
+    ),
     funding_db: str = typer.Option(None, help="Funding rates DB."),
     interval: str = typer.Option(None, help="Candle interval, e.g. 1h [profile]."),
     sweep_spec: str = typer.Option(None, help="Sweep spec YAML [profile]."),
@@ -47,7 +57,8 @@ def run(
     precision: str = typer.Option(None, help="f64 | f32 [profile]."),
     tpe: bool = typer.Option(None, "--tpe/--grid", help="TPE trials instead of the grid [profile]."),
     trials: int = typer.Option(None, help="TPE trials [profile]."),
-    batch: int = typer.Option(None, help="TPE batch size [profile]."),
+    batch: int = typer.Option(None, help="TPE candidates per kernel launch [profile]."),
+    neighborhood: int = typer.Option(None, help="TPE: candidates evaluated around each proposal [profile]."),
     shortlist: int = typer.Option(None, help="Shortlist size [profile]."),
     replay: int = typer.Option(None, help="Candidates replayed and validated [profile]."),
     gates: str = typer.Option(None, help="Comma list of gates, or 'none' [profile]."),
@@ -59,7 +70,9 @@ def run(
     symbols: str = typer.Option(None, help="Comma list of symbols [all in the data]."),
     artifacts_dir: str = typer.Option("artifacts", help="Artifacts root."),
     run_id: str = typer.Option(None, help="Run id [<UTC yyyymmddThhmmssZ>_<profile>]."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an existing run after its last finished step."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an existing run after its last finished step."
+    ),
     no_deploy: bool = typer.Option(False, "--no-deploy", help="Do not deploy the selected config to paper."),
     initial_balance: float = typer.Option(10_000.0, help="Initial balance (USD) for sweep and replays."),
     deploy_target: str = typer.Option(None, help="Paper config YAML the deploy step replaces."),
@@ -68,13 +81,35 @@ def run(
     """Run the factory pipeline and write artifacts/<UTC date>/run_<run_id>/."""
     gate_list = _csv(gates)
     opts = RunOptions(
-        profile=profile, config=config, candles_db=candles_db, exit_candles_db=exit_candles_db,
-        funding_db=funding_db, interval=interval,
-        sweep_spec=sweep_spec, backend=backend, precision=precision, tpe=tpe, trials=trials, batch=batch,
-        shortlist=shortlist, replay=replay, gates=[] if gate_list == ["none"] else gate_list, trace=trace,
-        min_trades=min_trades, gate_mode=gate_mode, start_ms=_time_ms(start, "--start"), end_ms=_time_ms(end, "--end"),
-        symbols=_csv(symbols), artifacts_dir=artifacts_dir, run_id=run_id, resume=resume, no_deploy=no_deploy,
-        initial_balance=initial_balance, deploy_target=deploy_target, progress=progress,
+        profile=profile,
+        config=config,
+        candles_db=candles_db,
+        exit_candles_db=exit_candles_db,
+        funding_db=funding_db,
+        interval=interval,
+        sweep_spec=sweep_spec,
+        backend=backend,
+        precision=precision,
+        tpe=tpe,
+        trials=trials,
+        batch=batch,
+        neighborhood=neighborhood,
+        shortlist=shortlist,
+        replay=replay,
+        gates=[] if gate_list == ["none"] else gate_list,
+        trace=trace,
+        min_trades=min_trades,
+        gate_mode=gate_mode,
+        start_ms=_time_ms(start, "--start"),
+        end_ms=_time_ms(end, "--end"),
+        symbols=_csv(symbols),
+        artifacts_dir=artifacts_dir,
+        run_id=run_id,
+        resume=resume,
+        no_deploy=no_deploy,
+        initial_balance=initial_balance,
+        deploy_target=deploy_target,
+        progress=progress,
     )
     code = run_factory(opts)
     if code:
