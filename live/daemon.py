@@ -46,7 +46,7 @@ from live.reconcile import Reconciler
 from live.risk import HALT_ALL, RiskManager
 from live.runtime_log import RuntimeLogger
 from live.sdnotify import WatchdogPinger, ready, status, stopping
-from live.strategy_modes import ModeSwitcher
+from live.strategy_modes import ModeSwitcher, read_mode_file
 from live.trading_db import audit, delete_position_state, load_engine_state, open_trading_db, transaction
 from marketdata.candles import load_market_data
 from marketdata.funding import funding_matrix
@@ -115,7 +115,7 @@ class TraderDaemon:
         self.lock = InstanceLock(s.lock_path).acquire()
         self.conn = open_trading_db(s.db_path)
         self.log = RuntimeLogger(s.db_path, s.mode)
-        self.strategy_mode = s.strategy_mode
+        self.strategy_mode = s.strategy_mode or read_mode_file(s.strategy_mode_file)  # env wins, then the file
         self.watcher = ConfigWatcher(s.strategy_yaml, self._load_config)
         self.cfg = self.watcher.config
         self.interval = normalize_interval(s.interval or self.cfg.interval)
@@ -574,19 +574,23 @@ class TraderDaemon:
         if result.message:
             (self.log.warning if result.restart_required else self.log.info)(result.message)
         if result.changed:
-            new_wv = [int(w) for w in result.config.windows()]
-            if new_wv != [int(w) for w in self.engine.wv]:
-                self.log.warning("config reload changed indicator windows: restart required (keeping the running config)")
-                return
-            if (result.config.exit_interval, result.config.entry_interval) != (self.cfg.exit_interval,
-                                                                               self.cfg.entry_interval):
-                self.log.warning("config reload changed engine.exit_interval/entry_interval: restart required "
-                                 "(keeping the running config)")
-                return
-            self.cfg = result.config
-            self.base_params = np.ascontiguousarray(self.cfg.params_matrix(self.symbols), dtype=np.float64)
-            self.engine.params = self.base_params
-            self._audit("CONFIG_RELOAD", None, {"config_id": self.cfg.config_id})
+            self._adopt_config(result.config, "config reload")
+
+    def _adopt_config(self, new, why: str) -> bool:
+        """Run on `new` from the next bar, unless it changes what only a restart can change."""
+        if [int(w) for w in new.windows()] != [int(w) for w in self.engine.wv]:
+            self.log.warning(f"{why} changed indicator windows: restart required (keeping the running config)")
+            return False
+        if (new.interval, new.exit_interval, new.entry_interval) != (self.cfg.interval, self.cfg.exit_interval,
+                                                                     self.cfg.entry_interval):
+            self.log.warning(f"{why} changed engine intervals: restart required (keeping the running config)")
+            return False
+        self.cfg = new
+        self.base_params = np.ascontiguousarray(self.cfg.params_matrix(self.symbols), dtype=np.float64)
+        self.engine.params = self.base_params
+        self._audit("CONFIG_RELOAD", None, {"config_id": self.cfg.config_id, "why": why,
+                                            "strategy_mode": self.strategy_mode})
+        return True
 
     def _heartbeat(self, loop_s: float) -> None:
         st = self.risk.state() if self.risk else {"kill": "off", "kill_reason": None}
@@ -672,6 +676,13 @@ class TraderDaemon:
         if switch.exit_requested:
             self.log.warning("interval changes with the new mode: exiting so systemd restarts the trader")
             return True
+        try:
+            self.watcher.config = self._load_config(self.settings.strategy_yaml)
+        except Exception as exc:  # the YAML may be mid-edit: keep trading on the running config
+            self.errors += 1
+            self.log.error(f"mode {switch.new}: cannot load its overlay ({exc}); keeping the running config")
+            return False
+        self._adopt_config(self.watcher.config, f"strategy mode {switch.new}")
         return False
 
     def run(self) -> int:

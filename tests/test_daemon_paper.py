@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from strategy.params import P_ALLOCATION_PCT
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = """
 global:
@@ -248,3 +250,44 @@ def test_flat_now_paper_positions_stay_closed_when_the_daemon_continues(setup, s
     assert not [row for row in after if row[0] in held], "a flattened position came back to life"
     with sqlite3.connect(tmp_path / "paper.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM position_state").fetchone()[0] == 0
+
+
+MODES_CONFIG = CONFIG + """
+modes:
+  primary: {global: {trade: {allocation_pct: 0.05}}}
+  fallback: {global: {trade: {allocation_pct: 0.04}}}
+  conservative: {global: {trade: {allocation_pct: 0.03}}}
+  flat: {global: {trade: {size_multiplier: 0.0, bump_to_min_notional: false}}}
+"""
+
+
+def test_kill_event_steps_the_mode_down_applies_its_overlay_and_persists_it(setup):
+    from live.daemon import TraderDaemon
+    from live.env import load_settings
+
+    tmp_path, env = setup
+    (tmp_path / "cfg.yaml").write_text(MODES_CONFIG)
+    kill, mode_file = tmp_path / "kill", tmp_path / "state" / "strategy_mode.txt"
+    env = {**env, "AI_QUANT_STRATEGY_MODE": "primary", "AI_QUANT_MODE_SWITCH_ENABLE": "1",
+           "AI_QUANT_STRATEGY_MODE_FILE": str(mode_file), "AI_QUANT_KILL_SWITCH_FILE": str(kill)}
+    daemon = TraderDaemon(load_settings(env), until_caught_up=True)
+    daemon._start()
+    try:
+        daemon.process_pending()
+        assert daemon.cfg.get("trade.allocation_pct") == 0.05
+        kill.write_text("close_only\n")
+        daemon.risk.poll(force=True)
+        assert daemon._maybe_switch_mode() is False
+        assert daemon.strategy_mode == "fallback" and mode_file.read_text().strip() == "fallback"
+        assert daemon.cfg.get("trade.allocation_pct") == 0.04
+        assert daemon.engine.params[0, P_ALLOCATION_PCT] == 0.04
+    finally:
+        daemon.close()
+    # a restart without the env var resumes the persisted mode
+    env.pop("AI_QUANT_STRATEGY_MODE")
+    again = TraderDaemon(load_settings(env), until_caught_up=True)
+    again._start()
+    try:
+        assert again.strategy_mode == "fallback" and again.cfg.get("trade.allocation_pct") == 0.04
+    finally:
+        again.close()
