@@ -9,9 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +21,7 @@ from rich.table import Table
 from cpu_replay.api import ReplayError, run_replay
 from cpu_replay.state_io import InitStateError, load_init_state
 from marketdata.intervals import parse_time_ms
+from strategy.files import write_text_atomic
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Canonical CPU replay engine.")
 err = Console(stderr=True)
@@ -118,13 +117,7 @@ def write_output(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text + "\n")
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, output)
+    write_text_atomic(output, text + "\n")
 
 
 def summary_table(report: dict) -> Table:

@@ -7,8 +7,6 @@ The command function is registered by tools/backtester.py; it imports nothing fr
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from strategy.files import write_text_atomic
 
 err = Console(stderr=True)
 out = Console()
@@ -101,19 +101,8 @@ def _universe(md, candles_db: str, universe_db: str | None, start_ms, end_ms):
 
 
 def write_jsonl_atomic(rows: list[dict], path: Path) -> None:
-    """Temp file in the same directory, fsync, rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """One JSON row per line, written atomically (strategy.files)."""
+    write_text_atomic(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
 def top_table(rows: list[dict], k: int, title: str) -> Table:

@@ -9,10 +9,11 @@ keeps it. It never steps back up by itself: an operator decides that.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from strategy.files import write_text_atomic
 
 MODES = ("primary", "fallback", "conservative", "flat")
 ALIASES = {
@@ -39,19 +40,8 @@ def step_down(mode: str | None) -> str:
 
 
 def write_mode_file(path: str | os.PathLike, mode: str) -> None:
-    """Atomic: temp file in the same directory, fsync, rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(mode + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic (strategy.files): systemd may restart the trader at any moment and read it."""
+    write_text_atomic(path, mode + "\n")
 
 
 def read_mode_file(path: str | os.PathLike) -> str | None:

@@ -16,6 +16,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from strategy.files import write_text_atomic
+
 TRADE_COLUMNS = (
     "timestamp", "symbol", "type", "action", "price", "size", "notional", "reason", "confidence", "pnl",
     "fee_usd", "fee_token", "fee_rate", "balance", "entry_atr", "leverage", "margin_used", "meta_json",
@@ -316,20 +318,5 @@ class transaction:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> Path:
-    """Write temp file beside the target, fsync, rename: readers never see half a file."""
-    import tempfile
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    """The tools' atomic write (strategy.files), with their default file mode."""
+    return write_text_atomic(path, text, mode=mode)

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from strategy.config_schema import (
     section_model,
     validation_problems,
 )
+from strategy.files import write_text_atomic
 from strategy.params import PARAM_PATHS, WINDOW_PATHS, encode_value
 
 MODE_ENV = "AI_QUANT_STRATEGY_MODE"
@@ -649,26 +649,7 @@ def dump_config_yaml(cfg: EffectiveConfig, path: Path) -> None:
     body = yaml.dump(
         cfg.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
     )
-    atomic_write_text(path, header + body)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_text_atomic(path, header + body)
 
 
 def core_key_paths() -> tuple[str, ...]:
