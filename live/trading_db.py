@@ -283,11 +283,15 @@ def _apply_trade(positions: dict[str, dict], r: sqlite3.Row) -> None:
 
 def open_positions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Open positions rebuilt from `trades` (last OPEN not followed by a CLOSE, ADD/REDUCE replayed),
-    enriched from `position_state` when its open_trade_id matches (trailing stop, tp1, engine state)."""
+    enriched from `position_state` when its open_trade_id matches (trailing stop, tp1, engine state).
+    Each symbol is replayed only from its last OPEN (an OPEN starts a new position), so the cost does
+    not grow with the history: the monitor calls this on every snapshot."""
     positions: dict[str, dict] = {}
     rows = conn.execute(
-        "SELECT id, timestamp, symbol, type, action, price, size, confidence, entry_atr, leverage, margin_used "
-        "FROM trades WHERE action IN ('OPEN', 'ADD', 'REDUCE', 'CLOSE') ORDER BY id")
+        "SELECT t.id, t.timestamp, t.symbol, t.type, t.action, t.price, t.size, t.confidence, t.entry_atr, "
+        "t.leverage, t.margin_used FROM trades t JOIN (SELECT symbol, MAX(id) AS open_id FROM trades "
+        "WHERE action = 'OPEN' GROUP BY symbol) o ON t.symbol = o.symbol AND t.id >= o.open_id "
+        "WHERE t.action IN ('OPEN', 'ADD', 'REDUCE', 'CLOSE') ORDER BY t.id")
     for r in rows:
         _apply_trade(positions, r)
     for st in conn.execute("SELECT * FROM position_state"):

@@ -20,8 +20,7 @@ from urllib.parse import quote
 
 from live.kill_switch import SEVERITY
 from live.runtime_log import HEARTBEAT_PREFIX, parse_heartbeat
-from live.trading_db import _apply_trade as apply_trade  # the one replay rule of OPEN/ADD/REDUCE/CLOSE
-from live.trading_db import iso_to_ms, now_ms
+from live.trading_db import iso_to_ms, now_ms, open_positions
 
 STATUS_OK = "ok"
 STATUS_MISSING = "missing db"
@@ -197,28 +196,10 @@ def recent_audit(conn: sqlite3.Connection, limit: int = RECENT_LIMIT) -> list[di
 
 
 def positions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """`trading_db.open_positions` semantics, replaying each symbol only from its last OPEN (an OPEN
-    resets the position, so older rows cannot matter): milliseconds instead of a full-history scan."""
-    rows = conn.execute(
-        "SELECT t.id, t.timestamp, t.symbol, t.type, t.action, t.price, t.size, t.confidence, t.entry_atr, "
-        "t.leverage, t.margin_used FROM trades t JOIN (SELECT symbol, MAX(id) AS open_id FROM trades "
-        "WHERE action = 'OPEN' GROUP BY symbol) o ON t.symbol = o.symbol AND t.id >= o.open_id "
-        "WHERE t.action IN ('OPEN', 'ADD', 'REDUCE', 'CLOSE') ORDER BY t.id")
-    book: dict[str, dict] = {}
-    for r in rows:
-        apply_trade(book, r)
-    for st in conn.execute("SELECT * FROM position_state"):
-        pos = book.get(st["symbol"])
-        if pos is None or st["open_trade_id"] != pos["open_trade_id"]:
-            continue
-        pos["trailing_sl"] = st["trailing_sl"]
-        pos["adds_count"] = int(st["adds_count"] or pos["adds_count"])
-        pos["tp1_taken"] = int(st["tp1_taken"] or 0)
-        pos["last_add_time_ms"] = st["last_add_time"] or pos["last_add_time_ms"]
-        pos["entry_adx_threshold"] = st["entry_adx_threshold"]
+    """Open positions as the trader's DB says (live.trading_db.open_positions) with their notional."""
     out = []
-    for sym in sorted(book):
-        p = {k: v for k, v in book[sym].items() if k != "state"}
+    for pos in open_positions(conn):
+        p = {k: v for k, v in pos.items() if k != "state"}
         p["notional"] = finite(p["size"] * p["entry_price"])
         out.append(p)
     return out
