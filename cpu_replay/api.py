@@ -21,7 +21,30 @@ from cpu_replay.state_io import apply_init_state
 from cpu_replay.subbars import SubBars, build_sub_bars
 from marketdata.candles import exclude_symbols
 from strategy.kernel import KERNEL_CPU
-from strategy.layout import A_BALANCE, A_INITIAL, A_NFILLS, A_TRADES, NFILL, NM, NTRADE
+from strategy.layout import (
+    A_BALANCE,
+    A_DAY,
+    A_DAY_EQ,
+    A_EQUITY,
+    A_FEES,
+    A_FUNDING,
+    A_GROSS_LOSS,
+    A_GROSS_PROFIT,
+    A_INITIAL,
+    A_MAX_DD,
+    A_NFILLS,
+    A_PEAK,
+    A_REALIZED,
+    A_RET_DOWN_SQ,
+    A_RET_M2,
+    A_RET_MEAN,
+    A_RET_N,
+    A_TRADES,
+    A_WINS,
+    NFILL,
+    NM,
+    NTRADE,
+)
 from strategy.params import P_SLIPPAGE_BPS
 
 
@@ -61,12 +84,31 @@ def replay_params(cfg, symbols: list[str], slippage_bps: float | None) -> np.nda
     return params
 
 
+def window_start(resume: EngineState) -> EngineState:
+    """A copy of a trader's checkpoint whose counters start afresh, so the report (fills, trades,
+    pnl, drawdown) describes the replayed window; positions, balance and indicators carry over."""
+    state = resume.copy()
+    acct = state.acct
+    for key in (A_NFILLS, A_TRADES, A_WINS, A_GROSS_PROFIT, A_GROSS_LOSS, A_FEES, A_FUNDING, A_REALIZED, A_MAX_DD,
+                A_RET_N, A_RET_MEAN, A_RET_M2, A_RET_DOWN_SQ):
+        acct[key] = 0.0
+    acct[A_INITIAL] = acct[A_BALANCE]
+    acct[A_PEAK] = acct[A_EQUITY]
+    acct[A_DAY] = -1.0
+    acct[A_DAY_EQ] = acct[A_EQUITY]
+    return state
+
+
 def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_idx, max_fills, max_trades,
-         sub: SubBars):
+         sub: SubBars, resume: EngineState | None = None):
     symbols = list(md.symbols)
-    state = EngineState.fresh(len(symbols), wv, initial_balance)
+    if resume is not None:
+        state = window_start(resume)
+    else:
+        state = EngineState.fresh(len(symbols), wv, initial_balance)
     if init_state is not None:
         apply_init_state(state, init_state, symbols, params)
+    first_idx = 1 if resume is not None else 0
     fills = np.zeros((max_fills, NFILL))
     trades = np.zeros((max_trades, NTRADE))
     equity = np.full(len(md.times), np.nan)
@@ -74,19 +116,26 @@ def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_id
     replay_loop(md.times.astype(np.int64), int(md.interval_ms), md.open, md.high, md.low, md.close,
                 md.volume, md.valid, funding, params, wv, symbols.index("BTC") if "BTC" in symbols else -1,
                 state.states, state.feat, state.pos, state.acct, np.zeros(nsym), np.zeros(nsym, np.int64),
-                fills, trades, equity, start_idx, end_idx, sub.open, sub.high, sub.low, sub.valid,
+                fills, trades, equity, first_idx, max(start_idx, first_idx), end_idx, sub.open, sub.high, sub.low, sub.valid,
                 sub.close_ms, sub.k)
     return state, fills, trades, equity
 
 
 def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: float = 10_000.0,
                slippage_bps: float | None = None, start_ms: int | None = None, end_ms: int | None = None,
-               with_trades: bool = True, init_state: dict | None = None, exit_md=None) -> dict:
+               with_trades: bool = True, init_state: dict | None = None, exit_md=None,
+               resume: EngineState | None = None) -> dict:
     """Replay `cfg` over `md` with the canonical engine; see the module docstring.
 
     `exit_md`: candles of the config's finer exit interval (same symbols); stops and targets are
     then checked on those bars inside each main bar.
+    `resume`: a trader's engine checkpoint taken after bar 0 of `md` (same symbols, same windows):
+    the replay continues from it bit for bit instead of warming up from scratch.
     """
+    if resume is not None and init_state is not None:
+        raise ReplayError("give either an init state or an engine checkpoint to resume, not both")
+    if resume is not None and resume.pos.shape[0] != len(md.symbols):
+        raise ReplayError(f"the engine checkpoint holds {resume.pos.shape[0]} symbols, the data {len(md.symbols)}")
     md, funding = exclude_symbols(md, cfg.watchlist_exclude, funding)
     symbols = list(md.symbols)
     if not symbols:
@@ -101,11 +150,11 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
     start_idx, end_idx = window_indices(md.times, start_ms, end_ms)
     max_fills = max(1024, len(symbols) * (end_idx - start_idx) // 16)
     state, fills, trades, equity = _run(md, params, wv, funding, initial_balance, init_state,
-                                        start_idx, end_idx, max_fills, max_fills, sub)
+                                        start_idx, end_idx, max_fills, max_fills, sub, resume)
     n_fills, n_trades = int(state.acct[A_NFILLS]), int(state.acct[A_TRADES])
     if n_fills > max_fills or n_trades > max_fills:   # buffers overflowed: rerun with exact sizes
         state, fills, trades, equity = _run(md, params, wv, funding, initial_balance, init_state,
-                                            start_idx, end_idx, n_fills, n_trades, sub)
+                                            start_idx, end_idx, n_fills, n_trades, sub, resume)
     metrics = np.zeros(NM)
     KERNEL_CPU.write_metrics(state.acct, metrics)
     fills, trades = fills[:n_fills], trades[:n_trades]

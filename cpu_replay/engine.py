@@ -16,8 +16,8 @@ import numpy as np
 from strategy.features import NF
 from strategy.indicators import STREAM, stream_state_len
 from strategy.kernel import KERNEL_CPU
-from strategy.params import P_SLIPPAGE_BPS, P_TAKER_FEE_BPS
 from strategy.layout import A_EQUITY, A_NFILLS, NACCT, NFILL, NPOS, NTRADE, POS_LAST_CLOSE, POS_SIDE, R_SYSTEM
+from strategy.params import P_SLIPPAGE_BPS, P_TAKER_FEE_BPS
 
 _init_state = KERNEL_CPU.init_state
 _step_bar_sub = KERNEL_CPU.step_bar_sub
@@ -43,13 +43,14 @@ def advance_bar(bar_open_ms, interval_ms, o, h, lo, c, v, valid, prev_valid, fun
 
 @numba.njit(cache=True)
 def replay_loop(times, interval_ms, o, h, lo, c, v, valid, funding, params, wv, btc_idx, states,
-                feat, pos, acct, rank_score, rank_idx, fills, trades, equity, start_idx, end_idx,
+                feat, pos, acct, rank_score, rank_idx, fills, trades, equity, first_idx, start_idx, end_idx,
                 sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub):
-    """Replay bars [0, end_idx): indicators warm up from bar 0, trading starts at start_idx."""
+    """Replay bars [first_idx, end_idx): indicators warm up from first_idx, trading starts at
+    start_idx. first_idx = 1 resumes a checkpoint whose last processed bar is bar 0."""
     nsym = o.shape[0]
     valid_row = np.zeros(nsym, np.uint8)
     prev_row = np.zeros(nsym, np.uint8)
-    for b in range(end_idx):
+    for b in range(first_idx, end_idx):
         for s in range(nsym):
             valid_row[s] = 1 if valid[s, b] else 0
             prev_row[s] = 1 if (b > 0 and valid[s, b - 1]) else 0

@@ -2,12 +2,18 @@
 
 Stored in the trading DB's `engine_state` table in the same transaction as the bar's trade rows,
 so a kill -9 leaves either both or neither; on restart the engine resumes bit-identically.
+
+A short history (`engine_checkpoints`, at most one per hour of bar time, HISTORY_HOURS kept) lets
+the replay alignment gate start the canonical replay from the trader's exact state — streaming
+indicators included — before the window it checks, so any difference it finds is a real one.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import sqlite3
 import uuid
 
 import numpy as np
@@ -16,6 +22,8 @@ from cpu_replay.engine import EngineState
 from live.trading_db import load_engine_state, save_engine_state
 
 KEY = "engine"
+HISTORY_EVERY_MS = 3_600_000
+HISTORY_HOURS = 72
 
 
 def encode(state: EngineState, *, last_bar_t: int, symbols: list[str], windows: np.ndarray,
@@ -40,11 +48,35 @@ def decode(data: dict) -> EngineState:
 
 
 def save(conn, state: EngineState, **meta) -> None:
-    save_engine_state(conn, KEY, encode(state, **meta))
+    data = encode(state, **meta)
+    save_engine_state(conn, KEY, data)
+    save_history(conn, data)
 
 
 def load(conn) -> dict | None:
     return load_engine_state(conn, KEY)
+
+
+def save_history(conn, data: dict) -> None:
+    """Keep `data` (an encoded checkpoint) if its hour has none yet; drop the ones past retention."""
+    t = int(data["last_bar_t"])
+    hour = t // HISTORY_EVERY_MS
+    newest = conn.execute("SELECT MAX(bar_t_ms) FROM engine_checkpoints").fetchone()[0]
+    if newest is not None and int(newest) // HISTORY_EVERY_MS >= hour:
+        return
+    conn.execute("INSERT OR REPLACE INTO engine_checkpoints (bar_t_ms, value_json) VALUES (?, ?)",
+                 (t, json.dumps(data, sort_keys=True)))
+    conn.execute("DELETE FROM engine_checkpoints WHERE bar_t_ms < ?", (t - HISTORY_HOURS * 3_600_000,))
+
+
+def load_at_or_before(conn, bar_t_ms: int) -> dict | None:
+    """The newest kept checkpoint whose last processed bar opened at or before `bar_t_ms`."""
+    try:
+        row = conn.execute("SELECT value_json FROM engine_checkpoints WHERE bar_t_ms <= ? "
+                           "ORDER BY bar_t_ms DESC LIMIT 1", (int(bar_t_ms),)).fetchone()
+    except sqlite3.OperationalError:  # a trading DB from before the history existed
+        return None
+    return None if row is None else json.loads(row[0])
 
 
 def new_epoch() -> str:

@@ -48,7 +48,7 @@ from live.runtime_log import RuntimeLogger
 from live.sdnotify import WatchdogPinger, ready, status, stopping
 from live.strategy_modes import ModeSwitcher, read_mode_file
 from live.trading_db import audit, delete_position_state, load_engine_state, open_trading_db, transaction
-from marketdata.candles import load_market_data
+from marketdata.candles import align_to_symbols, load_market_data
 from marketdata.funding import funding_matrix
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
 from strategy.config import load_config
@@ -343,7 +343,7 @@ class TraderDaemon:
             if "no " in str(exc) and self.last_bar_t is not None:
                 return None
             raise
-        md = align_symbols(md, self.symbols)
+        md = align_to_symbols(md, self.symbols)
         funding = funding_matrix(str(self.settings.funding_db) if self.settings.funding_db else None, md)
         closed = self._load_sub_bars(md, md.times + self.iv_ms + grace <= now_ms)
         after = md.times > (self.last_bar_t if self.last_bar_t is not None else -1)
@@ -719,22 +719,3 @@ class TraderDaemon:
 
     def _on_signal(self, signum, _frame) -> None:
         self.stop_requested = True
-
-
-def align_symbols(md, symbols: list[str]):
-    """The data on the engine's symbol list (symbols without bars in this slice are all-invalid)."""
-    if list(md.symbols) == symbols:
-        return md
-    nbar = len(md.times)
-    idx = {s: i for i, s in enumerate(md.symbols)}
-
-    def take(arr, fill):
-        out = np.full((len(symbols), nbar), fill, dtype=arr.dtype)
-        for j, s in enumerate(symbols):
-            if s in idx:
-                out[j] = arr[idx[s]]
-        return out
-
-    return replace(md, symbols=list(symbols), open=take(md.open, np.nan), high=take(md.high, np.nan),
-                   low=take(md.low, np.nan), close=take(md.close, np.nan), volume=take(md.volume, np.nan),
-                   valid=take(md.valid, False))

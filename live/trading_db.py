@@ -79,6 +79,10 @@ CREATE TABLE IF NOT EXISTS audit_events (
     data_json TEXT
 );
 CREATE INDEX IF NOT EXISTS idx_audit_events_ts_ms ON audit_events(ts_ms);
+CREATE TABLE IF NOT EXISTS engine_checkpoints (
+    bar_t_ms INTEGER PRIMARY KEY,
+    value_json TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS engine_state (
     key TEXT PRIMARY KEY,
     value_json TEXT NOT NULL

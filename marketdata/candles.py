@@ -207,6 +207,28 @@ def subset_symbols(md: MarketData, keep: Iterable[str], *aligned: np.ndarray):
     return (out, *(None if a is None else np.ascontiguousarray(a[idx]) for a in aligned))
 
 
+def align_to_symbols(md: MarketData, symbols: list[str]) -> MarketData:
+    """The same grid on exactly `symbols` (in that order); a symbol without bars here is all-invalid.
+    The daemon and the alignment gate need the engine's fixed symbol list whatever a slice holds."""
+    from dataclasses import replace
+
+    if list(md.symbols) == list(symbols):
+        return md
+    nbar = len(md.times)
+    idx = {s: i for i, s in enumerate(md.symbols)}
+
+    def take(arr, fill):
+        out = np.full((len(symbols), nbar), fill, dtype=arr.dtype)
+        for j, s in enumerate(symbols):
+            if s in idx:
+                out[j] = arr[idx[s]]
+        return out
+
+    return replace(md, symbols=list(symbols), open=take(md.open, np.nan), high=take(md.high, np.nan),
+                   low=take(md.low, np.nan), close=take(md.close, np.nan), volume=take(md.volume, np.nan),
+                   valid=take(md.valid, False))
+
+
 def exclude_symbols(md: MarketData, excluded: Iterable[str], *aligned: np.ndarray):
     """Drop a config's `watchlist_exclude` symbols before any execution sees the data, so the sweep,
     the replay and the daemon trade the same universe. Returns (md, *aligned)."""
@@ -254,5 +276,5 @@ def bars_per_day(interval: str) -> float:
     return 86_400_000 / interval_ms(interval)
 
 
-__all__ = ["MarketData", "exclude_symbols", "load_candles", "load_market_data", "resolve_sources",
+__all__ = ["MarketData", "align_to_symbols", "exclude_symbols", "load_candles", "load_market_data", "resolve_sources",
            "subset_symbols", "to_market_data", "write_candles"]

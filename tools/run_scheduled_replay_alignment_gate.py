@@ -6,6 +6,10 @@ canonical engine from the trader's state at the window start, compares fill by f
 (factory.replay_gate), and writes a bundle dir plus release_blocker.json. Fail-closed: a missing
 input or a crash still writes blocked:true. Exit 0 pass, 1 fail.
 
+The replay starts from the trader's own engine checkpoint before the window when the trading DB
+keeps them (live/checkpoint.py: streaming indicators included, so the comparison is exact); an
+older DB falls back to positions rebuilt from its trades.
+
 Environment (OPS_RUNBOOK): AI_QUANT_REPLAY_GATE_CANDLES_DB (required), _FUNDING_DB, _INTERVAL (1h),
 _WINDOW_MINUTES (240), _LAG_MINUTES (2), _MIN_LIVE_TRADES (1), _STRICT_NO_RESIDUALS (1),
 _BUNDLE_ROOT (/tmp/openclaw-ai-quant/replay_gate), _BLOCKER_FILE, _LIVE_DB or _PAPER_DB (live wins),
@@ -144,19 +148,75 @@ def run_alignment(s: Settings, now_ms: int, bundle: Path) -> dict:
     if unknown:
         raise GateInputError("market_data_alignment_gap", f"no candles for traded symbol(s) {', '.join(unknown)}")
     funding = funding_matrix(s.funding_db, md) if s.funding_db else None
-    try:
-        report = run_replay(cfg, md, funding=funding, initial_balance=init_state["balance"], start_ms=lo - iv,
-                            end_ms=hi, init_state=init_state)
-    except ValueError as exc:
-        raise GateInputError("state_initialisation_gap", f"replay refused the window: {str(exc).splitlines()[0]}") from None
+    resumed = replay_from_checkpoint(s, cfg, iv, lo, hi, bundle)
+    if resumed is not None:
+        report, md = resumed
+    else:
+        try:
+            report = run_replay(cfg, md, funding=funding, initial_balance=init_state["balance"], start_ms=lo - iv,
+                                end_ms=hi, init_state=init_state)
+        except ValueError as exc:
+            raise GateInputError("state_initialisation_gap",
+                                 f"replay refused the window: {str(exc).splitlines()[0]}") from None
     replay = rg.fills_from_replay(report.get("fills", []), iv, lo, hi)
     result = rg.compare_fills(live, replay, lo=lo, hi=hi, min_live_trades=s.min_live_trades, strict=s.strict,
                               missing_bars=_missing_bars(md, lo, hi))
     write_json_atomic(bundle / "live_fills.json", [f.__dict__ for f in live])
     write_json_atomic(bundle / "replay_fills.json", [f.__dict__ for f in replay])
     result.update({"config_id": cfg.config_id, "trace_checksum": report.get("trace_checksum"),
+                   "state_source": "engine_checkpoint" if resumed is not None else "trades",
                    "window": {"start_ms": start, "end_ms": end, "interval": s.interval}})
     return result
+
+
+def replay_from_checkpoint(s: Settings, cfg, iv: int, lo: int, hi: int, bundle: Path):
+    """Replay the window from the trader's own engine checkpoint taken before it (streaming
+    indicators, positions and balance exactly as the trader held them), or None when the trading DB
+    has none (a DB from before checkpoint history, a live DB copied without it)."""
+    import sqlite3
+
+    from cpu_replay.api import run_replay
+    from live import checkpoint
+    from marketdata.candles import align_to_symbols, load_market_data
+    from marketdata.funding import funding_matrix
+    from marketdata.intervals import MarketDataError
+
+    conn = sqlite3.connect(f"file:{s.trading_db}?mode=ro", uri=True)
+    try:
+        saved = checkpoint.load_at_or_before(conn, lo - 2 * iv)  # its last bar precedes the window's first
+    finally:
+        conn.close()
+    if saved is None:
+        return None
+    if saved["config_id"] != cfg.config_id or saved["windows"] != [int(w) for w in cfg.windows()]:
+        raise GateInputError("state_initialisation_gap",
+                             f"the trader ran config {saved['config_id'][:12]}, the gate replays {cfg.config_id[:12]} "
+                             f"({s.config}); point AI_QUANT_REPLAY_GATE_CONFIG at the trader's YAML")
+    start = int(saved["last_bar_t"])
+    try:
+        md = align_to_symbols(load_market_data(s.candles_db, s.interval, start_ms=start, end_ms=hi - iv),
+                              saved["symbols"])
+        exit_md = _exit_candles(s, cfg, md)
+    except MarketDataError as exc:
+        raise GateInputError("market_data_alignment_gap", str(exc)) from None
+    if int(md.times[0]) != start:
+        raise GateInputError("market_data_alignment_gap",
+                             f"the checkpoint's bar {start} is no longer in {s.candles_db}")
+    write_json_atomic(bundle / "checkpoint_used.json", {k: v for k, v in saved.items() if k != "arrays"})
+    funding = funding_matrix(s.funding_db, md) if s.funding_db else None
+    report = run_replay(cfg, md, funding=funding, resume=checkpoint.decode(saved), exit_md=exit_md)
+    return report, md
+
+
+def _exit_candles(s: Settings, cfg, md):
+    """The exit-interval candles beside the main DB when the config checks exits on a finer interval."""
+    from marketdata.candles import load_market_data
+
+    exit_iv = cfg.exit_interval
+    if not exit_iv or exit_iv == s.interval:
+        return None
+    path = Path(s.candles_db.split(",")[0]).parent / f"candles_{exit_iv}.db"
+    return load_market_data(str(path), exit_iv, start_ms=int(md.times[0]), end_ms=int(md.times[-1] + md.interval_ms - 1))
 
 
 def _previous_last_passed(path: Path) -> int | None:
