@@ -312,7 +312,7 @@ class TraderDaemon:
             self.epoch = saved["epoch"]
         current = (load_engine_state(self.conn, "flatten_seq") or {}).get("seq", 0)
         self.flatten_seen = int(saved.get("flatten_seen", current)) if saved is not None else int(current)
-        balance = 10_000.0
+        balance = self.settings.paper_balance  # a fresh engine's cash; dry_live / live use the account
         if state is None and self.hl is not None and getattr(self, "account_value", 0.0) > 0:
             balance = float(self.account_value)  # dry_live / live size from the real account
         self.engine = Engine(params, wv, self.symbols, self.iv_ms, balance, state=state)

@@ -218,6 +218,7 @@ class Settings(BaseModel):
     lock_path: Path
     secrets_path: Path
     heartbeat_secs: float
+    paper_balance: float
     loop_target_secs: float
     candle_close_grace_ms: int
     runtime_log_keep_days: int
@@ -289,6 +290,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lock_path=env_path(env, "AI_QUANT_LOCK_PATH", default_lock),
         secrets_path=env_path(env, "AI_QUANT_SECRETS_PATH", Path.home() / ".config/openclaw/ai-quant-secrets.json"),
         heartbeat_secs=env_float(env, "AI_QUANT_HEARTBEAT_SECS", 30.0, lo=1, hi=3600),
+        paper_balance=env_float(env, "AI_QUANT_PAPER_BALANCE", 10_000.0, lo=1.0),
         loop_target_secs=env_float(env, "AI_QUANT_LOOP_TARGET_SECS", 5.0, lo=0.5, hi=3600),
         candle_close_grace_ms=env_int(env, "AI_QUANT_CANDLE_CLOSE_GRACE_MS", 2000, lo=0, hi=600_000),
         runtime_log_keep_days=env_int(env, "AI_QUANT_RUNTIME_LOG_KEEP_DAYS", 14, lo=1, hi=3650),
