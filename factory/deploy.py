@@ -26,6 +26,7 @@ from factory import release_blocker
 from factory.jsonio import write_json_atomic, write_text_atomic
 from factory.registry import LifecycleError, Registry
 from factory.release_blocker import ReplayGateBlocked
+from strategy.config import ConfigError, config_from_dict, validate_override_path
 
 EVENT_VERSION = "deploy_event_v1"
 ABSOLUTE_PREFIXES = ("global.", "symbols.", "live.", "modes.")
@@ -73,13 +74,8 @@ def identify_config(data: dict, source: str, *, strict: bool = True) -> str:
     """The effective config's config_id (what the factory and the trader report), validating it.
 
     strict=False (rollback) falls back to the raw-document hash when today's schema rejects an old
-    config: restoring the last good file must not depend on it still validating. Without
-    strategy.config installed the raw hash is the spec's definition.
+    config: restoring the last good file must not depend on it still validating.
     """
-    try:
-        from strategy.config import ConfigError, config_from_dict
-    except ImportError:
-        return _raw_id(data)
     try:
         return config_from_dict(data, source=source).config_id
     except ConfigError as exc:
@@ -257,14 +253,9 @@ def apply_override_dict(base: dict, overrides: dict) -> dict:
     for path, value in overrides.items():
         full = path if path.startswith(ABSOLUTE_PREFIXES) else f"global.{path}"
         try:
-            from strategy.config import ConfigError, validate_override_path
-        except ImportError:
-            pass
-        else:
-            try:
-                validate_override_path(full, value)
-            except ConfigError as exc:
-                raise DeployError(f"override {path}: {exc}") from None
+            validate_override_path(full, value)
+        except ConfigError as exc:
+            raise DeployError(f"override {path}: {exc}") from None
         node = out
         *parents, leaf = full.split(".")
         for key in parents:

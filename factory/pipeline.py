@@ -471,17 +471,14 @@ def candidate_config_row(cand: dict[str, Any], sweep: dict[str, Any], item: dict
 # ----------------------------------------------------------------------------------- deploy
 def step_deploy(rd: RunDir, sel: dict[str, Any], opts: RunOptions, log) -> dict[str, Any]:
     """The factory's own deploy obeys the release blocker: red, stale or unreadable means no deploy."""
-    try:
-        from factory.release_blocker import read_blocker
-    except ImportError as exc:
-        return {"deploy_stage": "skipped", "deploy_reason": f"release blocker reader unavailable ({exc}): fail closed"}
+    from factory.deploy import deploy_paper
+    from factory.release_blocker import read_blocker
+
     status = read_blocker()
     if not status.ok:
         reason = getattr(status, "reason_line", None) or getattr(status, "reason", None) or "release blocker not green"
         log.write(f"deploy skipped: {reason}\n")
         return {"deploy_stage": "skipped", "deploy_reason": f"release blocker: {reason}"}
-    from factory.deploy import deploy_paper
-
     registry = _registry(opts)
     target = Path(opts.deploy_target) if opts.deploy_target else resolve_config_path(None)
     res = deploy_paper(sel["selected"]["config_path"], target_yaml=target, artifacts_dir=Path(opts.artifacts_dir),
@@ -493,17 +490,13 @@ def step_deploy(rd: RunDir, sel: dict[str, Any], opts: RunOptions, log) -> dict[
 
 
 def _registry(opts: RunOptions):
-    try:
-        from factory.registry import Registry
-    except ImportError:
-        return None
+    from factory.registry import Registry
+
     return Registry(Path(opts.artifacts_dir) / "registry" / "registry.sqlite")
 
 
 def record_registry(rd: RunDir, items: list[dict[str, Any]], opts: RunOptions) -> dict[str, Any]:
     reg = _registry(opts)
-    if reg is None:
-        return {"status": "skipped", "reason": "factory.registry not available"}
     reg.record_run(rd.metadata)
     for item in items:
         reg.record_config(item["config_id"], Path(item["config_path"]).read_text(encoding="utf-8"),

@@ -11,9 +11,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-pytest.importorskip("gpu.api", reason="gpu.api (the sweep) not available yet")
-pytest.importorskip("cpu_replay.api", reason="cpu_replay.api (the canonical replay) not available yet")
-pytest.importorskip("strategy.config", reason="strategy.config not available yet")
 
 SPEC = """\
 axes:

@@ -11,10 +11,9 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-
-pd = pytest.importorskip("pandas")
-ta = pytest.importorskip("ta")
+import ta
 
 from strategy import features as F  # noqa: E402
 from strategy import indicators as I  # noqa: E402

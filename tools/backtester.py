@@ -6,14 +6,9 @@ tools/ is the only layer allowed to join packages that must not import each othe
 from __future__ import annotations
 
 from cpu_replay.cli import app
+from gpu.cli import sweep_command
 
-try:  # the sweep command lives in gpu/; the replay must still work if it fails to import
-    from gpu.cli import sweep_command
-except ImportError:  # pragma: no cover - only while gpu/ is incomplete
-    sweep_command = None
-
-if sweep_command is not None:
-    app.command("sweep")(sweep_command)
+app.command("sweep")(sweep_command)
 
 if __name__ == "__main__":
     app()

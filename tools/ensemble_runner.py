@@ -116,10 +116,8 @@ def derive_yaml(member: Member, out_dir: Path) -> Path:
 
 def validate_derived(member: Member, mode: str) -> None:
     """Load the derived YAML the way the daemon will, so a bad override fails here, not at 3 am."""
-    try:
-        from strategy.config import ConfigError, load_config
-    except ImportError:
-        return
+    from strategy.config import ConfigError, load_config
+
     strategy_mode = member.child_env.get("AI_QUANT_STRATEGY_MODE") or None
     try:
         load_config(member.derived_yaml, mode=strategy_mode, live=mode != "paper")
