@@ -94,6 +94,7 @@ class TraderDaemon:
         self.executor = None
         self.reconciler = None
         self.intake = None           # FillIntake in dry_live / live (WS userFills + REST backfill)
+        self.intake_failures = 0     # consecutive failed intakes (health guard)
         self.market_ws = None        # MarketWs in dry_live / live: mids for pricing, userFills
         self.ws_stale_strikes = 0
         self.ws_entries_blocked = False
@@ -637,7 +638,11 @@ class TraderDaemon:
                 result.add(rest)
         except Exception as exc:  # the buffer is kept; the next loop retries
             self.errors += 1
+            self.intake_failures += 1
             self.log.error(f"fill intake failed ({type(exc).__name__}: {str(exc)[:300]}); buffered fills kept")
+        else:
+            self.intake_failures = 0
+        self._fill_intake_guard()
         if result.new:
             self.log.info(f"fill intake: {result.new} new exchange fill(s) {dict(result.matched_via)}, "
                           f"{result.duplicate} already stored")
@@ -647,6 +652,13 @@ class TraderDaemon:
             else:
                 self.reconciler.maybe_run()
         return result
+
+    def _fill_intake_guard(self) -> None:
+        """Trading blind to our own fills is how positions double: after N failed intakes in a row
+        (an exception, or the REST backfill failing) stop entries until an operator clears it."""
+        streak = max(self.intake_failures, self.intake.rest_failures)
+        if streak == self.settings.live.fill_ingest_fails_to_kill:
+            self._risk_now().kill("close_only", "health:fill_ingest")
 
     def loop_once(self) -> int:
         """One pass of the main loop without the sleep (tests drive the daemon with it)."""
