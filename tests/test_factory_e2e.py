@@ -117,3 +117,39 @@ def test_bad_input_is_one_line_and_recorded(tmp_path, args, needle, code):
     if metas:  # the run dir existed: the reason is on record
         meta = json.loads(metas[0].read_text())
         assert meta["status"] == "failed" and needle.split("/")[-1] in meta["failure_reason"]
+
+
+def test_sweep_that_disagrees_with_the_replay_is_caught_and_not_deployable(demo, tmp_path, monkeypatch):
+    """One execution charges a different taker fee (a bug planted in the sweep only): every replayed
+    candidate must fail equivalence with the fee-driven fields listed, and nothing is deployable."""
+    from typer.testing import CliRunner
+
+    import gpu.api
+    from factory.cli import app
+    from strategy.params import P_TAKER_FEE_BPS
+
+    real_prepare = gpu.api.prepare
+
+    def prepare_with_a_fee_bug(*args, **kwargs):
+        prep = real_prepare(*args, **kwargs)
+        prep.static.base_params[:, P_TAKER_FEE_BPS] *= 1.5
+        return prep
+
+    monkeypatch.setattr(gpu.api, "prepare", prepare_with_a_fee_bug)
+    art = tmp_path / "artifacts"
+    res = CliRunner().invoke(app, [
+        "run", "--profile", "smoke", "--candles-db", str(demo["paths"]["candles_1h"]), "--sweep-spec",
+        str(demo["spec"]), "--shortlist", "3", "--replay", "2", "--gates", "none", "--artifacts-dir", str(art),
+        "--run-id", "planted_bug", "--no-deploy", "--no-progress", *WINDOW])
+    assert res.exit_code == 0, res.output[-2000:]
+    rd = _run_dir(art, "planted_bug")
+    report = json.loads((rd / "reports" / "report.json").read_text())
+    assert len(report["items"]) == 2
+    for item in report["items"]:
+        assert item["replay_equivalence_status"] == "fail"
+        assert item["canonical_cpu_verified"] is False
+        eq = json.loads(Path(item["replay_equivalence_report_path"]).read_text())
+        paths = {d["path"] for d in eq["diffs"]}
+        assert {"total_fees", "total_pnl", "final_balance"} <= paths, paths
+    sel = json.loads((rd / "reports" / "selection.json").read_text())
+    assert sel["selection_stage"] == "none_deployable"
