@@ -60,7 +60,9 @@ from strategy.layout import (
     FL_ACTION,
     FL_ATR,
     FL_CONF,
+    FL_FEE,
     FL_NOTIONAL,
+    FL_PNL,
     FL_REASON,
     FL_SIDE,
     FL_SIZE,
@@ -95,6 +97,7 @@ class TraderDaemon:
         self.reconciler = None
         self.intake = None           # FillIntake in dry_live / live (WS userFills + REST backfill)
         self.intake_failures = 0     # consecutive failed intakes (health guard)
+        self.pending_flatten = False  # safe mode tripped while halt_all blocked the closes
         self.market_ws = None        # MarketWs in dry_live / live: mids for pricing, userFills
         self.ws_stale_strikes = 0
         self.ws_entries_blocked = False
@@ -324,12 +327,20 @@ class TraderDaemon:
             audit(self.conn, event, symbol, "warning" if "KILL" in event or "BLOCK" in event else "info", data)
         self.log.info(f"audit {event} {symbol or ''} {data}")
 
+    def _persist_risk(self, snapshot: dict) -> None:
+        """Latched kills and loss baselines hit the DB when they change, not only with the next bar."""
+        if self.conn.in_transaction:
+            checkpoint.save_risk(self.conn, snapshot)
+        else:
+            with transaction(self.conn):
+                checkpoint.save_risk(self.conn, snapshot)
+
     def _ensure_risk(self, bar_close_ms: int) -> None:
         if self.risk is None:
             self.bar_clock = ManualClock(now_ms=bar_close_ms, monotonic=bar_close_ms / 1000.0)
             persisted = checkpoint.load_risk(self.conn)
             self.risk = RiskManager(self.settings.risk, clock=self.bar_clock, on_audit=self._audit,
-                                    persisted=persisted, on_persist=lambda snap: None)
+                                    persisted=persisted, on_persist=self._persist_risk)
         elif bar_close_ms > self.bar_clock.now_ms():
             self.bar_clock.set_wall_ms(bar_close_ms)
 
@@ -363,17 +374,20 @@ class TraderDaemon:
         pos = self.engine.state.pos
         return float(np.nansum(np.abs(pos[:, POS_SIZE] * pos[:, POS_LAST_CLOSE]) * (pos[:, POS_SIDE] != 0)))
 
-    def _step_checked(self, md, funding, b: int, blocked: set[int] | None = None) -> np.ndarray:
-        """Run bar b; re-run from the snapshot while the RiskManager refuses one of its fills."""
+    def _step_checked(self, md, funding, b: int, blocked: set[int] | None = None, order_snap=None) -> np.ndarray:
+        """Run bar b; re-run from the snapshot while the RiskManager refuses one of its fills.
+        Rate limits are reserved as each fill is accepted and rolled back with the engine on a re-run."""
         t = int(md.times[b])
         self._ensure_risk(t + self.iv_ms)
         self.risk.poll(force=True)
         snapshot = self.engine.state.copy()
+        order_snap = self.risk.order_state() if order_snap is None else order_snap
         blocked = set(blocked or ())
         trade = self.risk.kill_mode != HALT_ALL
         entries_off = self.risk.kill_mode != "off" or self.ws_entries_blocked
         prev = md.valid[:, b - 1] if b > 0 else np.zeros(len(self.symbols), bool)
         for _ in range(len(self.symbols) + 2):
+            self.risk.restore_order_state(order_snap)
             self.engine.params = self._bar_params(blocked, entries_off)
             fills = self.engine.step(t, md.open[:, b], md.high[:, b], md.low[:, b], md.close[:, b],
                                      md.volume[:, b], md.valid[:, b], prev, funding[:, b], trade=trade,
@@ -401,12 +415,16 @@ class TraderDaemon:
 
     def _step_live(self, md, funding, b: int) -> np.ndarray:
         t = int(md.times[b])
-        if not self._bar_tradeable(t + self.iv_ms) or self.settings.live.hard_kill:
+        no_new_orders = not self._bar_tradeable(t + self.iv_ms) or self.settings.live.hard_kill
+        if no_new_orders and not self.oms.has_intents_for_bar(t):
             return self._warm_only(md, funding, b)
+        # A bar with intents from before a crash is re-run even when too old to trade: the executor
+        # finds them by dedupe key (fills applied, nothing re-sent) and expires what was never sent.
         snapshot = self.engine.state.copy()
+        order_snap = self.risk.order_state() if self.risk is not None else None
         refused: set[int] = set()
         for _ in range(len(self.symbols) + 2):
-            fills = self._step_checked(md, funding, b, refused)
+            fills = self._step_checked(md, funding, b, refused, order_snap)
             pairs, refused_sym = self._execute_bar(fills, t)
             if refused_sym is None:
                 break
@@ -479,15 +497,13 @@ class TraderDaemon:
             decision = self.risk.allow_order(self.symbols[s], action, side, float(row[FL_NOTIONAL]), equity, exposure)
             if not decision.allowed:
                 return s, action
+            self.risk.note_order_sent(self.symbols[s], action, float(row[FL_NOTIONAL]))
             if action in ("OPEN", "ADD"):
                 exposure += float(row[FL_NOTIONAL])
         return None
 
     def _record(self, md, b: int, fills: np.ndarray) -> None:
         t = int(md.times[b])
-        for row in fills:
-            action = ACTION_NAMES[int(row[FL_ACTION])]
-            self.risk.note_order_sent(self.symbols[int(row[FL_SYM])], action, float(row[FL_NOTIONAL]))
         with transaction(self.conn):
             self.broker.record(fills, bar_t_ms=t, epoch=self.epoch, config_id=self.cfg.config_id,
                                pos=self.engine.state.pos)
@@ -496,11 +512,17 @@ class TraderDaemon:
         for row in fills:
             action = ACTION_NAMES[int(row[FL_ACTION])]
             if action in ("REDUCE", "CLOSE"):
-                self.risk.note_fill(float(row[8]) - float(row[7]), action == "CLOSE", t + self.iv_ms)
+                self.risk.note_fill(float(row[FL_PNL]) - float(row[FL_FEE]), True, t + self.iv_ms)
         self.last_bar_t = t
         if "flatten" in self.risk.update_equity(float(self.engine.state.acct[A_EQUITY]), t + self.iv_ms):
-            self.log.warning("safe mode: drawdown from the high-water mark reached the limit; flattening")
-            self._flatten(t)
+            self.pending_flatten = True
+        if self.pending_flatten:
+            if self.risk.kill_mode == HALT_ALL:  # halt_all blocks every order, exits included
+                self.log.warning("safe mode flatten pending: halt_all blocks it until the halt is lifted")
+            else:
+                self.pending_flatten = False
+                self.log.warning("safe mode: drawdown from the high-water mark reached the limit; flattening")
+                self._flatten(t)
 
     def _flatten(self, t: int) -> None:
         before = self.engine.state.copy()
@@ -662,6 +684,8 @@ class TraderDaemon:
 
     def loop_once(self) -> int:
         """One pass of the main loop without the sleep (tests drive the daemon with it)."""
+        if self.risk is not None:
+            self.risk.poll(force=True)  # the kill file, every loop: the heartbeat and audit see it at once
         self._reload_config()
         self.check_ws()
         processed = self.process_pending()

@@ -263,6 +263,13 @@ class Oms:
         r = self.conn.execute("SELECT * FROM oms_intents WHERE dedupe_key = ?", (key,)).fetchone()
         return None if r is None else Intent.from_row(r)
 
+    def has_intents_for_bar(self, decision_ts_ms: int) -> bool:
+        """Any intent (other than a WOULD of dry_live) decided on this bar: a crash may have left its
+        fills unrecorded, so the bar must be re-run through the executor, not just warmed."""
+        row = self.conn.execute("SELECT 1 FROM oms_intents WHERE decision_ts_ms = ? AND status != 'WOULD' LIMIT 1",
+                                (int(decision_ts_ms),)).fetchone()
+        return row is not None
+
     def get(self, intent_id: str) -> Intent | None:
         r = self.conn.execute("SELECT * FROM oms_intents WHERE intent_id = ?", (intent_id,)).fetchone()
         return None if r is None else Intent.from_row(r)

@@ -272,6 +272,20 @@ class RiskManager:
         else:
             self._exit_bucket.take(now)
 
+    def order_state(self) -> tuple:
+        """The rate-limit state (buckets, windows, last order time), so a caller that reserves
+        capacity for orders it may still withdraw (the daemon re-running a bar) can roll back."""
+        import copy
+
+        return copy.deepcopy((self._entry_bucket, self._exit_bucket, self._cancel_bucket, self._symbol_entries,
+                              self._notional, self._last_order_mono))
+
+    def restore_order_state(self, state: tuple) -> None:
+        import copy
+
+        (self._entry_bucket, self._exit_bucket, self._cancel_bucket, self._symbol_entries, self._notional,
+         self._last_order_mono) = copy.deepcopy(state)
+
     def allow_cancel(self, symbol: str | None = None) -> RiskDecision:
         """Cancels reduce risk, so no kill blocks them; only the cancel rate does."""
         if self._cancel_bucket.has_token(self.clock.monotonic()):
