@@ -28,6 +28,8 @@ from strategy.config_schema import (
     MODE_ALIASES,
     MODE_NAMES,
     OVERLAY_KEYS,
+    PORTFOLIO_WIDE_KEYS,
+    PORTFOLIO_WIDE_MESSAGE,
     SYMBOL_SECTIONS,
     TOP_LEVEL_KEYS,
     GlobalConfig,
@@ -177,7 +179,13 @@ def _check_symbols(raw: Any, path: str, problems: list[Problem]) -> dict[str, di
         if not isinstance(sym, str) or not sym:
             problems.append((f"{path}.{sym}", "symbol names must be text (quote it)"))
             continue
-        out[sym] = _check_section(value, "", f"{path}.{sym}", problems, only=SYMBOL_SECTIONS)
+        clean = _check_section(value, "", f"{path}.{sym}", problems, only=SYMBOL_SECTIONS)
+        for key_path in PORTFOLIO_WIDE_KEYS:
+            section, _, key = key_path.partition(".")
+            if isinstance(clean.get(section), dict) and key in clean[section]:
+                del clean[section][key]
+                problems.append((f"{path}.{sym}.{key_path}", PORTFOLIO_WIDE_MESSAGE))
+        out[sym] = clean
     return out
 
 
@@ -541,7 +549,10 @@ def _split_override(path: str, *, overlays: bool) -> tuple[str | None, str]:
             raise ValueError("a symbol override needs symbols.<SYM>.<section>.<key>")
         if parts[2] not in SYMBOL_SECTIONS:
             raise ValueError(f"cannot be set per symbol (only {', '.join(SYMBOL_SECTIONS)})")
-        return parts[1], ".".join(parts[2:])
+        rel = ".".join(parts[2:])
+        if rel in PORTFOLIO_WIDE_KEYS:
+            raise ValueError(PORTFOLIO_WIDE_MESSAGE)
+        return parts[1], rel
     return None, ".".join(parts)
 
 

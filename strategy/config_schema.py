@@ -14,6 +14,7 @@ from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -39,6 +40,9 @@ MODE_ALIASES: dict[str, str] = {
     "pause": "flat",
 }
 SYMBOL_SECTIONS: tuple[str, ...] = ("trade", "filters", "thresholds")
+# Caps over the whole portfolio: a per-symbol value would let one symbol break the global cap.
+PORTFOLIO_WIDE_KEYS: tuple[str, ...] = ("trade.max_open_positions", "trade.max_total_margin_pct")
+PORTFOLIO_WIDE_MESSAGE = "is a portfolio-wide cap (one limit over all symbols); set it under global.trade, not per symbol"
 TOP_LEVEL_KEYS: tuple[str, ...] = ("global", "symbols", "live", "modes")
 OVERLAY_KEYS: tuple[str, ...] = ("global", "symbols")
 
@@ -96,6 +100,23 @@ def _whole_float_to_int(value: Any) -> Any:
 
 Count = Annotated[int, BeforeValidator(_whole_float_to_int)]
 Window = Annotated[Count, Field(ge=1)]
+
+
+def _at_least_two(why: str) -> AfterValidator:
+    def check(value: int) -> int:
+        if value < 2:
+            raise ValueError(f"must be >= 2 (got {value}): {why}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Windows that measure a spread over their bars: one bar has no spread, so the indicator is degenerate.
+StochWindow = Annotated[
+    Count, _at_least_two("stoch RSI K over 1 bar divides by max - min = 0, so K is NaN forever and no entry passes")
+]
+BbWindow = Annotated[Count, _at_least_two("a Bollinger width over 1 bar is a standard deviation of one value, always 0")]
+AdxWindow = Annotated[Count, _at_least_two("ADX over 1 bar is unsmoothed DX, jumping between 0 and 100")]
 NonNeg = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -126,7 +147,7 @@ class TradeConfig(_Section):
     breakeven_start_atr: NonNeg = 0.5
     breakeven_buffer_atr: NonNeg = 0.05
     enable_partial_tp: bool = True
-    tp_partial_pct: Fraction = 0.7
+    tp_partial_pct: Annotated[float, Field(gt=0, lt=1)] = 0.7  # 0 sells nothing, 1 is the full target
     tp_partial_atr_mult: Positive = 1.0
     enable_pyramiding: bool = True
     max_adds_per_symbol: Annotated[Count, Field(ge=0)] = 2
@@ -159,14 +180,14 @@ class IndicatorsConfig(_Section):
     ema_fast_window: Window = 20
     ema_slow_window: Window = 50
     ema_macro_window: Window = 200
-    adx_window: Window = 14
+    adx_window: AdxWindow = 14
     atr_window: Window = 14
     rsi_window: Window = 14
-    bb_window: Window = 20
+    bb_window: BbWindow = 20
     bb_width_avg_window: Window = 30
     vol_sma_window: Window = 20
     vol_trend_window: Window = 5
-    stoch_rsi_window: Window = 14
+    stoch_rsi_window: StochWindow = 14
     stoch_rsi_smooth1: Window = 3
     stoch_rsi_smooth2: Window = 3
 

@@ -313,6 +313,8 @@ def close_position(pos, acct, params, s, t, decision_price, fraction, reason, at
     full = fraction >= 1.0
     size_before = pos[s, POS_SIZE]
     size = size_before if full else size_before * fraction
+    if not full and not size > 0.0:
+        return  # a zero-size reduce is no order: nothing to fill or record
     price = decision_price * (1.0 - side * params[s, P_SLIPPAGE_BPS] * BPS)
     notional = price * size
     fee = notional * params[s, P_TAKER_FEE_BPS] * BPS
@@ -382,7 +384,12 @@ def entry_leverage(params, s, conf):
 
 
 def sized_notional(params, s, margin, lev):
-    """Notional for a margin, after the minimum-notional rule; 0 means skip."""
+    """Notional for a margin, after the minimum-notional rule; 0 means skip.
+
+    A margin of 0 (size_multiplier 0, allocation_pct 0, add_fraction_of_base_margin 0) means "no
+    new risk": it is never bumped up to the minimum notional."""
+    if not margin > 0.0:
+        return 0.0
     notional = margin * lev
     min_notional = params[s, P_MIN_NOTIONAL_USD]
     if notional < min_notional:

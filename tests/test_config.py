@@ -469,3 +469,45 @@ def test_dump_and_reload_give_same_config_id(tmp_path):
     assert again.get("trade.sl_atr_mult", "kPEPE") == 0.001
     assert again.get("trade.size_multiplier") == 0.0  # the flat overlay is baked in
     assert cfg.config_id in out.read_text()
+
+
+@pytest.mark.parametrize("window", ["stoch_rsi_window", "bb_window", "adx_window"])
+def test_spread_windows_must_be_at_least_two(window):
+    """A 1-bar stoch RSI makes K NaN forever (no trade ever); 1-bar BB/ADX are degenerate too."""
+    probs = dict(_problems({"global": {"indicators": {window: 1}}}))
+    msg = probs[f"global.indicators.{window}"]
+    assert msg.startswith("must be >= 2 (got 1): ") and len(msg) > 40  # says why
+    config_from_dict({"global": {"indicators": {window: 2}}})
+    with pytest.raises(ConfigError, match=f"indicators.{window}: must be >= 2"):
+        validate_override_path(f"indicators.{window}", 1)
+
+
+@pytest.mark.parametrize("value, expect", [(0.0, "must be > 0 (got 0.0)"), (1.0, "must be < 1 (got 1.0)"),
+                                           (1, "must be < 1 (got 1)")])
+def test_tp_partial_pct_strictly_between_zero_and_one(value, expect):
+    assert dict(_problems({"global": {"trade": {"tp_partial_pct": value}}}))["global.trade.tp_partial_pct"] == expect
+    probs = dict(_problems({"symbols": {"ETH": {"trade": {"tp_partial_pct": value}}}}))
+    assert probs["symbols.ETH.trade.tp_partial_pct"] == expect
+    with pytest.raises(ConfigError, match="trade.tp_partial_pct: must be"):
+        apply_overrides(config_from_dict({}), {"trade.tp_partial_pct": value})
+    assert config_from_dict({"global": {"trade": {"tp_partial_pct": 0.5}}}).get("trade.tp_partial_pct") == 0.5
+
+
+@pytest.mark.parametrize("key", ["max_open_positions", "max_total_margin_pct"])
+def test_portfolio_wide_caps_cannot_be_set_per_symbol(key):
+    value = 3 if key == "max_open_positions" else 0.5
+    doc = {"symbols": {"ETH": {"trade": {key: value, "leverage": 3.0}}},
+           "live": {"symbols": {"BTC": {"trade": {key: value}}}},
+           "modes": {"flat": {"symbols": {"SOL": {"trade": {key: value}}}}}}
+    probs = dict(_problems(doc))
+    for where in ("symbols.ETH", "live.symbols.BTC", "modes.flat.symbols.SOL"):
+        assert "portfolio-wide" in probs[f"{where}.trade.{key}"]
+    assert len(probs) == 3
+    cfg = config_from_dict({})
+    for path in (f"symbols.ETH.trade.{key}", "symbols.ETH.trade"):
+        over = {path: value} if path.endswith(key) else {path: {key: value}}
+        with pytest.raises(ConfigError, match="portfolio-wide"):
+            apply_overrides(cfg, over)
+    with pytest.raises(ConfigError, match="portfolio-wide"):
+        validate_override_path(f"modes.flat.symbols.ETH.trade.{key}", value)
+    assert apply_overrides(cfg, {f"trade.{key}": value}).get(f"trade.{key}") == value  # global is fine
