@@ -105,11 +105,50 @@ def _read_source(path: Path, iv: str, symbols, start_ms, end_ms) -> tuple[pl.Dat
             rows = conn.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
             raise MarketDataError(f"cannot read candles from {path}: {exc}") from None
+        try:
+            frame = pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+        except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError) as exc:
+            # a text/blob cell in a numeric column: name the row instead of a polars traceback
+            _, bad = find_corrupt_rows(conn, " AND ".join(where), args, limit=1)
+            if bad:
+                symbol, t, problem = bad[0]
+                raise MarketDataError(f"corrupt candle row: {path} {symbol} t={t}: {problem}") from None
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise MarketDataError(f"corrupt candles in {path}: {first_line}") from None
     finally:
         conn.close()
-    frame = pl.DataFrame(rows, schema=_SCHEMA, orient="row")
     _check_rows(frame, path)
     return frame, known
+
+
+def _problem_sql() -> str:
+    """SQL expression naming what is wrong with a candle row, NULL when nothing is: the checks
+    load_candles applies (numeric cells, no NULL/non-positive price, high >= low), done by SQLite
+    so one text cell cannot crash a reader before the row is named."""
+    cases = []
+    for col in ("t", "t_close", "o", "h", "l", "c", "v"):
+        ok = "'integer','real'" + (",'null'" if col in ("t_close", "v") else "")
+        cases.append(f"WHEN typeof({col}) NOT IN ({ok}) THEN 'column {col} is ' || CASE typeof({col}) "
+                     f"WHEN 'null' THEN 'NULL' ELSE '''' || typeof({col}) || ''' (' || "
+                     f"substr(quote({col}), 1, 40) || ')' END")
+    cases += [f"WHEN {col} <= 0 THEN '{col}=' || {col} || ' <= 0'" for col in ("o", "h", "l", "c")]
+    cases.append("WHEN h < l THEN 'h=' || h || ' < l=' || l")
+    return "CASE " + " ".join(cases) + " END"
+
+
+PROBLEM_SQL = _problem_sql()
+
+
+def find_corrupt_rows(conn: sqlite3.Connection, where: str, args: Sequence, limit: int = 5
+                      ) -> tuple[int, list[tuple[str, object, str]]]:
+    """(number of rows load_candles would refuse, the first `limit` as (symbol, t, problem))
+    among the candles rows matching the SQL condition `where`."""
+    inner = f"SELECT symbol, t, {PROBLEM_SQL} AS problem FROM candles WHERE {where}"
+    count = conn.execute(f"SELECT COUNT(*) FROM ({inner}) WHERE problem IS NOT NULL", list(args)).fetchone()[0]
+    rows = [] if not count else conn.execute(
+        f"SELECT symbol, t, problem FROM ({inner}) WHERE problem IS NOT NULL ORDER BY symbol, t LIMIT ?",
+        [*args, int(limit)]).fetchall()
+    return int(count), [(r[0], r[1], r[2]) for r in rows]
 
 
 def _check_rows(frame: pl.DataFrame, path: Path) -> None:
@@ -276,5 +315,5 @@ def bars_per_day(interval: str) -> float:
     return 86_400_000 / interval_ms(interval)
 
 
-__all__ = ["MarketData", "align_to_symbols", "exclude_symbols", "load_candles", "load_market_data", "resolve_sources",
-           "subset_symbols", "to_market_data", "write_candles"]
+__all__ = ["MarketData", "align_to_symbols", "exclude_symbols", "find_corrupt_rows", "load_candles", "load_market_data",
+           "resolve_sources", "subset_symbols", "to_market_data", "write_candles"]

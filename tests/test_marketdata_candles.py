@@ -154,6 +154,22 @@ def test_bad_inputs_give_one_line_errors(tmp_path, case):
     assert_one_line_error(exc, *needles)
 
 
+@pytest.mark.parametrize(("column", "value", "shown"), [
+    ("c", "abc", "column c is 'text' ('abc')"), ("o", b"xx", "column o is 'blob' (X'7878')"),
+    ("v", "n/a", "column v is 'text' ('n/a')"), ("t_close", "soon", "column t_close is 'text' ('soon')")])
+def test_non_numeric_cell_is_one_line_error_not_a_polars_crash(tmp_path, column, value, shown):
+    db = tmp_path / "candles_1h.db"
+    write_candles(db, bars("BTC", 5) + bars("ETH", 5), "1h")
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE candles SET {column}=? WHERE symbol='ETH' AND t=?", (value, T0 + 3 * H))
+    for kwargs in ({}, {"symbols": ["ETH"], "start_ms": T0 + H}):
+        with pytest.raises(MarketDataError) as exc:
+            load_market_data(str(db), "1h", **kwargs)
+        assert_one_line_error(exc, f"corrupt candle row: {db} ETH t={T0 + 3 * H}: {shown}")
+    assert load_candles(str(db), "1h", symbols=["BTC"]).height == 5  # the clean symbol still loads
+    assert load_candles(str(db), "1h", end_ms=T0 + 2 * H).height == 6  # and so does a window before it
+
+
 def test_resolve_sources_sorts_partition_files(tmp_path):
     part = tmp_path / "p"
     for month in ("2024-02", "2023-12", "2024-01"):
