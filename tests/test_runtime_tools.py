@@ -168,26 +168,129 @@ def _candles(tmp_path) -> Path:
     return path
 
 
+def clean_env(**extra: str) -> dict:
+    """The test process's env without any AI_QUANT_* (the operator's shell must not leak in)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AI_QUANT_")}
+    return {**env, "AI_QUANT_STRATEGY_YAML": "/nonexistent/strategy.yaml", **extra}
+
+
+def run_clean(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, str(REPO / "tools" / name), *args], capture_output=True, text=True, env=env,
+                          timeout=60, stdin=subprocess.DEVNULL)
+
+
 def test_flat_now_paper_with_candle_prices(tmp_path):
     db, kill = _paper_db(tmp_path), tmp_path / "ai-quant-kill"
-    res = run_tool("flat_now.py", "--kill-file", str(kill), "--pause-mode", "close_only", "--paper",
-                   "--paper-db", str(db), "--candles-db", str(_candles(tmp_path)), "--yes")
-    assert res.returncode == 0, res.stderr
+    args = ["--kill-file", str(kill), "--pause-mode", "close_only", "--paper", "--paper-db", str(db),
+            "--candles-db", str(_candles(tmp_path)), "--yes"]
+    res = run_tool("flat_now.py", *args)
+    # ETH has no candle: it is NOT booked at the entry price (a fake pnl 0) without --allow-entry-price
+    assert res.returncode == 1, res.stderr
     assert kill.read_text() == "close_only\n"
-    assert "Done: paused=1 paper_closed=2 live_closed=0" in res.stderr
+    assert "paper: NOT closed ETH SHORT 4: no candle price in" in res.stderr
+    assert "Done: paused=1 paper_closed=1 live_closed=0 paper_refused=1" in res.stderr
+    conn = open_trading_db(db)
+    assert [p["symbol"] for p in open_positions(conn)] == ["ETH"]
+    assert [r[0] for r in conn.execute("SELECT symbol FROM position_state")] == ["ETH"]  # its state is kept
+    conn.close()
+    res = run_tool("flat_now.py", *args, "--allow-entry-price")
+    assert res.returncode == 0, res.stderr
+    assert "paper: closed ETH SHORT 4 at the ENTRY price 50 (no candle price; --allow-entry-price)" in res.stderr
     conn = open_trading_db(db)
     rows = conn.execute("SELECT symbol, type, action, price, size, pnl, balance, confidence, meta_json FROM trades "
                         "WHERE action = 'CLOSE' ORDER BY id").fetchall()
     assert [tuple(r)[:8] for r in rows] == [
         ("BTC", "SYSTEM", "CLOSE", 110.0, 2.0, 20.0, 1019.0, "N/A"),  # last close 110 -> +20
-        ("ETH", "SYSTEM", "CLOSE", 50.0, 4.0, 0.0, 1019.0, "N/A"),    # no candles: entry price, pnl 0
+        ("ETH", "SYSTEM", "CLOSE", 50.0, 4.0, 0.0, 1019.0, "N/A"),    # --allow-entry-price: entry price, pnl 0
     ]
     assert json.loads(rows[1]["meta_json"])["price_source"] == "entry"
     assert conn.execute("SELECT COUNT(*) FROM position_state").fetchone()[0] == 0
     assert open_positions(conn) == []
-    assert conn.execute("SELECT event FROM audit_events").fetchone()[0] == "FLAT_NOW"
+    assert [r[0] for r in conn.execute("SELECT event FROM audit_events")] == ["FLAT_NOW", "FLAT_NOW"]
     again = run_tool("flat_now.py", "--kill-file", str(kill), "--paper-db", str(db), "--yes")
     assert again.returncode == 0 and "paper_closed=0" in again.stderr
+
+
+def test_flat_now_defaults_to_the_daemons_paper_db_and_candle_db(tmp_path):
+    from tools.flat_now import default_paper_db
+
+    db, kill = _paper_db(tmp_path), tmp_path / "kill"
+    dbs = tmp_path / "candles_dbs"
+    dbs.mkdir()
+    for iv, btc, eth in (("15m", 120.0, 40.0), ("1h", 1.0, 1.0)):
+        conn = sqlite3.connect(dbs / f"candles_{iv}.db")
+        conn.execute("CREATE TABLE candles (symbol TEXT, t INTEGER, c REAL)")
+        conn.executemany("INSERT INTO candles VALUES (?, ?, ?)", [("BTC", 0, 1.0), ("BTC", 1, btc), ("ETH", 1, eth)])
+        conn.commit()
+        conn.close()
+    yaml_path = tmp_path / "strategy.yaml"
+    yaml_path.write_text("global:\n  engine:\n    interval: 15m\n")
+    # the daemon's AI_QUANT_DB_PATH and the strategy YAML's interval, as a systemd env file would set them
+    env = clean_env(AI_QUANT_DB_PATH=str(db), AI_QUANT_CANDLES_DB_DIR=str(dbs), AI_QUANT_STRATEGY_YAML=str(yaml_path))
+    res = run_clean("flat_now.py", "--kill-file", str(kill), "--paper", "--yes", env=env)
+    assert res.returncode == 0, res.stderr
+    assert f"@ 120 (candles:{dbs / 'candles_15m.db'}) pnl=+40.00" in res.stderr  # BTC long 2 from 100
+    assert f"@ 40 (candles:{dbs / 'candles_15m.db'}) pnl=+40.00" in res.stderr   # ETH short 4 from 50
+    assert open_positions(open_trading_db(db)) == []
+    # AI_QUANT_PAPER_DB_PATH wins; AI_QUANT_DB_PATH of a live daemon is never the paper DB; relative = repo
+    assert default_paper_db({"AI_QUANT_PAPER_DB_PATH": "/a.db", "AI_QUANT_DB_PATH": "/b.db"}) == Path("/a.db")
+    assert default_paper_db({"AI_QUANT_DB_PATH": "x/p.db"}) == REPO / "x/p.db"
+    assert default_paper_db({"AI_QUANT_DB_PATH": "/b.db", "AI_QUANT_MODE": "live"}) == REPO / "trading_engine.db"
+
+
+def test_flat_now_missing_or_bad_paper_db_is_an_error_after_the_pause(tmp_path):
+    kill, missing = tmp_path / "kill", tmp_path / "state" / "paper.db"
+    res = run_clean("flat_now.py", "--kill-file", str(kill), "--paper", "--yes",
+                    env=clean_env(AI_QUANT_DB_PATH=str(missing)))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.splitlines()[-1] == (f"paper DB {missing} does not exist: nothing flattened in paper; "
+                                           f"the kill file {kill} WAS written (close_only)")
+    assert kill.read_text() == "close_only\n" and not missing.exists()
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database at all, just text " * 100)
+    res = run_clean("flat_now.py", "--kill-file", str(kill), "--paper-db", str(junk), "--yes", env=clean_env())
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.splitlines()[-1].startswith(f"paper DB {junk} is unreadable")
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    res = run_clean("flat_now.py", "--no-pause", "--paper-db", str(other), "--yes", env=clean_env())
+    assert res.returncode == 2 and res.stderr.strip() == (f"paper DB {other} is not a trading DB (no trades table): "
+                                                          "nothing flattened in paper; nothing was paused (--no-pause)")
+
+
+def test_flat_now_live_broker_errors_skip_to_the_next_coin(tmp_path):
+    import eth_account
+    from hyperliquid.exchange import Exchange
+
+    from live.sandbox import AssetSpec, SandboxExchange
+
+    hour = 3_600_000
+    t0 = 1_700_002_800_000 // hour * hour
+    wallet = eth_account.Account.create()
+    bars = {c: [(t0 + i * hour, px, px * 1.01, px * 0.99, px, 10.0) for i in range(20)]
+            for c, px in (("BTC", 30_000.0), ("ETH", 2_000.0))}
+    ex = SandboxExchange([AssetSpec("BTC", 5, 50), AssetSpec("ETH", 4, 25)], bars, {wallet.address: 10_000.0},
+                         start_bar=5).start()
+    try:
+        x = Exchange(wallet, ex.base_url)
+        x.market_open("BTC", True, 0.05)
+        x.market_open("ETH", False, 0.5)
+        secrets = tmp_path / "s.json"
+        secrets.write_text(json.dumps({"secret_key": wallet.key.hex().removeprefix("0x"),
+                                       "main_address": wallet.address}))
+        os.chmod(secrets, 0o600)
+        ex.faults.fail_next("allMids", 500, n=2)  # BTC (first) cannot get a price on its two attempts
+        res = run_clean("flat_now.py", "--kill-file", str(tmp_path / "kill"), "--live", "--yes", "--max-retries",
+                        "2", "--verify-sleep-s", "0", env=clean_env(AI_QUANT_SECRETS_PATH=str(secrets),
+                                                                    AI_QUANT_HL_BASE_URL=ex.base_url))
+        assert res.returncode == 1, res.stderr
+        assert "Traceback" not in res.stderr
+        assert "live: BTC attempt 1 failed: ServerError" in res.stderr and "live: BTC attempt 2 failed" in res.stderr
+        assert "live: positions still open after 2 attempts: BTC 0.05" in res.stderr
+        assert "Done: paused=1 paper_closed=0 live_closed=1 live_remaining=1" in res.stderr
+        assert set(ex.positions(wallet.address)) == {"BTC"}  # ETH was closed despite BTC's trouble
+    finally:
+        ex.stop()
 
 
 def test_flat_now_refusals(tmp_path):
