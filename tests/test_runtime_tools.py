@@ -139,7 +139,10 @@ def test_prune_runtime_logs(tmp_path):
     bad = run_tool("prune_runtime_logs.py", "--db", str(db), "--keep-days", "0")
     assert bad.returncode == 2 and bad.stderr.strip() == "--keep-days 0: must be >= 1"
     missing = run_tool("prune_runtime_logs.py", "--db", str(tmp_path / "nope.db"))
-    assert missing.returncode == 0 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and missing.stderr.strip() == f"--db {tmp_path / 'nope.db'}: no such file"
+    default_missing = run_clean("prune_runtime_logs.py", env=clean_env(AI_QUANT_DB_PATH=str(tmp_path / "gone.db")))
+    assert default_missing.returncode == 0
+    assert default_missing.stderr.startswith(f"nothing to prune: no DB at {tmp_path / 'gone.db'}")
 
 
 # ------------------------------------------------------------------ flat_now

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from live.env import REPO_ROOT, EnvError, env_int
+from live.env import EnvError, env_int, env_path
 from live.trading_db import iso_utc, now_ms
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -86,10 +86,19 @@ def main(
             fail(str(exc))
     if keep_days < 1:
         fail(f"--keep-days {keep_days}: must be >= 1")
-    db = db or Path(os.environ.get("AI_QUANT_DB_PATH") or REPO_ROOT / "trading_engine.db")
-    if not db.exists():
-        print(f"nothing to prune: {db} does not exist", file=sys.stderr)
-        return
+    if db is not None:
+        db = db.expanduser()
+        if not db.is_file():
+            fail(f"--db {db}: no such file")
+    else:
+        try:
+            db = env_path(os.environ, "AI_QUANT_DB_PATH", "trading_engine.db")
+        except EnvError as exc:
+            fail(str(exc))
+        if not db.is_file():
+            print(f"nothing to prune: no DB at {db} (default: AI_QUANT_DB_PATH or <repo>/trading_engine.db)",
+                  file=sys.stderr)
+            return
     cutoff_iso = iso_utc(now_ms() - keep_days * 86_400_000)
     try:
         n = prune(db, keep_days, dry_run=dry_run, vacuum=vacuum)
