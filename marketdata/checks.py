@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from marketdata.candles import find_corrupt_rows
 from marketdata.intervals import INTERVALS_MS, MarketDataError, normalize_interval
 from marketdata.sqlite_store import connect, table_exists
 
@@ -50,8 +51,11 @@ def check_candle_dbs(db_glob: str | None = None, lookback_hours: float = 24.0, *
                      gap_warn_bars: int = 1, gap_fail_bars: int = 1,
                      missing_warn_bars: int = 10, missing_fail_bars: int = 50,
                      grace_seconds: float = 5.0, max_gap_ranges_per_symbol: int = 5,
+                     max_bad_rows_per_symbol: int = 5,
                      symbols: list[str] | None = None, now: int | None = None) -> dict:
-    """Freshness, gaps and missing bars per DB / interval / symbol over the lookback window."""
+    """Freshness, gaps, missing bars and corrupt rows per DB / interval / symbol over the lookback
+    window (corrupt = a row load_candles refuses: FAIL), plus duplicate (symbol, interval, t) keys
+    per interval (WARN when the copies agree, FAIL when they differ)."""
     for name, warn, fail in (("freshness-mult", freshness_warn_mult, freshness_fail_mult),
                              ("gap-bars", gap_warn_bars, gap_fail_bars),
                              ("missing-bars", missing_warn_bars, missing_fail_bars)):
@@ -65,7 +69,8 @@ def check_candle_dbs(db_glob: str | None = None, lookback_hours: float = 24.0, *
     thresholds = {"freshness_warn_mult": freshness_warn_mult, "freshness_fail_mult": freshness_fail_mult,
                   "gap_warn_bars": gap_warn_bars, "gap_fail_bars": gap_fail_bars,
                   "missing_warn_bars": missing_warn_bars, "missing_fail_bars": missing_fail_bars,
-                  "grace_seconds": grace_seconds, "max_gap_ranges_per_symbol": max_gap_ranges_per_symbol}
+                  "grace_seconds": grace_seconds, "max_gap_ranges_per_symbol": max_gap_ranges_per_symbol,
+                  "max_bad_rows_per_symbol": max_bad_rows_per_symbol}
     ctx = dict(thresholds, lookback_ms=int(lookback_hours * 3_600_000), grace_ms=int(grace_seconds * 1000),
                now=now, symbols=symbols)
     paths = sorted(glob.glob(os.path.expanduser(db_glob)))
@@ -114,31 +119,74 @@ def _check_interval(conn, raw: str, iv: str, ctx: dict) -> dict:
         "SELECT DISTINCT symbol FROM candles WHERE interval=? ORDER BY symbol", (raw,))]
     results = [_check_symbol(conn, raw, sym, step, first, last, expected, ctx) for sym in names]
     counts = {s: sum(r["status"] == s for r in results) for s in RANK}
+    dupes = _duplicates(conn, raw)
     return {"interval": iv, "interval_ms": step,
             "lookback": {"start_ms": first, "end_ms": last, "expected_bars": expected},
-            "symbols": results,
+            "symbols": results, "duplicates": dupes,
             "summary": {"symbols": len(results), "ok": counts["OK"], "warn": counts["WARN"],
-                        "fail": counts["FAIL"], "status": worst(*(r["status"] for r in results))}}
+                        "fail": counts["FAIL"], "bad_rows": sum(r["rows"]["bad_rows"] for r in results),
+                        "duplicate_keys": dupes["keys"],
+                        "status": worst(dupes["status"], *(r["status"] for r in results))}}
+
+
+def _has_unique_key(conn) -> bool:
+    """True when a unique index (e.g. the PRIMARY KEY) makes duplicate (symbol, interval, t) impossible."""
+    for row in conn.execute("PRAGMA index_list(candles)").fetchall():
+        if row[2]:  # unique
+            cols = {r[2] for r in conn.execute(f"PRAGMA index_info({_quote_ident(row[1])})")}
+            if cols and cols <= {"symbol", "interval", "t"}:
+                return True
+    return False
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _duplicates(conn, raw: str) -> dict:
+    """Duplicate (symbol, interval, t) keys over the whole table for this interval. (The runbook's
+    hand-written SQL aliases COUNT(*) as `c`, which HAVING resolves to the close column instead.)"""
+    if _has_unique_key(conn):
+        return {"keys": 0, "extra_rows": 0, "conflicting_keys": 0, "examples": [],
+                "enforced_by_unique_index": True, "status": "OK"}
+    sig = " || ',' || ".join(f"quote({c})" for c in ("t_close", "o", "h", "l", "c", "v"))
+    groups = conn.execute(
+        f"SELECT symbol, t, COUNT(*) AS n_rows, COUNT(DISTINCT {sig}) AS n_versions FROM candles "
+        "WHERE interval=? GROUP BY symbol, t HAVING COUNT(*) > 1 ORDER BY symbol, t", (raw,)).fetchall()
+    conflicting = [g for g in groups if g[3] > 1]
+    examples = [{"symbol": s, "t": t, "rows": n, "versions": v} for s, t, n, v in (conflicting or groups)[:5]]
+    status = "FAIL" if conflicting else "WARN" if groups else "OK"
+    return {"keys": len(groups), "extra_rows": sum(g[2] - 1 for g in groups), "conflicting_keys": len(conflicting),
+            "examples": examples, "enforced_by_unique_index": False, "status": status}
 
 
 def _check_symbol(conn, raw, symbol, step, first, last, expected, ctx) -> dict:
-    recent = conn.execute("SELECT t, t_close FROM candles WHERE symbol=? AND interval=? ORDER BY t DESC LIMIT 5",
-                          (symbol, raw)).fetchall()
+    rows = _bad_rows(conn, raw, symbol, first, ctx)
+    recent = conn.execute("SELECT t, t_close FROM candles WHERE symbol=? AND interval=? AND typeof(t)='integer' "
+                          "ORDER BY t DESC LIMIT 5", (symbol, raw)).fetchall()
     if not recent:
         return {"symbol": symbol, "status": "FAIL", "error": "no candles for symbol",
-                "freshness": None, "lookback": None}
+                "freshness": None, "lookback": None, "rows": rows}
     freshness = _freshness(recent, step, ctx)
-    times = [r[0] for r in conn.execute(
-        "SELECT t FROM candles WHERE symbol=? AND interval=? AND t BETWEEN ? AND ? ORDER BY t",
-        (symbol, raw, first, last))]
+    times = sorted({r[0] for r in conn.execute(
+        "SELECT t FROM candles WHERE symbol=? AND interval=? AND typeof(t)='integer' AND t BETWEEN ? AND ?",
+        (symbol, raw, first, last))})
     window = _window_gaps(times, step, first, last, expected, ctx)
-    return {"symbol": symbol, "status": worst(freshness["status"], window["status"]),
-            "freshness": freshness, "lookback": window}
+    return {"symbol": symbol, "status": worst(freshness["status"], window["status"], rows["status"]),
+            "freshness": freshness, "lookback": window, "rows": rows}
+
+
+def _bad_rows(conn, raw, symbol, first, ctx) -> dict:
+    """Rows from the window start on (the newest, still-forming bar too) that load_candles refuses."""
+    count, bad = find_corrupt_rows(conn, "symbol=? AND interval=? AND (t>=? OR typeof(t) NOT IN ('integer','real'))",
+                                   (symbol, raw, first), limit=ctx["max_bad_rows_per_symbol"])
+    return {"bad_rows": count, "examples": [{"t": t, "problem": problem} for _, t, problem in bad],
+            "status": "FAIL" if count else "OK"}
 
 
 def _freshness(recent, step, ctx) -> dict:
     limit = ctx["now"] - ctx["grace_ms"]
-    closed = [tc for _, tc in recent if tc is not None and tc <= limit]
+    closed = [tc for _, tc in recent if isinstance(tc, (int, float)) and tc <= limit]
     basis = max(closed) if closed else recent[0][0]
     stale_ms = ctx["now"] - basis
     status = grade(stale_ms, ctx["freshness_warn_mult"] * step, ctx["freshness_fail_mult"] * step)

@@ -154,6 +154,72 @@ def test_check_candle_dbs_stale_and_no_match_fail(tmp_path):
     assert bad.returncode == 2 and "exceeds the fail threshold" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize(("column", "value", "problem"), [
+    ("c", "abc", "column c is 'text' ('abc')"), ("h", 1.0, "h=1.0 < l=9.0"), ("o", None, "column o is NULL"),
+    ("l", 0.0, "l=0.0 <= 0"), ("v", b"x", "column v is 'blob' (X'78')")])
+def test_check_candle_dbs_fails_every_row_the_engine_refuses(tmp_path, column, value, problem):
+    from marketdata.candles import load_candles
+    from marketdata.intervals import MarketDataError
+
+    db = tmp_path / "candles_5m.db"
+    times = write_recent_window(db, NOW)
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE candles SET {column}=? WHERE symbol='ETH' AND t=?", (value, times[-7]))
+    with pytest.raises(MarketDataError, match="corrupt candle row"):
+        load_candles(str(db), "5m", start_ms=times[0])
+    report = check_candle_dbs(str(db), 24, now=NOW)
+    btc, eth = report["dbs"][0]["intervals"][0]["symbols"]
+    assert report["overall_status"] == "FAIL" and btc["status"] == "OK" and eth["status"] == "FAIL"
+    assert eth["rows"] == {"bad_rows": 1, "examples": [{"t": times[-7], "problem": problem}], "status": "FAIL"}
+    assert eth["lookback"]["missing_bars"] == 0 and eth["freshness"]["status"] == "OK"
+
+
+def test_check_candle_dbs_lists_first_bad_rows_and_survives_text_keys(tmp_path):
+    db = tmp_path / "candles_5m.db"
+    times = write_recent_window(db, NOW)
+    with sqlite3.connect(db) as conn:
+        conn.executemany("UPDATE candles SET c='abc' WHERE symbol='BTC' AND t=?", [(t,) for t in times[-9:]])
+        conn.execute("UPDATE candles SET t_close='later', t='x' WHERE symbol='ETH' AND t=?", (times[-1],))
+    res = run_tool("check_candle_dbs.py", "--db-glob", db, "--now-ms", NOW, "--max-bad-rows-per-symbol", 3)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    btc, eth = json.loads(res.stdout)["dbs"][0]["intervals"][0]["symbols"]
+    assert btc["rows"]["bad_rows"] == 9 and [r["t"] for r in btc["rows"]["examples"]] == times[-9:-6]
+    assert eth["rows"]["examples"] == [{"t": "x", "problem": "column t is 'text' ('x')"}]
+    assert f"corrupt_rows=9 (t={times[-9]}: column c is 'text' ('abc');" in res.stderr
+    assert "bad_rows=10" in res.stderr
+
+
+def test_check_candle_dbs_counts_duplicate_keys_the_runbook_sql_miscounts(tmp_path):
+    db = tmp_path / "candles_5m.db"
+    times = write_recent_window(db, NOW, hours=25)
+    runbook_sql = ("SELECT COUNT(*) AS dupes FROM (SELECT symbol, interval, t, COUNT(*) AS c FROM candles "
+                   "GROUP BY symbol, interval, t HAVING c > 1)")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute(runbook_sql).fetchone()[0] == 2 * len(times)  # `c` is the close price here
+    clean = check_candle_dbs(str(db), 24, now=NOW)["dbs"][0]["intervals"][0]
+    assert clean["duplicates"]["keys"] == 0 and clean["duplicates"]["enforced_by_unique_index"]
+    # a merged/foreign DB without the primary key
+    foreign = tmp_path / "candles_merged.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute(f"ATTACH '{db}' AS src")
+        conn.execute("CREATE TABLE candles AS SELECT * FROM src.candles")
+        conn.execute("INSERT INTO candles SELECT * FROM src.candles WHERE symbol='BTC' AND t>=?", (times[-3],))
+    same = check_candle_dbs(str(foreign), 24, now=NOW)["dbs"][0]
+    dupes = same["intervals"][0]["duplicates"]
+    assert same["status"] == "WARN" and same["intervals"][0]["summary"]["duplicate_keys"] == 3
+    assert (dupes["keys"], dupes["extra_rows"], dupes["conflicting_keys"]) == (3, 3, 0)
+    assert same["intervals"][0]["symbols"][0]["lookback"]["bars"] == 287  # duplicates are not extra bars
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("INSERT INTO candles (symbol, interval, t, t_close, o, h, l, c, v) "
+                     "VALUES ('ETH', '5m', ?, ?, 10, 12, 9, 11.5, 1)", (times[-2], times[-2] + M5 - 1))
+    res = run_tool("check_candle_dbs.py", "--db-glob", foreign, "--now-ms", NOW)
+    dupes = json.loads(res.stdout)["dbs"][0]["intervals"][0]["duplicates"]
+    assert res.returncode == 2 and dupes["status"] == "FAIL" and dupes["conflicting_keys"] == 1
+    assert dupes["examples"] == [{"symbol": "ETH", "t": times[-2], "rows": 2, "versions": 2}]
+    assert "4 duplicate keys (1 with differing values): ETH" in res.stderr
+    assert "reports false dupes" in " ".join(run_tool("check_candle_dbs.py", "--help").stdout.split())
+
+
 # ------------------------------------------------------------------ check_funding_rates_db.py
 
 def write_hourly_funding(db: Path, hours: int = 96, skip=(), rate=lambda i: 1e-5) -> None:

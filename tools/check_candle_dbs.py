@@ -1,4 +1,10 @@
-"""Candle DB freshness + gap check (runbook §3): JSON on stdout, one line per DB on stderr.
+"""Candle DB freshness + gap + row integrity check (runbook §3): JSON on stdout, one line per DB on stderr.
+
+Per symbol, every row from the window start on is validated like the engine's loader does
+(numeric cells, no NULL or non-positive price, high >= low): any such row is a FAIL, listed.
+Duplicate (symbol, interval, t) keys are counted per interval (WARN; FAIL when the copies
+differ). Use this tool, not the runbook's hand-written duplicate SQL: that query aliases
+COUNT(*) as `c`, which HAVING resolves to the close column `c`, so it reports false dupes.
 
 Exit codes: 2 if anything FAILs (or bad flags), 1 on WARN with --fail-on-warn, else 0.
 """
@@ -16,7 +22,7 @@ from marketdata.intervals import MarketDataError
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-@app.command()
+@app.command(help=__doc__)
 def run(
     db_glob: str = typer.Option(None, help="DB glob (default $AI_QUANT_CANDLES_DB_DIR or ROOT/candles_dbs, /candles_*.db)"),
     lookback_hours: float = typer.Option(24.0, help="window checked for gaps and missing bars"),
@@ -28,6 +34,7 @@ def run(
     missing_fail_bars: int = typer.Option(50, help="FAIL at this many missing bars in the window"),
     grace_seconds: float = typer.Option(5.0, help="a bar counts as closed this long after its close"),
     max_gap_ranges_per_symbol: int = typer.Option(5, help="gap ranges listed per symbol (largest first)"),
+    max_bad_rows_per_symbol: int = typer.Option(5, help="corrupt rows listed per symbol (oldest first)"),
     symbols: str = typer.Option(None, help="comma-separated symbols (default: every symbol in each DB)"),
     fail_on_warn: bool = typer.Option(False, help="exit 1 when the worst status is WARN"),
     now_ms: int = typer.Option(None, help="evaluate as if now were this epoch ms (tests, post-mortems)"),
@@ -40,7 +47,8 @@ def run(
             freshness_warn_mult=freshness_warn_mult, freshness_fail_mult=freshness_fail_mult,
             gap_warn_bars=gap_warn_bars, gap_fail_bars=gap_fail_bars, missing_warn_bars=missing_warn_bars,
             missing_fail_bars=missing_fail_bars, grace_seconds=grace_seconds,
-            max_gap_ranges_per_symbol=max_gap_ranges_per_symbol, symbols=names, now=now_ms)
+            max_gap_ranges_per_symbol=max_gap_ranges_per_symbol, max_bad_rows_per_symbol=max_bad_rows_per_symbol,
+            symbols=names, now=now_ms)
     except MarketDataError as exc:
         typer.echo(f"check_candle_dbs: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -57,7 +65,13 @@ def _print_summary(report: dict) -> None:
         parts = [f"[{db['status']}] {db['db_path']}"]
         for iv in db["intervals"]:
             s = iv["summary"]
-            parts.append(f"{iv['interval']}: {s['symbols']} symbols ok={s['ok']} warn={s['warn']} fail={s['fail']}")
+            parts.append(f"{iv['interval']}: {s['symbols']} symbols ok={s['ok']} warn={s['warn']} fail={s['fail']} "
+                         f"bad_rows={s['bad_rows']} duplicate_keys={s['duplicate_keys']}")
+            dupes = iv["duplicates"]
+            if dupes["keys"]:
+                shown = ", ".join(f"{d['symbol']} t={d['t']} x{d['rows']}" for d in dupes["examples"])
+                parts.append(f"{dupes['status']}: {dupes['keys']} duplicate keys "
+                             f"({dupes['conflicting_keys']} with differing values): {shown}")
             for sym in iv["symbols"]:
                 if sym["status"] != "OK":
                     parts.append(_symbol_note(sym))
@@ -66,11 +80,16 @@ def _print_summary(report: dict) -> None:
 
 
 def _symbol_note(sym: dict) -> str:
+    rows = sym["rows"]
+    bad = ""
+    if rows["bad_rows"]:
+        shown = "; ".join(f"t={r['t']}: {r['problem']}" for r in rows["examples"])
+        bad = f" corrupt_rows={rows['bad_rows']} ({shown})"
     if sym.get("lookback") is None:
-        return f"{sym['symbol']} {sym['status']}: {sym.get('error', '')}"
+        return f"{sym['symbol']} {sym['status']}: {sym.get('error', '')}{bad}"
     look, fresh = sym["lookback"], sym["freshness"]
     return (f"{sym['symbol']} {sym['status']}: missing={look['missing_bars']} max_gap={look['max_gap_bars']} "
-            f"stale_bars={fresh['staleness_bars']}")
+            f"stale_bars={fresh['staleness_bars']}{bad}")
 
 
 def main(argv: list[str] | None = None) -> int:
