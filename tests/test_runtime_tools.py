@@ -343,6 +343,8 @@ def test_reality_check(tmp_path):
     audit(conn, "RISK_BLOCK", "ETH", "warn", {})
     audit(conn, "RISK_KILL", None, "warn", {})
     audit(conn, "OLD", None, "info", {}, ts_ms=now_ms() - 5 * 3_600_000)
+    insert_trade(conn, {"timestamp": iso_utc(now_ms() - 5 * 3_600_000), "symbol": "BTC", "type": "LONG",
+                        "action": "CLOSE", "price": 90.0, "size": 1.0, "reason": "old_one"})
     conn.execute("INSERT INTO runtime_logs (ts_ms, ts, pid, mode, stream, level, message) VALUES (?, ?, 1, 'paper',"
                  " 'engine', 'INFO', ?)", (now_ms(), iso_utc(now_ms()), format_heartbeat(**HB)))
     conn.close()
@@ -352,8 +354,13 @@ def test_reality_check(tmp_path):
     out = res.stdout
     assert "audit events in the last 2h: 3" in out and "  RISK_BLOCK: 2" in out and "OLD" not in out
     assert "kill=close_only kill_reason=daily_loss:2024-03-05" in out
-    assert "last 1 trades of BTC:" in out
+    assert "trades of BTC in the last 2h: 1\n  1 " in out and "old_one" not in out  # --hours filters trades too
+    assert "any age" not in out
     assert f"== {tmp_path / 'live.db'}\nmissing db" in out
+    res = run_tool("reality_check.py", "--symbol", "BTC", "--hours", "6", "--last", "5", "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    assert "trades of BTC in the last 6h: 2" in res.stdout and "last 2 trades of BTC (any age):" in res.stdout
+    assert run_tool("reality_check.py", "--last", "-1", "--db", str(db)).returncode == 2
 
 
 # ------------------------------------------------------------------ ensemble runner

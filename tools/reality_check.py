@@ -19,6 +19,9 @@ from live.trading_db import iso_utc, now_ms
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 AUDIT_TS = "COALESCE(ts_ms, CAST(strftime('%s', timestamp) AS INTEGER) * 1000)"
+TRADE_TS = "CAST(strftime('%s', timestamp) AS INTEGER) * 1000"
+MAX_WINDOW_ROWS = 50
+TRADE_COLS = "id, timestamp, type, action, price, size, pnl, balance, reason"
 
 
 def default_dbs() -> list[Path]:
@@ -26,7 +29,7 @@ def default_dbs() -> list[Path]:
             Path(os.environ.get("AI_QUANT_LIVE_DB_PATH") or REPO_ROOT / "trading_engine_live.db")]
 
 
-def report_db(db: Path, symbol: str, hours: float, now: int) -> list[str]:
+def report_db(db: Path, symbol: str, hours: float, now: int, last: int = 0) -> list[str]:
     if not db.exists():
         return [f"== {db}", "missing db"]
     lines = [f"== {db}"]
@@ -36,8 +39,11 @@ def report_db(db: Path, symbol: str, hours: float, now: int) -> list[str]:
         return [*lines, f"db_open_failed: {exc}"]
     try:
         lines += _heartbeat(conn, now)
-        lines += _audit_counts(conn, now - int(hours * 3_600_000), hours)
-        lines += _last_trades(conn, symbol)
+        since = now - int(hours * 3_600_000)
+        lines += _audit_counts(conn, since, hours)
+        lines += _trades_since(conn, symbol, since, hours)
+        if last > 0:
+            lines += _last_trades(conn, symbol, last)
     except sqlite3.Error as exc:
         lines.append(f"db_query_failed: {exc}")
     finally:
@@ -63,29 +69,43 @@ def _audit_counts(conn: sqlite3.Connection, since: int, hours: float) -> list[st
     return out
 
 
-def _last_trades(conn: sqlite3.Connection, symbol: str) -> list[str]:
-    rows = conn.execute("SELECT id, timestamp, type, action, price, size, pnl, balance, reason FROM trades "
-                        "WHERE symbol = ? ORDER BY id DESC LIMIT 10", (symbol,)).fetchall()
-    out = [f"last {len(rows)} trades of {symbol}:"]
-    for r in rows:
-        out.append("  " + " ".join(str(x) for x in r))
-    return out
+def _trades_since(conn: sqlite3.Connection, symbol: str, since: int, hours: float) -> list[str]:
+    where = f"WHERE symbol = ? AND {TRADE_TS} >= ?"
+    total = conn.execute(f"SELECT COUNT(*) FROM trades {where}", (symbol, since)).fetchone()[0]
+    rows = conn.execute(f"SELECT {TRADE_COLS} FROM trades {where} ORDER BY id DESC LIMIT ?",
+                        (symbol, since, MAX_WINDOW_ROWS)).fetchall()
+    shown = f" (newest {len(rows)} shown)" if total > len(rows) else ""
+    return [f"trades of {symbol} in the last {hours:g}h: {total}{shown}", *_rows(rows)]
+
+
+def _last_trades(conn: sqlite3.Connection, symbol: str, n: int) -> list[str]:
+    rows = conn.execute(f"SELECT {TRADE_COLS} FROM trades WHERE symbol = ? ORDER BY id DESC LIMIT ?",
+                        (symbol, n)).fetchall()
+    return [f"last {len(rows)} trades of {symbol} (any age):", *_rows(rows)]
+
+
+def _rows(rows: list) -> list[str]:
+    return ["  " + " ".join(str(x) for x in r) for r in rows]
 
 
 @app.command()
 def main(
     symbol: str = typer.Option("BTC", help="Symbol to inspect."),
-    hours: float = typer.Option(2.0, help="Audit-event window in hours."),
+    hours: float = typer.Option(2.0, help="Window in hours for the audit events and the trades."),
+    last: int = typer.Option(0, help="Also list the last N trades of SYMBOL whatever their age."),
     db: list[Path] = typer.Option(None, help="Trading DB(s); default the paper and live DBs."),
 ) -> None:
-    """Heartbeat, audit events by type and the last trades of SYMBOL, per trading DB."""
+    """Heartbeat, audit events by type and the trades of SYMBOL in the last --hours, per trading DB."""
     if hours <= 0:
         print(f"--hours {hours}: must be > 0", file=sys.stderr)
+        raise typer.Exit(2)
+    if last < 0:
+        print(f"--last {last}: must be >= 0", file=sys.stderr)
         raise typer.Exit(2)
     now = now_ms()
     print(f"reality check {symbol.upper()} at {iso_utc(now)}")
     for path in db or default_dbs():
-        print("\n".join(report_db(path, symbol.upper(), hours, now)))
+        print("\n".join(report_db(path, symbol.upper(), hours, now, last)))
     print("env: " + json.dumps({k: os.environ.get(k) for k in
                                  ("AI_QUANT_MODE", "AI_QUANT_KILL_SWITCH", "AI_QUANT_KILL_SWITCH_FILE")}))
 
