@@ -133,3 +133,100 @@ def test_init_state_continues_an_open_position(cfg, md5):
     assert rep["initial_balance"] == 5000.0
     first_eth_close = next(f for f in rep["fills"] if f["symbol"] == "ETH")
     assert first_eth_close["action"] != "OPEN", "the seeded position is carried, not reopened"
+
+
+# --- --init-state validation: every bad input is one InitStateError line -------------------------
+
+GOOD_POSITION = {"symbol": "ETH", "side": "LONG", "size": 1.0, "entry_price": 100.0, "entry_atr": 1.0,
+                 "leverage": 2.0, "open_time_ms": 1_700_000_000_000}
+
+
+def _state(**changes):
+    state = {"version": 1, "balance": 1000.0, "positions": [dict(GOOD_POSITION)]}
+    for key, value in changes.items():
+        if key.startswith("p_"):
+            if value is _DROP:
+                state["positions"][0].pop(key[2:])
+            else:
+                state["positions"][0][key[2:]] = value
+        elif value is _DROP:
+            state.pop(key)
+        else:
+            state[key] = value
+    return state
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("changes, expect", [
+    ({"positions": [GOOD_POSITION, GOOD_POSITION]}, "position ETH appears more than once"),
+    ({"p_side": _DROP}, "side must be LONG/BUY/1 or SHORT/SELL/-1 (got missing)"),
+    ({"p_side": "FLAT"}, "side must be LONG/BUY/1 or SHORT/SELL/-1"),
+    ({"p_side": 0}, "side must be LONG/BUY/1"),
+    ({"p_open_time_ms": _DROP}, "open_time_ms is required"),
+    ({"p_leverage": 0}, "leverage must be >= 1 (got 0)"),
+    ({"p_leverage": 0.5}, "leverage must be >= 1"),
+    ({"p_size": "abc"}, "size must be a finite number"),
+    ({"p_entry_atr": None}, "entry_atr is required"),
+    ({"p_adds_count": 1.5}, "adds_count must be a whole number"),
+    ({"p_confidence": "huge"}, "confidence must be low, medium or high"),
+    ({"positions": "ETH"}, "positions must be a list"),
+    ({"positions": None}, "positions must be a list (got null)"),
+    ({"positions": _DROP}, "positions must be a list (got missing)"),
+    ({"positions": [None]}, "positions[0] must be an object"),
+    ({"positions": [{**GOOD_POSITION, "symbol": 7}]}, "positions[0].symbol must be a non-empty string"),
+    ({"balance": True}, "balance must be a positive finite number (got true)"),
+    ({"balance": float("nan")}, "balance must be a positive finite number"),
+    ({"balance": -5}, "balance must be a positive finite number"),
+    ({"version": 2}, "expected version 1"),
+    ({"version": True}, "expected version 1"),
+])
+def test_bad_init_state_is_one_line(tmp_path, changes, expect):
+    import json
+
+    from cpu_replay.state_io import InitStateError, load_init_state
+
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(_state(**changes)))
+    with pytest.raises(InitStateError) as info:
+        load_init_state(path)
+    assert expect in str(info.value) and "\n" not in str(info.value)
+
+
+def test_init_state_dict_is_checked_by_run_replay_too(cfg, md5):
+    """A caller passing a dict gets the same one-line error, never a ZeroDivisionError."""
+    from cpu_replay.state_io import InitStateError
+
+    with pytest.raises(InitStateError, match="leverage must be >= 1"):
+        run_replay(cfg, md5, init_state=_state(p_leverage=0))
+
+
+def test_init_state_symbol_matching_and_sides():
+    from cpu_replay.engine import EngineState
+    from cpu_replay.state_io import InitStateError, apply_init_state
+    from strategy.layout import A_MARGIN_USED, A_OPEN_COUNT, POS_OPEN_T, POS_SIDE
+
+    symbols = ["kPEPE", "ETH", "BTC"]
+    cfg = config_from_dict({})
+    params = cfg.params_matrix(symbols)
+    wv = np.ascontiguousarray(cfg.windows(), dtype=np.int64)
+    positions = [{**GOOD_POSITION, "symbol": "kPEPE", "side": "SELL"},
+                 {**GOOD_POSITION, "symbol": "eth", "side": -1},
+                 {**GOOD_POSITION, "symbol": "BTC", "side": "buy", "open_time_ms": 5}]
+    state = EngineState.fresh(3, wv, 1000.0)
+    apply_init_state(state, {"version": 1, "balance": 1000.0, "positions": positions}, symbols, params)
+    assert list(state.pos[:, POS_SIDE]) == [-1.0, -1.0, 1.0]
+    assert state.pos[2, POS_OPEN_T] == 5.0
+    assert state.acct[A_OPEN_COUNT] == 3.0 and state.acct[A_MARGIN_USED] == pytest.approx(3 * 50.0)
+    # "kpepe" has one case-insensitive match; two spellings of one symbol are refused
+    state = EngineState.fresh(3, wv, 1000.0)
+    apply_init_state(state, {"version": 1, "balance": 1000.0,
+                             "positions": [{**GOOD_POSITION, "symbol": "kpepe"}]}, symbols, params)
+    assert state.pos[0, POS_SIDE] == 1.0
+    with pytest.raises(InitStateError, match="more than one position maps to symbol ETH"):
+        apply_init_state(EngineState.fresh(3, wv, 1000.0), {"version": 1, "balance": 1000.0, "positions": [
+            GOOD_POSITION, {**GOOD_POSITION, "symbol": "eth"}]}, symbols, params)
+    with pytest.raises(InitStateError, match="'DOGE' is not in the replayed symbols"):
+        apply_init_state(EngineState.fresh(3, wv, 1000.0), {"version": 1, "balance": 1000.0, "positions": [
+            {**GOOD_POSITION, "symbol": "DOGE"}]}, symbols, params)
