@@ -9,9 +9,13 @@ optuna the best objective of the neighbourhood. 1M candidates at M=256 are ~3,90
 Each axis is suggested as an integer index into its value list, so TPE sees the axis as ordered
 and every candidate is exactly one of the spec's values. A neighbourhood is drawn from a numpy
 Generator seeded by (seed, trial number), so it is a pure function of the trial: a resumed study
-regenerates it exactly. With a storage URL the study survives a kill: told trials are kept,
-trials asked but never told (RUNNING) are evaluated first on resume, and the run stops when the
-told trials account for the requested number of candidates.
+regenerates it exactly. With a storage URL the study survives a kill: told trials are kept and
+their neighbourhoods are regenerated and re-evaluated (one launch per batch of trials, never told
+again) so the outcome holds every candidate of the study, trials asked but never told (RUNNING)
+are evaluated next, and the run stops when the told trials account for the requested number of
+candidates. The sampler is re-seeded from (seed, trial number) before every ask, so a proposal is
+a pure function of the seed and the trials told before it: kill + resume yields the very
+candidates of an uninterrupted run.
 
 Budget: ``trials`` counts candidates evaluated. A trial may evaluate min(M, remaining)
 candidates; a neighbourhood that cannot be filled (constraint violators that no bounded redraw
@@ -142,8 +146,8 @@ class Neighbourhoods:
 
 @dataclass
 class TpeOutcome:
-    trial_numbers: np.ndarray   # int64[n]: the optuna trial each candidate belongs to
-    value_idx: np.ndarray       # [n, naxes] compact ints, in evaluation order
+    trial_numbers: np.ndarray   # int64[n]: the optuna trial each candidate belongs to (ascending)
+    value_idx: np.ndarray       # [n, naxes] compact ints, in trial order (a resumed run included)
     metrics: np.ndarray         # float64[n, NM]
     resumed_from: int           # finished trials already in the storage at start
     rejected: int               # neighbourhood places left empty by constraint violators (M=1: pruned trials)
@@ -189,16 +193,22 @@ def _distributions(spec: SweepSpec) -> dict:
     return {_param_name(i, a.path): IntDistribution(0, len(a.values) - 1) for i, a in enumerate(spec.axes)}
 
 
-def open_study(spec: SweepSpec, *, seed: int, storage: str | None, study_name: str | None,
-               finished: int = 0):
-    """Create or load the study. A resumed sampler is re-seeded (seed + finished trials) so its
-    random start-up proposals do not repeat the ones already told."""
+def trial_sampler(seed: int, trial_number: int):
+    """The sampler for one ask: seeded by (seed, trial number), so the proposal depends only on the
+    seed and the study's told trials, never on how many asks this process made before."""
+    import optuna
+
+    mixed = np.random.SeedSequence([int(seed) % 2**63, int(trial_number)]).generate_state(1)[0]
+    return optuna.samplers.TPESampler(seed=int(mixed))
+
+
+def open_study(spec: SweepSpec, *, seed: int, storage: str | None, study_name: str | None):
+    """Create or load the study (the sampler is replaced per ask, see ``trial_sampler``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed + finished)
     name = study_name or "sweep"
-    return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+    return optuna.create_study(study_name=name, storage=storage, sampler=trial_sampler(seed, 0),
                                direction="maximize", load_if_exists=storage is not None)
 
 
@@ -233,7 +243,8 @@ def run_tpe(spec: SweepSpec, evaluate: Callable[[np.ndarray], np.ndarray], *, tr
             on_batch: Callable[[int], None] | None = None, neighborhood: int = 1) -> TpeOutcome:
     """Evaluate ``trials`` candidates; ``evaluate(value_idx) -> metrics`` is called once per batch
     of ``batch // neighborhood`` proposals (one kernel launch). ``on_batch(n)`` gets the candidates
-    evaluated (including, once at the start, those a resumed study had already evaluated)."""
+    evaluated (on resume, first the re-evaluated candidates of the trials told before the kill).
+    The outcome holds every candidate of the study's COMPLETE trials, in trial order."""
     import optuna
 
     _check_objective(objective)
@@ -242,22 +253,20 @@ def run_tpe(spec: SweepSpec, evaluate: Callable[[np.ndarray], np.ndarray], *, tr
     if neighborhood < 1:
         raise ValueError(f"--neighborhood must be >= 1 (got {neighborhood})")
     dists = _distributions(spec)
-    probe = open_study(spec, seed=seed, storage=storage, study_name=study_name)
-    finished, done = _resume_state(probe, neighborhood, storage)
-    study = open_study(spec, seed=seed, storage=storage, study_name=study_name, finished=finished) \
-        if finished else probe
+    study = open_study(spec, seed=seed, storage=storage, study_name=study_name)
+    finished, done = _resume_state(study, neighborhood, storage)
     orphans = list(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
     hoods = Neighbourhoods(spec, seed, neighborhood)
     per_launch = max(1, batch // neighborhood)
     kept = _Collector(len(spec.axes), compact_index_dtype(spec))
     rejected = told = barren = 0
     before = done
-    if done and on_batch is not None:
-        on_batch(min(done, trials))
+    asker = _Asker(study, spec, dists, seed, len(study.get_trials(deepcopy=False)), neighborhood)
+    _reevaluate_told(study, spec, hoods, evaluate, kept, per_launch, neighborhood, on_batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         while done < trials:
-            pending = _ask_batch(study, spec, dists, orphans, per_launch, trials - done, neighborhood)
+            pending = _ask_batch(asker, orphans, per_launch, trials - done, neighborhood)
             cands = [hoods.around(p.proposal, p.number, p.limit) for p in pending]
             flat = np.concatenate(cands).astype(np.int32)
             metrics = evaluate(flat) if len(flat) else np.zeros((0, NM))
@@ -280,19 +289,79 @@ def run_tpe(spec: SweepSpec, evaluate: Callable[[np.ndarray], np.ndarray], *, tr
     for orphan in orphans:  # only when resumed with a smaller --trials: close them, do not evaluate
         study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
     numbers, idx, metrics = kept.arrays()
+    order = np.argsort(numbers, kind="stable")  # evaluation order of an uninterrupted run
+    numbers, idx, metrics = numbers[order], idx[order], metrics[order]
     return TpeOutcome(trial_numbers=numbers, value_idx=idx, metrics=metrics, resumed_from=finished,
                       rejected=rejected, proposals=told, neighborhood=neighborhood, candidates_before=before)
 
 
-def _ask_batch(study, spec, dists, orphans, per_launch, budget, neighborhood) -> list[_Pending]:
-    """Up to ``per_launch`` proposals: trials asked before a kill first, then fresh asks. Their
-    limits never exceed the budget, so the study cannot overshoot the requested candidates."""
+def _trial_limit(trial, neighborhood: int, default: int) -> int:
+    return int(trial.user_attrs.get(LIMIT_ATTR, default)) if neighborhood > 1 else 1
+
+
+def _reevaluate_told(study, spec, hoods: Neighbourhoods, evaluate, kept: _Collector, per_launch: int,
+                     neighborhood: int, on_batch) -> None:
+    """A resumed study's COMPLETE trials: regenerate their neighbourhoods (a pure function of the
+    trial) and evaluate them again, ``per_launch`` trials per launch, so the outcome's rows hold the
+    candidates evaluated before the kill too. Nothing is told again."""
+    from optuna.trial import TrialState
+
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    for i in range(0, len(done), per_launch):
+        group = done[i:i + per_launch]
+        cands = [hoods.around(_trial_value_idx(spec, t.params), t.number, _trial_limit(t, neighborhood, neighborhood))
+                 for t in group]
+        flat = np.concatenate(cands).astype(np.int32)
+        if not len(flat):
+            continue
+        metrics = evaluate(flat)
+        start = 0
+        for t, c in zip(group, cands, strict=True):
+            if len(c):
+                kept.add(t.number, c, metrics[start:start + len(c)])
+            start += len(c)
+        if on_batch is not None:
+            on_batch(start)
+
+
+@dataclass
+class _Asker:
+    """Fresh asks with a per-trial sampler; the limit is stored at ask time (M > 1), so a trial
+    re-opened after a kill evaluates exactly the neighbourhood it would have."""
+
+    study: object
+    spec: SweepSpec
+    dists: dict
+    seed: int
+    next_number: int
+    neighborhood: int
+
+    def ask(self, limit: int):
+        self.study.sampler = trial_sampler(self.seed, self.next_number)
+        trial = self.study.ask(self.dists)
+        self.next_number = trial.number + 1
+        if self.neighborhood > 1:
+            self.study._storage.set_trial_user_attr(trial._trial_id, LIMIT_ATTR, int(limit))
+        return trial
+
+
+def _ask_batch(asker: _Asker, orphans, per_launch, budget, neighborhood) -> list[_Pending]:
+    """Up to ``per_launch`` proposals. Trials asked before a kill form a launch of their own (as in
+    the killed run, fresh asks come only after they are told); then fresh asks. Limits never exceed
+    the budget, so the study cannot overshoot the requested candidates."""
     pending: list[_Pending] = []
+    if orphans:
+        while orphans and len(pending) < per_launch and budget > 0:
+            trial = orphans.pop(0)
+            limit = min(_trial_limit(trial, neighborhood, neighborhood), budget)
+            budget -= limit
+            pending.append(_Pending(trial.number, trial._trial_id, _trial_value_idx(asker.spec, trial.params), limit))
+        return pending
     while len(pending) < per_launch and budget > 0:
-        trial = orphans.pop(0) if orphans else study.ask(dists)
         limit = min(neighborhood, budget)
+        trial = asker.ask(limit)
         budget -= limit
-        pending.append(_Pending(trial.number, trial._trial_id, _trial_value_idx(spec, trial.params), limit))
+        pending.append(_Pending(trial.number, trial._trial_id, _trial_value_idx(asker.spec, trial.params), limit))
     return pending
 
 

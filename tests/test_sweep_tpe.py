@@ -120,7 +120,7 @@ def _kill_after(tmp_path, *, trials, batch, m, batches, sleep=0.25):
     return storage, evals
 
 
-def test_killed_run_resumes_without_rerunning_told_trials(tmp_path):
+def test_killed_run_resumes_without_retelling_told_trials(tmp_path):
     import optuna
 
     storage, _ = _kill_after(tmp_path, trials=80, batch=8, m=1, batches=3)
@@ -136,6 +136,7 @@ def test_killed_run_resumes_without_rerunning_told_trials(tmp_path):
         return fake_metrics(spec, idx)
 
     complete_before = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    pruned_before = {t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED}
     out = run_tpe(spec, evaluate, trials=80, batch=8, seed=3, storage=storage, study_name="resume")
     assert out.resumed_from == len(told_before) and out.candidates_before == complete_before
     study = optuna.load_study(study_name="resume", storage=storage)
@@ -144,8 +145,9 @@ def test_killed_run_resumes_without_rerunning_told_trials(tmp_path):
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished) == 80  # 80 candidates
     assert len(set(numbers)) == len(numbers) == len(study.trials)
     assert not [t for t in study.trials if not t.state.is_finished()]  # orphans were evaluated
-    assert not set(out.trial_numbers.tolist()) & set(told_before)  # told trials were not re-run
-    assert sum(calls) == len(out.trial_numbers) == 80 - complete_before
+    # told trials are re-evaluated (their rows come back) but never told again: 80 candidates in all
+    assert set(out.trial_numbers.tolist()) >= {n for n, t in told_before.items() if t} - pruned_before
+    assert sum(calls) == len(out.trial_numbers) == 80
     for t in finished:  # the resumed run did not change what was already told
         if t.number in told_before:
             assert t.params == told_before[t.number]
@@ -227,16 +229,32 @@ def test_killed_neighbourhood_run_resumes_to_exactly_the_requested_candidates(tm
 
     out = run_tpe(spec, evaluate, trials=300, batch=32, seed=3, storage=storage, study_name="resume",
                   neighborhood=8, on_batch=progress.append)
-    assert seen[0] == evals[-1]  # the launch in flight at the kill: same proposals, same neighbourhoods
+    assert seen[:3] == evals  # told trials re-evaluated launch by launch, then the launch in flight at the kill
     before = sum(t.user_attrs["candidates"] for t in study.trials if t.number in told)
-    assert progress[0] == before == out.candidates_before and sum(progress) == 300
+    assert sum(progress[:2]) == before == out.candidates_before and sum(progress) == 300
     study = optuna.load_study(study_name="resume", storage=storage)
     numbers = [t.number for t in study.trials]
     assert all(t.state.is_finished() for t in study.trials)
     assert len(numbers) == len(set(numbers)) >= 300 // 8
     assert sum(t.user_attrs["candidates"] for t in study.trials) == 300  # exactly the requested total
-    assert len(out.trial_numbers) == 300 - before
-    assert not set(out.trial_numbers.tolist()) & told
+    assert len(out.trial_numbers) == 300 and set(out.trial_numbers.tolist()) >= told
+
+
+@pytest.mark.parametrize("m,batch,batches", [(1, 8, 3), (8, 32, 2)])
+def test_killed_and_resumed_run_returns_the_rows_of_an_uninterrupted_run(tmp_path, m, batch, batches):
+    """The candidates evaluated before the kill are part of the outcome: same candidates, same metrics,
+    same order, same count as one uninterrupted run with the same seed."""
+    storage, _ = _kill_after(tmp_path, trials=200, batch=batch, m=m, batches=batches, sleep=0.3)
+    spec = parse_sweep_spec(SPEC)
+    resumed = run_tpe(spec, lambda idx: fake_metrics(spec, idx), trials=200, batch=batch, seed=3,
+                      storage=storage, study_name="resume", neighborhood=m)
+    assert resumed.resumed_from > 0 and resumed.candidates_before > 0
+    whole = run_tpe(spec, lambda idx: fake_metrics(spec, idx), trials=200, batch=batch, seed=3,
+                    storage=f"sqlite:///{tmp_path / 'whole.db'}", study_name="resume", neighborhood=m)
+    assert len(resumed.value_idx) == len(whole.value_idx) == 200
+    np.testing.assert_array_equal(resumed.trial_numbers, whole.trial_numbers)
+    np.testing.assert_array_equal(resumed.value_idx, whole.value_idx)
+    np.testing.assert_array_equal(resumed.metrics, whole.metrics)
 
 
 def test_resume_with_another_neighbourhood_is_refused(tmp_path):
