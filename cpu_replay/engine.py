@@ -118,7 +118,9 @@ class Engine:
         nsym = len(self.symbols)
         self._rank_score = np.zeros(nsym)
         self._rank_idx = np.zeros(nsym, np.int64)
-        self._fills = np.zeros((max_fills_per_bar, NFILL))
+        # a bar makes at most ~3 fills per symbol (partial TP, close, open/add): sized so that the
+        # kernel can never overflow it (an overflow would be found only after state had moved)
+        self._fills = np.zeros((max(max_fills_per_bar, 4 * nsym + 16), NFILL))
         self._trades = np.zeros((0, NTRADE))
 
     def step(self, bar_open_ms: int, o, h, lo, c, v, valid, prev_valid, funding=None,

@@ -76,3 +76,19 @@ def test_zero_partial_fraction_records_no_zero_size_fill():
     fills = np.concatenate(rows)
     assert len(fills) == 0, fills[:, FL_SIZE]
     assert engine.state.pos[0, POS_SIZE] == 10.0 and engine.state.pos[0, POS_TP1_DONE] == 1.0
+
+
+def test_engine_step_buffer_holds_a_bar_that_closes_hundreds_of_positions():
+    """300 stops on one bar: more fills than the old fixed 256-row buffer, and no raise after the
+    kernel already moved the state."""
+    n = 300
+    symbols = [f"S{i}" for i in range(n)]
+    cfg = config_from_dict({"global": {"trade": {"slippage_bps": 0.0}}})
+    engine = Engine(cfg.params_matrix(symbols), cfg.windows(), symbols, H, 1e9)
+    positions = [{"symbol": s, "side": "LONG", "size": 1.0, "entry_price": 100.0, "entry_atr": 2.0,
+                  "open_time_ms": T0 - H} for s in symbols]
+    apply_init_state(engine.state, {"version": 1, "balance": 1e9, "positions": positions}, symbols, engine.params)
+    ones = np.ones(n)
+    fills = engine.step(T0, ones * 100, ones * 100.5, ones * 90, ones * 92, ones * 1e6, ones, np.zeros(n))
+    assert len(fills) == n and (fills[:, FL_SIZE] == 1.0).all()
+    assert (engine.state.pos[:, POS_SIZE] == 0.0).all()
