@@ -537,6 +537,22 @@ def test_trader_units_are_notify_with_watchdog(name, mode):
     assert svc["ExecStart"] == [f"{UNIT_PREFIX}/.venv/bin/trader run"]
     if mode == "live":
         assert svc["EnvironmentFile"] == ["%h/.config/openclaw/ai-quant-live.env"]
+    else:  # the live env file's AI_QUANT_DB_PATH (the live DB) must never reach the paper trader
+        assert svc["EnvironmentFile"] == ["-%h/.config/openclaw/ai-quant-paper.env"]
+    # an env kill must be able to reach the unit: env file, or set-environment (+ PassEnvironment)
+    assert "AI_QUANT_KILL_SWITCH" in " ".join(svc.get("PassEnvironment", [])).split()
+    text = (REPO / "systemd" / f"{name}.service.example").read_text()
+    assert "set-environment AI_QUANT_KILL_SWITCH=close_only" in text and "export" in text
+
+
+def test_risk_doc_explains_the_kill_switch_under_systemd():
+    text = (REPO / "docs" / "RISK.md").read_text()
+    section = text[text.index("### Under systemd"):]
+    for needle in ("does\n**nothing**", "~/.config/openclaw/ai-quant-live.env",
+                   "systemctl --user set-environment AI_QUANT_KILL_SWITCH=close_only",
+                   "systemctl --user unset-environment AI_QUANT_KILL_SWITCH", "PassEnvironment=AI_QUANT_KILL_SWITCH",
+                   "no restart"):
+        assert needle in section, needle
 
 
 def test_factory_timer_is_nightly_and_never_overlaps():
