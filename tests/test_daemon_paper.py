@@ -291,3 +291,37 @@ def test_kill_event_steps_the_mode_down_applies_its_overlay_and_persists_it(setu
         assert again.strategy_mode == "fallback" and again.cfg.get("trade.allocation_pct") == 0.04
     finally:
         again.close()
+
+
+def test_entry_rate_limit_binds_within_a_bar(setup):
+    """Per-minute limits run on the bar clock: at most N entries leave in one bar's burst."""
+    tmp_path, env = setup
+    env = {**env, "AI_QUANT_RISK_MAX_ENTRY_ORDERS_PER_MIN": "1"}
+    trader(env, "--mode", "paper", "--until-caught-up")
+    with sqlite3.connect(tmp_path / "paper.db") as conn:
+        per_bar = conn.execute("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM trades WHERE action IN ('OPEN', 'ADD') "
+                               "GROUP BY bar_t_ms)").fetchone()[0]
+        blocks = conn.execute("SELECT COUNT(*) FROM audit_events WHERE event = 'RISK_BLOCK'").fetchone()[0]
+    assert per_bar == 1
+    assert blocks > 0
+
+
+def test_reduce_losses_count_toward_the_daily_loss_stop(setup):
+    from live.daemon import TraderDaemon
+    from live.env import load_settings
+
+    tmp_path, env = setup
+    env = {**env, "AI_QUANT_RISK_MAX_DAILY_LOSS_PCT": "90"}
+    daemon = TraderDaemon(load_settings(env), until_caught_up=True)
+    daemon._start()
+    try:
+        daemon.process_pending()
+        day = daemon.risk.state()["day"]
+        with sqlite3.connect(tmp_path / "paper.db") as conn:
+            expected = conn.execute("SELECT SUM(pnl - fee_usd) FROM trades WHERE action IN ('REDUCE', 'CLOSE') "
+                                    "AND substr(timestamp, 1, 10) = ?", (day,)).fetchone()[0]
+            reduces = conn.execute("SELECT COUNT(*) FROM trades WHERE action = 'REDUCE'").fetchone()[0]
+        assert reduces > 0
+        assert daemon.risk.state()["day_realized_pnl"] == pytest.approx(expected, abs=1e-9)
+    finally:
+        daemon.close()
