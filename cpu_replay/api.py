@@ -6,6 +6,8 @@ The factory, the walk-forward and slippage gates, the replay-alignment gate and 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from cpu_replay.engine import EngineState, replay_loop
@@ -78,8 +80,8 @@ def check_engine_intervals(cfg, md, exit_md) -> None:
 def replay_params(cfg, symbols: list[str], slippage_bps: float | None) -> np.ndarray:
     params = np.ascontiguousarray(cfg.params_matrix(symbols), dtype=np.float64)
     if slippage_bps is not None:
-        if slippage_bps < 0:
-            raise ReplayError(f"--slippage-bps must be >= 0 (got {slippage_bps})")
+        if not (math.isfinite(slippage_bps) and slippage_bps >= 0):
+            raise ReplayError(f"--slippage-bps must be a finite number >= 0 (got {slippage_bps})")
         params[:, P_SLIPPAGE_BPS] = float(slippage_bps)
     return params
 
@@ -132,6 +134,8 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
     `resume`: a trader's engine checkpoint taken after bar 0 of `md` (same symbols, same windows):
     the replay continues from it bit for bit instead of warming up from scratch.
     """
+    if not (math.isfinite(initial_balance) and initial_balance > 0):
+        raise ReplayError(f"--initial-balance must be a finite number > 0 (got {initial_balance})")
     if resume is not None and init_state is not None:
         raise ReplayError("give either an init state or an engine checkpoint to resume, not both")
     if resume is not None and resume.pos.shape[0] != len(md.symbols):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -70,6 +72,47 @@ def resolve_interval(cli_interval: str | None, cfg) -> str:
     from marketdata.intervals import normalize_interval
 
     return normalize_interval(cli_interval or cfg.interval or "1h")
+
+
+def interval_of_source(candles_db: str | None) -> str | None:
+    """The one interval held by the first candle source (a DB or its first partition), else None.
+
+    Used only when --interval is not given, so `--candles-db candles_5m.db` replays 5m bars instead
+    of failing on the config's 1h. Anything unreadable returns None: loading reports it properly."""
+    from marketdata.candles import resolve_sources
+    from marketdata.intervals import MarketDataError, normalize_interval
+    from marketdata.sqlite_store import connect, table_exists
+
+    first = next((item.strip() for item in (candles_db or "").split(",") if item.strip()), None)
+    if first is None:
+        return None
+    try:
+        conn = connect(resolve_sources(first)[0], readonly=True)
+    except MarketDataError:
+        return None
+    try:
+        if not table_exists(conn, "candles"):
+            return None
+        rows = conn.execute("SELECT DISTINCT interval FROM candles LIMIT 2").fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    if len(rows) != 1 or not isinstance(rows[0][0], str):
+        return None
+    try:
+        return normalize_interval(rows[0][0])
+    except MarketDataError:
+        return None
+
+
+def check_finite(name: str, value: float | None, *, positive: bool = False) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise CliError(f"{name} must be a finite number (got {value})")
+    if positive and value <= 0:
+        raise CliError(f"{name} must be > 0 (got {value})")
 
 
 def load_data(candles_db: str | None, interval: str, symbols: str | None, start_ms: int | None,
@@ -154,18 +197,24 @@ def replay(
     output: Annotated[Path | None, typer.Option(help="Write the JSON report here instead of stdout")] = None,
 ) -> None:
     """Replay a config over candle DBs with the canonical engine; JSON report out."""
+    note = ""
     try:
         from marketdata.funding import funding_matrix
 
+        check_finite("--initial-balance", initial_balance, positive=True)
+        check_finite("--slippage-bps", slippage_bps)
+        if lookback < 0:
+            raise CliError(f"--lookback must be >= 0 bars (got {lookback})")
         cfg = resolve_config(config)
-        iv = resolve_interval(interval, cfg)
-        if interval and cfg.interval != iv:
+        from_db = None if interval else interval_of_source(candles_db)
+        iv = resolve_interval(interval or from_db, cfg)
+        if from_db:
+            note = f" (interval {iv} from the candles DB; pass --interval to choose)"
+        if (interval or from_db) and cfg.interval != iv:
             cfg = apply_overrides(cfg, {"engine.interval": iv})
         if exit_interval:
             cfg = apply_overrides(cfg, {"engine.exit_interval": resolve_interval(exit_interval, cfg)})
         start_ms, end_ms = parse_time_ms(start, "--start"), parse_time_ms(end, "--end")
-        if initial_balance <= 0:
-            raise CliError(f"--initial-balance must be > 0 (got {initial_balance})")
         md, sources = load_data(candles_db, iv, symbols, start_ms, end_ms, lookback)
         if universe_filter:
             md = apply_universe_filter(md, sources, universe_db, start_ms, end_ms)
@@ -176,7 +225,9 @@ def replay(
                             slippage_bps=slippage_bps, start_ms=start_ms, end_ms=end_ms,
                             with_trades=trades, init_state=state, exit_md=exit_md)
     except user_errors() as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc) + note) from None
+    if note:  # after the run, so that a failing run still prints exactly one line
+        err.print(f"interval {report['interval']} (from the candles DB)", highlight=False)
     err.print(summary_table(report))
     write_output(json.dumps(report, sort_keys=True, indent=2), output)
 
@@ -203,13 +254,16 @@ def dump_indicators(
     """One CSV row per bar with every indicator the strategy reads (windows from the config)."""
     try:
         cfg = resolve_config(config) if (config or DEFAULT_CONFIG.exists()) else _default_config()
-        iv = resolve_interval(interval, cfg)
+        from_db = None if interval else interval_of_source(candles_db)
+        iv = resolve_interval(interval or from_db, cfg)
         md, _ = load_data(candles_db, iv, symbol, None, None, 0)
         if symbol not in md.symbols:
             raise CliError(f"unknown symbol {symbol!r} (symbols are case-sensitive)")
         times, values = indicator_rows(md, symbol, np.ascontiguousarray(cfg.windows(), dtype=np.int64))
     except user_errors() as exc:
         raise fail(str(exc)) from None
+    if from_db:
+        err.print(f"interval {iv} (from the candles DB)", highlight=False)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(("t",) + INDICATOR_COLUMNS)

@@ -63,14 +63,33 @@ def test_partitions_and_hot_db_replay_like_the_single_db(shared_data, example_co
     assert json.loads(one.stdout)["trace_checksum"] == json.loads(split.stdout)["trace_checksum"]
 
 
+NUMERIC_CASES = {
+    "balance_nan": (["--initial-balance", "nan"], "--initial-balance must be a finite number"),
+    "balance_inf": (["--initial-balance", "inf"], "--initial-balance must be a finite number"),
+    "slippage_nan": (["--slippage-bps", "nan"], "--slippage-bps must be a finite number"),
+    "slippage_inf": (["--slippage-bps", "inf"], "--slippage-bps must be a finite number"),
+    "lookback_negative": (["--lookback", "-1"], "--lookback must be >= 0"),
+}
+
+
 @pytest.mark.parametrize("case", ["missing_db", "no_table", "no_interval", "unknown_symbol", "start_after_end",
-                                  "unknown_key"])
+                                  "unknown_key", "bad_init_state", *NUMERIC_CASES])
 def test_bad_input_is_one_clear_line(case, shared_data, example_config, tmp_path):
     db = str(shared_data / "candles_5m.db")
     args = ["replay", "--candles-db", db, "--interval", "5m", "--config", str(example_config)]
     expect = {"missing_db": "not found", "no_table": "candles", "no_interval": "no 1h candles",
-              "unknown_symbol": "FOO", "start_after_end": "before", "unknown_key": "sl_atr_mul"}[case]
-    if case == "missing_db":
+              "unknown_symbol": "FOO", "start_after_end": "before", "unknown_key": "sl_atr_mul",
+              "bad_init_state": "position ETH appears more than once",
+              **{k: v[1] for k, v in NUMERIC_CASES.items()}}[case]
+    if case in NUMERIC_CASES:
+        args += NUMERIC_CASES[case][0]
+    elif case == "bad_init_state":
+        pos = {"symbol": "ETH", "side": "LONG", "size": 1.0, "entry_price": 100.0, "entry_atr": 1.0,
+               "open_time_ms": 1516000000000}
+        state = tmp_path / "state.json"
+        state.write_text(json.dumps({"version": 1, "balance": 1000.0, "positions": [pos, pos]}))
+        args += ["--init-state", str(state)]
+    elif case == "missing_db":
         args[2] = str(tmp_path / "nope.db")
     elif case == "no_table":
         empty = tmp_path / "empty.db"
@@ -91,6 +110,29 @@ def test_bad_input_is_one_clear_line(case, shared_data, example_config, tmp_path
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert expect in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_interval_comes_from_a_single_interval_candles_db(shared_data, example_config, tmp_path):
+    """The example config says 1h; a 5m-only DB without --interval replays 5m bars (and says so)."""
+    db = shared_data / "candles_5m.db"
+    proc = backtester("replay", "--candles-db", str(db), "--config", str(example_config))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["interval"] == "5m"
+    assert "interval 5m (from the candles DB)" in proc.stderr
+    # a failing run still prints one line, naming where the interval came from
+    bad = backtester("replay", "--candles-db", str(db), "--config", str(example_config), "--symbols", "FOO")
+    lines = [ln for ln in bad.stderr.strip().splitlines() if ln.strip()]
+    assert bad.returncode == 1 and len(lines) == 1 and "FOO" in lines[0] and "from the candles DB" in lines[0]
+    # a DB holding two intervals keeps the config's interval
+    mixed = tmp_path / "mixed.db"
+    with sqlite3.connect(mixed) as conn:
+        conn.execute(f"ATTACH DATABASE '{db}' AS a")
+        conn.execute(f"ATTACH DATABASE '{shared_data / 'candles_1h.db'}' AS b")
+        conn.execute("CREATE TABLE candles AS SELECT * FROM a.candles WHERE symbol = 'ETH'")
+        conn.execute("INSERT INTO candles SELECT * FROM b.candles")
+    proc = backtester("replay", "--candles-db", str(mixed), "--config", str(example_config))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["interval"] == "1h" and "from the candles DB" not in proc.stderr
 
 
 def test_dump_indicators_matches_ta(shared_data, example_config, tmp_path):
