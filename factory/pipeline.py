@@ -479,14 +479,40 @@ def step_deploy(rd: RunDir, sel: dict[str, Any], opts: RunOptions, log) -> dict[
         reason = getattr(status, "reason_line", None) or getattr(status, "reason", None) or "release blocker not green"
         log.write(f"deploy skipped: {reason}\n")
         return {"deploy_stage": "skipped", "deploy_reason": f"release blocker: {reason}"}
+    target, why = resolve_deploy_target(opts.deploy_target)
+    if target is None:
+        log.write(f"deploy skipped: {why}\n")
+        return {"deploy_stage": "skipped", "deploy_reason": why}
     registry = _registry(opts)
-    target = Path(opts.deploy_target) if opts.deploy_target else resolve_config_path(None)
     res = deploy_paper(sel["selected"]["config_path"], target_yaml=target, artifacts_dir=Path(opts.artifacts_dir),
                        reason=f"factory run {rd.metadata['run_id']}", registry=registry, ignore_replay_gate=False,
                        dry_run=False)
     info = dataclasses.asdict(res) if dataclasses.is_dataclass(res) else dict(getattr(res, "__dict__", {}))
     log.write(f"deployed {sel['selected']['config_id'][:12]} to {target}\n")
     return {"deploy_stage": "deployed", "deploy_reason": f"deployed to paper config {target}", "deployment": info}
+
+
+def resolve_deploy_target(deploy_target: str | None, env: dict[str, str] | None = None) -> tuple[Path | None, str]:
+    """The paper trader's YAML: --deploy-target (relative to the cwd), else $AI_QUANT_STRATEGY_YAML,
+    else config/strategy_overrides.yaml (both relative to the repo root, as the daemon reads them).
+    Never a *.example template and never a file that does not exist yet: (None, reason) skips."""
+    import os
+
+    env = os.environ if env is None else env
+    if deploy_target:
+        raw, origin = deploy_target, "--deploy-target"
+    elif env.get("AI_QUANT_STRATEGY_YAML"):
+        raw, origin = env["AI_QUANT_STRATEGY_YAML"], "AI_QUANT_STRATEGY_YAML"
+    else:
+        raw, origin = "config/strategy_overrides.yaml", "default deploy target"
+    path = Path(raw).expanduser()
+    if not path.is_absolute():  # the option is the operator's (cwd); the env/default are the daemon's (repo)
+        path = path.resolve() if origin == "--deploy-target" else REPO_ROOT / path
+    if path.name.endswith(".example"):
+        return None, f"{origin} {path}: a *.example template is never a deploy target"
+    if not path.is_file():
+        return None, f"{origin} {path}: not found (the paper config must exist; pass --deploy-target)"
+    return path, ""
 
 
 def _registry(opts: RunOptions):

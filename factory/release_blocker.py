@@ -8,6 +8,7 @@ on ("release blocker stale: generated 7.2 h ago > 6.0 h (path)").
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from factory.jsonio import write_json_atomic
 DEFAULT_BLOCKER_PATH = Path("/tmp/openclaw-ai-quant/replay_gate/release_blocker.json")
 DEFAULT_MAX_AGE_MINUTES = 360.0
 SCHEMA_VERSION = 1
+FUTURE_SKEW_MS = 5 * 60_000   # clock skew tolerated before a generated_at_ms counts as "in the future"
 
 
 class ReplayGateBlocked(RuntimeError):
@@ -52,13 +54,24 @@ def blocker_path(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def resolve_max_age_minutes(explicit: float | None = None) -> float:
+    """The staleness limit; NaN when the env value is not a number (read_blocker then fails closed)."""
     if explicit is not None:
         return float(explicit)
     raw = os.environ.get("AI_QUANT_REPLAY_GATE_MAX_AGE_MINUTES", "").strip()
     try:
         return float(raw) if raw else DEFAULT_MAX_AGE_MINUTES
     except ValueError:
-        return DEFAULT_MAX_AGE_MINUTES
+        return float("nan")
+
+
+def _max_age_problem(explicit: float | None, limit_min: float) -> str | None:
+    """Staleness cannot be switched off: a limit that is not a finite number > 0 is invalid."""
+    if math.isfinite(limit_min) and limit_min > 0:
+        return None
+    origin = "max age" if explicit is not None else "AI_QUANT_REPLAY_GATE_MAX_AGE_MINUTES"
+    shown = os.environ.get("AI_QUANT_REPLAY_GATE_MAX_AGE_MINUTES", "").strip() if explicit is None else limit_min
+    return (f"release blocker check invalid: {origin}={shown!s} (must be a number of minutes > 0; "
+            "staleness cannot be disabled)")
 
 
 def _red(path: Path, reason: str, *, stale: bool = False, age_ms: int | None = None, gen: int | None = None,
@@ -69,10 +82,14 @@ def _red(path: Path, reason: str, *, stale: bool = False, age_ms: int | None = N
 
 def read_blocker(path: str | os.PathLike | None = None, max_age_minutes: float | None = None,
                  now_ms: int | None = None) -> BlockerStatus:
-    """Green iff the file parses, blocked is the bool false, generated_at_ms > 0 and it is fresh."""
+    """Green iff the file parses, schema_version is 1, blocked is the bool false, generated_at_ms > 0,
+    not more than 5 min in the future and fresh (max age: a number of minutes > 0, never disabled)."""
     p = blocker_path(path)
     limit_min = resolve_max_age_minutes(max_age_minutes)
     now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    problem = _max_age_problem(max_age_minutes, limit_min)
+    if problem:
+        return _red(p, problem)
     try:
         payload = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -86,13 +103,20 @@ def read_blocker(path: str | os.PathLike | None = None, max_age_minutes: float |
         return _red(p, f"release blocker invalid: blocked is {blocked!r}, not a bool", payload=payload)
     if not isinstance(gen, (int, float)) or isinstance(gen, bool) or gen <= 0:
         return _red(p, f"release blocker invalid: generated_at_ms is {gen!r}", payload=payload)
+    schema = payload.get("schema_version")
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
+        return _red(p, f"release blocker invalid: schema_version is {schema!r}, expected {SCHEMA_VERSION}",
+                    payload=payload)
     gen = int(gen)
     age = now - gen
+    if age < -FUTURE_SKEW_MS:
+        return _red(p, f"release blocker invalid: timestamp in the future (generated_at_ms {gen} is "
+                       f"{-age / 60_000:.1f} min ahead of now)", age_ms=age, gen=gen, payload=payload)
     if blocked:
         codes = [str(c) for c in payload.get("reason_codes") or []] or ["unspecified"]
         return _red(p, f"release blocker red: {', '.join(codes)}", age_ms=age, gen=gen, payload=payload,
                     reasons=codes)
-    if limit_min > 0 and age > limit_min * 60_000:
+    if age > limit_min * 60_000:
         return _red(p, f"release blocker stale: generated {age / 3_600_000:.1f} h ago > {limit_min / 60:.1f} h",
                     stale=True, age_ms=age, gen=gen, payload=payload)
     return BlockerStatus(ok=True, blocked=False, stale=False, age_ms=age, reasons=[],

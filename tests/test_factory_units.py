@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 
 import pytest
@@ -232,3 +233,41 @@ def test_profiles_table_and_overrides():
         resolve_profile("weekly")
     with pytest.raises(ProfileError, match="gates"):
         resolve_profile("smoke", {"gates": ["walk_forward", "astrology"]})
+
+
+def test_deploy_target_never_an_example_and_never_created(tmp_path, monkeypatch):
+    """Without strategy_overrides.yaml the factory's deploy step skips with one line and leaves the
+    *.example template (and everything else) untouched."""
+    import factory.pipeline as pipeline
+    from factory.pipeline import RunOptions, resolve_deploy_target, step_deploy
+    from factory.release_blocker import write_blocker
+
+    repo = tmp_path / "repo"
+    (repo / "config").mkdir(parents=True)
+    example = repo / "config" / "strategy_overrides.yaml.example"
+    example.write_text("global: {}\n")
+    monkeypatch.setattr(pipeline, "REPO_ROOT", repo)
+    monkeypatch.delenv("AI_QUANT_STRATEGY_YAML", raising=False)
+    monkeypatch.delenv("AI_QUANT_REPLAY_GATE_MAX_AGE_MINUTES", raising=False)
+    blocker = write_blocker(tmp_path / "blocker.json", False, [], None, None, None)  # green: only the target stops it
+    monkeypatch.setenv("AI_QUANT_REPLAY_GATE_BLOCKER_FILE", str(blocker))
+
+    target, why = resolve_deploy_target(None)
+    assert target is None and "strategy_overrides.yaml: not found" in why and "\n" not in why
+    assert resolve_deploy_target(str(example))[0] is None
+    assert "*.example" in resolve_deploy_target(str(example))[1]
+    monkeypatch.setenv("AI_QUANT_STRATEGY_YAML", "config/paper.yaml")
+    assert resolve_deploy_target(None) == (None, f"AI_QUANT_STRATEGY_YAML {repo / 'config/paper.yaml'}: not found "
+                                                 "(the paper config must exist; pass --deploy-target)")
+    (repo / "config" / "paper.yaml").write_text("global: {}\n")
+    assert resolve_deploy_target(None) == (repo / "config" / "paper.yaml", "")
+    assert resolve_deploy_target(str(tmp_path / "mine.yaml"))[0] is None  # the option wins over the env
+
+    monkeypatch.delenv("AI_QUANT_STRATEGY_YAML")
+    sel = {"selected": {"config_path": str(example), "config_id": "c" * 64}}
+    log = io.StringIO()
+    out = step_deploy(None, sel, RunOptions(artifacts_dir=str(tmp_path / "art")), log)
+    assert out["deploy_stage"] == "skipped" and "not found" in out["deploy_reason"]
+    assert example.read_text() == "global: {}\n"
+    assert sorted(p.name for p in (repo / "config").iterdir()) == ["paper.yaml", "strategy_overrides.yaml.example"]
+    assert not (tmp_path / "art").exists()

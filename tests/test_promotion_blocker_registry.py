@@ -39,7 +39,6 @@ def test_green_red_missing_stale(tmp_path, monkeypatch):
     stale = read_blocker(p, now_ms=NOW)
     assert not stale.ok and stale.stale
     assert stale.reason_line == f"release blocker stale: generated 7.2 h ago > 6.0 h ({p})"
-    assert read_blocker(p, max_age_minutes=0, now_ms=NOW).ok  # <= 0 disables the staleness check
     monkeypatch.setenv("AI_QUANT_REPLAY_GATE_MAX_AGE_MINUTES", "600")
     assert read_blocker(p, now_ms=NOW).ok
 
@@ -120,3 +119,33 @@ def test_candidate_cannot_jump_to_live(tmp_path):
     reg.record_config("e" * 64, "global: {}\n", None)
     with pytest.raises(LifecycleError, match="candidate -> live_full"):
         reg.set_lifecycle("e" * 64, "live_full", "skip the line")
+
+
+@pytest.mark.parametrize("env, explicit", [("0", None), ("-5", None), ("soon", None), (None, 0.0), (None, -1.0)])
+def test_staleness_cannot_be_disabled(tmp_path, monkeypatch, env, explicit):
+    """A max age <= 0 (or not a number) is invalid, not "no limit": a week-old green file stays red."""
+    p = write_blocker(tmp_path / "b.json", False, [], None, None, None, generated_at_ms=NOW - 7 * 24 * H)
+    if env is None:
+        monkeypatch.delenv("AI_QUANT_REPLAY_GATE_MAX_AGE_MINUTES", raising=False)
+    else:
+        monkeypatch.setenv("AI_QUANT_REPLAY_GATE_MAX_AGE_MINUTES", env)
+    st = read_blocker(p, max_age_minutes=explicit, now_ms=NOW)
+    assert not st.ok and st.blocked and "must be a number of minutes > 0" in st.reason_line
+    assert "\n" not in st.reason_line
+
+
+def test_future_timestamp_and_wrong_schema_are_red(tmp_path, monkeypatch):
+    monkeypatch.delenv("AI_QUANT_REPLAY_GATE_MAX_AGE_MINUTES", raising=False)
+    p = tmp_path / "b.json"
+    write_blocker(p, False, [], None, None, None, generated_at_ms=NOW + 4 * 60_000)
+    assert read_blocker(p, now_ms=NOW).ok  # within the 5 min clock skew
+    write_blocker(p, False, [], None, None, None, generated_at_ms=NOW + 6 * 60_000)
+    future = read_blocker(p, now_ms=NOW)
+    assert not future.ok and "timestamp in the future" in future.reason_line
+    for schema in (2, None, "1", True):
+        payload = {"schema_version": schema, "generated_at_ms": NOW - 60_000, "blocked": False}
+        if schema is None:
+            del payload["schema_version"]
+        p.write_text(json.dumps(payload))
+        st = read_blocker(p, now_ms=NOW)
+        assert not st.ok and "schema_version" in st.reason_line, schema

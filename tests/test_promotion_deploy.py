@@ -43,6 +43,11 @@ def env(tmp_path):
             **files, "tmp": tmp_path}
 
 
+def early_green(env):
+    """A blocker green as of a paper deploy 30 h before NOW (the fixture's is 29 h in its future)."""
+    return write_blocker(env["tmp"] / "gate" / "early.json", False, [], None, None, None, generated_at_ms=NOW - 31 * H)
+
+
 def paper(env, path, **kw):
     kw.setdefault("blocker_file", env["blocker"])
     return deploy_paper(str(path), target_yaml=env["target"], artifacts_dir=env["art"], reason="test",
@@ -201,7 +206,7 @@ def test_promotion_gates_with_real_numbers(tmp_path):
 
 def test_promote_ramp_25_50_100(env):
     reg = env["reg"]
-    deployed = paper(env, env["b.yaml"], now_ms=NOW - 30 * H)
+    deployed = paper(env, env["b.yaml"], now_ms=NOW - 30 * H, blocker_file=early_green(env))
     cid = deployed.config_id
     db = make_trading_db(env["tmp"] / "paper.db", paper_rows(NOW - 30 * H, 21, win=8.0, loss=4.0))
     live_db = make_trading_db(env["tmp"] / "live.db", [])
@@ -241,7 +246,7 @@ def test_promote_ramp_25_50_100(env):
 
 
 def test_promote_refuses_when_gates_fail(env):
-    deployed = paper(env, env["b.yaml"], now_ms=NOW - 30 * H)
+    deployed = paper(env, env["b.yaml"], now_ms=NOW - 30 * H, blocker_file=early_green(env))
     db = make_trading_db(env["tmp"] / "paper.db", paper_rows(NOW - 30 * H, 21, win=4.0, loss=6.0))
     res = promote_to_live(db, config_id=deployed.config_id, live_yaml_path=env["tmp"] / "live.yaml",
                           registry=env["reg"], artifacts_dir=env["art"], apply=True, blocker_file=env["blocker"],
