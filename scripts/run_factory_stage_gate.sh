@@ -14,12 +14,16 @@ usage() {
   cat <<'EOF'
 usage: run_factory_stage_gate.sh --run-prefix P [--dry-profile smoke] [--smoke-profile smoke]
          [--real-profile daily] [--config config/strategy_overrides.yaml] [--artifacts-dir artifacts]
+         [--candles-db PATHS] [--funding-db PATH]
          [--allow-real-deploy] [--factory-cmd "factory"] [--python PY] [-- extra factory args]
 
 Runs `factory run --profile <p> --run-id <P>_<stage>_<ts> --no-deploy ...` for dry, smoke and real
 (real without --no-deploy only with --allow-real-deploy or ALLOW_REAL_DEPLOY=1), validates each
 reports/selection.json with scripts/validate_factory_selection_gate.py, stops at the first failure
 and writes <artifacts-dir>/<P>_<ts>.evidence.json.
+
+--candles-db / --funding-db are passed to every stage (the daily and deep profiles require
+--candles-db; only smoke falls back to the demo data). Extra args after `--` also apply to every stage.
 EOF
 }
 
@@ -34,6 +38,8 @@ ARTIFACTS_DIR="artifacts"
 ALLOW_REAL="${ALLOW_REAL_DEPLOY:-0}"
 FACTORY_CMD="factory"
 if [[ -x "$REPO_DIR/.venv/bin/python" ]]; then PYTHON="$REPO_DIR/.venv/bin/python"; else PYTHON="python3"; fi
+CANDLES_DB=""
+FUNDING_DB=""
 EXTRA=()
 
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die_usage "$1 needs a value"; }
@@ -46,6 +52,8 @@ while [[ $# -gt 0 ]]; do
     --real-profile) need_value "$@"; REAL_PROFILE="$2"; shift 2 ;;
     --config) need_value "$@"; CONFIG="$2"; shift 2 ;;
     --artifacts-dir) need_value "$@"; ARTIFACTS_DIR="$2"; shift 2 ;;
+    --candles-db) need_value "$@"; CANDLES_DB="$2"; shift 2 ;;
+    --funding-db) need_value "$@"; FUNDING_DB="$2"; shift 2 ;;
     --factory-cmd) need_value "$@"; FACTORY_CMD="$2"; shift 2 ;;
     --python) need_value "$@"; PYTHON="$2"; shift 2 ;;
     --allow-real-deploy) ALLOW_REAL=1; shift ;;
@@ -65,6 +73,9 @@ MANIFEST="$ARTIFACTS_DIR/${RUN_PREFIX}_${TS}.evidence.json"
 ENTRIES_DIR="$(mktemp -d "${TMPDIR:-/tmp}/stage_gate.XXXXXX")"
 trap 'rm -rf "$ENTRIES_DIR"' EXIT
 read -r -a FACTORY_ARGV <<<"$FACTORY_CMD"
+DATA_ARGS=()
+if [[ -n "$CANDLES_DB" ]]; then DATA_ARGS+=(--candles-db "$CANDLES_DB"); fi
+if [[ -n "$FUNDING_DB" ]]; then DATA_ARGS+=(--funding-db "$FUNDING_DB"); fi
 
 # Appends one stage's manifest entry (from the files on disk) as ENTRIES_DIR/<n>.json.
 record_entry() {
@@ -121,7 +132,8 @@ for i in 0 1 2; do
   echo "== stage $stage: profile=$profile run_id=$run_id no_deploy=$no_deploy"
   factory_rc=0
   "${FACTORY_ARGV[@]}" run --profile "$profile" --run-id "$run_id" "${deploy_flag[@]}" \
-    --config "$CONFIG" --artifacts-dir "$ARTIFACTS_DIR" ${EXTRA[@]+"${EXTRA[@]}"} || factory_rc=$?
+    --config "$CONFIG" --artifacts-dir "$ARTIFACTS_DIR" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"} \
+    ${EXTRA[@]+"${EXTRA[@]}"} || factory_rc=$?
   selection=""
   shopt -s nullglob
   found=("$ARTIFACTS_DIR"/*/run_"$run_id"/reports/selection.json)

@@ -136,6 +136,10 @@ def _fake_factory(argv: list[str]) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps({"argv": argv}) + "\n")
+    if args.get("--profile") != "smoke" and "--candles-db" not in args:  # as the real factory refuses
+        print(f"factory: --candles-db is required for profile {args.get('--profile')!r} "
+              "(only smoke uses the demo data)", file=sys.stderr)
+        return 2
     tamper = None
     spec = __import__("os").environ.get("FAKE_FACTORY_TAMPER", "")
     if ":" in spec:

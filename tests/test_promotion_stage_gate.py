@@ -13,7 +13,8 @@ SCRIPT = REPO / "scripts" / "run_factory_stage_gate.sh"
 FAKE = f"{sys.executable} {REPO / 'tests' / 'test_promotion_fixtures.py'}"
 
 
-def run_gate(tmp_path: Path, *extra: str, tamper: str = "", allow_real: str | None = None):
+def run_gate(tmp_path: Path, *extra: str, tamper: str = "", allow_real: str | None = None,
+             data: tuple[str, ...] = ("--candles-db", "data/candles_1h.db")):
     env = {k: v for k, v in os.environ.items() if k not in ("FAKE_FACTORY_TAMPER", "ALLOW_REAL_DEPLOY")}
     if tamper:
         env["FAKE_FACTORY_TAMPER"] = tamper
@@ -21,7 +22,7 @@ def run_gate(tmp_path: Path, *extra: str, tamper: str = "", allow_real: str | No
         env["ALLOW_REAL_DEPLOY"] = allow_real
     argv = ["bash", str(SCRIPT), "--run-prefix", "gate", "--dry-profile", "smoke", "--smoke-profile", "smoke",
             "--real-profile", "daily", "--config", "config/strategy_overrides.yaml", "--artifacts-dir", "art",
-            "--factory-cmd", FAKE, "--python", sys.executable, *extra]
+            "--factory-cmd", FAKE, "--python", sys.executable, *data, *extra]
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -90,3 +91,27 @@ def test_bad_arguments_print_usage(tmp_path):
     assert res.returncode == 2 and "--run-prefix is required" in res.stderr and "usage:" in res.stderr
     res = subprocess.run(["bash", str(SCRIPT), "--run-prefix"], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 2 and "--run-prefix needs a value" in res.stderr
+
+
+def test_data_options_reach_every_stage_so_the_daily_real_stage_runs(tmp_path):
+    """The runbook's command without --candles-db stops at the real (daily) stage, as the factory
+    requires it there; --candles-db / --funding-db go to every stage, next to the extras after --."""
+    res = run_gate(tmp_path, data=())
+    assert res.returncode == 1 and "stage gate FAILED at stage real" in res.stderr
+    assert "--candles-db is required for profile 'daily'" in res.stderr
+    (tmp_path / "art" / "fake_factory_calls.jsonl").unlink()
+    for f in (tmp_path / "art").glob("gate_*.evidence.json"):
+        f.unlink()
+    res = run_gate(tmp_path, "--", "--seed", "7",
+                   data=("--candles-db", "d/candles_1h.db,d/partitions", "--funding-db", "d/funding.db"))
+    assert res.returncode == 0, res.stderr
+    calls = factory_calls(tmp_path)
+    assert len(calls) == 3
+    for c in calls:
+        i = c.index("--candles-db")
+        assert c[i + 1] == "d/candles_1h.db,d/partitions"
+        assert c[c.index("--funding-db") + 1] == "d/funding.db" and c[-2:] == ["--seed", "7"]
+    usage = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True)
+    assert "--candles-db PATHS" in usage.stdout and "--funding-db PATH" in usage.stdout
+    bad = subprocess.run(["bash", str(SCRIPT), "--run-prefix", "p", "--candles-db"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--candles-db needs a value" in bad.stderr
