@@ -39,6 +39,10 @@ class DeployError(ValueError):
     """A user-facing refusal (bad config, unknown id, live target without consent); str() is one line."""
 
 
+class ConfigIdMismatch(DeployError):
+    """The config a sweep row would deploy is not the config the sweep evaluated."""
+
+
 @dataclass
 class DeployResult:
     ok: bool
@@ -272,8 +276,11 @@ def deploy_sweep_row(sweep_results: str | Path, rank: int, *, base_config: str |
                      registry: Registry | None = None, allow_live: bool = False,
                      ignore_replay_gate: bool = False, dry_run: bool = False,
                      blocker_file: str | Path | None = None, max_age_minutes: float | None = None,
-                     now_ms: int | None = None) -> DeployResult:
-    """Deploy the rank-N sweep row (1 = best by sort_by) as overrides over base_config, to paper."""
+                     now_ms: int | None = None, allow_config_id_mismatch: bool = False) -> DeployResult:
+    """Deploy the rank-N sweep row (1 = best by sort_by) as overrides over base_config, to paper.
+
+    The merged config must be the config the sweep evaluated: a row whose config_id differs (another
+    base config, an edited file) is refused unless allow_config_id_mismatch."""
     if not allow_live and "live" in Path(target_yaml).name.lower():
         raise DeployError(f"{target_yaml}: looks like a live config; deploy_sweep refuses live targets "
                           "(promote through paper, or pass allow_live)")
@@ -289,10 +296,16 @@ def deploy_sweep_row(sweep_results: str | Path, rank: int, *, base_config: str |
     merged = apply_override_dict(parse_config_yaml(base_text, str(base_config)), row["overrides"])
     text = yaml.safe_dump(merged, sort_keys=False, default_flow_style=False)
     config_id = identify_config(merged, f"{base_config} + rank {rank} overrides")
+    row_id = row.get("config_id")
+    if row_id and str(row_id) != config_id and not allow_config_id_mismatch:
+        raise ConfigIdMismatch(f"{sweep_results}: rank {rank} row config_id {str(row_id)[:12]} != {config_id[:12]} of "
+                               f"{base_config} + its overrides (the sweep ran on another base config); "
+                               "pass --allow-config-id-mismatch to deploy anyway")
     _check_not_retired(registry, config_id)
     now = int(time.time() * 1000) if now_ms is None else int(now_ms)
     source = {"sweep_results": str(sweep_results), "rank": rank, "sort_by": sort_by,
-              "sweep_config_id": row.get("config_id"), "overrides": row["overrides"], "base_config": str(base_config)}
+              "sweep_config_id": row.get("config_id"), "overrides": row["overrides"], "base_config": str(base_config),
+              "config_id_mismatch_allowed": bool(row_id and str(row_id) != config_id)}
     result = install_config(target="paper", kind="deploy", next_text=text, next_id=config_id,
                       target_yaml=Path(target_yaml), artifacts_dir=Path(artifacts_dir), reason=reason,
                       registry=registry, dry_run=dry_run, gate_line=gate_line, now_ms=now, source=source)

@@ -8,11 +8,14 @@ import pytest
 import yaml
 
 from factory.deploy import (
+    ConfigIdMismatch,
     DeployError,
     ReplayGateBlocked,
+    apply_override_dict,
     config_id_of_text,
     deploy_paper,
     deploy_sweep_row,
+    identify_config,
     rollback,
 )
 from factory.promotion import PromotionGates, evaluate_promotion_gates, promote_to_live, read_trading_rows
@@ -140,22 +143,42 @@ def test_rollback_restores_previous_config(env):
 
 def test_deploy_sweep_row_applies_overrides(env):
     sweep = env["tmp"] / "sweep_results.jsonl"
+    best = {"trade.sl_atr_mult": 2.0, "global.trade.tp_atr_mult": 5.0}
+    best_id = identify_config(apply_override_dict(yaml.safe_load(CFG_C), best), "test")
     rows = [{"config_id": "x1", "overrides": {"trade.sl_atr_mult": 1.0}, "total_pnl": 10.0},
-            {"config_id": "x2", "overrides": {"trade.sl_atr_mult": 2.0, "global.trade.tp_atr_mult": 5.0},
-             "total_pnl": 30.0}]
+            {"config_id": best_id, "overrides": best, "total_pnl": 30.0}]
     sweep.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = deploy_sweep_row(sweep, 1, base_config=env["c.yaml"], target_yaml=env["target"], artifacts_dir=env["art"],
                            reason="sweep", registry=env["reg"], blocker_file=env["blocker"], now_ms=NOW)
     deployed = yaml.safe_load(env["target"].read_text())
     assert deployed["global"]["trade"] == {"sl_atr_mult": 2.0, "tp_atr_mult": 5.0}
     assert deployed["global"]["engine"] == {"interval": "30m"}
-    assert res.event["source"]["sweep_config_id"] == "x2"
+    assert res.event["source"]["sweep_config_id"] == best_id == res.config_id
     with pytest.raises(DeployError, match="rank 3 out of range 1..2"):
         deploy_sweep_row(sweep, 3, base_config=env["c.yaml"], target_yaml=env["target"], reason="x",
                          blocker_file=env["blocker"], now_ms=NOW)
     with pytest.raises(DeployError, match="refuses live targets"):
         deploy_sweep_row(sweep, 1, base_config=env["c.yaml"], target_yaml=env["tmp"] / "strategy_overrides.live.yaml",
                          reason="x", blocker_file=env["blocker"], now_ms=NOW)
+
+
+def test_deploy_sweep_row_refuses_a_row_of_another_config(env):
+    """A row whose config_id is not base + overrides (the sweep ran on another base) is refused with
+    one line naming both ids; --allow-config-id-mismatch deploys it anyway."""
+    sweep = env["tmp"] / "sweep_results.jsonl"
+    ov = {"trade.sl_atr_mult": 2.0}
+    on_b = identify_config(apply_override_dict(yaml.safe_load(CFG_B), ov), "test")  # swept over b.yaml
+    on_c = identify_config(apply_override_dict(yaml.safe_load(CFG_C), ov), "test")
+    sweep.write_text(json.dumps({"config_id": on_b, "overrides": ov, "total_pnl": 1.0}) + "\n")
+    before = env["target"].read_text()
+    kw = dict(base_config=env["c.yaml"], target_yaml=env["target"], artifacts_dir=env["art"], reason="x",
+              blocker_file=env["blocker"], now_ms=NOW)
+    with pytest.raises(ConfigIdMismatch) as err:
+        deploy_sweep_row(sweep, 1, **kw)
+    assert on_b[:12] in str(err.value) and on_c[:12] in str(err.value) and "\n" not in str(err.value)
+    assert env["target"].read_text() == before and not (env["art"] / "deployments").exists()
+    res = deploy_sweep_row(sweep, 1, allow_config_id_mismatch=True, **kw)
+    assert res.config_id == on_c and res.event["source"]["config_id_mismatch_allowed"] is True
 
 
 # --- promotion ---------------------------------------------------------------------------------

@@ -92,6 +92,14 @@ def test_deploy_sweep_cli(ws):
     res = tool("deploy_sweep", "--sweep-results", "sweep.jsonl", "--target-yaml", "strategy.live.yaml", cwd=root,
                blocker=green)
     assert res.returncode == 2 and "refuses live targets" in res.stderr
+    (root / "other.jsonl").write_text(json.dumps({"config_id": "ab" * 32, "overrides": {"trade.sl_atr_mult": 1.2},
+                                                  "total_pnl": 1}) + "\n")
+    res = tool("deploy_sweep", "--sweep-results", "other.jsonl", cwd=root, blocker=green)
+    assert res.returncode == 2 and "row config_id abababababab != " in res.stderr and res.stderr.count("\n") == 1
+    assert "sl_atr_mult: 1.2" not in (root / "config" / "strategy_overrides.yaml").read_text()
+    res = tool("deploy_sweep", "--sweep-results", "other.jsonl", "--allow-config-id-mismatch", cwd=root, blocker=green)
+    assert res.returncode == 0, res.stderr
+    assert "sl_atr_mult: 1.2" in (root / "config" / "strategy_overrides.yaml").read_text()
 
 
 def test_promote_to_live_cli(ws):

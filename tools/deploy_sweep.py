@@ -3,7 +3,8 @@
 
 Live targets are refused unless --allow-live (promote through paper instead). The replay release
 blocker is enforced by factory.deploy.deploy_sweep_row; exit 0 deployed, 1 bad input, 2 refused
-(blocked by the replay gate or a live target).
+(blocked by the replay gate, a live target, or a row whose config_id is not the merged config's:
+--allow-config-id-mismatch overrides that last one).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from factory.deploy import DeployError, ReplayGateBlocked, deploy_sweep_row
+from factory.deploy import ConfigIdMismatch, DeployError, ReplayGateBlocked, deploy_sweep_row
 from factory.registry import LifecycleError, Registry, default_registry_path
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -34,6 +35,8 @@ def main(
     ignore_replay_gate: bool = typer.Option(False, "--ignore-replay-gate"),
     replay_gate_blocker_file: Path = typer.Option(None, "--replay-gate-blocker-file"),
     max_replay_gate_age_minutes: float = typer.Option(None, "--max-replay-gate-age-minutes"),
+    allow_config_id_mismatch: bool = typer.Option(False, "--allow-config-id-mismatch",
+                                                  help="deploy even if the row's config_id is not the merged config's"),
 ) -> None:
     """Deploy sweep row --rank as overrides over --base-config to --target-yaml (paper)."""
     try:
@@ -41,9 +44,13 @@ def main(
                                artifacts_dir=artifacts_dir, reason=reason, sort_by=sort_by,
                                registry=Registry(registry_path or default_registry_path(artifacts_dir)),
                                allow_live=allow_live, ignore_replay_gate=ignore_replay_gate, dry_run=dry_run,
-                               blocker_file=replay_gate_blocker_file, max_age_minutes=max_replay_gate_age_minutes)
+                               blocker_file=replay_gate_blocker_file, max_age_minutes=max_replay_gate_age_minutes,
+                               allow_config_id_mismatch=allow_config_id_mismatch)
     except ReplayGateBlocked as exc:
         typer.echo(f"refused: {exc}; fix the replay gate or pass --ignore-replay-gate", err=True)
+        raise typer.Exit(2) from None
+    except ConfigIdMismatch as exc:
+        typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(2) from None
     except DeployError as exc:
         typer.echo(f"error: {exc}", err=True)
