@@ -72,11 +72,18 @@ def _open_ro(db_path: str | Path):
         raise DeployError(f"{p}: cannot open trading DB: {exc}") from None
 
 
+TRADE_FIELDS = ("timestamp", "symbol", "type", "action", "price", "size", "notional", "pnl", "fee_usd", "balance")
+# what a position needs to be rebuilt as a replay init state (factory.replay_gate.state_at); an older
+# DB without some of these columns reads them as None
+POSITION_FIELDS = ("entry_atr", "leverage", "margin_used", "confidence", "bar_t_ms")
+
+
 def read_trading_rows(db_path: str | Path, since_ms: int, until_ms: int | None = None) -> list[dict]:
     con = _open_ro(db_path)
     try:
-        cur = con.execute("SELECT timestamp, symbol, type, action, price, size, notional, pnl, fee_usd, balance "
-                          "FROM trades ORDER BY id")
+        have = {r[1] for r in con.execute("PRAGMA table_info(trades)")}
+        extra = [c for c in POSITION_FIELDS if c in have]
+        cur = con.execute(f"SELECT {', '.join(TRADE_FIELDS + tuple(extra))} FROM trades ORDER BY id")
         cols = [d[0] for d in cur.description]
         rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     except sqlite3.Error as exc:
@@ -85,6 +92,8 @@ def read_trading_rows(db_path: str | Path, since_ms: int, until_ms: int | None =
         con.close()
     out = []
     for r in rows:
+        for c in POSITION_FIELDS:
+            r.setdefault(c, None)
         r["t_ms"] = _ts_ms(r["timestamp"])
         if r["t_ms"] is not None and r["t_ms"] >= since_ms and (until_ms is None or r["t_ms"] < until_ms):
             out.append(r)

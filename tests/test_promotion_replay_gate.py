@@ -87,6 +87,44 @@ def test_state_at_rebuilds_positions_before_the_window():
     assert rg.state_at(rows[1:1], IV, T0) is None
 
 
+
+def test_trading_db_rows_rebuild_a_valid_init_state_with_an_added_position(tmp_path):
+    """read_trading_rows carries what state_at needs (entry_atr, leverage, margin_used, confidence,
+    bar_t_ms) from a real trading DB, so an open position with an ADD becomes a replayable init state."""
+    from cpu_replay.state_io import check_init_state
+    from factory.promotion import read_trading_rows
+    from live.trading_db import insert_trade, iso_utc, open_trading_db
+
+    db = tmp_path / "trading.db"
+    con = open_trading_db(db)
+    for t, sym, side, action, price, size, extra in (
+        (T0 - 5 * IV, "SYSTEM", None, "SYSTEM", None, None, {}),
+        (T0 - 4 * IV + 3000, "BTC", "LONG", "OPEN", 100.0, 2.0,
+         {"entry_atr": 1.5, "leverage": 3.0, "margin_used": 66.0, "confidence": "high"}),
+        (T0 - 3 * IV + 3000, "BTC", "LONG", "ADD", 106.0, 1.0, {"entry_atr": 1.7, "margin_used": 35.0}),
+    ):
+        insert_trade(con, {"timestamp": iso_utc(t), "symbol": sym, "type": side, "action": action, "price": price,
+                           "size": size, "balance": 10_000.0, "bar_t_ms": t - t % IV, **extra})
+    con.close()
+    rows = read_trading_rows(db, 0)
+    assert rows[1]["bar_t_ms"] == T0 - 4 * IV and rows[1]["confidence"] == "high"
+    st = rg.state_at(rows, IV, T0)
+    (btc,) = st["positions"]
+    assert btc["entry_atr"] == 1.5 and btc["leverage"] == 3.0 and btc["margin_used"] == 101.0
+    assert btc["confidence"] == "high" and btc["adds_count"] == 1 and btc["size"] == 3.0
+    (pos,) = check_init_state(json.loads(json.dumps(st)))  # what replay --init-state accepts
+    assert pos["atr"] == 1.5 and pos["leverage"] == 3.0 and pos["margin"] == 101.0 and pos["adds"] == 1
+
+    old = tmp_path / "old.db"  # a DB from before these columns: read as None, never an error
+    make_trading_db(old, [("2025-06-15T10:00:00", "BTC", "LONG", "OPEN", 1.0, 1.0, 1.0, 0.0, 0.0, 1.0)])
+    con = __import__("sqlite3").connect(old)
+    con.execute("ALTER TABLE trades DROP COLUMN margin_used")
+    con.commit()
+    con.close()
+    (row,) = read_trading_rows(old, 0)
+    assert row["margin_used"] is None and row["bar_t_ms"] is None and row["entry_atr"] is None
+
+
 # --- the scheduled CLI, for real --------------------------------------------------------------
 def run_tool(tmp_path: Path, **env_over: str) -> tuple[subprocess.CompletedProcess, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AI_QUANT_")}
