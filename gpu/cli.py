@@ -163,6 +163,10 @@ def sweep_command(
             raise CliError(f"--batch must be >= 1 (got {batch})")
         if precision not in ("f64", "f32"):
             raise CliError(f"--precision: expected f64 or f32, got {precision!r}")
+        if tpe and storage is not None:
+            from gpu.tpe import check_storage
+
+            check_storage(storage)
         base = _load_base_config(config)
         spec = load_sweep_spec(sweep_spec, base)
         name, reason = choose_backend(backend)

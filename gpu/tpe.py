@@ -202,6 +202,27 @@ def trial_sampler(seed: int, trial_number: int):
     return optuna.samplers.TPESampler(seed=int(mixed))
 
 
+def check_storage(url: str) -> None:
+    """Open the optuna storage once, so an unusable URL is one line (``--storage <url>: <reason>``)
+    before any data is loaded, never a SQLAlchemy traceback mid-run."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        path = Path(url[len("sqlite:///"):].split("?", 1)[0])
+        if str(path) and not path.parent.is_dir():
+            raise ValueError(f"--storage {url}: directory {path.parent} does not exist")
+        if path.is_dir():
+            raise ValueError(f"--storage {url}: {path} is a directory, not a database file")
+    try:
+        optuna.storages.RDBStorage(url)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors of every kind: one line
+        text = str(exc).split("(Background on this error", 1)[0].strip()
+        reason = (text.splitlines() or [type(exc).__name__])[0].strip() or type(exc).__name__
+        raise ValueError(f"--storage {url}: {reason}") from None
+
+
 def open_study(spec: SweepSpec, *, seed: int, storage: str | None, study_name: str | None):
     """Create or load the study (the sampler is replaced per ask, see ``trial_sampler``)."""
     import optuna
@@ -252,6 +273,8 @@ def run_tpe(spec: SweepSpec, evaluate: Callable[[np.ndarray], np.ndarray], *, tr
         raise ValueError("--trials and --batch must be >= 1")
     if neighborhood < 1:
         raise ValueError(f"--neighborhood must be >= 1 (got {neighborhood})")
+    if storage is not None:
+        check_storage(storage)
     dists = _distributions(spec)
     study = open_study(spec, seed=seed, storage=storage, study_name=study_name)
     finished, done = _resume_state(study, neighborhood, storage)

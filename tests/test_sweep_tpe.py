@@ -361,3 +361,26 @@ def test_constraints_that_reject_everything_stop_the_run_with_one_line(monkeypat
     with pytest.raises(ValueError, match=r"^never.yaml: constraints: the last 12 TPE proposals had no valid "
                                          r"candidate \(0 of 50 evaluated\)"):
         run_tpe(spec, lambda idx: fake_metrics(spec, idx), trials=50, batch=16, neighborhood=4)
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("sqlite:///{tmp}/no/such/dir/study.db", "directory {tmp}/no/such/dir does not exist"),
+    ("sqlite:///{tmp}", "{tmp} is a directory, not a database file"),
+    ("not-a-url", "Could not parse SQLAlchemy URL"),
+])
+def test_unusable_storage_is_one_line_and_exit_2(tmp_path, url, reason):
+    import typer
+    from typer.testing import CliRunner
+
+    from gpu.cli import sweep_command
+
+    url, reason = url.format(tmp=tmp_path), reason.format(tmp=tmp_path)
+    app = typer.Typer()
+    app.command()(sweep_command)
+    res = CliRunner().invoke(app, ["--sweep-spec", str(tmp_path / "s.yaml"), "--candles-db", str(tmp_path / "c.db"),
+                                   "--tpe", "--trials", "8", "--storage", url, "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert f"--storage {url}: {reason}" in " ".join(res.output.split()) and "Traceback" not in res.output
+    spec = parse_sweep_spec(SPEC)
+    with pytest.raises(ValueError, match=r"^--storage "):
+        run_tpe(spec, lambda idx: fake_metrics(spec, idx), trials=4, batch=4, storage=url)
