@@ -616,15 +616,81 @@ def _err(line: str) -> None:
     sys.stderr.flush()
 
 
+def check_run_options(opts: RunOptions, profile: Profile) -> None:
+    """Cheap checks of values that would otherwise fail deep inside the run."""
+    import math
+
+    from marketdata.intervals import MarketDataError, normalize_interval
+
+    bal = opts.initial_balance
+    if isinstance(bal, bool) or not isinstance(bal, (int, float)) or not math.isfinite(bal) or bal <= 0:
+        raise InputError(f"--initial-balance must be a finite number > 0 (got {bal})")
+    try:
+        normalize_interval(profile.interval)
+    except MarketDataError as exc:
+        raise InputError(f"--interval: {exc}") from None
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def check_resume_profile(opts: RunOptions, run_id: str, profile: Profile) -> None:
+    """--resume continues the run it started: the profile resolved now (profiles file + flags) must be
+    the one stored in run_metadata.json, or finished steps would mix two settings."""
+    from factory.run_dir import find_existing_run_dir
+
+    existing = find_existing_run_dir(Path(opts.artifacts_dir), run_id)
+    if not opts.resume or existing is None:
+        return
+    try:
+        stored = read_json(existing / "run_metadata.json").get("profile_resolved")
+    except (OSError, ValueError, AttributeError):
+        return  # RunDir.open reports an unreadable metadata file
+    if not stored:
+        return
+    now = _jsonable(profile.model_dump())
+    diff = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {stored.get(k)!r} -> {now.get(k)!r}" for k in diff[:4])
+        raise InputError(f"--resume: the resolved profile {profile.name!r} differs from run {run_id}'s ({shown}); "
+                         "resume with the original profile settings or start a new --run-id")
+
+
+def _mark_failed(opts: RunOptions, run_id: str, reason: str) -> None:
+    """A bad --resume input leaves the existing run's metadata saying why it did not continue."""
+    from factory.run_dir import find_existing_run_dir
+
+    existing = find_existing_run_dir(Path(opts.artifacts_dir), run_id) if opts.resume else None
+    if existing is None:
+        return
+    try:
+        meta = read_json(existing / "run_metadata.json")
+    except (OSError, ValueError):
+        return
+    if isinstance(meta, dict):
+        meta.update(status="failed", failure_reason=reason)
+        write_json_atomic(existing / "run_metadata.json", meta)
+
+
 def run_factory(opts: RunOptions, console: Console | None = None) -> int:
     """CLI entry: 0 ok, 1 failed step, 2 bad input, 130 interrupted."""
     console = console or Console()
+    run_id = opts.run_id or default_run_id(opts.profile)
     try:
-        resolve_profile(opts.profile, opts.profile_overrides(), opts.profiles_path)
+        profile = resolve_profile(opts.profile, opts.profile_overrides(), opts.profiles_path)
+        check_run_options(opts, profile)
+        check_resume_profile(opts, run_id, profile)
+    except InputError as exc:
+        if not str(exc).startswith("--resume:"):
+            _mark_failed(opts, run_id, str(exc))
+        _err(f"factory: {exc}")
+        return 2
     except ValueError as exc:
         _err(f"factory: {exc}")
         return 2
-    run_id = opts.run_id or default_run_id(opts.profile)
     args = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("extra", "progress")}
     try:
         rd = RunDir.open(opts.artifacts_dir, run_id, profile=opts.profile, args=args, resume=opts.resume,
@@ -636,7 +702,7 @@ def run_factory(opts: RunOptions, console: Console | None = None) -> int:
     started = time.monotonic()
     try:
         inp = prepare_inputs(opts)
-        rd.metadata["profile_resolved"] = inp.profile.model_dump()
+        rd.metadata["profile_resolved"] = _jsonable(inp.profile.model_dump())
         rd.metadata["config_path"] = str(inp.config_path)
         sel = execute(rd, inp, opts, console)
         rd.metadata["elapsed_s"] = round(time.monotonic() - started, 3)

@@ -100,3 +100,62 @@ def test_real_sigterm_marks_interrupted_and_resume_finishes(tmp_path):
     assert out.returncode == 0
     meta = json.loads(meta_path.read_text())
     assert meta["status"] == "ok" and [(s["name"], s["exit_code"]) for s in meta["steps"]] == [("fast", 0), ("slow", 0)]
+
+
+def _opts(tmp_path, **kw):
+    from factory.pipeline import RunOptions
+
+    bad_db = tmp_path / "candles_1h.db"
+    if not bad_db.exists():
+        bad_db.write_bytes(b"not a sqlite file" * 64)  # the run stops at its first step: fast
+    base = dict(profile="smoke", candles_db=str(bad_db), artifacts_dir=str(tmp_path / "art"), run_id="r",
+                progress=False, profiles_path=str(tmp_path / "profiles.yaml"))
+    return RunOptions(**{**base, **kw})
+
+
+def _meta(tmp_path):
+    (path,) = (tmp_path / "art").glob("*/run_r/run_metadata.json")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"initial_balance": float("nan")}, "--initial-balance must be a finite number > 0 (got nan)"),
+    ({"initial_balance": 0.0}, "--initial-balance must be a finite number > 0 (got 0.0)"),
+    ({"initial_balance": float("inf")}, "--initial-balance must be a finite number > 0 (got inf)"),
+    ({"interval": "7x"}, "--interval: unknown interval '7x'"),
+])
+def test_bad_balance_or_interval_is_refused_up_front(tmp_path, capsys, kw, needle):
+    from factory.pipeline import run_factory
+    from factory.profiles import REPO_ROOT
+
+    (tmp_path / "profiles.yaml").write_text((REPO_ROOT / "config" / "factory_profiles.yaml").read_text())
+    assert run_factory(_opts(tmp_path, **kw)) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "art").exists()  # nothing created for a bad flag
+    assert run_factory(_opts(tmp_path)) == 1  # a real run dir (stopped by the unreadable DB)
+    assert run_factory(_opts(tmp_path, resume=True, **kw)) == 2  # resumed with the bad flag: on record
+    meta = _meta(tmp_path)
+    assert meta["status"] == "failed" and needle in meta["failure_reason"]
+
+
+def test_resume_refuses_a_profile_that_resolves_differently(tmp_path, capsys):
+    from factory.pipeline import run_factory
+    from factory.profiles import REPO_ROOT
+
+    profiles = tmp_path / "profiles.yaml"
+    text = (REPO_ROOT / "config" / "factory_profiles.yaml").read_text()
+    profiles.write_text(text)
+    assert run_factory(_opts(tmp_path)) == 1
+    stored = _meta(tmp_path)["profile_resolved"]
+    assert stored["name"] == "smoke" and stored["shortlist"] == 20
+    profiles.write_text(text.replace("    shortlist: 20\n", "    shortlist: 7\n", 1))  # edited between runs
+    capsys.readouterr()
+    assert run_factory(_opts(tmp_path, resume=True)) == 2
+    err = capsys.readouterr().err
+    assert "--resume: the resolved profile 'smoke' differs from run r's (shortlist: 20 -> 7)" in err
+    assert len(err.strip().splitlines()) == 1
+    assert _meta(tmp_path)["profile_resolved"] == stored and _meta(tmp_path)["resume_count"] == 0
+    profiles.write_text(text)
+    assert run_factory(_opts(tmp_path, resume=True)) == 1  # the same profile resumes (and fails on the DB again)
+    assert _meta(tmp_path)["resume_count"] == 1
