@@ -4,23 +4,23 @@
 The factory can only claim a candidate is deployable; this script re-checks that claim from the
 files on disk (runbook §7 "Hard gate acceptance"), so a tampered or half-written run cannot slip
 through. Every failed check is listed (one per line) so an operator fixes all of them at once.
-Exit 0 pass, 1 fail, 2 unreadable input. Writes selection_gate_summary_<stage>.json beside the
-selection.json either way.
+Exit 0 pass, 1 fail, 2 unreadable input or bad usage. Writes selection_gate_summary_<stage>.json
+beside the selection.json either way.
+
+Standard library only: the runbook calls it with a plain system `python3`, outside the venv.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-
-import typer
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runbook runs it as `python3 scripts/...`
-from factory.jsonio import write_json_atomic  # noqa: E402
 
 SELECTION_VERSION = "factory_selection_v1"
 TOP_KEYS = ("version", "run_id", "selection_stage", "deploy_stage", "promotion_stage",
@@ -38,6 +38,23 @@ class Stage(StrEnum):
     dry = "dry"
     smoke = "smoke"
     real = "real"
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """Temp file in the same directory, fsync, rename: a reader never sees half a summary."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(obj, sort_keys=True, ensure_ascii=False, indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 class Checks:
@@ -112,7 +129,7 @@ def check_bundle(sel: dict, selection_json: Path, checks: Checks) -> Path | None
     return run_dir if run_dir is not None and run_dir.is_dir() else None
 
 
-def check_selected(sel: dict, run_dir: Path | None, checks: Checks) -> dict | None:
+def check_selected(sel: dict, run_dir: Path | None, checks: Checks, stage: Stage = Stage.smoke) -> dict | None:
     selected = sel.get("selected")
     if not checks.add("selected is an object", isinstance(selected, dict), "selected missing or not an object"):
         return None
@@ -135,6 +152,13 @@ def check_selected(sel: dict, run_dir: Path | None, checks: Checks) -> dict | No
                f"selected.replay_equivalence_count is {cnt!r}, expected an integer >= 0")
     checks.add("selected not rejected", selected.get("rejected") in (None, False),
                f"selected.rejected is {selected.get('rejected')!r} ({selected.get('reject_reason')!r})")
+    if stage == Stage.real:  # a real stage may only select from an enforcing run whose gates passed
+        if "gate_mode" in selected:
+            checks.add("selected.gate_mode == enforce", selected.get("gate_mode") == "enforce",
+                       f"selected.gate_mode is {selected.get('gate_mode')!r}, expected 'enforce' for stage real")
+        failures = selected.get("gate_failures")
+        shown = "; ".join(map(str, failures)) if isinstance(failures, list) else repr(failures)
+        checks.add("selected.gate_failures empty", not failures, f"selected.gate_failures: {shown}")
     for key in PROOF_KEYS:
         p = _resolve(selected.get(key), run_dir)
         exists = p is not None and p.is_file()
@@ -185,7 +209,7 @@ def validate_selection(sel: dict, selection_json: Path, stage: Stage) -> Checks:
                f"version is {sel.get('version')!r}, expected {SELECTION_VERSION!r}")
     check_stage_values(sel, stage, checks)
     run_dir = check_bundle(sel, selection_json, checks)
-    selected = check_selected(sel, run_dir, checks)
+    selected = check_selected(sel, run_dir, checks, stage)
     check_run_metadata(sel, selected, run_dir, checks)
     return checks
 
@@ -206,29 +230,37 @@ def summary_of(sel: dict, selection_json: Path, stage: Stage, checks: Checks) ->
     }
 
 
-def main(
-    selection_json: Path = typer.Option(..., "--selection-json", help="reports/selection.json of a factory run"),
-    stage: Stage = typer.Option(..., "--stage", help="dry | smoke | real: which stage values are expected"),
-) -> None:
+def main(argv: list[str] | None = None) -> int:
     """Validate a factory selection.json against the promotion hard gate (exit 0 pass, 1 fail, 2 unreadable)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--selection-json", required=True, type=Path, help="reports/selection.json of a factory run")
+    parser.add_argument("--stage", required=True, choices=[s.value for s in Stage],
+                        help="dry | smoke | real: which stage values are expected")
+    args = parser.parse_args(argv)  # bad usage: argparse prints usage and exits 2
+    selection_json, stage = args.selection_json, Stage(args.stage)
     try:
         sel = json.loads(selection_json.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        typer.echo(f"error: cannot read {selection_json}: {exc}", err=True)
-        raise typer.Exit(2) from None
+        print(f"error: cannot read {selection_json}: {exc}", file=sys.stderr)
+        return 2
     if not isinstance(sel, dict):
-        typer.echo(f"error: {selection_json}: top level is not a JSON object", err=True)
-        raise typer.Exit(2)
+        print(f"error: {selection_json}: top level is not a JSON object", file=sys.stderr)
+        return 2
     checks = validate_selection(sel, selection_json, stage)
     out = selection_json.parent / f"selection_gate_summary_{stage.value}.json"
-    write_json_atomic(out, summary_of(sel, selection_json, stage, checks))
+    try:
+        write_json_atomic(out, summary_of(sel, selection_json, stage, checks))
+    except OSError as exc:
+        print(f"error: cannot write {out}: {exc}", file=sys.stderr)
+        return 2
     if checks.failed:
         for c in checks.failed:
-            typer.echo(f"FAIL {c['name']}: {c['detail']}", err=True)
-        typer.echo(f"selection gate FAILED ({len(checks.failed)}/{len(checks.items)} checks) stage={stage.value} summary={out}")
-        raise typer.Exit(1)
-    typer.echo(f"selection gate OK ({len(checks.items)} checks) stage={stage.value} summary={out}")
+            print(f"FAIL {c['name']}: {c['detail']}", file=sys.stderr)
+        print(f"selection gate FAILED ({len(checks.failed)}/{len(checks.items)} checks) stage={stage.value} summary={out}")
+        return 1
+    print(f"selection gate OK ({len(checks.items)} checks) stage={stage.value} summary={out}")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(typer.run(main))
+    sys.exit(main())

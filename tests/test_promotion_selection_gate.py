@@ -86,3 +86,40 @@ def test_unreadable_input_exits_2_with_one_line(tmp_path):
     assert res.stderr.strip().count("\n") == 0 and str(bad) in res.stderr
     res = run_gate(tmp_path / "absent.json", "smoke")
     assert res.returncode == 2 and "cannot read" in res.stderr
+
+
+def _edit_selected(sel: Path, **fields) -> None:
+    data = json.loads(sel.read_text())
+    data["selected"].update(fields)
+    sel.write_text(json.dumps(data))
+
+
+def test_real_stage_requires_an_enforced_gate_without_failures(tmp_path):
+    sel = make_run_dir(tmp_path / "a", "r_real", no_deploy=False)
+    _edit_selected(sel, gate_mode="enforce", gate_failures=[])
+    assert run_gate(sel, "real").returncode == 0
+    _edit_selected(sel, gate_mode="advisory", gate_failures=["walk_forward: oos pnl < 0", "slippage: 20 bps"])
+    res = run_gate(sel, "real")
+    assert res.returncode == 1
+    assert "selected.gate_mode is 'advisory', expected 'enforce' for stage real" in res.stderr
+    assert "selected.gate_failures: walk_forward: oos pnl < 0; slippage: 20 bps" in res.stderr
+    assert run_gate(sel, "smoke").returncode == 1  # smoke fails on the deploy stage only, not on the gates
+    assert [c["name"] for c in summary(sel, "smoke")["checks"] if not c["ok"]] == [
+        "deploy_stage in ('no_deploy', 'skipped')", "promotion_stage == skipped"]
+
+
+def test_runs_with_a_plain_system_python(tmp_path):
+    """The runbook calls `python3 scripts/validate_factory_selection_gate.py` outside the venv: no
+    third-party import, and argparse's usage errors exit 2."""
+    import shutil
+
+    py = next((p for p in ("/usr/bin/python3", shutil.which("python3")) if p and Path(p).exists()), sys.executable)
+    sel = make_run_dir(tmp_path / "a", "r_sys")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
+    res = subprocess.run([py, "-S", str(VALIDATOR), "--selection-json", str(sel), "--stage", "smoke"],
+                         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "selection gate OK" in res.stdout
+    bad = subprocess.run([py, "-S", str(VALIDATOR), "--selection-json", str(sel), "--stage", "weekly"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode == 2 and "invalid choice: 'weekly'" in bad.stderr and "Traceback" not in bad.stderr
