@@ -24,6 +24,7 @@ from strategy.layout import POS_SIDE, POS_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET_BARS = 11        # bars after the warm-up in which this config does not trade (found by the e2e run)
+HOLD_S = 1.5           # how long the exchange holds the request; the orders expire after 1 s (live_env)
 
 
 def db_rows(db: Path, sql: str) -> list[tuple]:
@@ -63,6 +64,30 @@ class Child:
         return code
 
 
+def hold_next(ex, action: str, seconds: float) -> list[float]:
+    """Hold the next `action` request in the exchange; the returned list gets the monotonic time at
+    which that request arrived (the real sandbox, observed through its fault queue)."""
+    arrived: list[float] = []
+    take = ex.faults.take
+
+    def take_and_note(kind: str):
+        fault = take(kind)
+        if kind == action and fault is not None and not arrived:
+            arrived.append(time.monotonic())
+        return fault
+
+    ex.faults.take = take_and_note
+    ex.faults.delay_next(action, seconds=seconds)
+    return arrived
+
+
+def settled(world: LiveWorld, db: Path) -> bool:
+    n_fills = len(world.ex.fills(world.wallet.address))
+    return (not db_rows(db, "SELECT 1 FROM oms_intents WHERE status IN ('NEW', 'UNKNOWN', 'SENT')")
+            and db_rows(db, "SELECT COUNT(*) FROM oms_fills") == [(n_fills,)]
+            and db_rows(db, "SELECT COUNT(*) FROM trades") == [(n_fills,)])
+
+
 def drive(world: LiveWorld, child: Child, db: Path, log: Path) -> None:
     """Reveal one bar on the exchange and in the candle DB; wait until the child processed it."""
     row = world.rows[world.next_bar]
@@ -97,7 +122,7 @@ def test_sigkill_after_a_committed_intent_then_restart_resolves_every_intent_onc
         while last_bar(db) != world.rows[world.next_bar - 1][2]:
             assert child.alive() and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
-        world.ex.faults.delay_next(held, seconds=1.5)        # the first order's path hangs in the exchange
+        held_at = hold_next(world.ex, held, HOLD_S)           # the first order's path hangs in the exchange
         wanted = f"SELECT intent_id FROM oms_intents WHERE status = '{status_at_kill}'"
         for _ in range(10):
             row = world.rows[world.next_bar]
@@ -110,11 +135,18 @@ def test_sigkill_after_a_committed_intent_then_restart_resolves_every_intent_onc
                 time.sleep(0.005)
             if db_rows(db, wanted):
                 break
-        time.sleep(0.3)                                     # the request is in flight, held by the exchange
+        # kill only once the request is in flight, held by the exchange: under CPU load the child can
+        # be slow to send it, and a hold still queued would catch the restarted daemon's request instead
+        end = time.monotonic() + 20
+        while not held_at:
+            assert child.alive() and time.monotonic() < end, f"no {held} request reached the exchange\n" \
+                                                              f"{log.read_text()[-3000:]}"
+            time.sleep(0.005)
         child.kill9()
+        assert time.monotonic() < held_at[0] + HOLD_S, "killed after the hold ended: the test machine is too slow"
         (killed_cloid, killed_status), = db_rows(db, "SELECT client_order_id, status FROM oms_intents")
         assert killed_status == status_at_kill
-        time.sleep(1.5)                                     # the held order lands (or not) with nobody waiting
+        time.sleep(max(0.0, held_at[0] + HOLD_S + 0.2 - time.monotonic()))  # the held request ends, nobody waits
 
         child = Child(world.env, log)
         deadline = time.monotonic() + 30
@@ -127,7 +159,11 @@ def test_sigkill_after_a_committed_intent_then_restart_resolves_every_intent_onc
                                                            "WHERE key = 'engine'")[0][0])).pos
             if pos[0, POS_SIDE] != 0:
                 break
-        time.sleep(1.2)                                      # one more loop: fill intake and reconciler
+        # fill intake and the reconciler catch up: every exchange fill stored, every intent resolved
+        deadline = time.monotonic() + 20                      # (not settled by then: the asserts below say why)
+        while not settled(world, db) and time.monotonic() < deadline:
+            assert child.alive(), log.read_text()[-3000:]
+            time.sleep(0.05)
         assert child.stop() == 0, log.read_text()[-3000:]
     finally:
         if child.alive():
