@@ -490,6 +490,12 @@ class OrderExecutor:
     `still_valid(intent)` decides whether an intent found NEW after a restart may still be sent
     (the daemon: its bar is still tradeable). `before_send` is a test seam called after the
     intent is committed and before the request leaves (a crash there is what the OMS survives).
+
+    A NEW intent of a previous process may have been signed at any moment until that process
+    died, however long after the intent was committed (a loaded machine): its order can land until
+    expiresAfter of that moment. The previous process died before this one started (the instance
+    lock), so `resolve_new` asks the exchange until this executor's start + expiresAfter + margin,
+    never only until the intent's created time + expiresAfter.
     """
 
     def __init__(self, oms: Oms, broker, gate, *, audit: Callable[[str, str | None, dict], None],
@@ -502,6 +508,7 @@ class OrderExecutor:
         self.fills_wait_s = fills_wait_s
         self.before_send = before_send
         self.sleep = sleep
+        self.started_ms = time.time_ns() // 1_000_000  # after the instance lock: earlier processes are gone
 
     # ---------------------------------------------------------------- entry point
     def execute(self, req: OrderRequest) -> Execution:
@@ -531,7 +538,8 @@ class OrderExecutor:
 
     def resolve_new(self, intent: Intent) -> Execution | None:
         """A NEW intent from before a restart: the exchange's answer, EXPIRED, or None (send it now)."""
-        found = self._ask_exchange(intent, deadline=self._deadline(intent.created_ts_ms))
+        # signed (if ever) no earlier than created, and by a previous process no later than our start
+        found = self._ask_exchange(intent, deadline=self._deadline(max(intent.created_ts_ms, self.started_ms)))
         if found is not None:
             self._reconcile_note("RESOLVE_NEW", intent, f"found_on_exchange:{found.status}")
             return found

@@ -198,3 +198,59 @@ def test_sigkill_after_a_committed_intent_then_restart_resolves_every_intent_onc
     assert n_trades == n_oms == len(fills)
     print(f"kill -9 while {held} was held: the {status_at_kill} intent resolved as {resolved[0][1]}, {len(statuses)} intents, {len(fills)} fills, "
           f"positions {exchange}")
+
+
+def test_restart_waits_out_the_dead_process_late_signed_submit_never_two_orders_per_cloid(tmp_path):
+    """A process slow to sign (CPU load) commits an intent, signs its order seconds later and dies while
+    the exchange holds it: the intent is NEW and older than its created time + expiresAfter, yet the
+    order may still land. The restarted executor must wait it out (the dead process signed before
+    this one started), find it by cloid and not send a second order for that cloid."""
+    import threading
+
+    import eth_account
+    from test_oms import T0, req, write_secrets
+
+    from live.hl_broker import HyperliquidBroker
+    from live.live_gates import SendGate
+    from live.oms import Oms, OrderExecutor
+    from live.sandbox import AssetSpec, SandboxExchange
+    from live.trading_db import open_trading_db
+
+    class Past:  # the dead process committed the intent 3 s ago
+        def now_ms(self) -> int:
+            return int(time.time() * 1000) - 3_000
+
+    wallet = eth_account.Account.create()
+    bars = [(T0 + i * HOUR, 30_000.0, 30_050.0, 29_950.0, 30_000.0, 10.0) for i in range(20)]
+    ex = SandboxExchange([AssetSpec("BTC", 5, 50)], {"BTC": bars}, {wallet.address: 10_000.0}, start_bar=5).start()
+    secrets = write_secrets(tmp_path / "s.json", wallet)
+    env = {"AI_QUANT_MODE": "live", "AI_QUANT_LIVE_ENABLE": "1",
+           "AI_QUANT_LIVE_CONFIRM": "I_UNDERSTAND_THIS_CAN_LOSE_MONEY"}
+    conn = open_trading_db(tmp_path / "live.db")
+    try:
+        dead, _ = Oms(conn, clock=Past()).create_intent(symbol="BTC", action="OPEN", side="BUY", size=0.01,
+                                                         notional=300.0, decision_ts_ms=T0 + 5 * HOUR, seq=0,
+                                                         leverage=5, meta={"tif": "Ioc"})
+        # its last act: the order, signed now (expires in 1 s), held 0.6 s by the exchange
+        arrived = hold_next(ex, "order", 0.6)
+        slow = HyperliquidBroker(ex.base_url, secrets, timeout_s=5.0, expires_s=1.0)
+        in_flight = threading.Thread(target=slow.submit, args=("BTC", True, 0.01, 31_000.0),
+                                     kwargs={"reduce_only": False, "cloid": dead.client_order_id}, daemon=True)
+        in_flight.start()
+        end = time.monotonic() + 10
+        while not arrived:
+            assert time.monotonic() < end, "the dead process's order never reached the exchange"
+            time.sleep(0.005)
+
+        broker = HyperliquidBroker(ex.base_url, secrets, timeout_s=5.0, expires_s=1.0)
+        restarted = OrderExecutor(Oms(conn), broker, SendGate("live", env), audit=lambda *a: None,
+                                  still_valid=lambda intent: True, poll_s=0.05)
+        got = restarted.execute(req())
+        in_flight.join(10)
+        fills = ex.fills(wallet.address)
+    finally:
+        conn.close()
+        ex.stop()
+    assert {f["oid"] for f in fills if f["cloid"] == dead.client_order_id} == {got.intent.exchange_order_id and
+                                                                               int(got.intent.exchange_order_id)}
+    assert got.intent.intent_id == dead.intent_id and got.status == "FILLED"
