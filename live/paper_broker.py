@@ -86,6 +86,12 @@ class PaperBroker:
     def record(self, fills: np.ndarray, *, bar_t_ms: int, epoch: str, config_id: str, pos: np.ndarray) -> None:
         trade_ids = {}
         for row in _fill_rows(fills, self.symbols, bar_t_ms, epoch, config_id, self.mode):
+            p = pos[self.symbols.index(row["symbol"])]
+            if row["action"] in ("OPEN", "ADD") and p[POS_SIDE] != 0.0:
+                # the position's leverage and margin after the fill: export_state and the alignment
+                # gate rebuild positions from these rows
+                row["leverage"] = float(p[POS_LEVERAGE])
+                row["margin_used"] = float(p[POS_MARGIN])
             trade_ids[row["symbol"]] = (insert_trade(self.conn, row), row["action"])
         for symbol, (trade_id, action) in trade_ids.items():
             s = self.symbols.index(symbol)

@@ -325,3 +325,22 @@ def test_reduce_losses_count_toward_the_daily_loss_stop(setup):
         assert daemon.risk.state()["day_realized_pnl"] == pytest.approx(expected, abs=1e-9)
     finally:
         daemon.close()
+
+
+def test_export_state_of_the_paper_daemon_seeds_a_replay(setup):
+    tmp_path, env = setup
+    trader(env, "--mode", "paper", "--until-caught-up")
+    state = tmp_path / "state.json"
+    proc = subprocess.run([sys.executable, "tools/export_state.py", "--source", "paper", "--db", str(tmp_path / "paper.db"),
+                           "--output", str(state)], cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    exported = json.loads(state.read_text())
+    assert exported["positions"], "the catch-up ends with open positions"
+    assert all(p["leverage"] >= 1 and p["margin_used"] > 0 for p in exported["positions"])
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "tools.backtester", "replay", "--candles-db",
+                           str(tmp_path / "candles_dbs" / "candles_15m.db"), "--config", str(tmp_path / "cfg.yaml"),
+                           "--init-state", str(state), "--start", "2018-01-29", "--output", str(out)],
+                          cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["initial_balance"] == exported["balance"]
