@@ -303,7 +303,7 @@ def run_sweep(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, back
               batch: int | None = None, seed: int = 42, storage: str | None = None,
               top_n: int | None = None, progress: bool = True, study_name: str | None = None,
               objective: str = "pnl", start_ms: int | None = None, end_ms: int | None = None,
-              kernel=None, exit_md=None, neighborhood: int = 1,
+              exit_md=None, neighborhood: int = 1,
               keep_scores: dict[str, RowScore] | None = None) -> SweepResult:
     """Evaluate a grid (or TPE candidates) and return rows sorted best-first by ``objective``.
 
@@ -318,7 +318,7 @@ def run_sweep(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, back
     name, reason = choose_backend(backend)
     started = time.perf_counter()
     prep = prepare(base_cfg, spec, md, funding, precision=precision, start_ms=start_ms, end_ms=end_ms, sub=sub)
-    evaluator = Evaluator(prep.static, name, kernel=kernel)
+    evaluator = Evaluator(prep.static, name)
     initial = prep.static.initial_balance
     if tpe:
         cands, metrics, tpe_info = _run_tpe_sweep(spec, prep, evaluator, name, trials=trials, batch=batch,
@@ -432,7 +432,7 @@ def trades_to_dicts(trades: np.ndarray, n: int, symbols: list[str]) -> list[dict
 def trace_candidates(base_cfg, overrides_list: list[dict[str, Any]], md, funding: np.ndarray | None, *,
                      initial_balance: float = 10_000.0, backend: str = "cpu", precision: str = "f64",
                      lookback: int = 0, start_ms: int | None = None, end_ms: int | None = None,
-                     max_trades: int = 4096, kernel=None, exit_md=None) -> list[list[dict[str, Any]]]:
+                     max_trades: int = 4096, exit_md=None) -> list[list[dict[str, Any]]]:
     """Re-run a few candidates with trade buffers and return each one's trade list.
 
     Data binding as in run_sweep (watchlist_exclude, exit sub-bars); trade symbols name the bound md."""
@@ -445,7 +445,7 @@ def trace_candidates(base_cfg, overrides_list: list[dict[str, Any]], md, funding
     prep = prepare(base_cfg, spec, md, funding, precision=precision, start_ms=start_ms, end_ms=end_ms,
                    initial_balance=initial_balance, sub=sub)
     pvals, fidx = prep.kernel_vectors(candidates_from_overrides(spec, full).value_idx)
-    evaluator = Evaluator(prep.static, name, kernel=kernel)
+    evaluator = Evaluator(prep.static, name)
     metrics, trades = evaluator.evaluate(pvals, fidx, max_trades=max_trades)
     counts = metrics[:, L.M_TOTAL_TRADES].astype(np.int64)
     if counts.max(initial=0) > max_trades:  # overflowed: once more with room for every trade

@@ -115,30 +115,23 @@ def _scratch(xp_empty, batch: int, nsym: int, max_fills: int, max_trades: int) -
     )
 
 
-_CPU_DRIVERS: dict[int, object] = {}
-_CUDA_DRIVERS: dict[int, object] = {}
+_CUDA_DRIVER = None
 
 
-def _cpu_driver(kernel):
-    if kernel is None:  # the real decision kernel: the module-level, disk-cached driver
-        from gpu.cpu_driver import sweep_cpu
+def _cpu_driver():
+    """The module-level, disk-cached CPU driver (gpu/cpu_driver.py)."""
+    from gpu.cpu_driver import sweep_cpu
 
-        return sweep_cpu
-    key = id(kernel)
-    if key not in _CPU_DRIVERS:
-        from gpu.kernels import make_cpu_driver
-
-        _CPU_DRIVERS[key] = make_cpu_driver(kernel, cache=False)
-    return _CPU_DRIVERS[key]
+    return sweep_cpu
 
 
-def _cuda_driver(kernel):
-    key = id(kernel)
-    if key not in _CUDA_DRIVERS:
+def _cuda_driver():
+    global _CUDA_DRIVER
+    if _CUDA_DRIVER is None:
         from gpu.kernels import make_cuda_driver
 
-        _CUDA_DRIVERS[key] = make_cuda_driver(kernel)
-    return _CUDA_DRIVERS[key]
+        _CUDA_DRIVER = make_cuda_driver()
+    return _CUDA_DRIVER
 
 
 def max_candidate_bars_per_dispatch() -> int:
@@ -158,12 +151,11 @@ def max_candidate_bars_per_dispatch() -> int:
 
 
 class Evaluator:
-    """Runs candidate batches on one backend. ``kernel`` (tests only) replaces strategy.kernel."""
+    """Runs candidate batches on one backend."""
 
-    def __init__(self, static: StaticInputs, backend: str, *, kernel=None):
+    def __init__(self, static: StaticInputs, backend: str):
         self.static = static
         self.backend = backend
-        self.kernel = kernel
         bars = max(1, static.t1 - static.t0) * max(1, static.nsym)
         self.max_batch = max(1, max_candidate_bars_per_dispatch() // bars)
         if backend == "cpu":
@@ -224,7 +216,7 @@ class Evaluator:
         scratch = _scratch(np.zeros, m, s.nsym, max_fills, max_trades)
         metrics = np.zeros((m, NM), dtype=np.float64)
         pool, pcols, preplace, base, valid, funding, t_open, t_close, *sub = self._args
-        _cpu_driver(self.kernel)(c0, m, pool, fidx, pvals, pcols, preplace, base, valid, funding,
+        _cpu_driver()(c0, m, pool, fidx, pvals, pcols, preplace, base, valid, funding,
                                  t_open, t_close, *sub, *self._common(), *scratch, metrics)
         return metrics, scratch[-1]
 
@@ -240,7 +232,7 @@ class Evaluator:
         threads = THREADS_PER_BLOCK
         blocks = (m + threads - 1) // threads
         # candidates are re-based to 0 inside the dispatch: the per-candidate arrays were sliced
-        _cuda_driver(self.kernel)[blocks, threads](
+        _cuda_driver()[blocks, threads](
             0, m, pool, d_fidx, d_pvals, pcols, preplace, base, valid, funding,
             t_open, t_close, *sub, *self._common(), *scratch, d_metrics)
         cuda.synchronize()

@@ -115,29 +115,6 @@ def make_sweep_kernels(jit_device, kernel=None):
     return SimpleNamespace(run_candidate=run_candidate, load_params=load_params, load_bar=load_bar)
 
 
-def make_cpu_driver(kernel=None, *, cache: bool = True):
-    """njit(parallel) driver: ``sweep_cpu(c0, n, *arrays)`` runs candidates c0..c0+n in prange."""
-    import numba
-
-    jit = numba.njit(cache=cache)
-    run_candidate = make_sweep_kernels(jit, kernel).run_candidate
-
-    @numba.njit(parallel=True, cache=cache)
-    def sweep_cpu(c0, n, pool, fidx, pvals, pcols, preplace, base_params, valid, funding,
-                  t_open, t_close, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub,
-                  t0, t1, btc_idx, initial_balance,
-                  params_s, feat_s, pos_s, acct_s, rscore_s, ridx_s, vrow_s, pvrow_s, frow_s,
-                  fills_s, trades_s, metrics):
-        for i in numba.prange(n):
-            run_candidate(c0 + i, i, pool, fidx, pvals, pcols, preplace, base_params, valid, funding,
-                          t_open, t_close, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub,
-                          t0, t1, btc_idx, initial_balance,
-                          params_s, feat_s, pos_s, acct_s, rscore_s, ridx_s, vrow_s, pvrow_s, frow_s,
-                          fills_s, trades_s, metrics)
-
-    return sweep_cpu
-
-
 def make_cuda_driver(kernel=None):
     """CUDA kernel ``sweep_cuda[blocks, threads](c0, n, *arrays)``: thread i runs candidate c0+i."""
     global cuda  # a module global, so numba's simulator can swap in its fake ``cuda`` module
