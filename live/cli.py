@@ -20,7 +20,8 @@ def run(
     """Run the canonical engine on closed bars; every setting comes from AI_QUANT_* (see .env.example)."""
     from live.daemon import DaemonError, TraderDaemon
     from live.env import EnvError, load_settings
-    from live.lock import LockHeldError
+    from live.lock import LockError
+    from live.trading_db import TradingDbError
     from marketdata.intervals import MarketDataError
     from strategy.config import ConfigError
 
@@ -30,7 +31,7 @@ def run(
     try:
         settings = load_settings(env)
         code = TraderDaemon(settings, until_caught_up=until_caught_up).run()
-    except (EnvError, DaemonError, LockHeldError, ConfigError, MarketDataError, PermissionError) as exc:
+    except (EnvError, DaemonError, LockError, TradingDbError, ConfigError, MarketDataError, PermissionError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

@@ -23,9 +23,12 @@ catch-up over old bars behave exactly like running through them live.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -35,12 +38,14 @@ from live import checkpoint
 from live.clock import ManualClock, SystemClock
 from live.config_watch import ConfigWatcher
 from live.env import Settings
+from live.exchange_errors import describe, is_transient
 from live.fill_adjust import LiveTradeRecorder, _mirror, apply_real_fills
 from live.fill_intake import FillIntake, IngestResult
+from live.kill_switch import ensure_private_dir
 from live.live_gates import SendGate, live_start_problem
-from live.lock import InstanceLock
+from live.lock import InstanceLock, db_lock
 from live.market_ws import MarketWs, WsConfig, ws_url
-from live.oms import Oms, OrderExecutor, OrderRequest
+from live.oms import UNREACHABLE, Oms, OrderExecutor, OrderRequest
 from live.paper_broker import DryLiveBroker, PaperBroker
 from live.reconcile import Reconciler
 from live.risk import HALT_ALL, RiskManager
@@ -108,6 +113,8 @@ class TraderDaemon:
         return load_config(path, mode=self.strategy_mode, live=not self.settings.is_paper)
 
     def _start(self) -> None:
+        """Check everything that needs no file of ours first, then claim the DB (both locks) and
+        open it; a start that fails after that removes what it created (no empty DB, no lock left)."""
         s = self.settings
         if s.mode == "live":
             problem = live_start_problem(s.live.gate_env("live"))
@@ -116,9 +123,6 @@ class TraderDaemon:
         if not s.strategy_yaml.exists():
             raise DaemonError(f"strategy YAML not found: {s.strategy_yaml} (AI_QUANT_STRATEGY_YAML)")
         secrets = self._secrets()
-        self.lock = InstanceLock(s.lock_path).acquire()
-        self.conn = open_trading_db(s.db_path)
-        self.log = RuntimeLogger(s.db_path, s.mode)
         self.strategy_mode = s.strategy_mode or read_mode_file(s.strategy_mode_file)  # env wins, then the file
         self.watcher = ConfigWatcher(s.strategy_yaml, self._load_config)
         self.cfg = self.watcher.config
@@ -130,9 +134,58 @@ class TraderDaemon:
         self.symbols = self._symbols()
         self.bar_clock = None
         self.risk = None
+        self.log = None
+        created = self._claim_db()
+        try:
+            self._open_runtime(secrets)
+        except BaseException:
+            self._abandon_start(created)
+            raise
+
+    def _claim_db(self) -> list[Path]:
+        """Take the configured lock and the DB's own lock, open the DB; returns the paths this start
+        created (removed again if the start fails)."""
+        s = self.settings
+        self.lock = InstanceLock(s.lock_path)
+        self.db_lock = db_lock(s.db_path)
+        self.conn = None
+        wanted = [s.lock_path, self.db_lock.path, s.db_path]
+        created = [p for p in wanted if not os.path.lexists(p)]
+        try:
+            self.lock.acquire()
+            self.db_lock.acquire()
+            self.conn = open_trading_db(s.db_path)
+        except BaseException:
+            self._abandon_start(created)
+            raise
+        return created
+
+    def _abandon_start(self, created: list[Path]) -> None:
+        """Undo a failed start: close, then delete the files this start created (never older ones,
+        and a lock file only while this process holds it)."""
+        if getattr(self, "log", None) is not None:
+            self.log.close()
+        if self.conn is not None:
+            self.conn.close()
+        for lock in (self.db_lock, self.lock):
+            if lock.held and lock.path in created:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lock.path)
+            lock.release()
+        if self.settings.db_path in created:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.settings.db_path}{suffix}")
+
+    def _open_runtime(self, secrets) -> None:
+        s = self.settings
+        self.log = RuntimeLogger(s.db_path, s.mode)
         if secrets is not None:
             self._connect_exchange(secrets)
         self._restore_engine()
+        if s.risk.kill_switch_file is not None:
+            ensure_private_dir(s.risk.kill_switch_file)  # where the operator writes it (0700 when new)
+        self._ensure_risk(self._risk_anchor_ms())  # kill file, env and latched kills known before any bar
         if s.mode == "live":
             self.broker = LiveTradeRecorder(self.conn, self.symbols)
         elif s.is_paper:
@@ -149,6 +202,13 @@ class TraderDaemon:
         if self.reconciler is not None and s.mode == "live":
             counts = self.reconciler.on_start()
             self.log.info(f"reconciler on start: {counts}")
+
+    def _risk_anchor_ms(self) -> int:
+        """The bar clock at start: the close of the last processed bar, else of the first bar the
+        candle DB holds (the catch-up starts there, so daily baselines stay on the bar clock)."""
+        if self.last_bar_t is not None:
+            return self.last_bar_t + self.iv_ms
+        return self.first_bar_t + self.iv_ms
 
     # ------------------------------------------------------------------ exchange (dry_live / live)
     def _secrets(self):
@@ -171,7 +231,8 @@ class TraderDaemon:
         try:
             self.hl = HyperliquidBroker(lv.hl_base_url, secrets, timeout_s=lv.hl_timeout_s,
                                         slippage_pct=lv.slippage_pct, expires_s=lv.order_expires_s,
-                                        bump_to_min=lv.bump_to_min_notional, read_only=s.mode != "live")
+                                        bump_to_min=lv.bump_to_min_notional, read_only=s.mode != "live",
+                                        read_attempts=lv.hl_read_attempts, retry_base_s=lv.hl_retry_base_s)
             missing = [x for x in self.symbols if not self.hl.has_symbol(x)]
             self.account_value = self.hl.account_value()
         except DaemonError:
@@ -256,6 +317,7 @@ class TraderDaemon:
         except MarketDataError as exc:
             raise DaemonError(str(exc)) from None
         available = set(md.symbols)
+        self.first_bar_t = int(md.times[0])
         wanted = list(self.settings.symbols) or sorted(available)
         missing = [x for x in wanted if x not in available]
         if missing:
@@ -425,9 +487,12 @@ class TraderDaemon:
         refused: set[int] = set()
         for _ in range(len(self.symbols) + 2):
             fills = self._step_checked(md, funding, b, refused, order_snap)
-            pairs, refused_sym = self._execute_bar(fills, t)
+            pairs, refused_sym, unreachable = self._execute_bar(fills, t)
             if refused_sym is None:
                 break
+            if unreachable:  # reads kept failing: no entry this bar (exits still go out, retried)
+                refused.update(range(len(self.symbols)))
+                self._audit("ENTRIES_SKIPPED", None, {"bar_t_ms": t, "why": UNREACHABLE})
             refused.add(refused_sym)
             self.engine.state = snapshot.copy()
         adjusted = apply_real_fills(snapshot, self.engine.state, pairs)
@@ -445,7 +510,8 @@ class TraderDaemon:
                             confidence=CONF_NAMES.get(int(row[FL_CONF]), "low"))
 
     def _execute_bar(self, fills: np.ndarray, t: int):
-        """Execute the bar's fills in order; stops at the first entry the exchange refused."""
+        """Execute the bar's fills in order; stops at the first entry the exchange refused
+        (-> pairs, that symbol, whether it was refused because the exchange was unreachable)."""
         pairs, seen = [], {}
         for row in fills:
             key = (int(row[FL_SYM]), int(row[FL_ACTION]))
@@ -453,13 +519,13 @@ class TraderDaemon:
             req = self._order_request(row, t, seq)
             ex = self.executor.execute(req)
             if ex.refused and req.is_entry:
-                return pairs, int(row[FL_SYM])
+                return pairs, int(row[FL_SYM]), str(ex.error or "").startswith(UNREACHABLE)
             if req.action == "CLOSE":
                 ex = self._finish_close(req, ex)
             elif ex.refused:
                 self._audit("EXIT_NOT_FILLED", req.symbol, {"action": req.action, "error": ex.error})
             pairs.append((row, ex))
-        return pairs, None
+        return pairs, None, False
 
     def _finish_close(self, req: OrderRequest, ex):
         """Retry the remainder of a partially filled close (new intents r1, r2, ...)."""
@@ -616,7 +682,7 @@ class TraderDaemon:
         return True
 
     def _heartbeat(self, loop_s: float) -> None:
-        st = self.risk.state() if self.risk else {"kill": "off", "kill_reason": None}
+        st = self.risk.state()
         open_pos = int(np.count_nonzero(self.engine.state.pos[:, POS_SIDE]))
         self.log.heartbeat(loops=self.loops, errors=self.errors, symbols=len(self.symbols), open_pos=open_pos,
                            loop=loop_s, ws_connected=self._ws_connected(), kill=st["kill"], kill_reason=st["kill_reason"],
@@ -693,12 +759,32 @@ class TraderDaemon:
         self.loops += 1
         return processed
 
+    def _loop_riding_out_exchange_errors(self) -> int:
+        """loop_once; a transient exchange error that escaped the retries (a 5xx, 429, timeout or
+        dropped reply on a read) does not end the trader: the engine goes back to its last
+        checkpoint, as after a restart, and the next loop re-runs the bar (intents already
+        written are found by their dedupe key, nothing is sent twice)."""
+        try:
+            return self.loop_once()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.errors += 1
+            self._audit("EXCHANGE_UNREACHABLE", None, {"error": describe(exc), "then": "re-run from checkpoint"})
+            self.log.warning(f"exchange unreachable ({describe(exc)}); engine back to its last checkpoint, "
+                             "the bar is re-run on the next loop")
+            self._restore_engine()
+            self.risk = None
+            self._ensure_risk(self._risk_anchor_ms())
+            return 0
+
     def close(self) -> None:
         if self.market_ws is not None:
             self.market_ws.stop()
             self.market_ws = None
         self.log.close()
         self.conn.close()
+        self.db_lock.release()
         self.lock.release()
 
     def _maybe_switch_mode(self) -> bool:
@@ -726,11 +812,12 @@ class TraderDaemon:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         ready(f"trading {len(self.symbols)} symbols on {self.interval}")
-        last_hb = 0.0
+        self._heartbeat(0.0)  # the persisted kill state is visible before the first (maybe long) catch-up
+        last_hb = time.monotonic()
         try:
             while not self.stop_requested:
                 started = time.monotonic()
-                processed = self.loop_once()
+                processed = self._loop_riding_out_exchange_errors()
                 self.pinger.maybe_ping()
                 if time.monotonic() - last_hb >= self.settings.heartbeat_secs or self.until_caught_up:
                     self._heartbeat(time.monotonic() - started)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from live.kill_switch import CLOSE_ONLY, HALT_ALL, KillSwitchValueError, parse_env_kill
+from live.kill_switch import CLOSE_ONLY, HALT_ALL, KillSwitchValueError, default_kill_file, parse_env_kill
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODES = ("paper", "dry_live", "live")
@@ -123,7 +123,7 @@ class RiskLimits(BaseModel):
         per_min = dict(lo=1, hi=1000)
         return cls(
             kill_switch=kill,
-            kill_switch_file=env_path(env, "AI_QUANT_KILL_SWITCH_FILE", None),
+            kill_switch_file=env_path(env, "AI_QUANT_KILL_SWITCH_FILE", None) or default_kill_file(env),
             kill_switch_poll_s=env_float(env, "AI_QUANT_KILL_SWITCH_POLL_S", 2.0, lo=0.1, hi=60),
             max_drawdown_pct=env_float(env, "AI_QUANT_RISK_MAX_DRAWDOWN_PCT", 0.0, lo=0, hi=100),
             safe_mode_drawdown_pct=env_float(env, "AI_QUANT_RISK_SAFE_MODE_DRAWDOWN_PCT", 20.0, lo=0, hi=100),
@@ -150,6 +150,8 @@ class LiveSettings(BaseModel):
     hard_kill: bool = False
     hl_base_url: str = "https://api.hyperliquid.xyz"
     hl_timeout_s: float = 10.0
+    hl_read_attempts: int = 4         # transient read errors (5xx, 429, timeouts) retried with backoff
+    hl_retry_base_s: float = 0.25
     slippage_pct: float = 0.01
     order_expires_s: float = 15.0
     bump_to_min_notional: bool = False
@@ -176,6 +178,8 @@ class LiveSettings(BaseModel):
             hard_kill=env_bool(env, "AI_QUANT_HARD_KILL_SWITCH", False),
             hl_base_url=(_raw(env, "AI_QUANT_HL_BASE_URL") or "https://api.hyperliquid.xyz").rstrip("/"),
             hl_timeout_s=env_float(env, "AI_QUANT_HL_TIMEOUT_S", 10.0, lo=0.5, hi=30),
+            hl_read_attempts=env_int(env, "AI_QUANT_HL_READ_ATTEMPTS", 4, lo=1, hi=20),
+            hl_retry_base_s=env_float(env, "AI_QUANT_HL_RETRY_BASE_S", 0.25, lo=0.0, hi=10),
             slippage_pct=env_float(env, "HL_LIVE_MARKET_SLIPPAGE_PCT", 0.01, lo=0.0005, hi=0.10),
             order_expires_s=env_float(env, "AI_QUANT_HL_ORDER_EXPIRES_S", 15.0, lo=0.2, hi=120),
             bump_to_min_notional=env_bool(env, "AI_QUANT_LIVE_BUMP_TO_MIN_NOTIONAL", False),

@@ -21,6 +21,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 import requests
 
+from live.exchange_errors import with_retries
+
 MIN_NOTIONAL_USD = 10.0
 MIN_NOTIONAL_RULE = "Order must have minimum value of $10"
 MAINNET_URL = "https://api.hyperliquid.xyz"
@@ -103,7 +105,7 @@ class HyperliquidBroker:
 
     def __init__(self, base_url: str, secrets, *, timeout_s: float = 10.0, slippage_pct: float = 0.01,
                  expires_s: float = 15.0, bump_to_min: bool = False, mids: Callable[[], dict] | None = None,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, read_attempts: int = 1, retry_base_s: float = 0.25) -> None:
         from hyperliquid.info import Info
 
         self.base_url = base_url.rstrip("/")
@@ -113,7 +115,9 @@ class HyperliquidBroker:
         self.slippage = min(max(float(slippage_pct), 0.0005), 0.10)
         self.expires_s = expires_s
         self.bump_to_min = bump_to_min
-        self.info = Info(self.base_url, skip_ws=True, timeout=timeout_s)
+        self.read_attempts = read_attempts
+        self.retry_base_s = retry_base_s
+        self.info = self._read(lambda: Info(self.base_url, skip_ws=True, timeout=timeout_s), "meta")
         self._mids = mids
         self._on_mid_fallback: Callable[[str], None] | None = None
         self.rest_mid_fallbacks = 0
@@ -129,10 +133,15 @@ class HyperliquidBroker:
         if self._exchange is None:
             from hyperliquid.exchange import Exchange
 
-            self._exchange = Exchange(self.secrets.wallet(), self.base_url, meta=self.info.meta(),
+            meta = self._read(self.info.meta, "meta")
+            self._exchange = Exchange(self.secrets.wallet(), self.base_url, meta=meta,
                                       account_address=self.address, timeout=self.timeout_s)
         self._exchange.set_expires_after(int(time.time() * 1000 + self.expires_s * 1000))
         return self._exchange
+
+    def _read(self, call: Callable, what: str):
+        """A read (or an idempotent write such as updateLeverage), retried on transient errors."""
+        return with_retries(call, what, attempts=self.read_attempts, base_delay_s=self.retry_base_s)
 
     # ---- market and account reads
     def sz_decimals(self, symbol: str) -> int:
@@ -155,13 +164,13 @@ class HyperliquidBroker:
                 if self._on_mid_fallback is not None:
                     self._on_mid_fallback(symbol)
         if px <= 0:
-            px = float(self.info.all_mids().get(symbol) or 0.0)
+            px = float(self._read(self.info.all_mids, "allMids").get(symbol) or 0.0)
         if px <= 0:
             raise OrderRefused(f"{symbol}: no mid price from the exchange")
         return px
 
     def user_state(self) -> dict:
-        return self.info.user_state(self.address)
+        return self._read(lambda: self.info.user_state(self.address), "clearinghouseState")
 
     def positions(self) -> dict[str, float]:
         """Signed exchange position size per coin (non-zero only)."""
@@ -180,7 +189,7 @@ class HyperliquidBroker:
         return float(self.user_state()["marginSummary"]["accountValue"])
 
     def open_orders(self) -> list[dict]:
-        return self.info.open_orders(self.address)
+        return self._read(lambda: self.info.open_orders(self.address), "openOrders")
 
     def order_status(self, cloid: str) -> dict:
         from hyperliquid.utils.types import Cloid
@@ -189,10 +198,12 @@ class HyperliquidBroker:
 
     def fills_by_time(self, start_ms: int, end_ms: int) -> list[dict]:
         """The account's fills in [start_ms, end_ms] (REST backfill of the fill intake)."""
-        return self.info.user_fills_by_time(self.address, int(start_ms), int(end_ms), aggregate_by_time=False)
+        return self._read(lambda: self.info.user_fills_by_time(self.address, int(start_ms), int(end_ms),
+                                                               aggregate_by_time=False), "userFillsByTime")
 
     def fills_for_oid(self, oid: int) -> list[dict]:
-        return [f for f in self.info.user_fills(self.address) if int(f.get("oid", -1)) == int(oid)][::-1]
+        fills = self._read(lambda: self.info.user_fills(self.address), "userFills")
+        return [f for f in fills if int(f.get("oid", -1)) == int(oid)][::-1]
 
     # ---- order sizing and pricing
     def entry_size(self, symbol: str, size: float, px: float) -> float:
@@ -217,7 +228,7 @@ class HyperliquidBroker:
         lev = max(1, int(round(leverage)))
         if self._leverage.get(symbol) == lev:
             return
-        resp = self.exchange.update_leverage(lev, symbol, True)
+        resp = self._read(lambda: self.exchange.update_leverage(lev, symbol, True), "updateLeverage")
         if not isinstance(resp, dict) or resp.get("status") != "ok":
             raise OrderRefused(f"updateLeverage {symbol} {lev}x refused by the exchange: "
                                f"{resp.get('response') if isinstance(resp, dict) else resp}")
@@ -229,8 +240,9 @@ class HyperliquidBroker:
         from hyperliquid.utils.error import ClientError, ServerError
         from hyperliquid.utils.types import Cloid
 
+        exchange = self.exchange  # built (meta read, retried) before the send: its failure sends nothing
         try:
-            resp = self.exchange.order(symbol, is_buy, size, limit_px, {"limit": {"tif": tif}},
+            resp = exchange.order(symbol, is_buy, size, limit_px, {"limit": {"tif": tif}},
                                        reduce_only=reduce_only, cloid=Cloid(cloid))
         except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
             return OrderResult("UNKNOWN", error=self._clean(f"{type(exc).__name__}: {exc}"), limit_px=limit_px,

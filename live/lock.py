@@ -11,24 +11,32 @@ import os
 from pathlib import Path
 
 
-class LockHeldError(RuntimeError):
+class LockError(RuntimeError):
+    """The lock cannot be taken (not a file, no permission); one line for the operator."""
+
+
+class LockHeldError(LockError):
     """Another live process holds the lock; the message is one line for the operator."""
 
 
 class InstanceLock:
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, what: str = "trader") -> None:
         self.path = Path(path)
+        self.what = what
         self._fd: int | None = None
 
     def acquire(self) -> InstanceLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise LockError(f"cannot use {self.path} as a lock file: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_pid(fd)
             os.close(fd)
-            raise LockHeldError(f"another trader holds {self.path} (pid {holder}); refusing to start") from None
+            raise LockHeldError(f"another {self.what} holds {self.path} (pid {holder}); refusing to start") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         os.fsync(fd)
@@ -58,3 +66,14 @@ def _read_pid(fd: int) -> str:
     except OSError:
         return "?"
     return text if text.isdigit() else "?"
+
+
+def db_lock_path(db_path: str | os.PathLike) -> Path:
+    """The lock that names a trading DB itself: beside the DB's real path (symlinks resolved), so two
+    traders with different AI_QUANT_LOCK_PATHs still cannot both write one DB."""
+    real = Path(os.path.realpath(db_path))
+    return real.with_name(real.name + ".lock")
+
+
+def db_lock(db_path: str | os.PathLike) -> InstanceLock:
+    return InstanceLock(db_lock_path(db_path), what=f"trader on {os.path.realpath(db_path)}")

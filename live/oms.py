@@ -24,12 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from live.exchange_errors import ExchangeUnavailable
 from live.trading_db import now_ms
 
 STATUSES = ("NEW", "WOULD", "SENT", "UNKNOWN", "PARTIAL", "FILLED", "REJECTED", "EXPIRED", "CANCELLED")
 OPEN_STATUSES = ("NEW", "SENT", "UNKNOWN", "PARTIAL")
 FINAL_STATUSES = ("WOULD", "FILLED", "REJECTED", "EXPIRED", "CANCELLED")
 DEFAULT_CLOID_PREFIX = "aiq_"
+UNREACHABLE = "exchange unreachable"  # the error prefix of an intent refused because reads kept failing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS oms_intents (
@@ -567,10 +569,15 @@ class OrderExecutor:
                 self.broker.ensure_leverage(intent.symbol, req.leverage)
         except OrderRefused as exc:
             return self._refuse(intent, str(exc), "ORDER_REJECTED")
+        except ExchangeUnavailable as exc:
+            return self._refuse(intent, f"{UNREACHABLE}: {exc}", "EXCHANGE_UNREACHABLE")
         if self.before_send is not None:
             self.before_send(intent)
-        res = self.broker.submit(intent.symbol, intent.is_buy, size, px, reduce_only=intent.reduce_only,
-                                 cloid=intent.client_order_id, tif=req.tif)
+        try:
+            res = self.broker.submit(intent.symbol, intent.is_buy, size, px, reduce_only=intent.reduce_only,
+                                     cloid=intent.client_order_id, tif=req.tif)
+        except ExchangeUnavailable as exc:  # the client could not be built: nothing was sent
+            return self._refuse(intent, f"{UNREACHABLE}: {exc}", "EXCHANGE_UNREACHABLE")
         self.oms.record_order(intent, order_type=f"limit_{req.tif.lower()}", size=size, status=res.status,
                               raw={"response": res.raw, "error": res.error, "limit_px": px}, oid=res.oid)
         if res.status == "REJECTED":

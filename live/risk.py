@@ -21,7 +21,7 @@ from typing import Any
 
 from live.clock import Clock, SystemClock
 from live.env import RiskLimits
-from live.kill_switch import CLEAR, CLOSE_ONLY, HALT_ALL, OFF, SEVERITY, read_kill_file
+from live.kill_switch import CLEAR, CLOSE_ONLY, HALT_ALL, OFF, SEVERITY, KillFileReading, read_kill_file
 
 ENTRY_ACTIONS = frozenset({"OPEN", "ADD"})
 EXIT_ACTIONS = frozenset({"REDUCE", "CLOSE"})
@@ -88,7 +88,7 @@ class RiskManager:
         self._kills: dict[str, Kill] = {}
         self.kill_seq = 0
         self.blocks = 0
-        self._file_sig: tuple | None = None
+        self._file_reading: KillFileReading | None = None
         self._file_polled = False
         self._next_file_poll = now
         self._hwm: float | None = None
@@ -175,9 +175,10 @@ class RiskManager:
         path = self.limits.kill_switch_file
         if path is None:
             return
-        reading = read_kill_file(path)
+        reading = read_kill_file(path, self._file_reading)
         first, self._file_polled = not self._file_polled, True
-        changed, self._file_sig = reading.signature != self._file_sig, reading.signature
+        changed = reading.signature != (self._file_reading.signature if self._file_reading else None)
+        self._file_reading = reading
         if not reading.exists:
             self._remove_kill("file", by="file_removed")
         elif reading.verdict == CLEAR:
@@ -185,7 +186,8 @@ class RiskManager:
             if changed and not first:  # a clear left over from before the start is not a new order
                 self.clear(by=f"file:{path}")
         else:
-            self._set_kill("file", reading.verdict, f"file:{path}")
+            reason = f"file:{path}" if reading.problem is None else f"file:{path} ({reading.problem})"
+            self._set_kill("file", reading.verdict, reason)
 
     def _roll_day(self, ts_ms: int) -> None:
         day = utc_day(ts_ms)

@@ -18,7 +18,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
-from live.trading_db import iso_utc, now_ms, open_trading_db
+from live.trading_db import TradingDbError, iso_utc, now_ms, open_trading_db
 
 HEARTBEAT_PREFIX = "🫀 engine ok."
 HEARTBEAT_KEYS = ("loops", "errors", "symbols", "open_pos", "loop", "ws_connected", "kill", "kill_reason",
@@ -143,7 +143,7 @@ class RuntimeLogger:
                 self._conn.executemany(
                     "INSERT INTO runtime_logs (ts_ms, ts, pid, mode, stream, level, message) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, TradingDbError) as exc:
                 if self.echo is not None:
                     print(f"runtime_log: cannot write {self.db_path}: {exc}", file=self.echo, flush=True)
                 return False

@@ -122,25 +122,52 @@ def secure_db_files(path: str | os.PathLike) -> None:
             pass
 
 
+class TradingDbError(RuntimeError):
+    """The trading DB cannot be used (not SQLite, a directory, another program's DB); one line."""
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
+    """A file that holds other tables but no `trades` belongs to something else (a candle DB named by
+    mistake in AI_QUANT_DB_PATH): writing our schema into it would corrupt both."""
+    tables = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    if tables and "trades" not in tables:
+        shown = ", ".join(tables[:5]) + (" ..." if len(tables) > 5 else "")
+        raise TradingDbError(f"{path} is not a trading DB (it holds the tables {shown}); "
+                             "refusing to write into it (check AI_QUANT_DB_PATH)")
+
+
 def open_trading_db(path: str | os.PathLike, *, timeout_s: float = 15.0,
                     check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (creating if needed) the trading DB in WAL mode with synchronous=FULL.
 
     `check_same_thread=False` is for a connection guarded by its own lock and closed from another
-    thread (the runtime log writer).
+    thread (the runtime log writer). Raises TradingDbError (one line) for anything that is not a
+    trading DB or an empty file.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_dir():
+        raise TradingDbError(f"{p} is a directory, not a trading DB file")
     old_umask = os.umask(0o077)
+    conn = None
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(p), timeout=timeout_s, isolation_level=None,
                                check_same_thread=check_same_thread)
         conn.row_factory = sqlite3.Row
+        _refuse_foreign(conn, p)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
         conn.executescript(SCHEMA)
         _add_missing_columns(conn)
+    except (sqlite3.Error, OSError) as exc:
+        if conn is not None:
+            conn.close()
+        raise TradingDbError(f"cannot open the trading DB {p}: {exc}") from None
+    except TradingDbError:
+        conn.close()
+        raise
     finally:
         os.umask(old_umask)
     secure_db_files(p)

@@ -15,3 +15,10 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "candles_5m.db").exists():
         pytest.skip(f"../shared/data absent ({SHARED_DATA}): real-data test skipped")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def private_state_home(tmp_path_factory, monkeypatch):
+    """Every test (and every trader it starts) gets its own XDG_STATE_HOME, so the default kill file
+    (~/.local/state/openclaw-ai-quant/kill) of the machine running the tests is never read."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))

@@ -102,14 +102,14 @@ def test_clear_text_clears_any_kill_including_env_and_drawdown(tmp_path):
     rm.update_equity(EQ, clock.now_ms())
     rm.update_equity(8_500, clock.now_ms())
     assert {k["reason"] for k in rm.state()["kills"]} == {"env", "drawdown"}
-    (tmp_path / "kill").write_text("resume\n")
+    (tmp_path / "kill").write_text("  CLEAR\n")
     clock.advance(2)
     rm.poll()
     assert rm.kill_mode == "off"
     assert sorted(events[-1][2]["cleared"]) == ["drawdown", "env"]
     # the high-water mark restarts at the current equity, so the same level does not re-trip
     assert rm.update_equity(8_500, clock.now_ms()) == [] and rm.kill_mode == "off"
-    # the file still says resume: a later kill is not cleared by the stale text
+    # the file still says clear: a later kill is not cleared by the stale text
     rm.update_equity(7_600, clock.now_ms())
     clock.advance(2)
     rm.poll()
@@ -145,7 +145,7 @@ def test_env_kill_lasts_for_the_process_and_env_clear_clears_latched(tmp_path):
 @pytest.mark.parametrize("value,mode", [("close_only", "close_only"), ("1", "close_only"), ("on", "close_only"),
                                         ("halt_all", "halt_all"), ("halt", "halt_all"), ("2", "halt_all"),
                                         ("STOP", "halt_all"), ("full", "halt_all"), ("", None), ("0", None),
-                                        ("resume", "clear"), ("unpause", "clear"), ("off", "clear")])
+                                        ("clear", "clear"), (" CLEAR ", "clear"), ("off", None)])
 def test_env_aliases(value, mode):
     assert RiskLimits.from_env({"AI_QUANT_KILL_SWITCH": value}).kill_switch == mode
 
@@ -153,8 +153,8 @@ def test_env_aliases(value, mode):
 def test_env_kill_mode_default_and_typo():
     assert RiskLimits.from_env({"AI_QUANT_KILL_SWITCH": "true", "AI_QUANT_KILL_SWITCH_MODE": "halt_all"}
                                ).kill_switch == "halt_all"
-    with pytest.raises(EnvError, match="AI_QUANT_KILL_SWITCH='close-ony'"):
-        RiskLimits.from_env({"AI_QUANT_KILL_SWITCH": "close-ony"})
+    with pytest.raises(EnvError, match="AI_QUANT_KILL_SWITCH='clsoe_only'"):
+        RiskLimits.from_env({"AI_QUANT_KILL_SWITCH": "clsoe_only"})
 
 
 def test_kill_is_idempotent_and_counts_new_events(tmp_path):

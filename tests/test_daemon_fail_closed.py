@@ -1,0 +1,106 @@
+"""The paper trader fails closed: a human note in the kill file makes no entry, one trader per DB
+whatever its lock path, a candle DB named as the trading DB is refused, a failed start leaves no
+file behind, and the first heartbeat after a restart already shows the persisted kill."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+
+from test_daemon_paper import copy_candles, db_fills, setup, trader  # noqa: F401  (setup is a fixture)
+
+
+def heartbeats(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "kill=" in line]
+
+
+def test_paper_catch_up_with_a_halt_note_in_the_kill_file_makes_no_entry(setup):
+    tmp_path, env = setup
+    (tmp_path / "kill").write_text("HALT. Do NOT resume until reviewed\n")
+    proc = trader({**env, "AI_QUANT_KILL_SWITCH_FILE": str(tmp_path / "kill")}, "--mode", "paper", "--until-caught-up")
+    assert db_fills(tmp_path / "paper.db") == []
+    assert "kill=halt_all" in heartbeats(proc.stderr)[0]
+
+
+def test_second_trader_on_the_same_db_with_another_lock_path_refuses(setup):
+    tmp_path, env = setup
+    first = subprocess.Popen([sys.executable, "-m", "live", "--mode", "paper"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = tmp_path / "paper.db.lock"
+        for _ in range(400):
+            if lock.exists() and lock.read_text().strip():
+                break
+            time.sleep(0.05)
+        other = {**env, "AI_QUANT_LOCK_PATH": str(tmp_path / "elsewhere.lock")}
+        second = trader(other, "--mode", "paper", "--until-caught-up", check=False)
+        assert second.returncode == 1
+        assert second.stderr.strip().count("\n") == 0
+        assert "refusing to start" in second.stderr and "paper.db" in second.stderr
+        assert not (tmp_path / "elsewhere.lock").exists(), "a refused start leaves no lock file"
+    finally:
+        first.terminate()
+        assert first.wait(timeout=60) == 0
+    # the DB holds one copy of each fill: run to the end and compare with a trader alone
+    trader(env, "--mode", "paper", "--until-caught-up")
+    fills = db_fills(tmp_path / "paper.db")
+    assert len(fills) == len(set(fills))
+
+
+def test_a_candle_db_as_the_trading_db_is_refused_and_left_untouched(setup):
+    tmp_path, env = setup
+    candles = tmp_path / "candles_dbs" / "candles_15m.db"
+    before = candles.read_bytes()
+    proc = trader({**env, "AI_QUANT_DB_PATH": str(candles)}, "--mode", "paper", "--until-caught-up", check=False)
+    assert proc.returncode == 1
+    assert re.fullmatch(r"error: .*candles_15m\.db is not a trading DB \(it holds the tables .*candles.*\); "
+                        r"refusing to write into it \(check AI_QUANT_DB_PATH\)\n", proc.stderr)
+    assert candles.read_bytes() == before
+    assert not (tmp_path / "candles_dbs" / "candles_15m.db.lock").exists()
+
+
+def test_failed_start_leaves_no_db_and_no_lock(setup):
+    tmp_path, env = setup
+    missing = {**env, "AI_QUANT_CANDLES_DB_DIR": str(tmp_path / "nowhere")}
+    proc = trader(missing, "--mode", "paper", "--until-caught-up", check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["candles_dbs", "cfg.yaml"]
+    # a start that fails after the DB was claimed (a checkpoint for other symbols) removes only the
+    # files it created: the existing DB stays, the lock files go
+    trader({**env, "AI_QUANT_SYMBOLS": "ADA"}, "--mode", "paper", "--until-caught-up")
+    (tmp_path / "paper.lock").unlink()
+    (tmp_path / "paper.db.lock").unlink()
+    proc = trader({**env, "AI_QUANT_SYMBOLS": "ETH"}, "--mode", "paper", "--until-caught-up", check=False)
+    assert proc.returncode == 1 and "checkpoint was made for other symbols" in proc.stderr
+    assert (tmp_path / "paper.db").exists()
+    assert not (tmp_path / "paper.lock").exists() and not (tmp_path / "paper.db.lock").exists()
+
+
+def test_trading_db_that_is_a_directory_or_random_bytes_is_one_line(setup):
+    tmp_path, env = setup
+    (tmp_path / "dir.db").mkdir()
+    (tmp_path / "junk.db").write_bytes(os.urandom(4096))
+    for db in ("dir.db", "junk.db"):
+        proc = trader({**env, "AI_QUANT_DB_PATH": str(tmp_path / db)}, "--mode", "paper", "--until-caught-up",
+                      check=False)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert db in proc.stderr
+    (tmp_path / "lockdir").mkdir()
+    proc = trader({**env, "AI_QUANT_LOCK_PATH": str(tmp_path / "lockdir")}, "--mode", "paper", "--until-caught-up",
+                  check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "lockdir" in proc.stderr, proc.stderr
+
+
+def test_first_heartbeat_after_restart_shows_the_latched_kill(setup):
+    tmp_path, env = setup
+    tripping = {**env, "AI_QUANT_RISK_SAFE_MODE_DRAWDOWN_PCT": "0.5"}
+    trader(tripping, "--mode", "paper", "--until-caught-up")
+    with sqlite3.connect(tmp_path / "paper.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM audit_events WHERE event = 'RISK_KILL'").fetchone()[0] >= 1
+    proc = trader(tripping, "--mode", "paper", "--until-caught-up")  # no new bar: only the start heartbeat
+    first = heartbeats(proc.stderr)[0]
+    assert "kill=close_only" in first and "safe_mode" in first, first
