@@ -102,8 +102,8 @@ def settings_for(tmp_path: Path, **env: str):
 
 
 class Desk:
-    def __init__(self, settings) -> None:
-        self.server = MonitorServer(settings, log_stream=open(os.devnull, "w"))
+    def __init__(self, settings, log_stream=None) -> None:
+        self.server = MonitorServer(settings, log_stream=log_stream or open(os.devnull, "w"))
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
@@ -261,8 +261,11 @@ def test_kill_mode_off_and_stale_heartbeat_falls_back_to_latched_kills(tmp_path)
     assert s["engine_up"] is False and s["heartbeat"]["status"] == "stale"
     assert s["kill"] == {"mode": "close_only", "level": 1, "reason": "drawdown:12%", "source": "risk_state:drawdown"}
     assert any("heartbeat stale" in w for w in s["warnings"])
+    # a fresh heartbeat no longer outranks a latched kill: a restarted daemon's first heartbeats may say
+    # "off" before it has restored what it latched (issue 10 item 5), and a latched stop must show
     fresh = {"status": "ok", "fields": {"kill": "off"}}
-    assert kill_state(fresh, [{"mode": "halt_all", "reason": "x", "source": "s"}])["level"] == 0  # the daemon's word
+    assert kill_state(fresh, [{"mode": "halt_all", "reason": "x", "source": "s"}])["level"] == 2
+    assert kill_state(fresh, [])["mode"] == "off" and kill_state(fresh, [])["level"] == 0
 
 
 # ------------------------------------------------------------------ security
@@ -350,7 +353,7 @@ def test_missing_and_unreadable_db_are_statuses_not_500(tmp_path, desk_factory):
     desk = desk_factory()
     status, s = desk.json("/api/snapshot?mode=live")
     assert status == 200 and s["db"]["status"] == STATUS_MISSING == "missing db"
-    assert s["warnings"] == [f"missing db: {tmp_path / 'live.db'} does not exist"]
+    assert s["warnings"] == ["missing db: live.db does not exist"]  # no token: file names, not paths
     assert s["open_positions"] == [] and s["balance"] is None and s["engine_up"] is False
     assert not (tmp_path / "live.db").exists()  # looking never creates the file
     status, s = desk.json("/api/snapshot?mode=paper")
@@ -484,3 +487,120 @@ def test_bind_policy():
     with pytest.raises(EnvError, match="AIQ_MONITOR_TLS_TERMINATED='maybe' is not a boolean"):
         load_monitor_settings({"AIQ_MONITOR_TLS_TERMINATED": "maybe"})
     assert "s3cret" not in repr(load_monitor_settings({"AIQ_MONITOR_TOKEN": "s3cret"}))
+
+
+# ------------------------------------------------------------------ issue 10: paths, log escapes, kill state
+def test_paths_hidden_without_token_and_shown_with_it(paper, tmp_path, desk_factory):
+    conn = open_trading_db(tmp_path / "paper.db")
+    audit(conn, "KILL_FILE", None, "warning", {"path": "/home/operator/ai-quant/kill", "note": "file:/srv/x/kill"})
+    conn.close()
+    (tmp_path / "live.db").write_bytes(b"not sqlite" * 100)  # unreadable: its status detail names the file
+    desk = desk_factory()
+    secret = str(tmp_path)
+    for path in ("/api/snapshot?mode=paper", "/api/snapshot?mode=live", "/api/health", "/api/metrics", "/metrics",
+                 "/", "/static/app.js", "/health"):
+        status, _, body = desk.get(path)
+        assert status == 200 and secret.encode() not in body and b"/home/operator" not in body, path
+    status, s = desk.json("/api/snapshot?mode=paper")
+    assert s["db"]["path"] == "paper.db" and s["recent_audit"][0]["data"] == {"path": "kill", "note": "file:kill"}
+    status, s = desk.json("/api/snapshot?mode=live")
+    assert s["db"]["path"] == "live.db" and s["db"]["detail"].startswith("live.db: ")
+
+    auth = {"Authorization": "Bearer tok-123"}
+    desk = desk_factory(AIQ_MONITOR_TOKEN="tok-123")
+    status, s = desk.json("/api/snapshot?mode=live", auth)
+    assert status == 200 and s["db"]["path"] == str(tmp_path / "live.db")  # the token holder sees the real path
+    status, s = desk.json("/api/snapshot?mode=paper", auth)
+    assert s["recent_audit"][0]["data"]["path"] == "/home/operator/ai-quant/kill"
+    assert desk.get("/api/snapshot?mode=live")[0] == 401  # and without it, nothing at all
+
+
+def raw_request(url: str, data: bytes) -> bytes:
+    """A real TCP client that sends bytes no HTTP library would put in a request line."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_access_log_escapes_terminal_and_control_bytes(paper, tmp_path):
+    import io
+
+    log = io.StringIO()
+    desk = Desk(settings_for(tmp_path), log_stream=log)
+    try:
+        reply = raw_request(desk.server.url, b"GET /\x1b[31mred\x07\x9b2J\\x1b HTTP/1.1\r\nHost: x\r\n"
+                                             b"Connection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.0 404") or reply.startswith(b"HTTP/1.1 404")
+        reply = raw_request(desk.server.url, b"\x1b]0;pwned\x07\x1b[2J garbage\r\n\r\n")
+        assert b" 400 " in reply.split(b"\r\n")[0]
+    finally:
+        desk.close()
+    text = log.getvalue()
+    assert "\\x1b[31mred\\x07\\x9b2J\\\\x1b" in text  # visible escapes; a typed "\x1b" is doubled, not raw
+    assert "\\x1b]0;pwned\\x07\\x1b[2J" in text
+    assert not any(ord(ch) < 0x20 and ch != "\n" or 0x7F <= ord(ch) < 0xA0 for ch in text), repr(text)
+    assert all(line.startswith("monitor: 127.0.0.1 ") for line in text.splitlines())
+
+
+def risk_db_with_latched_safe_mode(path: Path):
+    """What a daemon that tripped safe mode leaves behind, written by the real RiskManager persistence."""
+    from live.checkpoint import save_risk
+    from live.clock import ManualClock
+    from live.env import RiskLimits
+    from live.risk import RiskManager
+
+    conn = open_trading_db(path)
+    rm = RiskManager(RiskLimits(kill_switch_file=path.parent / "no-kill-file"), ManualClock(),
+                     on_persist=lambda snap: save_risk(conn, snap))
+    rm.update_equity(10_000.0, now_ms())
+    rm.update_equity(7_500.0, now_ms())  # 25% down: safe mode latches (default threshold 20%)
+    assert rm.state()["kill"] == "close_only"
+    return conn, rm
+
+
+def test_kill_pill_shows_latched_safe_mode_right_after_a_restart(tmp_path, desk_factory):
+    conn, rm = risk_db_with_latched_safe_mode(tmp_path / "paper.db")
+    # the restarted daemon's first heartbeat says kill=off (it has not restored its risk state yet)
+    log_row(conn, now_ms() - 1_000, format_heartbeat(**{**HB, "kill": "off", "kill_reason": None}))
+    desk = desk_factory()
+    status, s = desk.json("/api/snapshot?mode=paper")
+    assert s["engine_up"] is True
+    assert s["kill"] == {"mode": "close_only", "level": 1, "reason": "safe_mode", "source": "risk_state:safe_mode"}
+    health = desk.json("/api/health?mode=paper")[1]["modes"]["paper"]
+    assert health["kill"] == "close_only" and health["kill_level"] == 1
+    assert parse_prometheus(desk.get("/metrics?mode=paper")[2].decode())[("kill_mode", "paper")] == 1.0
+
+    rm.clear(by="test")  # an explicit clear persists an empty latch set: the heartbeat's "off" is true again
+    s = desk.json("/api/snapshot?mode=paper")[1]
+    assert s["kill"] == {"mode": "off", "level": 0, "reason": None, "source": "heartbeat"}
+    conn.close()
+
+
+@pytest.mark.parametrize("risk_json", ["{not json", '{"latched": ["safe_mode"]}', '"off"'])
+def test_unreadable_kill_state_is_unknown_never_off(tmp_path, desk_factory, risk_json):
+    conn = open_trading_db(tmp_path / "paper.db")
+    log_row(conn, now_ms() - 1_000, format_heartbeat(**{**HB, "kill": "off", "kill_reason": None}))
+    conn.execute("INSERT INTO engine_state (key, value_json) VALUES ('risk', ?)", (risk_json,))
+    conn.close()
+    desk = desk_factory()
+    s = desk.json("/api/snapshot?mode=paper")[1]
+    assert s["kill"]["mode"] == "unknown" and s["kill"]["level"] is None and s["kill"]["source"] == "risk_state"
+    assert any(w.startswith("engine_state:") for w in s["warnings"])
+    assert desk.json("/api/health?mode=paper")[1]["modes"]["paper"]["kill_level"] is None
+    assert ("kill_mode", "paper") not in parse_prometheus(desk.get("/metrics?mode=paper")[2].decode())
+
+
+def test_no_heartbeat_or_kill_none_is_unknown_and_the_page_never_paints_it_green(tmp_path, desk_factory):
+    conn = open_trading_db(tmp_path / "paper.db")
+    conn.close()
+    desk = desk_factory()
+    assert desk.json("/api/snapshot?mode=paper")[1]["kill"] == {"mode": "unknown", "level": None, "reason": None,
+                                                                "source": "none"}
+    assert desk.json("/api/snapshot?mode=live")[1]["kill"]["level"] is None  # missing DB: unknown too
+    assert kill_state({"status": "ok", "fields": {"kill": None}}, [])["mode"] == "unknown"  # "kill=none"
+    js = desk.get("/static/app.js")[2].decode()
+    assert 'kill.mode === "off" && kill.level === 0) return "good"' in js

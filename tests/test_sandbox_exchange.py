@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from decimal import Decimal
@@ -17,7 +18,7 @@ from hyperliquid.info import Info
 from hyperliquid.utils.error import ServerError
 from hyperliquid.utils.signing import Cloid, get_timestamp_ms, sign_l1_action
 
-from live.sandbox import AssetSpec, BookSpec, SandboxExchange
+from live.sandbox import AssetSpec, Bar, BookSpec, SandboxConfigError, SandboxExchange
 from live.sandbox.numbers import price_is_valid, tick_for
 
 HOUR = 3_600_000
@@ -283,6 +284,57 @@ def test_price_rule_table():
     assert price_is_valid(Decimal("0.001234"), 0) and not price_is_valid(Decimal("1.23456"), 0)
     assert tick_for(30_000.0, 5) == Decimal(1) and tick_for(2_000.0, 4) == Decimal("0.1")
     assert tick_for(0.00005, 0) == Decimal("0.000001")
+
+
+# ---- refused inputs -------------------------------------------------------------------------
+
+def _bad(i: int, row: tuple) -> dict:
+    bars = flat_path(10, 100.0)
+    bars[i] = row
+    return {"BTC": bars}
+
+
+@pytest.mark.parametrize("path, needle", [
+    (_bad(3, (T0 + 3 * HOUR, None, 150.0, 50.0, 100.0, 1.0)), f"BTC row 3 t={T0 + 3 * HOUR} ("),
+    (_bad(3, (T0 + 3 * HOUR, None, 150.0, 50.0, 100.0, 1.0)), "): o is NULL"),
+    (_bad(4, (T0 + 4 * HOUR, 100.0, float("inf"), 50.0, 100.0, 1.0)), "h=inf is not finite"),
+    (_bad(4, (T0 + 4 * HOUR, 100.0, 150.0, 50.0, float("nan"), 1.0)), "c=nan is not finite"),
+    (_bad(4, (T0 + 4 * HOUR, 100.0, 150.0, -50.0, 100.0, 1.0)), "l=-50.0 is not a price"),
+    (_bad(4, (T0 + 4 * HOUR, 0.0, 150.0, 50.0, 100.0, 1.0)), "o=0.0 is not a price"),
+    (_bad(4, (T0 + 4 * HOUR, 100.0, 150.0, 120.0, 100.0, 1.0)), "outside [l=120.0, h=150.0]"),
+    (_bad(4, (T0 + 3 * HOUR, 100.0, 150.0, 50.0, 100.0, 1.0)), f"BTC t={T0 + 3 * HOUR} (" ),
+    (_bad(4, (T0 + 3 * HOUR, 100.0, 150.0, 50.0, 100.0, 1.0)), "duplicate bar time"),
+    (_bad(0, (T0, 100.0, 150.0, 50.0, 100.0)), "needs (t, o, h, l, c, v)"),
+])
+def test_bad_price_path_refused_with_one_line(wallet, path, needle):
+    with pytest.raises(SandboxConfigError) as exc:
+        SandboxExchange([AssetSpec("BTC", 5)], path, {wallet.address: 1.0})
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
+    assert str(exc.value).startswith("price_path: BTC")
+
+
+def test_bad_book_port_and_start_bar_refused(wallet):
+    path = {"BTC": flat_path(10, 100.0)}
+    for kw, needle in [({"half_spread_bps": -1.0}, "book: half_spread_bps=-1.0"),
+                       ({"half_spread_bps": float("nan")}, "book: half_spread_bps=nan"),
+                       ({"level_notional": 0.0}, "book: level_notional=0.0 must be > 0"),
+                       ({"depth_levels": 0}, "book: depth_levels=0"),
+                       ({"level_step_bps": -2.0}, "book: level_step_bps=-2.0")]:
+        with pytest.raises(SandboxConfigError, match=re.escape(needle)):
+            BookSpec(**kw)
+    for kw, needle in [({"port": 70_000}, "port: 70000 is not within 0..65535"), ({"port": -1}, "port: -1"),
+                       ({"start_bar": -1}, "start_bar: -1 must be a whole number >= 0")]:
+        with pytest.raises(SandboxConfigError, match=re.escape(needle)):
+            SandboxExchange([AssetSpec("BTC", 5)], path, {wallet.address: 1.0}, **kw)
+
+
+def test_bars_given_as_bar_objects_are_checked_too(wallet):
+    good = [Bar(T0 + i * HOUR, 100.0, 101.0, 99.0, 100.0, 1.0) for i in range(10)]
+    with SandboxExchange([AssetSpec("BTC", 5)], {"BTC": good}, {wallet.address: 1.0}, start_bar=2) as sandbox:
+        assert sandbox.mid("BTC") == pytest.approx(100.0, rel=1e-3)
+    good[5] = Bar(T0 + 5 * HOUR, 100.0, 101.0, 99.0, -1.0, 1.0)
+    with pytest.raises(SandboxConfigError, match=re.escape("c=-1.0 is not a price")):
+        SandboxExchange([AssetSpec("BTC", 5)], {"BTC": good}, {wallet.address: 1.0})
 
 
 # ---- signatures and nonces ----------------------------------------------------------------

@@ -22,7 +22,7 @@ GAUGES: tuple[tuple[str, str, Any], ...] = (
     ("ws_connected", "WS connected flag from the heartbeat",
      lambda s: _flag(s["heartbeat"]["fields"].get("ws_connected"))),
     ("kill_mode", "Kill switch: 0 off, 1 close_only, 2 halt_all",
-     lambda s: None if s["kill"]["mode"] == "unknown" else float(s["kill"]["level"])),
+     lambda s: None if s["kill"]["level"] is None else float(s["kill"]["level"])),
     ("heartbeat_errors", "Engine loop errors from the heartbeat",
      lambda s: s["heartbeat"]["fields"].get("errors")),
     ("balance_usd", "Balance after the last fill", lambda s: s["balance"]),

@@ -3,7 +3,8 @@
 Security rules kept from the earlier monitor (spec/reference/runtime.md §7): an optional bearer
 token on /api/* and /metrics compared in constant time, a per-IP token bucket (429), a cap on
 concurrent requests (503), a cap on request bodies (413), no write endpoint at all (405), static
-files served only from the package's static/ folder, and only 4xx/5xx requests logged.
+files served only from the package's static/ folder, and only 4xx/5xx requests logged (control
+characters escaped). Without a token, API data carries file names, not filesystem paths.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from live.monitor import metrics
+from live.monitor.redact import hide_paths, known_paths
 from live.monitor.settings import MonitorSettings, resolve_mode
 from live.monitor.snapshot import DeskReader
 
@@ -34,6 +36,10 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
 }
+
+# The stdlib's own escape table (http.server, Python >= 3.11.1); the same table for older patch releases.
+LOG_ESCAPES: dict[int, str] = getattr(BaseHTTPRequestHandler, "_control_char_table", None) or {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}, ord("\\"): "\\\\"}
 
 
 class RateLimiter:
@@ -123,7 +129,12 @@ class MonitorHandler(BaseHTTPRequestHandler):
             self.log_message('"%s" %s', self.requestline.split(" HTTP/")[0], code)
 
     def log_message(self, format: str, *args: Any) -> None:
-        print(f"monitor: {self.address_string()} {format % args}", file=self.server.log_stream, flush=True)
+        """Request lines are attacker-chosen, and this override replaces the stdlib one that escapes
+        them: LOG_ESCAPES makes ESC, the other C0/C1 controls and DEL visible `\\xNN` text (and doubles
+        the backslash, so a literal `\\x1b` typed by a client cannot pass for an escaped one); a raw
+        `ESC[31m` would otherwise recolour or rewrite the operator's terminal and journal."""
+        message = (format % args).translate(LOG_ESCAPES)
+        print(f"monitor: {self.address_string()} {message}", file=self.server.log_stream, flush=True)
 
     def _guarded(self, route) -> None:
         if not self.server.active.acquire(blocking=False):
@@ -196,21 +207,28 @@ class MonitorHandler(BaseHTTPRequestHandler):
             self._error(400, str(exc))
             return None
 
+    def _data(self, code: int, payload: Any) -> None:
+        """API data: filesystem paths are cut to file names unless a token is set (and, since
+        _admitted let this request through, was given): see live/monitor/redact.py."""
+        if self.server.settings.token is None:
+            payload = hide_paths(payload, self.server.known_paths)
+        self._json(code, payload)
+
     def _api(self, path: str, query: dict[str, list[str]]) -> None:
         cache = self.server.cache
         if path == "/api/snapshot":
             modes = self._modes(query, default_all=False)
             if modes:
-                self._json(200, cache.get(modes[0]))
+                self._data(200, cache.get(modes[0]))
         elif path == "/api/health":
             modes = self._modes(query, default_all=True)
             if modes:
-                self._json(200, {"modes": {m: health_summary(cache.get(m)) for m in modes}})
+                self._data(200, {"modes": {m: health_summary(cache.get(m)) for m in modes}})
         elif path == "/api/metrics":
             modes = self._modes(query, default_all=True)
             if modes:
                 snaps = [cache.get(m) for m in modes]
-                self._json(200, {s["mode"]: {name: _gauge(getter, s) for name, _, getter in metrics.GAUGES}
+                self._data(200, {s["mode"]: {name: _gauge(getter, s) for name, _, getter in metrics.GAUGES}
                                  for s in snaps})
         elif path == "/metrics":
             modes = self._modes(query, default_all=True)
@@ -249,6 +267,7 @@ class MonitorServer(ThreadingHTTPServer):
         self.limiter = RateLimiter(settings.rate_rps, settings.rate_burst, settings.rate_max_ips)
         self.active = threading.BoundedSemaphore(settings.max_active_requests)
         self.cache = SnapshotCache(settings)
+        self.known_paths = known_paths(settings.dbs.values())
         super().__init__((settings.bind.strip("[]"), settings.port), MonitorHandler)
 
     @property

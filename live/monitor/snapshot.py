@@ -27,6 +27,7 @@ STATUS_MISSING = "missing db"
 STATUS_UNREADABLE = "unreadable db"
 HEARTBEAT_SCAN_ROWS = 200_000  # a heartbeat older than this many log rows counts as none
 RECENT_LIMIT = 50
+KILL_UNKNOWN = "unknown"
 
 
 class DbUnavailable(Exception):
@@ -85,34 +86,57 @@ def read_heartbeat(conn: sqlite3.Connection, at_ms: int, stale_after_s: float) -
 
 
 def _latched_kills(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The kills the daemon persisted for its restart: engine_state key 'risk', field `latched`
+    ({key: {mode, reason, since_ms}}, written by RiskManager._persist on every latch and clear).
+    Raises ValueError when that row is not the expected shape (the caller then shows unknown)."""
     row = conn.execute("SELECT value_json FROM engine_state WHERE key = 'risk'").fetchone()
     if row is None:
         return []
-    latched = (json.loads(row["value_json"]) or {}).get("latched") or {}
-    return [{"mode": k.get("mode"), "reason": k.get("reason", key), "source": f"risk_state:{key}"}
+    state = json.loads(row["value_json"])
+    latched = state.get("latched", {}) if isinstance(state, dict) else None
+    if not isinstance(latched, dict) or not all(isinstance(k, dict) for k in latched.values()):
+        raise ValueError("engine_state['risk'].latched is not an object of kills")
+    return [{"mode": k.get("mode") or KILL_UNKNOWN, "reason": k.get("reason", key), "source": f"risk_state:{key}"}
             for key, k in latched.items()]
 
 
-def kill_level(mode: str | None) -> int:
-    """0 off, 1 close_only, 2 halt_all; an unknown word counts as close_only (shown, not hidden)."""
-    if mode is None:
-        return 0
+def kill_level(mode: str | None) -> int | None:
+    """0 off, 1 close_only, 2 halt_all; None when unknown (never read as 0 = off); an unrecognised
+    word counts as close_only (shown, not hidden)."""
+    if mode is None or mode == KILL_UNKNOWN:
+        return None
     return SEVERITY.get(str(mode), 1)
 
 
-def kill_state(heartbeat: dict[str, Any], latched: list[dict[str, Any]]) -> dict[str, Any]:
-    """A fresh heartbeat is the running daemon's word; otherwise the worst of the last heartbeat and
-    the latched kills the daemon will restore on restart."""
+def _rank(kill: dict[str, Any]) -> float:
+    """Worst first: unknown ranks above off (not knowing is not 'off') and below any real kill."""
+    level = kill_level(kill["mode"])
+    return 0.5 if level is None else float(level)
+
+
+def _heartbeat_kill(heartbeat: dict[str, Any]) -> dict[str, Any] | None:
+    """The daemon's own word; a heartbeat with `kill=none` says nothing, so it counts as unknown."""
     hb = heartbeat["fields"]
-    candidates = []
-    if "kill" in hb:
-        candidates.append({"mode": hb.get("kill") or "off", "reason": hb.get("kill_reason"),
-                           "source": "heartbeat" if heartbeat["status"] == STATUS_OK else "heartbeat (stale)"})
-    if heartbeat["status"] != STATUS_OK:
+    if "kill" not in hb:
+        return None
+    return {"mode": hb.get("kill") or KILL_UNKNOWN, "reason": hb.get("kill_reason"),
+            "source": "heartbeat" if heartbeat["status"] == STATUS_OK else "heartbeat (stale)"}
+
+
+def kill_state(heartbeat: dict[str, Any], latched: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The worst of the last heartbeat and the latched kills persisted in engine_state['risk'], fresh
+    heartbeat or not: a restarted daemon may report kill=off before it has restored those, and a
+    latched stop must never look like 'off'. `latched` None (persisted state unreadable) and no
+    heartbeat at all both mean unknown, which has level None and never renders as off."""
+    candidates = [k for k in (_heartbeat_kill(heartbeat),) if k is not None]
+    if latched is None:
+        candidates.append({"mode": KILL_UNKNOWN, "reason": "persisted risk state unreadable",
+                           "source": "risk_state"})
+    else:
         candidates.extend(latched)
     if not candidates:
-        return {"mode": "unknown", "level": 0, "reason": None, "source": "none"}
-    worst = max(candidates, key=lambda k: kill_level(k["mode"]))
+        return {"mode": KILL_UNKNOWN, "level": None, "reason": None, "source": "none"}
+    worst = max(candidates, key=_rank)
     return {**worst, "level": kill_level(worst["mode"])}
 
 
@@ -219,7 +243,7 @@ def empty_snapshot(mode: str, path: str | Path, at_ms: int, status: str, detail:
     return {"mode": mode, "db": {"path": str(path), "status": status, "detail": detail}, "now_ms": at_ms,
             "engine_up": False,
             "heartbeat": {"status": "none", "ts_ms": None, "age_s": None, "fields": {}},
-            "kill": {"mode": "unknown", "level": 0, "reason": None, "source": "none"},
+            "kill": {"mode": KILL_UNKNOWN, "level": None, "reason": None, "source": "none"},
             "balance": None, "peak_balance": None, "drawdown_pct": None, "max_drawdown_pct": None,
             "pnl_today": None, "open_positions": [], "recent_trades": [], "recent_audit": [],
             "warnings": [f"{status}: {detail}"]}
@@ -253,7 +277,7 @@ class DeskReader:
         hb = _section(warnings, "runtime_logs", lambda: read_heartbeat(conn, at_ms, self.stale_after_s),
                       {"status": "none", "ts_ms": None, "age_s": None, "stale_after_s": self.stale_after_s,
                        "fields": {}})
-        latched = _section(warnings, "engine_state", lambda: _latched_kills(conn), [])
+        latched = _section(warnings, "engine_state", lambda: _latched_kills(conn), None)
         self.curve = _section(warnings, "trades", lambda: advance_balance_curve(conn, self.curve), None)
         money = balance_and_drawdown(self.curve or BalanceCurve())
         snap = {

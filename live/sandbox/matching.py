@@ -11,13 +11,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from live.sandbox.numbers import fmt, parse_decimal, price_is_valid, round_px, round_sz, size_is_valid
-from live.sandbox.pricepath import AssetSpec, Bar, PricePath
+from live.sandbox.pricepath import AssetSpec, Bar, PricePath, SandboxConfigError
 from live.sandbox.state import Account, Order
 
 TAKER_FEE = 0.00045
 MAKER_FEE = 0.00015
 MIN_NOTIONAL = 10.0
 DEFAULT_LEVERAGE = 20
+
+# Book-shape bounds: 10% half-spread (and level step) is already far wider than any listed perp, and a
+# level beyond $1e12 is a typo; larger values only produce zero or absurd prices and sizes.
+MAX_SPREAD_BPS = 1_000.0
+MAX_LEVEL_NOTIONAL = 1e12
 
 ERR_MIN_VALUE = "Order must have minimum value of $10."
 ERR_TICK = "Price must be divisible by tick size."
@@ -42,6 +47,26 @@ class BookSpec:
     depth_levels: int = 20
     level_step_bps: float = 2.0
     level_notional: float = 250_000.0
+
+    def __post_init__(self) -> None:
+        """A negative spread crosses the book, and a half-spread of 100% or more quotes bids at or below
+        zero (the tick arithmetic then fails mid-request): bad depth is refused at construction."""
+        problem = _book_problem(self)
+        if problem:
+            raise SandboxConfigError(f"book: {problem}")
+
+
+def _book_problem(b: BookSpec) -> str | None:
+    """The first bad field, described; NaN fails every comparison, so it is caught too."""
+    if not 0 <= b.half_spread_bps <= MAX_SPREAD_BPS:
+        return f"half_spread_bps={b.half_spread_bps!r} must be within 0..{MAX_SPREAD_BPS:g}"
+    if not 0 <= b.level_step_bps <= MAX_SPREAD_BPS:
+        return f"level_step_bps={b.level_step_bps!r} must be within 0..{MAX_SPREAD_BPS:g}"
+    if not (isinstance(b.depth_levels, int) and b.depth_levels >= 1):
+        return f"depth_levels={b.depth_levels!r} must be a whole number >= 1"
+    if not 0 < b.level_notional <= MAX_LEVEL_NOTIONAL:
+        return f"level_notional={b.level_notional!r} must be > 0 and <= {MAX_LEVEL_NOTIONAL:g}"
+    return None
 
 
 class Venue:

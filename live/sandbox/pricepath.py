@@ -8,6 +8,8 @@ simply keeps its last price.
 from __future__ import annotations
 
 import bisect
+import datetime as dt
+import math
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +21,9 @@ INTERVAL_MS = {
     "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000,
     "1M": 2_592_000_000,
 }
+
+# No perp trades anywhere near a trillion dollars: a value beyond this is corruption, not a price.
+MAX_PRICE = 1e12
 
 # Real Hyperliquid szDecimals for common perps; other symbols get a price-based guess.
 KNOWN_SZ_DECIMALS = {"BTC": 5, "ETH": 4, "SOL": 2, "BNB": 3, "AVAX": 2, "LTC": 2, "ATOM": 2,
@@ -60,6 +65,7 @@ class PricePath:
         for coin, rows in self.bars.items():
             if not rows:
                 raise SandboxConfigError(f"price_path: no bars for {coin}")
+            _refuse_duplicate_times(coin, rows)
         self._times = {coin: [b.t for b in rows] for coin, rows in self.bars.items()}
         self.timeline = sorted({t for times in self._times.values() for t in times})
         self.cursor = min(max(start_bar, 0), len(self.timeline) - 1)
@@ -98,12 +104,70 @@ class PricePath:
         return self.now_bar_t
 
 
-def bars_from_tuples(rows: Sequence[Sequence[float]]) -> list[Bar]:
-    """Accept (t, o, h, l, c, v) or (t, o, h, l, c, v, n) tuples."""
+def _refuse_duplicate_times(coin: str, rows: Sequence[Bar]) -> None:
+    """Two bars at one open time would make the cursor and candleSnapshot disagree on the price."""
+    for prev, bar in zip(rows, rows[1:], strict=False):
+        if bar.t == prev.t:
+            raise SandboxConfigError(f"price_path: {coin} t={bar.t} ({_iso(bar.t)}): duplicate bar time")
+
+
+def _iso(t_ms: int) -> str:
+    return dt.datetime.fromtimestamp(t_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _number(at: str, column: str, value: object) -> float:
+    """A finite float, or SandboxConfigError naming the row and column (NULL included)."""
+    if value is None:
+        raise SandboxConfigError(f"{at}: {column} is NULL")
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SandboxConfigError(f"{at}: {column}={value!r} is not a number") from None
+    if not math.isfinite(f):
+        raise SandboxConfigError(f"{at}: {column}={f} is not finite")
+    return f
+
+
+def _price(at: str, column: str, value: object) -> float:
+    """Prices must be > 0 and sane: the book and tick arithmetic take logs and ratios of them."""
+    f = _number(at, column, value)
+    if not 0 < f <= MAX_PRICE:
+        raise SandboxConfigError(f"{at}: {column}={f!r} is not a price (must be > 0 and <= {MAX_PRICE:g})")
+    return f
+
+
+def _timestamp(at: str, value: object, column: str = "t") -> int:
+    """Epoch milliseconds: a negative or fractional time is a broken row, not a bar."""
+    t = _number(at, column, value)
+    if t <= 0 or t != int(t):
+        raise SandboxConfigError(f"{at}: {column}={value!r} is not a positive whole number of milliseconds")
+    return int(t)
+
+
+def bar_from_row(where: str, row: Sequence[object]) -> Bar:
+    """(t, o, h, l, c, v[, n]) -> Bar, refusing what a real exchange never quotes: a NULL, NaN, inf or
+    non-positive price, a negative volume, or open/close outside [low, high]. Checked at load so the
+    operator gets one line naming the row, not a wrong book or a crash mid-request hours later."""
+    if len(row) < 6:
+        raise SandboxConfigError(f"{where}: row {tuple(row)!r} needs (t, o, h, l, c, v)")
+    t = _timestamp(where, row[0])
+    at = f"{where} t={t} ({_iso(t)})"
+    o, h, lo, c = (_price(at, col, value) for col, value in zip("ohlc", row[1:5], strict=True))
+    v = 0.0 if row[5] is None else _number(at, "v", row[5])
+    if v < 0:
+        raise SandboxConfigError(f"{at}: v={v!r} is negative")
+    if not (lo <= min(o, c) and max(o, c) <= h):
+        raise SandboxConfigError(f"{at}: o={o!r}/c={c!r} outside [l={lo!r}, h={h!r}]")
+    n = row[6] if len(row) > 6 else None
+    return Bar(t, o, h, lo, c, v, 0 if n is None else int(_number(at, "n", n)))
+
+
+def bars_from_tuples(rows: Sequence[Sequence[float]], coin: str = "?") -> list[Bar]:
+    """Accept (t, o, h, l, c, v) or (t, o, h, l, c, v, n) tuples (or Bars), each checked by bar_from_row."""
     out = []
-    for row in rows:
-        t, o, h, lo, c, v, *rest = row
-        out.append(Bar(int(t), float(o), float(h), float(lo), float(c), float(v), int(rest[0] or 0) if rest else 0))
+    for i, row in enumerate(rows):
+        fields = (row.t, row.o, row.h, row.l, row.c, row.v, row.n) if isinstance(row, Bar) else row
+        out.append(bar_from_row(f"price_path: {coin} row {i}", fields))
     return out
 
 
@@ -128,9 +192,11 @@ def load_candles_db(path: str | Path, interval: str, symbols: Sequence[str] | No
         raise SandboxConfigError(f"{p}: cannot read table candles ({exc})") from None
     wanted = set(symbols) if symbols else None
     out: dict[str, list[Bar]] = {}
-    for sym, t, o, h, lo, c, v, n in rows:
+    for sym, *fields in rows:
+        if not isinstance(sym, str) or not sym:
+            raise SandboxConfigError(f"{p}: a {interval} candle has symbol {sym!r}")
         if wanted is None or sym in wanted:
-            out.setdefault(sym, []).append(Bar(int(t), o, h, lo, c, v or 0.0, int(n or 0)))
+            out.setdefault(sym, []).append(bar_from_row(f"{p}: {sym}", fields))
     if not out:
         raise SandboxConfigError(f"{p}: no candles with interval {interval!r}" + (f" for {sorted(wanted)}" if wanted else ""))
     if wanted and (missing := wanted - set(out)):
@@ -154,16 +220,20 @@ def load_funding_db(path: str | Path, symbols: Sequence[str]) -> dict[str, dict[
     out: dict[str, dict[int, tuple[float, float | None]]] = {s: {} for s in symbols}
     for sym, t, rate, prem in rows:
         if sym in out:
-            out[sym][int(t)] = (float(rate), None if prem is None else float(prem))
+            t = _timestamp(f"{p}: {sym}", t, "time")
+            out[sym][t] = _funding_row(f"{p}: {sym} time={t} ({_iso(t)})", rate, prem)
     return out
+
+
+def _funding_row(at: str, rate: object, prem: object) -> tuple[float, float | None]:
+    """A NULL or non-finite rate would be charged (or crash) at the next funding hour; refuse it now."""
+    return _number(at, "funding_rate", rate), None if prem is None else _number(at, "premium", prem)
 
 
 def default_asset_spec(coin: str, bars: Sequence[Bar]) -> AssetSpec:
     """szDecimals from the real table when known, else so one size unit is worth roughly $0.1-$1."""
     if coin in KNOWN_SZ_DECIMALS:
         return AssetSpec(coin, KNOWN_SZ_DECIMALS[coin])
-    import math
-
     px = bars[-1].c if bars else 1.0
     guess = math.floor(math.log10(px)) if px > 0 else 0
     return AssetSpec(coin, int(min(max(guess, 0), 5)))

@@ -54,6 +54,7 @@ class SandboxExchange:
         agents: Mapping[str, str] | None = None,
         shift_to_now: bool = False,
     ):
+        _check_options(port, start_bar)
         bars = _load_bars(price_path, interval, [a.name for a in assets] if assets else None)
         if assets is None:
             assets = [default_asset_spec(coin, rows) for coin, rows in sorted(bars.items())]
@@ -334,11 +335,16 @@ def _load_bars(price_path: Any, interval: str, symbols: list[str] | None) -> dic
         raise SandboxConfigError("price_path: required (per-asset candles or a candles DB path)")
     if isinstance(price_path, (str, Path)):
         return load_candles_db(price_path, interval, symbols)
-    out = {}
-    for coin, rows in price_path.items():
-        rows = list(rows)
-        out[coin] = rows if rows and isinstance(rows[0], Bar) else bars_from_tuples(rows)
-    return out
+    return {coin: bars_from_tuples(list(rows), coin) for coin, rows in price_path.items()}
+
+
+def _check_options(port: object, start_bar: object) -> None:
+    """A port outside 0..65535 fails deep inside socket.bind with OverflowError, and a negative start
+    bar was silently clamped: both are refused up front with the option named."""
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise SandboxConfigError(f"port: {port!r} is not within 0..65535 (0 = any free port)")
+    if not isinstance(start_bar, int) or start_bar < 0:
+        raise SandboxConfigError(f"start_bar: {start_bar!r} must be a whole number >= 0")
 
 
 def _offset_to_now(bars: Mapping[str, list[Bar]], interval: str, start_bar: int) -> int:

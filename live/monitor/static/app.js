@@ -43,6 +43,12 @@ function pill(label, value, cls) {
   return p;
 }
 
+// Green only for a known "off": an unknown kill state (level null) is never shown as safe.
+function killClass(kill) {
+  if (kill.mode === "off" && kill.level === 0) return "good";
+  return kill.level === 2 ? "bad" : "warn";
+}
+
 function render(s) {
   const hb = s.heartbeat, kill = s.kill, pnl = s.pnl_today || {};
   const pills = document.getElementById("pills");
@@ -50,7 +56,7 @@ function render(s) {
     pill("db", s.db.status, s.db.status === "ok" ? "good" : "bad"),
     pill("engine", s.engine_up ? "up" : (hb.status === "none" ? "no heartbeat" : "stale"), s.engine_up ? "good" : "bad"),
     pill("heartbeat", hb.age_s === null ? "—" : hb.age_s.toFixed(0) + "s ago", s.engine_up ? "" : "warn"),
-    pill("kill", kill.mode + (kill.reason ? " (" + kill.reason + ")" : ""), ["good", "warn", "bad"][kill.level] || "warn"),
+    pill("kill", kill.mode + (kill.reason ? " (" + kill.reason + ")" : ""), killClass(kill)),
     pill("balance", num(s.balance)),
     pill("pnl today", num(pnl.net), signed(pnl.net)),
     pill("fees today", num(pnl.fees)),
