@@ -24,6 +24,7 @@ catch-up over old bars behave exactly like running through them live.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -53,9 +54,10 @@ from live.runtime_log import RuntimeLogger
 from live.sdnotify import WatchdogPinger, ready, status, stopping
 from live.strategy_modes import ModeSwitcher, read_mode_file
 from live.trading_db import audit, delete_position_state, load_engine_state, open_trading_db, transaction
-from marketdata.candles import align_to_symbols, load_market_data
+from marketdata.candles import MarketData, align_to_symbols, load_market_data
 from marketdata.funding import funding_matrix
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
+from marketdata.sanity import BadCandle
 from strategy.config import load_config
 from strategy.layout import (
     A_EQUITY,
@@ -183,6 +185,7 @@ class TraderDaemon:
         if secrets is not None:
             self._connect_exchange(secrets)
         self._restore_engine()
+        self._refuse_unseen_bad_rows()
         if s.risk.kill_switch_file is not None:
             ensure_private_dir(s.risk.kill_switch_file)  # where the operator writes it (0700 when new)
         self._ensure_risk(self._risk_anchor_ms())  # kill file, env and latched kills known before any bar
@@ -312,8 +315,9 @@ class TraderDaemon:
         return result
 
     def _symbols(self) -> list[str]:
+        self.start_bad_rows: list[BadCandle] = []
         try:
-            md = load_market_data(self.candles_db, self.interval, end_ms=None)
+            md = load_market_data(self.candles_db, self.interval, end_ms=None, skipped=self.start_bad_rows)
         except MarketDataError as exc:
             raise DaemonError(str(exc)) from None
         available = set(md.symbols)
@@ -353,8 +357,8 @@ class TraderDaemon:
         if self.exit_interval is None:
             self.sub = None
             return closed
-        exit_md = load_market_data(self.exit_db, self.exit_interval, start_ms=int(md.times[0]),
-                                   end_ms=int(md.times[-1] + self.iv_ms - 1))
+        exit_md = self._load_checked(self.exit_db, self.exit_interval, start_ms=int(md.times[0]),
+                                     end_ms=int(md.times[-1] + self.iv_ms - 1))
         self.sub = build_sub_bars(md, exit_md)
         last_exit_open = int(exit_md.times[-1])
         return closed & (md.times + self.iv_ms - interval_ms(self.exit_interval) <= last_exit_open)
@@ -407,14 +411,48 @@ class TraderDaemon:
             self.bar_clock.set_wall_ms(bar_close_ms)
 
     # ------------------------------------------------------------------ bars
+    # ------------------------------------------------------------------ poisoned candles
+    def _known_bad_rows(self) -> set[tuple[str, int]]:
+        """(symbol, t) of the candle rows this DB's trader already skipped (CANDLE_SKIPPED events)."""
+        rows = self.conn.execute("SELECT symbol, data_json FROM audit_events WHERE event = 'CANDLE_SKIPPED'")
+        return {(sym, int(json.loads(data)["t"])) for sym, data in rows}
+
+    def _refuse_unseen_bad_rows(self) -> None:
+        """A fresh trader (no checkpoint) refuses a candle DB with a poisoned row, naming it: nothing
+        is at stake yet and the operator fixes the data first. A trader that has been running skips
+        such rows (audited once) instead: refusing to restart would leave its positions unwatched."""
+        self.skipped_rows = self._known_bad_rows()
+        unseen = [b for b in self.start_bad_rows if (b.symbol, int(b.t)) not in self.skipped_rows]
+        if unseen and self.last_bar_t is None:
+            more = f" (and {len(unseen) - 1} more; tools/check_candle_dbs.py lists them)" if len(unseen) > 1 else ""
+            raise DaemonError(unseen[0].line() + more)
+        self._skip_bad_rows(unseen)
+
+    def _skip_bad_rows(self, bad: list[BadCandle]) -> None:
+        """A poisoned bar that arrives while running is a gap for that symbol (never traded on),
+        reported once as a CANDLE_SKIPPED audit event."""
+        for row in bad:
+            key = (row.symbol, int(row.t))
+            if key in self.skipped_rows:
+                continue
+            self.skipped_rows.add(key)
+            self._audit("CANDLE_SKIPPED", row.symbol, {"t": int(row.t), "db": row.path, "problem": row.problem})
+            self.log.warning(f"{row.line()}: bar skipped for {row.symbol}")
+
+    def _load_checked(self, db: str, interval: str, **window) -> MarketData:
+        bad: list[BadCandle] = []
+        md = load_market_data(db, interval, skipped=bad, **window)
+        self._skip_bad_rows(bad)
+        return md
+
     def _pending(self, now_ms: int):
         """Closed bars after the last processed one, aligned to the engine's symbols."""
         grace = self.settings.candle_close_grace_ms
         start = None if self.last_bar_t is None else self.last_bar_t - self.iv_ms
         try:
-            md = load_market_data(self.candles_db, self.interval, start_ms=start)
+            md = self._load_checked(self.candles_db, self.interval, start_ms=start)
         except MarketDataError as exc:
-            if "no " in str(exc) and self.last_bar_t is not None:
+            if str(exc).startswith("no ") and self.last_bar_t is not None:
                 return None
             raise
         md = align_to_symbols(md, self.symbols)

@@ -3,7 +3,9 @@
 A candle history may live in one hot DB plus monthly partition DBs (see tools/partition_candles_db.py),
 so every reader takes a comma-separated list of files and directories and merges them with the
 first source winning on conflicts. Gaps are kept as gaps: a missing bar is `valid=False` with NaN
-prices, never an invented price.
+prices, never an invented price. Every row read passes marketdata.sanity's rule (finite, sane prices,
+o/c inside [l, h], a plausible time) and conflicting copies of one bar in one DB are refused: one
+bad tick would otherwise poison every indicator after it.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import numpy as np
 import polars as pl
 
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
-from marketdata.sqlite_store import connect, ensure_candles_schema, table_exists
+from marketdata.sanity import BadCandle, bad_row_line, max_candle_price, problem_sql
+from marketdata.sqlite_store import connect, ensure_candles_schema, require_candles_table
 
 OUT_COLUMNS = ["symbol", "t", "t_close", "o", "h", "l", "c", "v"]
 _SCHEMA = {"symbol": pl.String, "t": pl.Int64, "t_close": pl.Int64, "o": pl.Float64,
            "h": pl.Float64, "l": pl.Float64, "c": pl.Float64, "v": pl.Float64}
+_SCHEMA_WITH_PROBLEM = {**_SCHEMA, "problem": pl.String}
 
 
 # ----------------------------------------------------------------------------- writing
@@ -84,66 +88,67 @@ def _sources_label(paths: Sequence[Path]) -> str:
     return ",".join(str(p) for p in paths)
 
 
-def _read_source(path: Path, iv: str, symbols, start_ms, end_ms) -> tuple[pl.DataFrame, set[str]]:
+def _read_source(path: Path, iv: str, symbols, start_ms, end_ms, bound: float,
+                 skipped: list[BadCandle] | None) -> tuple[pl.DataFrame, set[str]]:
+    """One DB's rows in the window. SQLite judges every row with the sanity rule (problem_sql) before
+    polars sees it, so a text cell or an inf price is named instead of crashing or poisoning."""
     conn = connect(path, readonly=True)
     try:
-        if not table_exists(conn, "candles"):
-            raise MarketDataError(f"no candles table in {path}")
+        require_candles_table(conn, path)
         known = {r[0] for r in conn.execute("SELECT DISTINCT symbol FROM candles WHERE interval=?", (iv,))}
-        where, args = ["interval=?"], [iv]
-        if symbols is not None:
-            where.append(f"symbol IN ({','.join('?' * len(symbols))})")
-            args.extend(symbols)
-        if start_ms is not None:
-            where.append("t>=?")
-            args.append(int(start_ms))
-        if end_ms is not None:
-            where.append("t<=?")
-            args.append(int(end_ms))
-        sql = f"SELECT {', '.join(OUT_COLUMNS)} FROM candles WHERE {' AND '.join(where)}"
+        where, args = _window(iv, symbols, start_ms, end_ms)
+        sql = f"SELECT {', '.join(OUT_COLUMNS)}, {problem_sql(bound)} AS problem FROM candles WHERE {where}"
         try:
             rows = conn.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
             raise MarketDataError(f"cannot read candles from {path}: {exc}") from None
-        try:
-            frame = pl.DataFrame(rows, schema=_SCHEMA, orient="row")
-        except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError) as exc:
-            # a text/blob cell in a numeric column: name the row instead of a polars traceback
-            _, bad = find_corrupt_rows(conn, " AND ".join(where), args, limit=1)
-            if bad:
-                symbol, t, problem = bad[0]
-                raise MarketDataError(f"corrupt candle row: {path} {symbol} t={t}: {problem}") from None
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise MarketDataError(f"corrupt candles in {path}: {first_line}") from None
+        if any(r[-1] is not None for r in rows):
+            rows = _drop_bad_rows(conn, path, rows, (where, args), bound, skipped)
     finally:
         conn.close()
-    _check_rows(frame, path)
-    return frame, known
+    return _check_rows(_frame(rows, path), path, skipped), known
 
 
-def _problem_sql() -> str:
-    """SQL expression naming what is wrong with a candle row, NULL when nothing is: the checks
-    load_candles applies (numeric cells, no NULL/non-positive price, high >= low), done by SQLite
-    so one text cell cannot crash a reader before the row is named."""
-    cases = []
-    for col in ("t", "t_close", "o", "h", "l", "c", "v"):
-        ok = "'integer','real'" + (",'null'" if col in ("t_close", "v") else "")
-        cases.append(f"WHEN typeof({col}) NOT IN ({ok}) THEN 'column {col} is ' || CASE typeof({col}) "
-                     f"WHEN 'null' THEN 'NULL' ELSE '''' || typeof({col}) || ''' (' || "
-                     f"substr(quote({col}), 1, 40) || ')' END")
-    cases += [f"WHEN {col} <= 0 THEN '{col}=' || {col} || ' <= 0'" for col in ("o", "h", "l", "c")]
-    cases.append("WHEN h < l THEN 'h=' || h || ' < l=' || l")
-    return "CASE " + " ".join(cases) + " END"
+def _window(iv: str, symbols, start_ms, end_ms) -> tuple[str, list]:
+    where, args = ["interval=?"], [iv]
+    if symbols is not None:
+        where.append(f"symbol IN ({','.join('?' * len(symbols))})")
+        args.extend(symbols)
+    if start_ms is not None:
+        where.append("t>=?")
+        args.append(int(start_ms))
+    if end_ms is not None:
+        where.append("t<=?")
+        args.append(int(end_ms))
+    return " AND ".join(where), args
 
 
-PROBLEM_SQL = _problem_sql()
+def _drop_bad_rows(conn, path: Path, rows: list, window: tuple[str, list], bound: float,
+                   skipped: list[BadCandle] | None) -> list:
+    """Refuse the source at its first bad row (oldest of the first symbol), or with `skipped` given,
+    leave every bad row out and record it, so the caller (the live trader) can skip that bar."""
+    if skipped is None:
+        _, bad = find_corrupt_rows(conn, *window, limit=1, max_price=bound)
+        raise MarketDataError(bad_row_line(path, *bad[0]))
+    for r in rows:
+        if r[-1] is not None:
+            skipped.append(BadCandle(str(path), r[0], r[1], r[-1]))
+    return [r for r in rows if r[-1] is None]
 
 
-def find_corrupt_rows(conn: sqlite3.Connection, where: str, args: Sequence, limit: int = 5
-                      ) -> tuple[int, list[tuple[str, object, str]]]:
+def _frame(rows: list, path: Path) -> pl.DataFrame:
+    try:
+        return pl.DataFrame(rows, schema=_SCHEMA_WITH_PROBLEM, orient="row").drop("problem")
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError) as exc:  # not expected after the SQL
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MarketDataError(f"corrupt candles in {path}: {first_line}") from None
+
+
+def find_corrupt_rows(conn: sqlite3.Connection, where: str, args: Sequence, limit: int = 5,
+                      max_price: float | None = None) -> tuple[int, list[tuple[str, object, str]]]:
     """(number of rows load_candles would refuse, the first `limit` as (symbol, t, problem))
     among the candles rows matching the SQL condition `where`."""
-    inner = f"SELECT symbol, t, {PROBLEM_SQL} AS problem FROM candles WHERE {where}"
+    inner = f"SELECT symbol, t, {problem_sql(max_price)} AS problem FROM candles WHERE {where}"
     count = conn.execute(f"SELECT COUNT(*) FROM ({inner}) WHERE problem IS NOT NULL", list(args)).fetchone()[0]
     rows = [] if not count else conn.execute(
         f"SELECT symbol, t, problem FROM ({inner}) WHERE problem IS NOT NULL ORDER BY symbol, t LIMIT ?",
@@ -151,30 +156,51 @@ def find_corrupt_rows(conn: sqlite3.Connection, where: str, args: Sequence, limi
     return int(count), [(r[0], r[1], r[2]) for r in rows]
 
 
-def _check_rows(frame: pl.DataFrame, path: Path) -> None:
-    """Refuse rows that would poison indicators: NULL/NaN/non-positive prices or high < low."""
-    prices = [pl.col(c) for c in ("o", "h", "l", "c")]
-    bad_expr = pl.any_horizontal(
-        *[p.is_null() | p.is_nan() | (p <= 0) for p in prices], pl.col("h") < pl.col("l")
-    )
-    bad = frame.filter(bad_expr)
-    if bad.height:
-        row = bad.row(0, named=True)
-        values = " ".join(f"{k}={row[k]}" for k in ("o", "h", "l", "c"))
-        raise MarketDataError(f"corrupt candle row: {path} {row['symbol']} t={row['t']}: {values}")
+def _check_rows(frame: pl.DataFrame, path: Path, skipped: list[BadCandle] | None) -> pl.DataFrame:
+    """Duplicate (symbol, t) rows in one DB (possible in a table without the primary key): identical
+    copies are merged; copies that differ are refused, since nothing says which price is real."""
+    if not frame.select("symbol", "t").is_duplicated().any():
+        return frame
+    frame = frame.unique(maintain_order=True)
+    twins = frame.select("symbol", "t").is_duplicated()
+    if not twins.any():
+        return frame
+    clashes = frame.filter(twins).sort("symbol", "t")
+    keys = clashes.select("symbol", "t").unique(maintain_order=True).rows()
+    if skipped is None:
+        symbol, t = keys[0]
+        versions = clashes.filter((pl.col("symbol") == symbol) & (pl.col("t") == t))
+        raise MarketDataError(bad_row_line(path, symbol, t, _conflict_text(versions)))
+    for symbol, t in keys:
+        versions = clashes.filter((pl.col("symbol") == symbol) & (pl.col("t") == t))
+        skipped.append(BadCandle(str(path), symbol, t, _conflict_text(versions)))
+    return frame.filter(~twins)
+
+
+def _conflict_text(versions: pl.DataFrame) -> str:
+    cols = [c for c in OUT_COLUMNS[2:] if versions[c].n_unique() > 1]
+    shown = ", ".join(f"{c}=" + " vs ".join(str(x) for x in versions[c].to_list()) for c in cols)
+    return f"{versions.height} conflicting rows for one time ({shown})"
 
 
 def load_candles(sources, interval: str, symbols: Iterable[str] | None = None,
-                 start_ms: int | None = None, end_ms: int | None = None) -> pl.DataFrame:
-    """Merged candles (symbol,t,t_close,o,h,l,c,v), one row per (symbol, t), first source winning."""
+                 start_ms: int | None = None, end_ms: int | None = None, *, max_price: float | None = None,
+                 skipped: list[BadCandle] | None = None) -> pl.DataFrame:
+    """Merged candles (symbol,t,t_close,o,h,l,c,v), one row per (symbol, t), first source winning.
+
+    Every source's rows in the window pass marketdata.sanity's rule (price bound: `max_price`, else
+    $AI_QUANT_MAX_CANDLE_PRICE, else 1e7). By default the first bad row raises a one-line
+    MarketDataError; with a list as `skipped`, bad rows are left out (their bars become gaps) and
+    appended to it as BadCandle, for a caller that must keep running (the live trader)."""
     iv = normalize_interval(interval)
+    bound = max_candle_price(max_price)
     if start_ms is not None and end_ms is not None and int(start_ms) > int(end_ms):
         raise MarketDataError(f"start {_fmt_ms(start_ms)} is after end {_fmt_ms(end_ms)}")
     paths = resolve_sources(sources)
     wanted = None if symbols is None else sorted({str(s).strip() for s in symbols if str(s).strip()})
     frames, known = [], set()
     for rank, path in enumerate(paths):
-        frame, names = _read_source(path, iv, wanted, start_ms, end_ms)
+        frame, names = _read_source(path, iv, wanted, start_ms, end_ms, bound, skipped)
         known |= names
         frames.append(frame.with_columns(pl.lit(rank, dtype=pl.Int32).alias("_rank")))
     label = _sources_label(paths)
@@ -306,14 +332,16 @@ def to_market_data(df: pl.DataFrame, interval: str) -> MarketData:
 
 
 def load_market_data(sources, interval: str, symbols: Iterable[str] | None = None,
-                     start_ms: int | None = None, end_ms: int | None = None) -> MarketData:
-    """Candles from every source, merged, as dense arrays ready for the kernels."""
-    return to_market_data(load_candles(sources, interval, symbols, start_ms, end_ms), interval)
+                     start_ms: int | None = None, end_ms: int | None = None, *, max_price: float | None = None,
+                     skipped: list[BadCandle] | None = None) -> MarketData:
+    """Candles from every source, merged and checked (see load_candles), as dense arrays for the kernels."""
+    frame = load_candles(sources, interval, symbols, start_ms, end_ms, max_price=max_price, skipped=skipped)
+    return to_market_data(frame, interval)
 
 
 def bars_per_day(interval: str) -> float:
     return 86_400_000 / interval_ms(interval)
 
 
-__all__ = ["MarketData", "align_to_symbols", "exclude_symbols", "find_corrupt_rows", "load_candles", "load_market_data",
+__all__ = ["BadCandle", "MarketData", "align_to_symbols", "exclude_symbols", "find_corrupt_rows", "load_candles", "load_market_data",
            "resolve_sources", "subset_symbols", "to_market_data", "write_candles"]

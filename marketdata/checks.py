@@ -16,7 +16,8 @@ from pathlib import Path
 
 from marketdata.candles import find_corrupt_rows
 from marketdata.intervals import INTERVALS_MS, MarketDataError, normalize_interval
-from marketdata.sqlite_store import connect, table_exists
+from marketdata.sanity import max_candle_price
+from marketdata.sqlite_store import connect, require_candles_table, table_exists
 
 RANK = {"OK": 0, "WARN": 1, "FAIL": 2}
 
@@ -52,17 +53,19 @@ def check_candle_dbs(db_glob: str | None = None, lookback_hours: float = 24.0, *
                      missing_warn_bars: int = 10, missing_fail_bars: int = 50,
                      grace_seconds: float = 5.0, max_gap_ranges_per_symbol: int = 5,
                      max_bad_rows_per_symbol: int = 5,
-                     symbols: list[str] | None = None, now: int | None = None) -> dict:
-    """Freshness, gaps, missing bars and corrupt rows per DB / interval / symbol over the lookback
-    window (corrupt = a row load_candles refuses: FAIL), plus duplicate (symbol, interval, t) keys
-    per interval (WARN when the copies agree, FAIL when they differ)."""
+                     symbols: list[str] | None = None, now: int | None = None,
+                     max_price: float | None = None) -> dict:
+    """Freshness, gaps and missing bars per DB / interval / symbol over the lookback window; corrupt
+    rows (a row load_candles refuses, under the same price bound: FAIL) over the whole history, since
+    a replay reads all of it; duplicate (symbol, interval, t) keys per interval (WARN when the copies
+    agree, FAIL when they differ)."""
     for name, warn, fail in (("freshness-mult", freshness_warn_mult, freshness_fail_mult),
                              ("gap-bars", gap_warn_bars, gap_fail_bars),
                              ("missing-bars", missing_warn_bars, missing_fail_bars)):
         if warn > fail:
             raise MarketDataError(f"--{name.split('-')[0]}-warn-{name.split('-', 1)[1]} ({warn}) "
                                   f"exceeds the fail threshold ({fail})")
-    if lookback_hours <= 0:
+    if not math.isfinite(lookback_hours) or lookback_hours <= 0:
         raise MarketDataError(f"--lookback-hours must be > 0, got {lookback_hours}")
     db_glob = db_glob or str(default_candles_dir() / "candles_*.db")
     now = now_ms() if now is None else int(now)
@@ -71,6 +74,7 @@ def check_candle_dbs(db_glob: str | None = None, lookback_hours: float = 24.0, *
                   "missing_warn_bars": missing_warn_bars, "missing_fail_bars": missing_fail_bars,
                   "grace_seconds": grace_seconds, "max_gap_ranges_per_symbol": max_gap_ranges_per_symbol,
                   "max_bad_rows_per_symbol": max_bad_rows_per_symbol}
+    thresholds["max_price"] = max_candle_price(max_price)
     ctx = dict(thresholds, lookback_ms=int(lookback_hours * 3_600_000), grace_ms=int(grace_seconds * 1000),
                now=now, symbols=symbols)
     paths = sorted(glob.glob(os.path.expanduser(db_glob)))
@@ -91,8 +95,10 @@ def _check_candle_db(path: Path, ctx: dict) -> dict:
     except MarketDataError as exc:
         return dict(report, status="FAIL", errors=[str(exc)])
     try:
-        if not table_exists(conn, "candles"):
-            return dict(report, status="FAIL", errors=[f"no candles table in {path}"])
+        try:
+            require_candles_table(conn, path)
+        except MarketDataError as exc:
+            return dict(report, status="FAIL", errors=[str(exc)])
         for (raw,) in conn.execute("SELECT DISTINCT interval FROM candles ORDER BY interval").fetchall():
             try:
                 iv = normalize_interval(raw)
@@ -161,7 +167,7 @@ def _duplicates(conn, raw: str) -> dict:
 
 
 def _check_symbol(conn, raw, symbol, step, first, last, expected, ctx) -> dict:
-    rows = _bad_rows(conn, raw, symbol, first, ctx)
+    rows = _bad_rows(conn, raw, symbol, ctx)
     recent = conn.execute("SELECT t, t_close FROM candles WHERE symbol=? AND interval=? AND typeof(t)='integer' "
                           "ORDER BY t DESC LIMIT 5", (symbol, raw)).fetchall()
     if not recent:
@@ -176,10 +182,10 @@ def _check_symbol(conn, raw, symbol, step, first, last, expected, ctx) -> dict:
             "freshness": freshness, "lookback": window, "rows": rows}
 
 
-def _bad_rows(conn, raw, symbol, first, ctx) -> dict:
-    """Rows from the window start on (the newest, still-forming bar too) that load_candles refuses."""
-    count, bad = find_corrupt_rows(conn, "symbol=? AND interval=? AND (t>=? OR typeof(t) NOT IN ('integer','real'))",
-                                   (symbol, raw, first), limit=ctx["max_bad_rows_per_symbol"])
+def _bad_rows(conn, raw, symbol, ctx) -> dict:
+    """Every row of the symbol (the newest, still-forming bar too) that load_candles refuses."""
+    count, bad = find_corrupt_rows(conn, "symbol=? AND interval=?", (symbol, raw),
+                                   limit=ctx["max_bad_rows_per_symbol"], max_price=ctx["max_price"])
     return {"bad_rows": count, "examples": [{"t": t, "problem": problem} for _, t, problem in bad],
             "status": "FAIL" if count else "OK"}
 

@@ -6,6 +6,7 @@ so the same funding is paid whether a replay runs on 5m or 1h bars.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import numpy as np
 import polars as pl
 
 from marketdata.intervals import MarketDataError
+from marketdata.sanity import iso_ms
 from marketdata.sqlite_store import connect, ensure_funding_schema, table_exists
 
 WHAT = "funding DB"
+MAX_ABS_FUNDING_RATE = 1.0  # per event (hourly): Hyperliquid caps funding at 4 %/h, so 100 % is a bad row
 _SCHEMA = {"symbol": pl.String, "time": pl.Int64, "funding_rate": pl.Float64, "premium": pl.Float64}
 
 
@@ -62,13 +65,32 @@ def load_funding(db: str | Path, symbols: Iterable[str] | None = None, start_ms:
             where.append("time<?")
             args.append(int(end_ms))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = conn.execute(
-            f"SELECT symbol, time, funding_rate, premium FROM funding_rates{clause} ORDER BY symbol, time",
-            args,
-        ).fetchall()
+        try:
+            rows = conn.execute(
+                f"SELECT symbol, time, funding_rate, premium, {_PROBLEM_SQL} FROM funding_rates{clause} "
+                "ORDER BY symbol, time", args,
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:  # another schema: one line, not a traceback
+            raise MarketDataError(f"cannot read funding rates from {db}: {exc}") from None
     finally:
         conn.close()
-    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+    bad = next((r for r in rows if r[-1] is not None), None)
+    if bad is not None:
+        raise MarketDataError(f"corrupt funding row: {db} {bad[0]} {iso_ms(bad[1])} (time={bad[1]}): {bad[-1]}")
+    return pl.DataFrame([r[:-1] for r in rows], schema=_SCHEMA, orient="row")
+
+
+# Why a funding row would poison PnL (NULL when sane): the engines add every rate into the bar's
+# funding, so one inf or text cell would make every later balance inf or crash the loader.
+_PROBLEM_SQL = (
+    "CASE WHEN typeof(time) != 'integer' THEN 'column time is ' || typeof(time) "
+    "WHEN typeof(funding_rate) NOT IN ('integer','real') THEN 'column funding_rate is ' || "
+    "CASE typeof(funding_rate) WHEN 'null' THEN 'NULL' ELSE typeof(funding_rate) || ' (' || "
+    "substr(quote(funding_rate), 1, 40) || ')' END "
+    "WHEN abs(funding_rate) = 9e999 THEN 'funding_rate=' || CASE WHEN funding_rate > 0 THEN 'inf' ELSE '-inf' END "
+    "|| ' is not finite' "
+    f"WHEN abs(funding_rate) > {MAX_ABS_FUNDING_RATE!r} THEN 'funding_rate=' || funding_rate || "
+    f"' is beyond +-{MAX_ABS_FUNDING_RATE:g} per event' END")
 
 
 def funding_matrix(db_path: str | Path | None, md) -> np.ndarray:

@@ -23,6 +23,7 @@ import requests
 
 from marketdata.candles import write_candles
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
+from marketdata.sanity import candle_problem
 
 CANDLE_REST_LIMIT = 5000
 DEFAULT_CHUNK_BARS = 1500
@@ -131,8 +132,10 @@ def candle_chunks(start_ms: int, end_ms: int, step_ms: int, chunk_bars: int = DE
 def parse_candles(payload: Any, symbol: str, interval: str) -> tuple[list[dict], int]:
     """Rows for write_candles from candle dicts (REST or WS), plus how many items were rejected.
 
-    An item is rejected when a field is missing, a price is not a positive finite number, high <
-    low, or it names another coin/interval: writing any of those would poison indicators.
+    An item is rejected when a field is missing, it is off the interval grid, it breaks the
+    readers' sanity rule (marketdata.sanity.candle_problem: finite, 0 < price <= bound, o and c
+    inside [l, h], plausible time), or it names another coin/interval: writing any of those would
+    poison indicators, and every reader would then refuse the whole DB.
     """
     iv = normalize_interval(interval)
     step = interval_ms(iv)
@@ -157,8 +160,7 @@ def _candle_row(item: Any, symbol: str, iv: str, step: int) -> dict | None:
         t_close = int(item["T"]) if item.get("T") is not None else t + step - 1
     except (KeyError, TypeError, ValueError):
         return None
-    prices = (o, h, lo, c)
-    if t % step or not all(math.isfinite(p) and p > 0 for p in prices) or h < lo or not math.isfinite(v):
+    if t % step or candle_problem(t, o, h, lo, c, v, t_close_ms=t_close) is not None:
         return None
     return {"symbol": symbol, "t": t, "t_close": t_close, "o": o, "h": h, "l": lo, "c": c, "v": v, "n": n}
 

@@ -80,6 +80,17 @@ def table_columns(conn: sqlite3.Connection, name: str, schema: str = "main") -> 
     return [row[1] for row in conn.execute(f"PRAGMA {schema}.table_info({name})")]
 
 
+def require_candles_table(conn: sqlite3.Connection, path: str | Path) -> None:
+    """Every column the candle readers select must exist: a DB with another schema is one line
+    naming what it lacks, not an sqlite3 traceback from the first query."""
+    if not table_exists(conn, "candles"):
+        raise MarketDataError(f"no candles table in {path}")
+    have = set(table_columns(conn, "candles"))
+    missing = [c for c in CANDLE_COLUMNS[:9] if c not in have]
+    if missing:
+        raise MarketDataError(f"{path}: candles table lacks column(s) {', '.join(missing)}")
+
+
 def ensure_candles_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(CANDLES_DDL)
 

@@ -4,6 +4,7 @@ file behind, and the first heartbeat after a restart already shows the persisted
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import time
 
+from live.daemon import TraderDaemon
+from live.env import load_settings
 from test_daemon_paper import copy_candles, db_fills, setup, trader  # noqa: F401  (setup is a fixture)
 
 
@@ -104,3 +107,64 @@ def test_first_heartbeat_after_restart_shows_the_latched_kill(setup):
     proc = trader(tripping, "--mode", "paper", "--until-caught-up")  # no new bar: only the start heartbeat
     first = heartbeats(proc.stderr)[0]
     assert "kill=close_only" in first and "safe_mode" in first, first
+
+
+def poison(db, symbol: str, t_ms: int, column: str = "h", value: float = float("inf")) -> None:
+    with sqlite3.connect(db) as conn:
+        assert conn.execute(f"UPDATE candles SET {column} = ? WHERE symbol = ? AND t = ?", (value, symbol, t_ms)).rowcount == 1
+
+
+def test_a_candle_db_with_one_inf_high_is_refused_at_start_naming_the_row(setup):
+    tmp_path, env = setup
+    db = tmp_path / "candles_dbs" / "candles_15m.db"
+    poison(db, "ETH", 1516000000000 - 1516000000000 % 900_000)
+    proc = trader(env, "--mode", "paper", "--until-caught-up", check=False)
+    assert proc.returncode == 1
+    assert re.fullmatch(r"error: corrupt candle row: \S+candles_15m\.db ETH 2018-01-15T07:00:00Z "
+                        r"\(t=1515999600000\): h=inf is not finite\n", proc.stderr), proc.stderr
+    assert not (tmp_path / "paper.db").exists()
+
+
+def test_a_poisoned_bar_arriving_while_running_is_skipped_for_that_symbol_with_an_audit(setup, shared_data):
+    tmp_path, env = setup
+    db = tmp_path / "candles_dbs" / "candles_15m.db"
+    db.unlink()
+    split = 1516000000000 - 1516000000000 % 900_000
+    bad_t = split + 10 * 900_000
+    copy_candles(shared_data / "candles_15m.db", db, before_ms=split)
+    daemon = TraderDaemon(load_settings(env))
+    daemon._start()
+    try:
+        daemon.loop_once()
+        copy_candles(shared_data / "candles_15m.db", db, before_ms=split + 50 * 900_000)
+        poison(db, "ETH", bad_t, "c", 1e300)
+        daemon.loop_once()
+        assert daemon.last_bar_t == split + 49 * 900_000
+    finally:
+        daemon.close()
+    with sqlite3.connect(tmp_path / "paper.db") as conn:
+        events = conn.execute("SELECT symbol, data_json FROM audit_events WHERE event = 'CANDLE_SKIPPED'").fetchall()
+        on_bad = conn.execute("SELECT COUNT(*) FROM trades WHERE symbol = 'ETH' AND bar_t_ms = ?", (bad_t,)).fetchone()[0]
+        entries_after = conn.execute("SELECT COUNT(*) FROM trades WHERE symbol = 'ETH' AND bar_t_ms = ? AND "
+                                     "action IN ('OPEN', 'ADD')", (bad_t + 900_000,)).fetchone()[0]
+    assert [(s, json.loads(d)["t"]) for s, d in events] == [("ETH", bad_t)]
+    assert "is above the price bound" in json.loads(events[0][1])["problem"]
+    assert (on_bad, entries_after) == (0, 0), "no fill on the skipped bar, no entry right after it"
+    # a restart neither refuses the DB for a row it already skipped nor reports it again
+    proc = trader(env, "--mode", "paper", "--until-caught-up")
+    assert "corrupt candle row" not in proc.stderr
+
+
+def test_a_restarted_trader_skips_a_poisoned_bar_it_has_not_processed_yet(setup, shared_data):
+    tmp_path, env = setup
+    db = tmp_path / "candles_dbs" / "candles_15m.db"
+    db.unlink()
+    split = 1516000000000 - 1516000000000 % 900_000
+    copy_candles(shared_data / "candles_15m.db", db, before_ms=split)
+    trader(env, "--mode", "paper", "--until-caught-up")
+    copy_candles(shared_data / "candles_15m.db", db, before_ms=split + 50 * 900_000)
+    poison(db, "ADA", split + 3 * 900_000, "l", -1.0)
+    proc = trader(env, "--mode", "paper", "--until-caught-up")
+    assert "bar skipped for ADA" in proc.stderr
+    with sqlite3.connect(tmp_path / "paper.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM audit_events WHERE event = 'CANDLE_SKIPPED'").fetchone()[0] == 1

@@ -74,7 +74,7 @@ def test_partition_spans_months_and_never_deletes_unverified_rows(tmp_path):
     before = load_market_data(str(hot), "1h")
     part_dir = tmp_path / "partitions" / "1h"
     bad = part_dir / "candles_1h_2024-02.db"  # a stale archive disagreeing with the hot DB for one bar
-    write_candles(bad, [dict(rows[24 * 40], c=999.0)], "1h")
+    write_candles(bad, [dict(rows[24 * 40], c=999.0, h=1000.0)], "1h")
     now_ms = start + 75 * 24 * H
     res = run_tool("partition_candles_db.py", "--interval", "1hr", "--src-db", hot, "--keep-days", 30,
                    "--now-ms", now_ms, "--apply", "--delete")

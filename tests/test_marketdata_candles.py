@@ -52,7 +52,7 @@ def test_interval_names():
 def test_write_is_an_upsert_and_db_is_wal(tmp_path):
     db = tmp_path / "candles_1h.db"
     write_candles(db, bars("BTC", 3), "1h")
-    write_candles(db, [dict(bars("BTC", 1)[0], c=123.25)], "1H")
+    write_candles(db, [dict(bars("BTC", 1)[0], c=123.25, h=124.0)], "1H")
     df = load_candles(str(db), "1h")
     assert df.height == 3
     assert df["c"].to_list() == [123.25, 101.5, 102.5]
@@ -80,7 +80,7 @@ def test_real_overlap_hot_db_plus_partition_dir(tmp_path):
     partition = part_dir / "candles_5m_2018-01.db"
     shutil.copy(real, partition)
     with sqlite3.connect(partition) as conn:
-        conn.execute("UPDATE candles SET c = c * 2 WHERE symbol='ETH'")
+        conn.execute("UPDATE candles SET o = o * 2, h = h * 2, l = l * 2, c = c * 2 WHERE symbol='ETH'")
     alone = load_market_data(str(real), "5m")
     merged = load_market_data(f"{real},{part_dir}", "5m")
     assert merged.symbols == alone.symbols
@@ -165,7 +165,7 @@ def test_non_numeric_cell_is_one_line_error_not_a_polars_crash(tmp_path, column,
     for kwargs in ({}, {"symbols": ["ETH"], "start_ms": T0 + H}):
         with pytest.raises(MarketDataError) as exc:
             load_market_data(str(db), "1h", **kwargs)
-        assert_one_line_error(exc, f"corrupt candle row: {db} ETH t={T0 + 3 * H}: {shown}")
+        assert_one_line_error(exc, f"corrupt candle row: {db} ETH 2023-11-15T01:00:00Z (t={T0 + 3 * H}): {shown}")
     assert load_candles(str(db), "1h", symbols=["BTC"]).height == 5  # the clean symbol still loads
     assert load_candles(str(db), "1h", end_ms=T0 + 2 * H).height == 6  # and so does a window before it
 

@@ -1,9 +1,11 @@
 """Candle DB freshness + gap + row integrity check (runbook §3): JSON on stdout, one line per DB on stderr.
 
-Per symbol, every row from the window start on is validated like the engine's loader does
-(numeric cells, no NULL or non-positive price, high >= low): any such row is a FAIL, listed.
-Duplicate (symbol, interval, t) keys are counted per interval (WARN; FAIL when the copies
-differ). Use this tool, not the runbook's hand-written duplicate SQL: that query aliases
+Per symbol, every row (whole history: a replay reads all of it) is validated with the rule every
+reader applies (marketdata/sanity.py: numeric and finite cells, 0 < price <= the price bound,
+volume >= 0, l <= o, c <= h, 2009 <= t < 2100): any such row is a FAIL, counted, and the first
+ones are printed after the DB's line as `corrupt candle row: DB SYMBOL TIME (t=MS): PROBLEM`, the
+very line replay, sweep and the trader refuse it with. Duplicate (symbol, interval, t) keys are
+counted per interval (WARN; FAIL when the copies differ). Use this tool, not the runbook's hand-written duplicate SQL: that query aliases
 COUNT(*) as `c`, which HAVING resolves to the close column `c`, so it reports false dupes.
 
 Exit codes: 2 if anything FAILs (or bad flags), 1 on WARN with --fail-on-warn, else 0.
@@ -18,6 +20,9 @@ import typer
 
 from marketdata.checks import check_candle_dbs, default_candles_dir
 from marketdata.intervals import MarketDataError
+from marketdata.sanity import bad_row_line
+
+MAX_ROW_LINES = 10  # corrupt-row lines printed per DB on stderr (the JSON lists up to --max-bad-rows-per-symbol each)
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -35,6 +40,7 @@ def run(
     grace_seconds: float = typer.Option(5.0, help="a bar counts as closed this long after its close"),
     max_gap_ranges_per_symbol: int = typer.Option(5, help="gap ranges listed per symbol (largest first)"),
     max_bad_rows_per_symbol: int = typer.Option(5, help="corrupt rows listed per symbol (oldest first)"),
+    max_price: float = typer.Option(None, help="price sanity bound (default $AI_QUANT_MAX_CANDLE_PRICE, else 1e7)"),
     symbols: str = typer.Option(None, help="comma-separated symbols (default: every symbol in each DB)"),
     fail_on_warn: bool = typer.Option(False, help="exit 1 when the worst status is WARN"),
     now_ms: int = typer.Option(None, help="evaluate as if now were this epoch ms (tests, post-mortems)"),
@@ -48,7 +54,7 @@ def run(
             gap_warn_bars=gap_warn_bars, gap_fail_bars=gap_fail_bars, missing_warn_bars=missing_warn_bars,
             missing_fail_bars=missing_fail_bars, grace_seconds=grace_seconds,
             max_gap_ranges_per_symbol=max_gap_ranges_per_symbol, max_bad_rows_per_symbol=max_bad_rows_per_symbol,
-            symbols=names, now=now_ms)
+            symbols=names, now=now_ms, max_price=max_price)
     except MarketDataError as exc:
         typer.echo(f"check_candle_dbs: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -77,6 +83,23 @@ def _print_summary(report: dict) -> None:
                     parts.append(_symbol_note(sym))
         parts.extend(db["errors"])
         typer.echo(" | ".join(parts), err=True)
+        lines = _bad_row_lines(db)
+        for line in lines[:MAX_ROW_LINES]:
+            typer.echo(line, err=True)
+        if len(lines) > MAX_ROW_LINES:
+            typer.echo(f"... {len(lines) - MAX_ROW_LINES} more listed in the JSON report", err=True)
+
+
+def _bad_row_lines(db: dict) -> list[str]:
+    """The listed corrupt rows and conflicting duplicates of one DB, in the readers' one-line form."""
+    lines = []
+    for iv in db["intervals"]:
+        for sym in iv["symbols"]:
+            lines += [bad_row_line(db["db_path"], sym["symbol"], r["t"], r["problem"]) for r in sym["rows"]["examples"]]
+        dupes = iv["duplicates"]
+        lines += [bad_row_line(db["db_path"], d["symbol"], d["t"], f"{d['rows']} conflicting rows for one time")
+                  for d in dupes["examples"] if d["versions"] > 1]
+    return lines
 
 
 def _symbol_note(sym: dict) -> str:
