@@ -1,7 +1,8 @@
 """`backtester replay` and `backtester dump-indicators`: the canonical engine from the shell.
 
 The JSON report goes to stdout (or --output); a short summary table goes to stderr so that the
-report can be piped. Every user mistake is one line on stderr and exit code 1.
+report can be piped. Every user mistake (bad flag, missing or malformed candle DB, unwritable
+--output, disk full) is one line on stderr and exit code 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cpu_replay.api import ReplayError, run_replay
 from cpu_replay.state_io import InitStateError, load_init_state
 from marketdata.intervals import parse_time_ms
-from strategy.files import write_text_atomic
+from strategy.cli_io import OutputError, ReadError, check_output_path, one_line, reading
+from strategy.cli_io import write_output as write_output_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Canonical CPU replay engine.")
 err = Console(stderr=True)
@@ -40,7 +43,8 @@ class CliError(Exception):
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """Print `error: message` as one line on stderr; the caller raises the returned Exit."""
+    err.print(Text.assemble(("error:", "red"), " " + one_line(message)), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -49,7 +53,7 @@ def user_errors():
     from marketdata.intervals import MarketDataError
     from strategy.config import ConfigError
 
-    return (ConfigError, MarketDataError, ReplayError, InitStateError, CliError)
+    return (ConfigError, MarketDataError, ReplayError, InitStateError, CliError, OutputError, ReadError)
 
 
 def apply_overrides(cfg, overrides: dict):
@@ -126,7 +130,16 @@ def load_data(candles_db: str | None, interval: str, symbols: str | None, start_
     load_from = None if start_ms is None else start_ms - lookback_bars * interval_ms(interval)
     if start_ms is not None and end_ms is not None and start_ms >= end_ms:
         raise CliError(f"--start must be before --end (got {start_ms} >= {end_ms})")
-    return load_market_data(sources, interval, symbols=sym_list, start_ms=load_from, end_ms=end_ms), sources
+    with reading(f"candles from {sources}"):
+        return load_market_data(sources, interval, symbols=sym_list, start_ms=load_from, end_ms=end_ms), sources
+
+
+def load_funding(funding_db, md):
+    """The hourly funding matrix of `md`'s bars, or None without a funding DB."""
+    from marketdata.funding import funding_matrix
+
+    with reading(f"funding rates from {funding_db}"):
+        return funding_matrix(str(funding_db) if funding_db else None, md)
 
 
 def apply_universe_filter(md, sources: str, universe_db: str | None, start_ms, end_ms):
@@ -138,7 +151,8 @@ def apply_universe_filter(md, sources: str, universe_db: str | None, start_ms, e
         raise CliError(f"universe DB not found: {db} (run tools/sync_universe_history.py or pass --universe-db)")
     lo = int(md.times[0]) if start_ms is None else start_ms
     hi = int(md.times[-1]) if end_ms is None else end_ms
-    keep = universe_filter(list(md.symbols), db, lo, hi)
+    with reading(f"universe history from {db}"):
+        keep = universe_filter(list(md.symbols), db, lo, hi)
     if not keep:
         raise CliError(f"--universe-filter kept no symbol of {', '.join(md.symbols)} ({db})")
     return subset_symbols(md, keep)
@@ -153,14 +167,19 @@ def load_exit_data(cfg, md, exit_candles_db: str | None):
         return None
     sources = exit_candles_db or f"candles_dbs/candles_{exit_iv}.db"
     end = int(md.times[-1] + md.interval_ms - 1)
-    return load_market_data(sources, exit_iv, symbols=None, start_ms=int(md.times[0]), end_ms=end)
+    with reading(f"exit candles from {sources}"):
+        return load_market_data(sources, exit_iv, symbols=None, start_ms=int(md.times[0]), end_ms=end)
 
 
 def write_output(text: str, output: Path | None) -> None:
+    """The report to stdout or --output (atomic; disk full or a bad path is one line, exit 1)."""
     if output is None:
         sys.stdout.write(text + "\n")
         return
-    write_text_atomic(output, text + "\n")
+    try:
+        write_output_file(output, text + "\n")
+    except OutputError as exc:
+        raise fail(str(exc)) from None
 
 
 def summary_table(report: dict) -> Table:
@@ -199,8 +218,8 @@ def replay(
     """Replay a config over candle DBs with the canonical engine; JSON report out."""
     note = ""
     try:
-        from marketdata.funding import funding_matrix
-
+        if output is not None:
+            check_output_path(output)
         check_finite("--initial-balance", initial_balance, positive=True)
         check_finite("--slippage-bps", slippage_bps)
         if lookback < 0:
@@ -218,7 +237,7 @@ def replay(
         md, sources = load_data(candles_db, iv, symbols, start_ms, end_ms, lookback)
         if universe_filter:
             md = apply_universe_filter(md, sources, universe_db, start_ms, end_ms)
-        funding = funding_matrix(str(funding_db) if funding_db else None, md)
+        funding = load_funding(funding_db, md)
         state = load_init_state(init_state) if init_state else None
         exit_md = load_exit_data(cfg, md, exit_candles_db)
         report = run_replay(cfg, md, funding=funding, initial_balance=initial_balance,
@@ -226,10 +245,10 @@ def replay(
                             with_trades=trades, init_state=state, exit_md=exit_md)
     except user_errors() as exc:
         raise fail(str(exc) + note) from None
+    write_output(json.dumps(report, sort_keys=True, indent=2), output)  # first: a failed write is one line
     if note:  # after the run, so that a failing run still prints exactly one line
         err.print(f"interval {report['interval']} (from the candles DB)", highlight=False)
     err.print(summary_table(report))
-    write_output(json.dumps(report, sort_keys=True, indent=2), output)
 
 
 def indicator_rows(md, symbol: str, wv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -253,6 +272,8 @@ def dump_indicators(
 ) -> None:
     """One CSV row per bar with every indicator the strategy reads (windows from the config)."""
     try:
+        if output is not None:
+            check_output_path(output)
         cfg = resolve_config(config) if (config or DEFAULT_CONFIG.exists()) else _default_config()
         from_db = None if interval else interval_of_source(candles_db)
         iv = resolve_interval(interval or from_db, cfg)
@@ -262,14 +283,14 @@ def dump_indicators(
         times, values = indicator_rows(md, symbol, np.ascontiguousarray(cfg.windows(), dtype=np.int64))
     except user_errors() as exc:
         raise fail(str(exc)) from None
-    if from_db:
-        err.print(f"interval {iv} (from the candles DB)", highlight=False)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(("t",) + INDICATOR_COLUMNS)
     for t, row in zip(times, values, strict=True):
         writer.writerow([int(t)] + ["" if np.isnan(x) else repr(float(x)) for x in row])
     write_output(buf.getvalue().rstrip("\n"), output)
+    if from_db:
+        err.print(f"interval {iv} (from the candles DB)", highlight=False)
 
 
 def _default_config():

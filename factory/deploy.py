@@ -321,6 +321,23 @@ def _deploy_dirs(artifacts_dir: Path, target: str) -> list[Path]:
     return sorted(dirs, key=lambda d: d.name, reverse=True)
 
 
+def _read_deploy_event(path: Path) -> dict:
+    """A deploy event as a dict; a corrupt one (bytes, NaN, a list) is a DeployError line, because
+    rollback is the emergency path and must say which file to fix rather than crash."""
+    try:
+        event = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (OSError, ValueError) as exc:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DeployError(f"{path}: unreadable deploy event: {detail}") from None
+    if not isinstance(event, dict):
+        raise DeployError(f"{path}: deploy event is a JSON {type(event).__name__}, not an object")
+    return event
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name} is not JSON")
+
+
 def rollback(target: str = "paper", steps: int = 1, *, artifacts_dir: str | Path = "artifacts",
              target_yaml: str | Path | None = None, reason: str, registry: Registry | None = None,
              ignore_replay_gate: bool = False, dry_run: bool = False, blocker_file: str | Path | None = None,
@@ -339,8 +356,9 @@ def rollback(target: str = "paper", steps: int = 1, *, artifacts_dir: str | Path
         if len(dirs) <= steps:
             raise DeployError(f"{chosen}: no previous config recorded to restore")
         text = (dirs[steps] / "deployed_config.yaml").read_text(encoding="utf-8")
-    event_in = json.loads((chosen / "deploy_event.json").read_text(encoding="utf-8"))
-    yaml_path = Path(target_yaml or event_in.get("what", {}).get("yaml_path") or "")
+    event_in = _read_deploy_event(chosen / "deploy_event.json")
+    what = event_in.get("what") if isinstance(event_in.get("what"), dict) else {}
+    yaml_path = Path(target_yaml or what.get("yaml_path") or "")
     if not str(yaml_path):
         raise DeployError(f"{chosen}/deploy_event.json: no what.yaml_path; pass target_yaml")
     restored_id = config_id_of_text(text, f"{chosen}/prev_config.yaml", strict=False)

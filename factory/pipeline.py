@@ -26,7 +26,15 @@ from factory import equivalence, gates, scoring
 from factory.jsonio import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from factory.profiles import REPO_ROOT, Profile, resolve_profile
 from factory.report import write_report
-from factory.run_dir import RunDir, RunInterrupted, StepFailed, default_run_id
+from factory.run_dir import (
+    RunDir,
+    RunDirError,
+    RunDirWriteError,
+    RunInterrupted,
+    StepFailed,
+    check_run_id,
+    default_run_id,
+)
 from factory.selection import build_selection, write_selection
 
 GUARDED_ARGS = ("profile", "config", "candles_db", "exit_candles_db", "funding_db", "interval", "sweep_spec", "backend",
@@ -672,13 +680,21 @@ def _mark_failed(opts: RunOptions, run_id: str, reason: str) -> None:
         return
     if isinstance(meta, dict):
         meta.update(status="failed", failure_reason=reason)
-        write_json_atomic(existing / "run_metadata.json", meta)
+        try:
+            write_json_atomic(existing / "run_metadata.json", meta)
+        except OSError:
+            pass  # best effort: the refusal itself is still reported on stderr
 
 
 def run_factory(opts: RunOptions, console: Console | None = None) -> int:
     """CLI entry: 0 ok, 1 failed step, 2 bad input, 130 interrupted."""
     console = console or Console()
     run_id = opts.run_id or default_run_id(opts.profile)
+    try:
+        check_run_id(run_id)  # first: --resume below may write into the run it names
+    except RunDirError as exc:
+        _err(f"factory: {exc}")
+        return 2
     try:
         profile = resolve_profile(opts.profile, opts.profile_overrides(), opts.profiles_path)
         check_run_options(opts, profile)
@@ -698,6 +714,15 @@ def run_factory(opts: RunOptions, console: Console | None = None) -> int:
     except ValueError as exc:
         _err(f"factory: {exc}")
         return 2
+    except (RunDirWriteError, OSError) as exc:
+        _err(f"factory: {exc}")
+        return 1
+    return _run_in(rd, opts, console)
+
+
+def _run_in(rd: RunDir, opts: RunOptions, console: Console) -> int:
+    """The run proper: every outcome is one line and an exit code, and the run's metadata says why,
+    unless the disk that failed the run refuses that write too (then the line says so)."""
     rd.install_signal_handlers()
     started = time.monotonic()
     try:
@@ -708,18 +733,23 @@ def run_factory(opts: RunOptions, console: Console | None = None) -> int:
         rd.metadata["elapsed_s"] = round(time.monotonic() - started, 3)
         rd.finish("ok")
     except RunInterrupted as exc:
-        rd.finish("interrupted", str(exc))
-        _err(f"factory: {exc}; finished steps are kept in {rd.metadata_path} (continue with --resume)")
+        note = rd.finish_quietly("interrupted", str(exc))
+        _err(f"factory: {exc}; finished steps are kept in {rd.metadata_path} (continue with --resume){note}")
         return 130
     except (InputError, StepFailed, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        rd.finish("failed", reason)
-        _err(f"factory: {reason} (run dir {rd.path})")
+        note = rd.finish_quietly("failed", reason)
+        _err(f"factory: {reason} (run dir {rd.path}){note}")
         return 2 if isinstance(exc, InputError) else 1
+    except OSError as exc:  # disk full, read-only or vanished artifacts dir: not an internal error
+        reason = f"file system error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        note = rd.finish_quietly("failed", reason)
+        _err(f"factory: {reason} (run dir {rd.path}){note}")
+        return 1
     except Exception as exc:  # noqa: BLE001 - an internal error still leaves a consistent run_metadata
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        rd.finish("failed", reason)
-        _err(f"factory: internal error: {reason} (see {rd.path / 'logs'})")
+        note = rd.finish_quietly("failed", reason)
+        _err(f"factory: internal error: {reason} (see {rd.path / 'logs'}){note}")
         return 1
     finally:
         rd.restore_signal_handlers()

@@ -56,6 +56,11 @@ class LifecycleError(ValueError):
     """An impossible lifecycle move (e.g. retired -> paper); str() is one line."""
 
 
+class RegistryError(ValueError):
+    """The registry file cannot be used (random bytes, another program's DB, a directory, disk
+    full); str() is one line naming the file, so every deploy tool refuses instead of crashing."""
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -86,12 +91,18 @@ class Registry:
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=15)
+        try:
+            con = sqlite3.connect(self.path, timeout=15)
+        except sqlite3.Error as exc:
+            raise RegistryError(f"registry {self.path} cannot be opened: {exc}") from None
         con.row_factory = sqlite3.Row
         try:
             con.execute("PRAGMA busy_timeout=15000")
             yield con
             con.commit()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"registry {self.path} unusable: {exc} (restore it from a backup or move "
+                                "it aside)") from None
         finally:
             con.close()
 

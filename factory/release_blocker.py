@@ -74,6 +74,12 @@ def _max_age_problem(explicit: float | None, limit_min: float) -> str | None:
             "staleness cannot be disabled)")
 
 
+def _refuse_constant(name: str) -> float:
+    """json.loads accepts NaN/Infinity, which are not JSON: such a file was not written by the gate
+    (it writes with allow_nan=False), so it is unreadable, i.e. blocking, not a crash in int()."""
+    raise ValueError(f"non-finite number {name} is not JSON")
+
+
 def _red(path: Path, reason: str, *, stale: bool = False, age_ms: int | None = None, gen: int | None = None,
          payload: dict | None = None, reasons: list[str] | None = None) -> BlockerStatus:
     return BlockerStatus(ok=False, blocked=True, stale=stale, age_ms=age_ms, reasons=reasons or [reason],
@@ -91,7 +97,7 @@ def read_blocker(path: str | os.PathLike | None = None, max_age_minutes: float |
     if problem:
         return _red(p, problem)
     try:
-        payload = json.loads(p.read_text(encoding="utf-8"))
+        payload = json.loads(p.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
     except FileNotFoundError:
         return _red(p, "release blocker missing: the replay alignment gate has not written it")
     except (OSError, ValueError) as exc:
@@ -101,7 +107,7 @@ def read_blocker(path: str | os.PathLike | None = None, max_age_minutes: float |
     blocked, gen = payload.get("blocked"), payload.get("generated_at_ms")
     if not isinstance(blocked, bool):
         return _red(p, f"release blocker invalid: blocked is {blocked!r}, not a bool", payload=payload)
-    if not isinstance(gen, (int, float)) or isinstance(gen, bool) or gen <= 0:
+    if not isinstance(gen, (int, float)) or isinstance(gen, bool) or not math.isfinite(gen) or gen <= 0:
         return _red(p, f"release blocker invalid: generated_at_ms is {gen!r}", payload=payload)
     schema = payload.get("schema_version")
     if schema != SCHEMA_VERSION or isinstance(schema, bool):

@@ -11,6 +11,8 @@ it is always a complete, parseable document.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
@@ -25,6 +27,8 @@ from factory.jsonio import read_json, write_json_atomic
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+RUN_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+RUN_DIR_SUBDIRS = ("logs", "state", "data_checks", "sweeps", "configs", "replays", "gates", "reports")
 
 
 class RunDirError(ValueError):
@@ -41,6 +45,39 @@ class RunInterrupted(BaseException):
 
 class StepFailed(Exception):
     """A step could not do its job; the message is the one-line reason shown to the operator."""
+
+
+class RunDirWriteError(Exception):
+    """The run directory could not be created (disk full, read-only, quota): one line, exit 1."""
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id becomes a directory name: letters, digits, '.', '_' and '-' only, not starting with
+    '.', no '..', at most 128 characters, so `--run-id ../../x` can never leave the artifacts root."""
+    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id) or ".." in run_id:
+        raise RunDirError(f"--run-id {run_id!r}: use 1-128 letters, digits, '.', '_' or '-' "
+                          "(no path separators, no '..', not starting with '.')")
+
+
+def contained_run_path(root: Path, date_dir: str, run_id: str) -> Path:
+    """root/<date>/run_<id>, refused unless it resolves inside root (symlinks included): defence in
+    depth behind check_run_id, checked before anything is created."""
+    check_run_id(run_id)
+    path = root / date_dir / f"run_{run_id}"
+    real_root = root.resolve()
+    if not path.resolve().is_relative_to(real_root) or path.resolve() == real_root:
+        raise RunDirError(f"run dir {path} resolves outside the artifacts root {real_root}")
+    return path
+
+
+def _check_artifacts_root(root: Path) -> None:
+    """A root that is, or lies below, a regular file can never hold a run: bad input (exit 2), said
+    before anything is created rather than as a mkdir error half-way."""
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise RunDirError(f"--artifacts-dir {root}: {path} is not a directory")
+            return
 
 
 def utc_now() -> datetime:
@@ -90,18 +127,18 @@ class RunDir:
         now: datetime | None = None,
     ) -> RunDir:
         root = Path(artifacts_dir)
+        check_run_id(run_id)
+        _check_artifacts_root(root)
         existing = find_existing_run_dir(root, run_id)
         if existing is not None and not resume:
             raise RunDirError(f"run dir {existing} already exists: pass --resume to continue it or a new --run-id")
         if existing is None and resume:
             raise RunDirError(f"--resume: no run dir for run id {run_id!r} under {root}")
         if existing is not None:
+            contained_run_path(root, existing.parent.name, run_id)
             return cls._reopen(existing, args, guarded_args)
         now = now or utc_now()
-        path = root / f"{now:%Y-%m-%d}" / f"run_{run_id}"
-        path.mkdir(parents=True, exist_ok=False)
-        for sub in ("logs", "state", "data_checks", "sweeps", "configs", "replays", "gates", "reports"):
-            (path / sub).mkdir()
+        path = contained_run_path(root, f"{now:%Y-%m-%d}", run_id)
         meta = {
             "run_id": run_id, "profile": profile, "status": "running",
             "generated_at_ms": int(now.timestamp() * 1000), "run_date_utc": f"{now:%Y-%m-%d}",
@@ -110,8 +147,23 @@ class RunDir:
             "resume_count": 0,
         }
         rd = cls(path, meta, resumed=False)
-        rd.save()
+        rd._create()
         return rd
+
+    def _create(self) -> None:
+        """Make the directory tree and the first metadata; on a failed write (disk full) remove what
+        was made, so no run dir without a readable run_metadata.json is left for --resume to trip on."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=False)
+        except OSError as exc:
+            raise RunDirWriteError(f"cannot create run dir {self.path}: {exc.strerror or exc}") from None
+        try:
+            for sub in RUN_DIR_SUBDIRS:
+                (self.path / sub).mkdir()
+            self.save()
+        except OSError as exc:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise RunDirWriteError(f"cannot write run dir {self.path}: {exc.strerror or exc}") from None
 
     @classmethod
     def _reopen(cls, path: Path, args: dict[str, Any], guarded_args: tuple[str, ...]) -> RunDir:
@@ -188,7 +240,7 @@ class RunDir:
         start = time.monotonic()
         exit_code = EXIT_FAILED
         try:
-            with open(log_path, "a", encoding="utf-8") as log:
+            with _step_log(log_path) as log:
                 log.write(f"# step {name} started {utc_now().isoformat()} argv={argv}\n")
                 try:
                     result = fn(log)
@@ -198,13 +250,22 @@ class RunDir:
                     return result
                 except RunInterrupted as exc:
                     exit_code = EXIT_INTERRUPTED
-                    log.write(f"# {exc}\n")
+                    _log_quietly(log, f"# {exc}\n")
                     raise
                 except BaseException:
-                    log.write(traceback.format_exc())
+                    _log_quietly(log, traceback.format_exc())
                     raise
         finally:
-            self._record_step(name, argv, exit_code, time.monotonic() - start, log_path)
+            self._record_step_after(name, argv, exit_code, time.monotonic() - start, log_path)
+
+    def _record_step_after(self, name: str, argv: list[str], exit_code: int, elapsed: float, log_path: Path) -> None:
+        """Record the step; when the step itself failed and the record cannot be written either (disk
+        full), the step's own error is the one to report, not a second chained one."""
+        try:
+            self._record_step(name, argv, exit_code, elapsed, log_path)
+        except OSError:
+            if exit_code == 0:
+                raise
 
     def _record_step(self, name: str, argv: list[str], exit_code: int, elapsed: float, log_path: Path) -> None:
         entry = {
@@ -218,6 +279,15 @@ class RunDir:
             self.metadata["steps"] = steps
             write_json_atomic(self.metadata_path, self.metadata)
 
+    def finish_quietly(self, status: str, reason: str | None = None) -> str:
+        """finish() on a failure path: '' when saved, else why not (the disk that failed the run may
+        refuse this write too; that must not bury the run's own one-line reason)."""
+        try:
+            self.finish(status, reason)
+        except OSError as exc:
+            return f"; run_metadata.json not updated: {exc.strerror or exc}"
+        return ""
+
     def finish(self, status: str, reason: str | None = None) -> None:
         if status not in ("ok", "failed", "interrupted"):
             raise ValueError(f"bad run status {status!r}")
@@ -226,3 +296,26 @@ class RunDir:
         if reason:
             self.metadata["failure_reason"] = reason
         self.save()
+
+
+@contextmanager
+def _step_log(path: Path) -> Iterator[IO[str]]:
+    """The step's log file, closed without raising: a close that fails to flush (disk full) would
+    otherwise replace the step's own exception with a second one."""
+    log = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    try:
+        yield log
+    finally:
+        try:
+            log.close()
+        except OSError:
+            pass
+
+
+def _log_quietly(log: IO[str], text: str) -> None:
+    """Best effort: a step log that cannot be written (disk full) must not replace the step's error."""
+    try:
+        log.write(text)
+        log.flush()
+    except OSError:
+        pass

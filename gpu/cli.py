@@ -1,7 +1,9 @@
 """`backtester sweep`: load data and a base config, run a sweep spec, write ranked JSONL rows.
 
 The command function is registered by tools/backtester.py; it imports nothing from cpu_replay
-(gpu/ must not), so the small time/data helpers it needs live here.
+(gpu/ must not), so the small time/data helpers it needs live here. Exit codes: 0 ok, 2 bad input
+(one line on stderr: a bad flag, a malformed candle DB, an --output that can never be written),
+1 the results could not be written after the sweep (disk full; one line, no partial file).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from strategy.files import write_text_atomic
+from strategy.cli_io import OutputError, ReadError, check_output_path, die, one_line, reading, write_output
 
 err = Console(stderr=True)
 out = Console()
@@ -32,7 +34,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from marketdata.intervals import MarketDataError
     from strategy.config import ConfigError
 
-    return (SweepSpecError, ConfigError, MarketDataError, BackendError, CliError)
+    return (SweepSpecError, ConfigError, MarketDataError, BackendError, CliError, OutputError, ReadError)
 
 
 def _load_base_config(path: Path | None):
@@ -61,7 +63,8 @@ def _load_data(candles_db: str, interval: str, symbols: str | None, start_ms, en
         raise CliError(f"--start must be before --end (got {start_ms} >= {end_ms})")
     sym_list = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
     load_from = None if start_ms is None else start_ms - lookback * interval_ms(interval)
-    md = load_market_data(candles_db, interval, symbols=sym_list, start_ms=load_from, end_ms=end_ms)
+    with reading(f"candles from {candles_db}"):
+        md = load_market_data(candles_db, interval, symbols=sym_list, start_ms=load_from, end_ms=end_ms)
     if sym_list:
         missing = sorted(set(sym_list) - set(md.symbols))
         if missing:
@@ -83,7 +86,8 @@ def load_exit_data(base, md, exit_candles_db: str | None, symbols: str | None):
     sym_list = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
     end = int(md.times[-1] + md.interval_ms - 1)
     try:
-        return load_market_data(sources, exit_iv, symbols=sym_list, start_ms=int(md.times[0]), end_ms=end)
+        with reading(f"exit candles from {sources}"):
+            return load_market_data(sources, exit_iv, symbols=sym_list, start_ms=int(md.times[0]), end_ms=end)
     except MarketDataError as exc:  # a missing/empty exit DB: say which flag feeds it
         raise CliError(f"--exit-candles-db (global.engine.exit_interval={exit_iv}): {exc}") from None
 
@@ -94,15 +98,25 @@ def _universe(md, candles_db: str, universe_db: str | None, start_ms, end_ms):
     db = universe_db or str(Path(candles_db.split(",")[0]).parent / "universe_history.db")
     if not Path(db).exists():
         raise CliError(f"--universe-db: not found: {db}")
-    keep = universe_filter(list(md.symbols), db, start_ms or int(md.times[0]), end_ms or int(md.times[-1]))
+    with reading(f"universe history from {db}"):
+        keep = universe_filter(list(md.symbols), db, start_ms or int(md.times[0]), end_ms or int(md.times[-1]))
     if not keep:
         raise CliError(f"--universe-filter kept no symbol of {', '.join(md.symbols)} ({db})")
     return _subset(md, keep)
 
 
+def _print_notes(backend: str, reason: str, exit_md) -> None:
+    """What the sweep is about to use, shown before it starts (a long run should say so early). On
+    stdout with the closing table: stderr carries only the one-line refusal when something fails."""
+    out.print(f"backend {backend}: {reason}", highlight=False)
+    if exit_md is not None:
+        out.print(f"stops/targets checked on {exit_md.interval} bars", highlight=False)
+
+
 def write_jsonl_atomic(rows: list[dict], path: Path) -> None:
-    """One JSON row per line, written atomically (strategy.files)."""
-    write_text_atomic(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    """One JSON row per line, written atomically: a failed write (disk full) leaves the old file or
+    none, never a truncated ranking a deploy could pick a row from. Raises OutputError (one line)."""
+    write_output(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
 def top_table(rows: list[dict], k: int, title: str) -> Table:
@@ -147,9 +161,10 @@ def sweep_command(
 ) -> None:
     """Sweep a grid (or TPE trials) of configs with the decision kernel; write ranked JSONL rows."""
     try:
-        from gpu.api import run_sweep
+        from gpu.api import check_engine_settings, run_sweep
         from gpu.backend import choose_backend
         from gpu.spec import load_sweep_spec
+        from gpu.tpe import OBJECTIVES
         from marketdata.funding import funding_matrix
         from marketdata.intervals import normalize_interval, parse_time_ms
 
@@ -163,6 +178,9 @@ def sweep_command(
             raise CliError(f"--batch must be >= 1 (got {batch})")
         if precision not in ("f64", "f32"):
             raise CliError(f"--precision: expected f64 or f32, got {precision!r}")
+        if objective not in OBJECTIVES:  # checked now, not after hours of sweeping
+            raise CliError(f"--objective: unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
+        check_output_path(output)
         if tpe and storage is not None:
             from gpu.tpe import check_storage
 
@@ -170,7 +188,6 @@ def sweep_command(
         base = _load_base_config(config)
         spec = load_sweep_spec(sweep_spec, base)
         name, reason = choose_backend(backend)
-        err.print(f"backend {name}: {reason}", highlight=False)
         iv = normalize_interval(interval or base.interval or "1h")
         start_ms, end_ms = parse_time_ms(start, "--start"), parse_time_ms(end, "--end")
         md = _load_data(candles_db, iv, symbols, start_ms, end_ms, spec.lookback)
@@ -178,21 +195,23 @@ def sweep_command(
             md = _universe(md, candles_db, universe_db, start_ms, end_ms)
         if funding_db is not None and not funding_db.exists():
             raise CliError(f"--funding-db: not found: {funding_db}")
-        funding = funding_matrix(funding_db, md) if funding_db is not None else None
+        with reading(f"funding rates from {funding_db}"):
+            funding = funding_matrix(funding_db, md) if funding_db is not None else None
         exit_md = load_exit_data(base, md, exit_candles_db, symbols)
-        if exit_md is not None:
-            err.print(f"stops/targets checked on {exit_md.interval} bars", highlight=False)
+        check_engine_settings(base, md.interval, exit_md, spec.axes)
+        _print_notes(name, reason, exit_md)  # only now: a refusal above stays one line
         result = run_sweep(base, spec, md, funding, backend=name, precision=precision, tpe=tpe,
                            trials=trials, batch=batch, seed=seed, storage=storage, study_name=study_name,
                            objective=objective, top_n=top_n, progress=progress, start_ms=start_ms,
                            end_ms=end_ms, exit_md=exit_md, neighborhood=neighborhood)
     except _user_errors() as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        die(f"error: {exc}", 2)
     except ValueError as exc:  # objective/trials validation inside the library
-        err.print(f"[red]error:[/red] {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    write_jsonl_atomic(result.rows, output)
+        die(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", 2)
+    try:
+        write_jsonl_atomic(result.rows, output)
+    except OutputError as exc:
+        die(f"error: {one_line(exc)} ({len(result.rows)} rows not saved)", 1)
     if tpe:
         sm = result.summary
         out.print(f"TPE: {sm['tpe_trials']:,} optuna trials x neighbourhood {sm['neighborhood']} -> "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -159,3 +160,92 @@ def test_resume_refuses_a_profile_that_resolves_differently(tmp_path, capsys):
     profiles.write_text(text)
     assert run_factory(_opts(tmp_path, resume=True)) == 1  # the same profile resumes (and fails on the DB again)
     assert _meta(tmp_path)["resume_count"] == 1
+
+
+# ------------------------------------------------------------------ run ids and a full disk (issue 10, items 4 and 9)
+@pytest.mark.parametrize("run_id", ["../x", "../../../../x", "..", ".hidden", "a/b", "a\\b", "", "x" * 129,
+                                    "a..b", "run*", "a b", "/abs"])
+def test_unsafe_run_ids_are_refused_before_anything_is_written(tmp_path, run_id):
+    art = tmp_path / "a" / "art"
+    with pytest.raises(RunDirError, match="--run-id"):
+        RunDir.open(art, run_id, profile="smoke", args={}, now=NOW)
+    with pytest.raises(RunDirError, match="--run-id"):
+        RunDir.open(art, run_id, profile="smoke", args={}, resume=True, now=NOW)
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_safe_run_ids_are_accepted():
+    from factory.run_dir import check_run_id
+
+    for run_id in ("r1", "20250601T005007Z_daily", "P_smoke_2025-06-01.1", "-x", "a.b-c_d", "x" * 128):
+        check_run_id(run_id)
+
+
+def test_a_date_dir_symlinked_outside_the_artifacts_root_is_refused(tmp_path):
+    art, outside = tmp_path / "art", tmp_path / "outside"
+    art.mkdir()
+    outside.mkdir()
+    (art / "2025-06-01").symlink_to(outside)
+    with pytest.raises(RunDirError, match="outside the artifacts root"):
+        RunDir.open(art, "r1", profile="smoke", args={}, now=NOW)
+    assert list(outside.iterdir()) == []
+
+
+def _disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_creating_leaves_no_half_run_dir(tmp_path, monkeypatch):
+    from factory import run_dir as run_dir_mod
+
+    monkeypatch.setattr(run_dir_mod, "write_json_atomic", _disk_full)
+    with pytest.raises(run_dir_mod.RunDirWriteError, match="No space left on device"):
+        RunDir.open(tmp_path, "r1", profile="smoke", args={}, now=NOW)
+    assert not (tmp_path / "2025-06-01" / "run_r1").exists()
+
+
+def test_disk_full_in_a_step_raises_the_steps_error_only(tmp_path, monkeypatch):
+    """The step fails on the full disk, then the step record and the final status cannot be written
+    either: the step's own error comes out, unchained, and finish_quietly says what was not saved."""
+    from factory import run_dir as run_dir_mod
+
+    rd = RunDir.open(tmp_path, "r1", profile="smoke", args={}, now=NOW)
+    monkeypatch.setattr(run_dir_mod, "write_json_atomic", _disk_full)
+    first = OSError(errno.ENOSPC, "No space left on device")
+
+    def step(_log):
+        raise first
+
+    with pytest.raises(OSError) as info:
+        rd.run_step("sweep", ["sweep"], step)
+    assert info.value is first and info.value.__context__ is None
+    assert rd.finish_quietly("failed", "disk full") == "; run_metadata.json not updated: No space left on device"
+
+
+def test_disk_full_mid_run_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    from factory import pipeline
+    from factory import run_dir as run_dir_mod
+    from factory.profiles import REPO_ROOT
+
+    (tmp_path / "profiles.yaml").write_text((REPO_ROOT / "config" / "factory_profiles.yaml").read_text())
+
+    def prepare(_opts):  # the disk fills up once the run dir exists
+        monkeypatch.setattr(run_dir_mod, "write_json_atomic", _disk_full)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "prepare_inputs", prepare)
+    assert pipeline.run_factory(_opts(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("factory: file system error: No space left on device (run dir ")
+    assert err.rstrip().endswith("; run_metadata.json not updated: No space left on device")
+
+
+def test_run_factory_refuses_an_unsafe_run_id_before_touching_the_named_run(tmp_path, capsys):
+    """`--resume --run-id ../x` must not even mark another run's metadata as failed."""
+    from factory.pipeline import run_factory
+
+    assert run_factory(_opts(tmp_path, run_id="../x", resume=True)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("factory: --run-id '../x'") and len(err.splitlines()) == 1
+    assert not (tmp_path / "art").exists()

@@ -288,7 +288,7 @@ def test_flat_now_live_broker_errors_skip_to_the_next_coin(tmp_path):
                                                                     AI_QUANT_HL_BASE_URL=ex.base_url))
         assert res.returncode == 1, res.stderr
         assert "Traceback" not in res.stderr
-        assert "live: BTC attempt 1 failed: ServerError" in res.stderr and "live: BTC attempt 2 failed" in res.stderr
+        assert "live: BTC attempt 1 failed: ExchangeUnavailable: allMids: HTTP 500" in res.stderr and "live: BTC attempt 2 failed" in res.stderr
         assert "live: positions still open after 2 attempts: BTC 0.05" in res.stderr
         assert "Done: paused=1 paper_closed=0 live_closed=1 live_remaining=1" in res.stderr
         assert set(ex.positions(wallet.address)) == {"BTC"}  # ETH was closed despite BTC's trouble
@@ -302,8 +302,13 @@ def test_flat_now_refusals(tmp_path):
     assert live.returncode == 2 and live.stderr.strip() == "--live requires --yes (it sends real reduce-only orders)"
     no_tty = run_tool("flat_now.py", "--kill-file", str(kill), "--paper-db", str(db))
     assert no_tty.returncode == 2 and "without --yes" in no_tty.stderr
-    no_file = run_tool("flat_now.py", "--paper-db", str(db), "--yes", env={"AI_QUANT_KILL_SWITCH_FILE": ""})
-    assert no_file.returncode == 2 and no_file.stderr.startswith("no kill file")
+    state = tmp_path / "state"
+    default = run_tool("flat_now.py", "--paper-db", str(db), "--yes",
+                       env={"AI_QUANT_KILL_SWITCH_FILE": "", "XDG_STATE_HOME": str(state)})
+    # no kill file named: the trader's default path is paused (the paper close then fails: no candles)
+    assert default.stderr.startswith(f"paused: wrote close_only to {state / 'openclaw-ai-quant' / 'kill'}")
+    assert (state / "openclaw-ai-quant" / "kill").read_text() == "close_only\n"
+    assert oct((state / "openclaw-ai-quant").stat().st_mode & 0o777) == "0o700"
     assert not kill.exists()
     live_yes = run_tool("flat_now.py", "--kill-file", str(kill), "--pause-mode", "halt_all", "--live", "--yes",
                         env={"AI_QUANT_SECRETS_PATH": str(tmp_path / "no-secrets.json")})
@@ -328,12 +333,47 @@ def test_export_state_and_csv(tmp_path):
     assert missing.returncode == 1 and missing.stderr.strip() == f"{tmp_path / 'x.db'}: no such trading DB"
     bad = run_tool("export_state.py", "--source", "papr", "--output", str(out))
     assert bad.returncode == 2 and "--source 'papr'" in bad.stderr
+    # --out (export_csv's spelling) is accepted too
+    again = tmp_path / "again.json"
+    assert run_tool("export_state.py", "--source", "paper", "--out", str(again), "--db", str(db)).returncode == 0
+    assert json.loads(again.read_text())["balance"] == 999.0
 
     csv_out = tmp_path / "trades.csv"
     res = run_tool("export_csv.py", "--db", str(db), "--out", str(csv_out), "--hours", "1")
     assert res.returncode == 0 and res.stdout.strip() == str(csv_out)
     rows = list(csv.DictReader(csv_out.open()))
     assert [r["symbol"] for r in rows] == ["BTC", "ETH"] and rows[0]["price"] == "100.0"
+
+
+def test_tools_resolve_the_trading_db_like_the_daemon(tmp_path):
+    from tools.trading_dbs import TradingDbUnavailable, daemon_db_path
+
+    assert daemon_db_path("paper", {"AI_QUANT_DB_PATH": "/p.db"}) == Path("/p.db")
+    assert daemon_db_path("paper", {"AI_QUANT_DB_PATH": "x/p.db"}) == REPO / "x/p.db"  # anchored like the daemon
+    assert daemon_db_path("live", {"AI_QUANT_MODE": "dry_live", "AI_QUANT_DB_PATH": "/l.db"}) == Path("/l.db")
+    assert daemon_db_path("paper", {"AI_QUANT_MODE": "live", "AI_QUANT_DB_PATH": "/l.db"}) == REPO / "trading_engine.db"
+    assert daemon_db_path("live", {}) == REPO / "trading_engine_live.db"
+    assert daemon_db_path(None, {"AI_QUANT_MODE": "live"}) == REPO / "trading_engine_live.db"
+    assert daemon_db_path("paper", {"AI_QUANT_PAPER_DB_PATH": "/a.db", "AI_QUANT_DB_PATH": "/b.db"}) == Path("/a.db")
+    with pytest.raises(TradingDbUnavailable, match="AI_QUANT_MODE='papr'"):
+        daemon_db_path("paper", {"AI_QUANT_MODE": "papr"})
+    with pytest.raises(TradingDbUnavailable, match="AI_QUANT_HEARTBEAT_SECS"):
+        daemon_db_path("paper", {"AI_QUANT_HEARTBEAT_SECS": "nan"})
+    # the tools follow AI_QUANT_DB_PATH as the daemon does (they used to read <repo>/trading_engine.db)
+    db, out = _paper_db(tmp_path), tmp_path / "state.json"
+    res = run_clean("export_state.py", "--source", "paper", "--out", str(out), env=clean_env(AI_QUANT_DB_PATH=str(db)))
+    assert res.returncode == 0 and json.loads(out.read_text())["balance"] == 999.0, res.stderr
+    res = run_clean("export_csv.py", "--out", str(tmp_path / "t.csv"), env=clean_env(AI_QUANT_DB_PATH=str(db)))
+    assert res.returncode == 0 and (tmp_path / "t.csv").read_text().count("\n") == 3, res.stderr
+    res = run_clean("reality_check.py", env=clean_env(AI_QUANT_DB_PATH=str(db),
+                                                      AI_QUANT_LIVE_DB_PATH=str(tmp_path / "none.db")))
+    assert res.returncode == 0 and f"== {db}\n" in res.stdout and "missing db" in res.stdout, res.stderr
+    # a DB without any balance is an error, not `"balance": null` with exit 0
+    empty = tmp_path / "empty.db"
+    open_trading_db(empty).close()
+    res = run_clean("export_state.py", "--source", "paper", "--out", str(tmp_path / "e.json"),
+                    env=clean_env(AI_QUANT_DB_PATH=str(empty)))
+    assert res.returncode == 1 and "no trade carries a balance" in res.stderr and not (tmp_path / "e.json").exists()
 
 
 def test_reality_check(tmp_path):
@@ -348,15 +388,19 @@ def test_reality_check(tmp_path):
     conn.execute("INSERT INTO runtime_logs (ts_ms, ts, pid, mode, stream, level, message) VALUES (?, ?, 1, 'paper',"
                  " 'engine', 'INFO', ?)", (now_ms(), iso_utc(now_ms()), format_heartbeat(**HB)))
     conn.close()
-    res = run_tool("reality_check.py", "--symbol", "btc", "--hours", "2", "--db", str(db),
-                   "--db", str(tmp_path / "live.db"))
+    res = run_tool("reality_check.py", "--symbol", "btc", "--hours", "2", "--db", str(db))
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "audit events in the last 2h: 3" in out and "  RISK_BLOCK: 2" in out and "OLD" not in out
     assert "kill=close_only kill_reason=daily_loss:2024-03-05" in out
-    assert "trades of BTC in the last 2h: 1\n  1 " in out and "old_one" not in out  # --hours filters trades too
+    header = "  id timestamp type action price size pnl balance reason\n"
+    assert f"trades of BTC in the last 2h: 1\n{header}  1 " in out and "old_one" not in out  # --hours filters trades
+    assert " LONG OPEN 100 2 - 1000 " in out  # numbers as numbers, NULL as '-'
     assert "any age" not in out
-    assert f"== {tmp_path / 'live.db'}\nmissing db" in out
+    # a DB named with --db that is missing is an error (exit 1, one line), the others are still reported
+    res = run_tool("reality_check.py", "--db", str(db), "--db", str(tmp_path / "live.db"))
+    assert res.returncode == 1 and f"== {tmp_path / 'live.db'}\nmissing db" in res.stdout
+    assert res.stderr == f"reality_check: {tmp_path / 'live.db'}: missing\n"
     res = run_tool("reality_check.py", "--symbol", "BTC", "--hours", "6", "--last", "5", "--db", str(db))
     assert res.returncode == 0, res.stderr
     assert "trades of BTC in the last 6h: 2" in res.stdout and "last 2 trades of BTC (any age):" in res.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from factory.deploy import ConfigIdMismatch, DeployError, ReplayGateBlocked, deploy_sweep_row
-from factory.registry import LifecycleError, Registry, default_registry_path
+from factory.registry import LifecycleError, Registry, RegistryError, default_registry_path
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -55,7 +55,7 @@ def main(
     except DeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2 if "refuses live targets" in str(exc) else 1) from None
-    except (LifecycleError, OSError) as exc:
+    except (LifecycleError, RegistryError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(res.gate_line)

@@ -24,6 +24,7 @@ from pathlib import Path
 import typer
 
 from live.env import EnvError, env_path
+from live.kill_switch import default_kill_file, ensure_private_dir
 from live.trading_db import (
     atomic_write_text,
     audit,
@@ -115,6 +116,7 @@ def check_paper_db(db: Path) -> None:
 
 
 def write_kill_file(path: Path, mode: str) -> None:
+    ensure_private_dir(path)
     atomic_write_text(path, mode + "\n", mode=0o600)
 
 
@@ -256,7 +258,8 @@ def _confirm(yes: bool, what: str) -> None:
 
 @app.command()
 def main(
-    kill_file: str = typer.Option("", help="Kill file to write (default AI_QUANT_KILL_SWITCH_FILE)."),
+    kill_file: str = typer.Option("", help="Kill file to write (default AI_QUANT_KILL_SWITCH_FILE, else "
+                                  "~/.local/state/openclaw-ai-quant/kill, the trader's default)."),
     pause_mode: str = typer.Option("close_only", help="close_only (exits still run) or halt_all."),
     reason: str = typer.Option("flat_now", help="Reason recorded on the close rows."),
     paper: bool = typer.Option(False, "--paper", help="Flatten the paper DB (the default target)."),
@@ -288,9 +291,7 @@ def main(
     if do_paper and candles_db is None:
         candles_db, candles_note = default_candles_db()
     kill_text = (kill_file or os.environ.get("AI_QUANT_KILL_SWITCH_FILE", "")).strip()
-    if not no_pause and not kill_text:
-        fail("no kill file: pass --kill-file or set AI_QUANT_KILL_SWITCH_FILE (or use --no-pause)")
-    kill_path = Path(kill_text).expanduser()
+    kill_path = Path(kill_text).expanduser() if kill_text else default_kill_file()  # the trader's default too
     targets = ", ".join(t for t, on in (("paper " + str(paper_db), do_paper), ("live", live)) if on)
     _confirm(yes, f"{'' if no_pause else f'Pause ({pause_mode}) and '}flatten {targets}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from factory.deploy import DeployError, ReplayGateBlocked, deploy_paper
-from factory.registry import LifecycleError, Registry, default_registry_path
+from factory.registry import LifecycleError, Registry, RegistryError, default_registry_path
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -46,7 +46,7 @@ def main(
     except ReplayGateBlocked as exc:
         typer.echo(f"refused: {exc}; fix the replay gate or pass --ignore-replay-gate", err=True)
         raise typer.Exit(2) from None
-    except (DeployError, LifecycleError, OSError) as exc:
+    except (DeployError, LifecycleError, RegistryError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(res.gate_line)

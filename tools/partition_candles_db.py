@@ -2,13 +2,15 @@
 
 Dry-run by default. --apply copies (idempotent, INSERT OR IGNORE); --delete removes a month from the
 hot DB only after verifying every row is in its partition; --vacuum compacts the hot DB afterwards.
-Exit codes: 0 ok, 1 a month failed verification (nothing deleted for it), 2 bad flags, 3 missing source.
+Exit codes: 0 ok, 1 a month failed verification (nothing deleted for it) or a write failed (disk
+full), 2 bad flags or a source that is not a candle DB, 3 missing source. Every refusal is one line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -19,6 +21,10 @@ from rich.progress import Progress
 
 from marketdata.intervals import MarketDataError, normalize_interval
 from marketdata.partition import apply_partition, plan_partition
+from marketdata.sqlite_store import connect, table_columns, table_exists
+from strategy.cli_io import die
+
+READER_COLUMNS = ("symbol", "interval", "t", "t_close", "o", "h", "l", "c", "v")
 
 ROOT = Path(__file__).resolve().parents[1]
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -26,8 +32,21 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"partition_candles_db: {message}", err=True)
-    raise typer.Exit(code)
+    die(f"partition_candles_db: {message}", code)
+
+
+def check_source(src: Path) -> None:
+    """Refuse a DB the candle readers could not read (no candles table, missing columns) before
+    planning: archiving it would only copy the problem into every monthly partition."""
+    conn = connect(src, readonly=True)
+    try:
+        if not table_exists(conn, "candles"):
+            raise MarketDataError(f"no candles table in {src}")
+        missing = [c for c in READER_COLUMNS if c not in table_columns(conn, "candles")]
+    finally:
+        conn.close()
+    if missing:
+        raise MarketDataError(f"{src}: candles table lacks column(s) {', '.join(missing)}")
 
 
 @app.command()
@@ -57,16 +76,30 @@ def run(
         _fail(f"source DB not found: {src}", 3)
     now = int(time.time() * 1000) if now_ms is None else now_ms
     try:
+        check_source(src)
         plan = plan_partition(src, iv, keep_days, now, out_dir)
-        if apply and plan.months:
-            with Progress(console=err, transient=True) as bar:
-                task = bar.add_task(f"archiving {iv}", total=len(plan.months))
-                apply_partition(plan, delete=delete, vacuum=vacuum, on_month=lambda _m: bar.advance(task))
     except MarketDataError as exc:
         _fail(str(exc), 2)
+    except sqlite3.Error as exc:
+        _fail(f"cannot read {src}: {exc}", 2)
+    if apply and plan.months:
+        _apply(plan, delete, vacuum)
     failed = [m for m in plan.months if apply and not m.verified]
     _report(plan, apply, delete)
     raise typer.Exit(1 if failed else 0)
+
+
+def _apply(plan, delete: bool, vacuum: bool) -> None:
+    """Copy (and delete) the planned months; a write that fails (disk full, read-only partition dir)
+    is one line and exit 1. Months already copied stay: the copy is idempotent, so a rerun resumes."""
+    try:
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task(f"archiving {plan.interval}", total=len(plan.months))
+            apply_partition(plan, delete=delete, vacuum=vacuum, on_month=lambda _m: bar.advance(task))
+    except MarketDataError as exc:
+        _fail(str(exc), 1)
+    except (sqlite3.Error, OSError) as exc:
+        _fail(f"archiving into {plan.out_dir} failed: {exc}", 1)
 
 
 def _report(plan, apply: bool, delete: bool) -> None:

@@ -3,14 +3,14 @@
 
 Without --apply it evaluates the gates over the paper trades since the config's paper deploy and
 says what it would do. --apply deploys to live at 25 % of the config's trade.size_multiplier, and
-on later runs advances one ramp step once its day has passed with zero kill events in --live-db.
+on later runs advances one ramp step once its day has passed with zero kill events in --live-db
+(default: the live daemon's DB, resolved as the daemon resolves it, when that file exists).
 The replay release blocker is enforced on every --apply. Exit 0 done / nothing to do, 1 refused
 (gates failed, ramp held, blocked by the replay gate), 2 bad input.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -19,7 +19,9 @@ from rich.table import Table
 
 from factory.deploy import DeployError, ReplayGateBlocked
 from factory.promotion import PromotionGates, promote_to_live
-from factory.registry import LifecycleError, Registry, default_registry_path
+from factory.registry import LifecycleError, Registry, RegistryError, default_registry_path
+from strategy.cli_io import die
+from tools.trading_dbs import TradingDbUnavailable, daemon_db_path
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -34,12 +36,22 @@ def _gate_table(report: dict) -> Table:
     return table
 
 
+def _default_live_db() -> Path | None:
+    """The live daemon's DB as the daemon resolves it (tools/trading_dbs.py), when it exists; None
+    otherwise, so advancing the ramp asks for --live-db instead of reading a missing file."""
+    try:
+        path = daemon_db_path("live")
+    except TradingDbUnavailable as exc:
+        die(f"error: {exc}", 2)
+    return path if path.is_file() else None
+
+
 @app.command()
 def main(
     paper_db: Path = typer.Option(..., "--paper-db", help="the paper trader's SQLite DB (trades, audit_events)"),
     config_id: str = typer.Option(..., "--config-id", help="config_id (or unique prefix) in the registry"),
     live_yaml_path: Path = typer.Option(Path("config/strategy_overrides.live.yaml"), "--live-yaml-path"),
-    live_db: Path = typer.Option(None, "--live-db", help="live DB for ramp kill checks (default $AI_QUANT_LIVE_DB_PATH)"),
+    live_db: Path = typer.Option(None, "--live-db", help="live DB for ramp kill checks (default: the live daemon's DB)"),
     since_ms: int = typer.Option(None, "--since-ms", help="default: the config's last paper deploy in the registry"),
     min_trades: int = typer.Option(20, "--min-trades"),
     min_hours: float = typer.Option(24.0, "--min-hours"),
@@ -59,7 +71,7 @@ def main(
     """Evaluate the paper -> live gates and (with --apply) promote or advance the ramp one step."""
     gates = PromotionGates(min_trades, min_hours, min_profit_factor, max_drawdown_pct, stress_slippage_bps,
                            max_kill_events)
-    live_db = live_db or (Path(os.environ["AI_QUANT_LIVE_DB_PATH"]) if os.environ.get("AI_QUANT_LIVE_DB_PATH") else None)
+    live_db = live_db or _default_live_db()
     try:
         res = promote_to_live(paper_db, config_id=config_id, live_yaml_path=live_yaml_path,
                               registry=Registry(registry_path or default_registry_path(artifacts_dir)),
@@ -69,7 +81,7 @@ def main(
     except ReplayGateBlocked as exc:
         typer.echo(f"refused: {exc}; fix the replay gate or pass --ignore-replay-gate", err=True)
         raise typer.Exit(1) from None
-    except (DeployError, LifecycleError, OSError) as exc:
+    except (DeployError, LifecycleError, RegistryError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if res.gates:

@@ -1,6 +1,12 @@
 """Quick diagnostics for one symbol: what the trader did recently, per trading DB.
 
-Read-only (DBs opened with mode=ro): safe to run against a live trader at any time.
+Read-only (DBs opened with mode=ro): safe to run against a live trader at any time. The default
+DBs are the ones the paper and the live daemon use (tools/trading_dbs.py, as the daemon resolves
+AI_QUANT_DB_PATH and AI_QUANT_MODE); a default that does not exist is listed as missing.
+
+Exit codes: 0 every listed DB was read; 1 a DB named with --db is missing, a DB is unreadable or not
+a trading DB, or no default DB exists (the report still lists the others; stderr has one line
+naming the problems); 2 a bad flag or environment.
 """
 
 from __future__ import annotations
@@ -8,35 +14,43 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import typer
 
-from live.env import REPO_ROOT
 from live.runtime_log import HEARTBEAT_PREFIX, parse_heartbeat
 from live.trading_db import iso_utc, now_ms
+from strategy.cli_io import die
+from tools.trading_dbs import SOURCES, TradingDbUnavailable, daemon_db_path, open_trading_db_ro
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 AUDIT_TS = "COALESCE(ts_ms, CAST(strftime('%s', timestamp) AS INTEGER) * 1000)"
 TRADE_TS = "CAST(strftime('%s', timestamp) AS INTEGER) * 1000"
 MAX_WINDOW_ROWS = 50
 TRADE_COLS = "id, timestamp, type, action, price, size, pnl, balance, reason"
+TRADE_HEADER = tuple(c.strip() for c in TRADE_COLS.split(","))
+MAX_HOURS = 1e6  # ~114 years: beyond that the window start overflows SQLite's integer
 
 
 def default_dbs() -> list[Path]:
-    return [Path(os.environ.get("AI_QUANT_PAPER_DB_PATH") or REPO_ROOT / "trading_engine.db"),
-            Path(os.environ.get("AI_QUANT_LIVE_DB_PATH") or REPO_ROOT / "trading_engine_live.db")]
+    """The paper and the live daemon's DBs, as each daemon would resolve them from this environment."""
+    paths: list[Path] = []
+    for source in SOURCES:
+        path = daemon_db_path(source)
+        if path not in paths:
+            paths.append(path)
+    return paths
 
 
-def report_db(db: Path, symbol: str, hours: float, now: int, last: int = 0) -> list[str]:
-    if not db.exists():
-        return [f"== {db}", "missing db"]
+def report_db(db: Path, symbol: str, hours: float, now: int, last: int = 0) -> tuple[list[str], str | None]:
+    """(report lines, problem): problem is None when the DB was read in full, else one phrase."""
     lines = [f"== {db}"]
+    if not db.exists():
+        return [*lines, "missing db"], f"{db}: missing"
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error as exc:
-        return [*lines, f"db_open_failed: {exc}"]
+        conn = open_trading_db_ro(db)
+    except TradingDbUnavailable as exc:
+        return [*lines, f"db_open_failed: {exc}"], str(exc)
     try:
         lines += _heartbeat(conn, now)
         since = now - int(hours * 3_600_000)
@@ -46,9 +60,10 @@ def report_db(db: Path, symbol: str, hours: float, now: int, last: int = 0) -> l
             lines += _last_trades(conn, symbol, last)
     except sqlite3.Error as exc:
         lines.append(f"db_query_failed: {exc}")
+        return lines, f"{db}: query failed ({exc})"
     finally:
         conn.close()
-    return lines
+    return lines, None
 
 
 def _heartbeat(conn: sqlite3.Connection, now: int) -> list[str]:
@@ -85,7 +100,19 @@ def _last_trades(conn: sqlite3.Connection, symbol: str, n: int) -> list[str]:
 
 
 def _rows(rows: list) -> list[str]:
-    return ["  " + " ".join(str(x) for x in r) for r in rows]
+    """Trade rows under a header line, numbers rounded to 10 significant digits (no 0.30000000000000004),
+    NULL as '-', so the columns can be read without knowing the schema."""
+    if not rows:
+        return []
+    return ["  " + " ".join(TRADE_HEADER)] + ["  " + " ".join(_cell(x) for x in r) for r in rows]
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)
 
 
 @app.command()
@@ -96,18 +123,30 @@ def main(
     db: list[Path] = typer.Option(None, help="Trading DB(s); default the paper and live DBs."),
 ) -> None:
     """Heartbeat, audit events by type and the trades of SYMBOL in the last --hours, per trading DB."""
-    if hours <= 0:
-        print(f"--hours {hours}: must be > 0", file=sys.stderr)
-        raise typer.Exit(2)
+    if not 0 < hours <= MAX_HOURS:
+        die(f"--hours {hours}: must be a number > 0 and <= {MAX_HOURS:g}", 2)
     if last < 0:
-        print(f"--last {last}: must be >= 0", file=sys.stderr)
-        raise typer.Exit(2)
+        die(f"--last {last}: must be >= 0", 2)
+    try:
+        paths = list(db) if db else default_dbs()
+    except TradingDbUnavailable as exc:
+        die(str(exc), 2)
     now = now_ms()
     print(f"reality check {symbol.upper()} at {iso_utc(now)}")
-    for path in db or default_dbs():
-        print("\n".join(report_db(path, symbol.upper(), hours, now, last)))
+    problems, missing_defaults = [], 0
+    for path in paths:
+        lines, problem = report_db(path, symbol.upper(), hours, now, last)
+        print("\n".join(lines))
+        if problem and not db and not path.exists():
+            missing_defaults += 1  # a host may run only one of the two daemons
+        elif problem:
+            problems.append(problem)
     print("env: " + json.dumps({k: os.environ.get(k) for k in
                                  ("AI_QUANT_MODE", "AI_QUANT_KILL_SWITCH", "AI_QUANT_KILL_SWITCH_FILE")}))
+    if missing_defaults == len(paths):
+        problems.append(f"no trading DB found ({', '.join(str(p) for p in paths)}); pass --db")
+    if problems:
+        die("reality_check: " + "; ".join(problems), 1)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from factory.deploy import DeployError, ReplayGateBlocked, rollback
-from factory.registry import LifecycleError, Registry, default_registry_path
+from factory.registry import LifecycleError, Registry, RegistryError, default_registry_path
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -42,7 +42,7 @@ def main(
     except ReplayGateBlocked as exc:
         typer.echo(f"refused: {exc}; in an emergency pass --ignore-replay-gate", err=True)
         raise typer.Exit(2) from None
-    except (DeployError, LifecycleError, OSError, ValueError) as exc:
+    except (DeployError, LifecycleError, RegistryError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(res.gate_line)

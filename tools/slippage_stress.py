@@ -4,12 +4,14 @@
         --candles-db candles_dbs/candles_5m.db --bps 10,20,30 [--output stress.json]
 
 A table on stderr; JSON on stdout (or --output): one row per level plus the verdict the factory's
-slippage gate uses (PnL at 20 bps must stay positive).
+slippage gate uses (PnL at 20 bps must stay positive). Like `backtester replay`, every bad input
+(a malformed candle DB, an unwritable --output) is one line on stderr and exit 1.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -22,11 +24,13 @@ from cpu_replay.cli import (
     fail,
     load_data,
     load_exit_data,
+    load_funding,
     resolve_config,
     resolve_interval,
     user_errors,
     write_output,
 )
+from strategy.cli_io import check_output_path
 
 app = typer.Typer(add_completion=False)
 
@@ -38,8 +42,8 @@ def parse_bps(text: str) -> list[float]:
         levels = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise CliError(f"--bps: expected comma-separated numbers, got {text!r}") from None
-    if not levels or any(b < 0 for b in levels):
-        raise CliError(f"--bps: need one or more levels >= 0, got {text!r}")
+    if not levels or any(not math.isfinite(b) or b < 0 for b in levels):
+        raise CliError(f"--bps: need one or more finite levels >= 0, got {text!r}")
     return levels
 
 
@@ -56,13 +60,13 @@ def main(
 ) -> None:
     """Replay at each slippage level; the 20 bps row decides the factory's slippage gate."""
     try:
-        from marketdata.funding import funding_matrix
-
+        if output is not None:
+            check_output_path(output)
         levels = parse_bps(bps)
         cfg = resolve_config(config)
         iv = resolve_interval(interval, cfg)
         md, _ = load_data(candles_db, iv, None, None, None, 0)
-        funding = funding_matrix(str(funding_db) if funding_db else None, md)
+        funding = load_funding(funding_db, md)
         exit_md = load_exit_data(cfg, md, exit_candles_db)
         rows = []
         for level in levels:
@@ -81,8 +85,8 @@ def main(
     for r in rows:
         table.add_row(f"{r['slippage_bps']:g}", f"{r['total_pnl']:.2f}", f"{r['return_pct']:.2f}",
                       str(r["total_trades"]), f"{r['profit_factor']:.3f}", f"{r['max_drawdown_pct'] * 100:.2f}")
+    write_output(json.dumps(result, sort_keys=True, indent=2), output)  # first: a failed write is one line
     err.print(table)
-    write_output(json.dumps(result, sort_keys=True, indent=2), output)
 
 
 if __name__ == "__main__":
