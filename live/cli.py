@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated
 
 import typer
@@ -12,12 +13,57 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Paper / dry_
 err = Console(stderr=True)
 
 
+# `trader run` flags and the variable each one sets: a flag wins over the environment.
+RUN_FLAGS = {
+    "config": ("--config", "AI_QUANT_STRATEGY_YAML"),
+    "candles_dir": ("--candles-dir", "AI_QUANT_CANDLES_DB_DIR"),
+    "db": ("--db", "AI_QUANT_DB_PATH"),
+    "symbols": ("--symbols", "AI_QUANT_SYMBOLS"),
+    "funding_db": ("--funding-db", "AI_QUANT_FUNDING_DB"),
+    "interval": ("--interval", "AI_QUANT_INTERVAL"),
+    "mode": ("--mode", "AI_QUANT_MODE"),
+}
+PATH_FLAGS = ("config", "candles_dir", "db", "funding_db")
+
+
+def name_flags(message: str) -> str:
+    """Errors name a setting by its variable; say the flag too, so either fix is obvious."""
+    for flag, var in RUN_FLAGS.values():
+        message = re.sub(rf"(?<![-\w]){var}\b", f"{flag} / {var}", message)
+    return message
+
+
+def run_env(base: dict, **flags) -> dict:
+    """The environment the daemon reads, with each given flag written into its variable (paths are
+    relative to the caller's directory, as a shell user expects; variables stay repo-relative)."""
+    env = dict(base)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        env[RUN_FLAGS[key][1]] = os.path.abspath(os.path.expanduser(value)) if key in PATH_FLAGS else value
+    return env
+
+
 @app.command()
 def run(
-    mode: Annotated[str | None, typer.Option(help="paper | dry_live | live (default: AI_QUANT_MODE, else paper)")] = None,
+    mode: Annotated[str | None, typer.Option(help="paper | dry_live | live [AI_QUANT_MODE, default paper]")] = None,
+    config: Annotated[str | None, typer.Option(
+        help="Strategy YAML [AI_QUANT_STRATEGY_YAML, default config/strategy_overrides.yaml]")] = None,
+    candles_dir: Annotated[str | None, typer.Option(
+        help="Folder of candles_<interval>.db [AI_QUANT_CANDLES_DB_DIR, default candles_dbs]")] = None,
+    db: Annotated[str | None, typer.Option(
+        help="Trading DB [AI_QUANT_DB_PATH, default trading_engine.db (paper) / trading_engine_live.db]")] = None,
+    symbols: Annotated[str | None, typer.Option(help="Comma list [AI_QUANT_SYMBOLS, default every symbol in the DB]")] = None,
+    funding_db: Annotated[str | None, typer.Option(help="Funding rates DB [AI_QUANT_FUNDING_DB, default none]")] = None,
+    interval: Annotated[str | None, typer.Option(help="Bar interval [AI_QUANT_INTERVAL, default the config's]")] = None,
     until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Process every closed bar, then exit")] = False,
 ) -> None:
-    """Run the canonical engine on closed bars; every setting comes from AI_QUANT_* (see .env.example)."""
+    """Run the canonical engine on closed bars. Each flag overrides the AI_QUANT_* variable in brackets;
+    every other setting comes from the environment (see .env.example).
+
+    A first paper run: `trader run --config config/strategy_overrides.yaml.example --candles-dir
+    candles_dbs --db paper.db --until-caught-up`.
+    """
     from live.daemon import DaemonError, TraderDaemon
     from live.env import EnvError, load_settings
     from live.lock import LockError
@@ -25,14 +71,13 @@ def run(
     from marketdata.intervals import MarketDataError
     from strategy.config import ConfigError
 
-    env = dict(os.environ)
-    if mode:
-        env["AI_QUANT_MODE"] = mode
+    env = run_env(os.environ, mode=mode, config=config, candles_dir=candles_dir, db=db, symbols=symbols,
+                  funding_db=funding_db, interval=interval)
     try:
         settings = load_settings(env)
         code = TraderDaemon(settings, until_caught_up=until_caught_up).run()
     except (EnvError, DaemonError, LockError, TradingDbError, ConfigError, MarketDataError, PermissionError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {name_flags(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 

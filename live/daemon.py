@@ -24,6 +24,7 @@ catch-up over old bars behave exactly like running through them live.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import signal
@@ -53,7 +54,8 @@ from live.risk import HALT_ALL, RiskManager
 from live.runtime_log import RuntimeLogger
 from live.sdnotify import WatchdogPinger, ready, status, stopping
 from live.strategy_modes import ModeSwitcher, read_mode_file
-from live.trading_db import audit, delete_position_state, load_engine_state, open_trading_db, transaction
+from live.trade_log import CatchUpSummary, fill_line
+from live.trading_db import audit, delete_position_state, iso_utc, load_engine_state, open_trading_db, transaction
 from marketdata.candles import MarketData, align_to_symbols, load_market_data
 from marketdata.funding import funding_matrix
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
@@ -89,6 +91,15 @@ CHECKPOINT_EVERY_BARS = 500
 
 class DaemonError(RuntimeError):
     """A startup problem reported as one line (exit code 1)."""
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """' (did you mean BTC?)' for a near miss such as 'btc' or 'BTCC', else ''."""
+    upper = {c.upper(): c for c in choices}
+    if word.upper() in upper:
+        return f" (did you mean {upper[word.upper()]}?)"
+    close = difflib.get_close_matches(word.upper(), list(upper), n=1, cutoff=0.6)
+    return f" (did you mean {upper[close[0]]}?)" if close else f" (it has {', '.join(choices[:12])})"
 
 
 class TraderDaemon:
@@ -316,6 +327,9 @@ class TraderDaemon:
 
     def _symbols(self) -> list[str]:
         self.start_bad_rows: list[BadCandle] = []
+        if not Path(self.candles_db).exists():
+            raise DaemonError(f"no {self.interval} candle DB at {self.candles_db} (AI_QUANT_CANDLES_DB_DIR holds "
+                              f"candles_<interval>.db; `trader market-data` fills it, AI_QUANT_INTERVAL picks another)")
         try:
             md = load_market_data(self.candles_db, self.interval, end_ms=None, skipped=self.start_bad_rows)
         except MarketDataError as exc:
@@ -325,7 +339,8 @@ class TraderDaemon:
         wanted = list(self.settings.symbols) or sorted(available)
         missing = [x for x in wanted if x not in available]
         if missing:
-            raise DaemonError(f"AI_QUANT_SYMBOLS: {','.join(missing)} not in {self.candles_db}")
+            hint = did_you_mean(missing[0], sorted(available))
+            raise DaemonError(f"AI_QUANT_SYMBOLS: {','.join(missing)} not in {self.candles_db}{hint}")
         excluded = {x.upper() for x in self.cfg.watchlist_exclude}
         return sorted(x for x in wanted if x not in excluded)
 
@@ -617,6 +632,8 @@ class TraderDaemon:
             action = ACTION_NAMES[int(row[FL_ACTION])]
             if action in ("REDUCE", "CLOSE"):
                 self.risk.note_fill(float(row[FL_PNL]) - float(row[FL_FEE]), True, t + self.iv_ms)
+            if action != "FUNDING":
+                self.log.info(fill_line(self.symbols[int(row[FL_SYM])], row, t))
         self.last_bar_t = t
         if "flatten" in self.risk.update_equity(float(self.engine.state.acct[A_EQUITY]), t + self.iv_ms):
             self.pending_flatten = True
@@ -676,6 +693,7 @@ class TraderDaemon:
         if pending is None:
             return 0
         md, funding, todo = pending
+        summary = CatchUpSummary(start_equity=float(self.engine.state.acct[A_EQUITY]))
         for b in todo:
             if self.settings.mode == "live":
                 fills = self._step_live(md, funding, int(b))
@@ -684,13 +702,17 @@ class TraderDaemon:
                 if self.executor is not None:
                     self._dry_live_intents(fills, int(md.times[b]))
             self._record(md, int(b), fills)
+            summary.add_bar(int(md.times[b]), fills)
             self.pinger.maybe_ping()
             if self.stop_requested:
                 break
         if len(todo):
             with transaction(self.conn):
                 self._save_checkpoint(self.last_bar_t)
-        return len(todo)
+        if summary.bars > 1 or (summary.bars and self.until_caught_up):
+            self.log.info(summary.line(self.engine.state.acct, self.engine.state.pos, self.symbols,
+                                       self.risk.kill_mode))
+        return summary.bars
 
     # ------------------------------------------------------------------ loop
     def _reload_config(self) -> None:
@@ -860,7 +882,7 @@ class TraderDaemon:
                 if time.monotonic() - last_hb >= self.settings.heartbeat_secs or self.until_caught_up:
                     self._heartbeat(time.monotonic() - started)
                     last_hb = time.monotonic()
-                status(f"last bar {self.last_bar_t} processed={processed}")
+                status(f"last bar {self._bar_text()} processed={processed}")
                 if self._maybe_switch_mode():
                     return 3
                 if self.until_caught_up:
@@ -868,9 +890,15 @@ class TraderDaemon:
                 self._sleep_to_next_loop()
         finally:
             stopping()
-            self.log.info(f"trader stopped after {self.loops} loops; last bar {self.last_bar_t}")
+            self.log.info(f"trader stopped after {self.loops} loops; last bar {self._bar_text()}")
             self.close()
         return 0
+
+    def _bar_text(self) -> str:
+        """The last processed bar for a person: ISO UTC, with the epoch ms the DB rows carry."""
+        if self.last_bar_t is None:
+            return "none"
+        return f"{iso_utc(self.last_bar_t)} (t={self.last_bar_t})"
 
     def _sleep_to_next_loop(self) -> None:
         period = self.settings.loop_target_secs

@@ -1,0 +1,80 @@
+"""What the trader tells a person: one readable line per fill, and a summary after each catch-up.
+
+An operator reading `journalctl` must see every OPEN and CLOSE as it happens, and after a catch-up
+of a thousand bars one line that says where the account stands, without opening the DB.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from live.trading_db import iso_utc
+from strategy.layout import (
+    A_BALANCE,
+    A_EQUITY,
+    ACTION_NAMES,
+    CONF_NAMES,
+    FL_ACTION,
+    FL_CONF,
+    FL_FEE,
+    FL_NOTIONAL,
+    FL_PNL,
+    FL_PRICE,
+    FL_REASON,
+    FL_SIDE,
+    FL_SIZE,
+    POS_SIDE,
+    POS_SIZE,
+    REASON_NAMES,
+)
+
+
+def sig(x: float, digits: int = 6) -> str:
+    """A price or size in significant digits (a sub-cent perp must not print as 0.0000)."""
+    return f"{x:.{digits}g}"
+
+
+def fill_line(symbol: str, row: np.ndarray, bar_t_ms: int) -> str:
+    """`fill ETH OPEN LONG 1.2 @ 2345.6 ($2814.72) reason=signal conf=high pnl=+0.00 fee=1.41 bar 2018-...Z`."""
+    action = ACTION_NAMES.get(int(row[FL_ACTION]), "?")
+    side = "LONG" if row[FL_SIDE] > 0 else "SHORT"
+    reason = REASON_NAMES.get(int(row[FL_REASON]), "unknown")
+    conf = CONF_NAMES.get(int(row[FL_CONF]), "unknown")
+    return (f"fill {symbol} {action} {side} {sig(float(row[FL_SIZE]))} @ {sig(float(row[FL_PRICE]))} "
+            f"(${float(row[FL_NOTIONAL]):,.2f}) reason={reason} conf={conf} pnl={float(row[FL_PNL]):+,.2f} "
+            f"fee={float(row[FL_FEE]):,.2f} bar {iso_utc(bar_t_ms)}")
+
+
+@dataclass
+class CatchUpSummary:
+    """Bars and fills of one catch-up (one loop that processed closed bars)."""
+
+    start_equity: float
+    bars: int = 0
+    first_bar_t: int | None = None
+    last_bar_t: int | None = None
+    actions: Counter = field(default_factory=Counter)
+
+    def add_bar(self, bar_t_ms: int, fills: np.ndarray) -> None:
+        self.bars += 1
+        self.first_bar_t = bar_t_ms if self.first_bar_t is None else self.first_bar_t
+        self.last_bar_t = bar_t_ms
+        self.actions.update(ACTION_NAMES.get(int(r[FL_ACTION]), "?") for r in fills)
+
+    def line(self, acct: np.ndarray, pos: np.ndarray, symbols: list[str], kill: str) -> str:
+        equity, balance = float(acct[A_EQUITY]), float(acct[A_BALANCE])
+        pnl = equity - self.start_equity
+        pct = 100.0 * pnl / self.start_equity if self.start_equity else 0.0
+        fills = sum(n for a, n in self.actions.items() if a != "FUNDING")
+        by_action = ", ".join(f"{a} {self.actions[a]}" for a in ("OPEN", "ADD", "REDUCE", "CLOSE") if self.actions[a])
+        held = [f"{symbols[i]} {'LONG' if pos[i, POS_SIDE] > 0 else 'SHORT'} {sig(float(pos[i, POS_SIZE]))}"
+                for i in np.flatnonzero(pos[:, POS_SIDE])]
+        span = (f"{iso_utc(self.first_bar_t)} .. {iso_utc(self.last_bar_t)}" if self.first_bar_t is not None
+                else "none")
+        return (f"caught up: {self.bars} bar(s) {span}; {fills} fill(s){f' ({by_action})' if by_action else ''}; "
+                f"equity {equity:,.2f} (balance {balance:,.2f}, PnL {pnl:+,.2f}, {pct:+.2f}%); "
+                f"open positions {len(held)}{': ' + ', '.join(held) if held else ''}; kill={kill}; "
+                f"last bar {iso_utc(self.last_bar_t) if self.last_bar_t is not None else 'none'}")
