@@ -60,7 +60,7 @@ from marketdata.candles import MarketData, align_to_symbols, load_market_data
 from marketdata.funding import funding_matrix
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
 from marketdata.sanity import BadCandle
-from strategy.config import load_config
+from strategy.config import apply_overrides, load_config
 from strategy.layout import (
     A_EQUITY,
     A_MARGIN_USED,
@@ -123,7 +123,14 @@ class TraderDaemon:
 
     # ------------------------------------------------------------------ startup
     def _load_config(self, path):
-        return load_config(path, mode=self.strategy_mode, live=not self.settings.is_paper)
+        """The effective config; an AI_QUANT_INTERVAL other than the file's is folded in as
+        engine.interval, as `backtester replay --interval` does, so one effective config has one
+        config_id whichever command ran it."""
+        cfg = load_config(path, mode=self.strategy_mode, live=not self.settings.is_paper)
+        wanted = self.settings.interval
+        if wanted and cfg.interval != normalize_interval(wanted):
+            cfg = apply_overrides(cfg, {"engine.interval": normalize_interval(wanted)})
+        return cfg
 
     def _start(self) -> None:
         """Check everything that needs no file of ours first, then claim the DB (both locks) and

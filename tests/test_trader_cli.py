@@ -61,3 +61,24 @@ def test_run_help_lists_the_flags():
                           env={**os.environ, "COLUMNS": "200"})
     for flag in ("--config", "--candles-dir", "--db", "--symbols", "--funding-db", "--interval", "--mode"):
         assert flag in proc.stdout
+
+
+def test_paper_and_replay_give_one_config_id_for_one_effective_config(tmp_path, shared_data):
+    """The config file says 15m; both commands are told 15m explicitly by a flag, and 15m differs
+    from nothing: then the replay's id (interval folded in) must equal the daemon's."""
+    import json
+    import sqlite3
+
+    (tmp_path / "cfg.yaml").write_text(CONFIG.replace("interval: 15m", "interval: 1h"))
+    copy_candles(shared_data / "candles_15m.db", tmp_path / "candles" / "candles_15m.db")
+    proc = trader(tmp_path, "--config", "cfg.yaml", "--candles-dir", "candles", "--db", "paper.db",
+                  "--interval", "15m", "--until-caught-up")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with sqlite3.connect(tmp_path / "paper.db") as conn:
+        (paper_id,), = conn.execute("SELECT DISTINCT config_id FROM trades WHERE config_id IS NOT NULL").fetchall()
+    out = tmp_path / "replay.json"
+    replay = subprocess.run([sys.executable, "-m", "tools.backtester", "replay", "--candles-db",
+                             str(tmp_path / "candles" / "candles_15m.db"), "--config", str(tmp_path / "cfg.yaml"),
+                             "--interval", "15m", "--output", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert replay.returncode == 0, replay.stderr
+    assert json.loads(out.read_text())["config_id"] == paper_id
