@@ -37,6 +37,8 @@ import numpy as np
 from cpu_replay.engine import Engine
 from cpu_replay.subbars import build_sub_bars
 from live import checkpoint
+from live.alert_rules import alert_for
+from live.alerts import Alerter
 from live.clock import ManualClock, SystemClock
 from live.config_watch import ConfigWatcher
 from live.env import Settings
@@ -50,12 +52,19 @@ from live.market_ws import MarketWs, WsConfig, ws_url
 from live.oms import UNREACHABLE, Oms, OrderExecutor, OrderRequest
 from live.paper_broker import DryLiveBroker, PaperBroker
 from live.reconcile import Reconciler
-from live.risk import HALT_ALL, RiskManager
+from live.risk import HALT_ALL, RiskManager, utc_day
 from live.runtime_log import RuntimeLogger
 from live.sdnotify import WatchdogPinger, ready, status, stopping
 from live.strategy_modes import ModeSwitcher, read_mode_file
-from live.trade_log import CatchUpSummary, fill_line
-from live.trading_db import audit, delete_position_state, iso_utc, load_engine_state, open_trading_db, transaction
+from live.trade_log import CatchUpSummary, DailyTally, fill_line
+from live.trading_db import (
+    audit,
+    delete_position_state,
+    iso_utc,
+    load_engine_state,
+    open_trading_db,
+    transaction,
+)
 from marketdata.candles import MarketData, align_to_symbols, load_market_data
 from marketdata.funding import funding_matrix
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
@@ -119,6 +128,7 @@ class TraderDaemon:
         self.market_ws = None        # MarketWs in dry_live / live: mids for pricing, userFills
         self.ws_stale_strikes = 0
         self.ws_entries_blocked = False
+        self.day_tally = DailyTally()
         self.before_send = None      # test seam: called after an intent is committed, before it is sent
 
     # ------------------------------------------------------------------ startup
@@ -183,6 +193,8 @@ class TraderDaemon:
     def _abandon_start(self, created: list[Path]) -> None:
         """Undo a failed start: close, then delete the files this start created (never older ones,
         and a lock file only while this process holds it)."""
+        if getattr(self, "alerter", None) is not None:
+            self.alerter.close(1.0)
         if getattr(self, "log", None) is not None:
             self.log.close()
         if self.conn is not None:
@@ -200,6 +212,9 @@ class TraderDaemon:
     def _open_runtime(self, secrets) -> None:
         s = self.settings
         self.log = RuntimeLogger(s.db_path, s.mode)
+        self.alerter = Alerter(s.alerts, log=self.log)
+        if self.alerter.enabled:
+            self.log.info(s.alerts.describe())
         if secrets is not None:
             self._connect_exchange(secrets)
         self._restore_engine()
@@ -220,6 +235,8 @@ class TraderDaemon:
         self.pinger = WatchdogPinger()
         self.log.info(f"trader starting: mode={s.mode} interval={self.interval} symbols={','.join(self.symbols)} "
                       f"config_id={self.cfg.config_id[:12]} db={s.db_path}")
+        self.alerter.send("start", f"{s.mode} trader on {len(self.symbols)} symbols, {self.interval}, "
+                                   f"config {self.cfg.config_id[:12]}, kill={self.risk.kill_mode}")
         if self.reconciler is not None and s.mode == "live":
             counts = self.reconciler.on_start()
             self.log.info(f"reconciler on start: {counts}")
@@ -414,6 +431,10 @@ class TraderDaemon:
         with transaction(self.conn):
             audit(self.conn, event, symbol, "warning" if "KILL" in event or "BLOCK" in event else "info", data)
         self.log.info(f"audit {event} {symbol or ''} {data}")
+        alert = alert_for(event, symbol, data)
+        if alert is not None:
+            kind, text, key = alert
+            self.alerter.send(kind, f"{self.settings.mode}: {text}", dedupe_key=key)
 
     def _persist_risk(self, snapshot: dict) -> None:
         """Latched kills and loss baselines hit the DB when they change, not only with the next bar."""
@@ -477,6 +498,7 @@ class TraderDaemon:
             if str(exc).startswith("no ") and self.last_bar_t is not None:
                 return None
             raise
+        self._check_data_lag(md)
         md = align_to_symbols(md, self.symbols)
         funding = funding_matrix(str(self.settings.funding_db) if self.settings.funding_db else None, md)
         closed = self._load_sub_bars(md, md.times + self.iv_ms + grace <= now_ms)
@@ -641,6 +663,7 @@ class TraderDaemon:
                 self.risk.note_fill(float(row[FL_PNL]) - float(row[FL_FEE]), True, t + self.iv_ms)
             if action != "FUNDING":
                 self.log.info(fill_line(self.symbols[int(row[FL_SYM])], row, t))
+        self._tally_day(t, fills)
         self.last_bar_t = t
         if "flatten" in self.risk.update_equity(float(self.engine.state.acct[A_EQUITY]), t + self.iv_ms):
             self.pending_flatten = True
@@ -651,6 +674,25 @@ class TraderDaemon:
                 self.pending_flatten = False
                 self.log.warning("safe mode: drawdown from the high-water mark reached the limit; flattening")
                 self._flatten(t)
+
+    def _tally_day(self, t: int, fills: np.ndarray) -> None:
+        """At the first bar of a new UTC day, alert the finished day's summary (only for bars still
+        live: a catch-up over history does not send one alert per old day)."""
+        day = utc_day(t + self.iv_ms)
+        ended = self.day_tally.roll(day, float(self.engine.state.acct[A_EQUITY]))
+        self.day_tally.add(fills)
+        if ended is not None and self._bar_tradeable(t + self.iv_ms):
+            self.alerter.send("daily_summary", f"{self.settings.mode}: {ended}")
+
+    def _check_data_lag(self, md) -> None:
+        """Alert (once per cooldown) when the newest candle is older than two intervals past its close:
+        the market-data service is behind and the trader is trading on old prices or not at all."""
+        if self.until_caught_up:
+            return
+        lag_ms = self.wall.now_ms() - int(md.times[-1] + self.iv_ms)
+        if lag_ms > 2 * self.iv_ms + self.settings.candle_close_grace_ms:
+            self.alerter.send("data_lag", f"{self.settings.mode}: newest {self.interval} candle in {self.candles_db} "
+                                          f"closed {lag_ms / 60_000:.0f} min ago", dedupe_key=f"lag:{self.candles_db}")
 
     def _flatten(self, t: int) -> None:
         before = self.engine.state.copy()
@@ -846,6 +888,7 @@ class TraderDaemon:
             return 0
 
     def close(self) -> None:
+        self.alerter.close(2.0)
         if self.market_ws is not None:
             self.market_ws.stop()
             self.market_ws = None

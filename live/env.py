@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -230,6 +231,7 @@ class Settings(BaseModel):
     runtime_log_keep_days: int
     risk: RiskLimits
     live: LiveSettings = None  # type: ignore[assignment]
+    alerts: Any = None  # live.alerts.AlertSettings (imported lazily: that module builds on this one)
 
     @property
     def is_paper(self) -> bool:
@@ -302,4 +304,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         runtime_log_keep_days=env_int(env, "AI_QUANT_RUNTIME_LOG_KEEP_DAYS", 14, lo=1, hi=3650),
         risk=RiskLimits.from_env(env),
         live=LiveSettings.from_env(env),
+        alerts=_alert_settings(env),
     )
+
+
+def _alert_settings(env: Mapping[str, str]):
+    from live.alerts import AlertSettings
+
+    return AlertSettings.from_env(env)

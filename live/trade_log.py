@@ -78,3 +78,28 @@ class CatchUpSummary:
                 f"equity {equity:,.2f} (balance {balance:,.2f}, PnL {pnl:+,.2f}, {pct:+.2f}%); "
                 f"open positions {len(held)}{': ' + ', '.join(held) if held else ''}; kill={kill}; "
                 f"last bar {iso_utc(self.last_bar_t) if self.last_bar_t is not None else 'none'}")
+
+
+@dataclass
+class DailyTally:
+    """The UTC day of the bars being processed, its opening equity and its fills: the daily summary."""
+
+    day: str | None = None
+    start_equity: float = 0.0
+    actions: Counter = field(default_factory=Counter)
+
+    def roll(self, day: str, equity: float) -> str | None:
+        """Start `day`; returns the finished day's summary text when a day ended."""
+        if day == self.day:
+            return None
+        ended = self.text(equity) if self.day is not None else None
+        self.day, self.start_equity, self.actions = day, equity, Counter()
+        return ended
+
+    def add(self, fills: np.ndarray) -> None:
+        self.actions.update(ACTION_NAMES.get(int(r[FL_ACTION]), "?") for r in fills)
+
+    def text(self, equity: float) -> str:
+        pnl = equity - self.start_equity
+        trades = ", ".join(f"{a} {n}" for a, n in sorted(self.actions.items()) if a != "FUNDING") or "no fills"
+        return f"{self.day} UTC: equity {equity:,.2f}, day PnL {pnl:+,.2f}; {trades}"

@@ -12,9 +12,18 @@ import subprocess
 import sys
 import time
 
+import pytest
+import test_daemon_paper
+from test_daemon_paper import copy_candles, db_fills, trader
+
 from live.daemon import TraderDaemon
 from live.env import load_settings
-from test_daemon_paper import copy_candles, db_fills, setup, trader  # noqa: F401  (setup is a fixture)
+
+
+@pytest.fixture()
+def setup(tmp_path, shared_data):
+    """The paper trader's world of test_daemon_paper: a 15m real-candle DB and its env."""
+    return test_daemon_paper.paper_world(tmp_path, shared_data)
 
 
 def heartbeats(stderr: str) -> list[str]:

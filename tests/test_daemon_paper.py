@@ -49,8 +49,8 @@ def copy_candles(src: Path, dst: Path, *, before_ms: int | None = None, from_ms:
     src_conn.close()
 
 
-@pytest.fixture()
-def setup(tmp_path, shared_data):
+def paper_world(tmp_path, shared_data):
+    """A 15m real-candle DB and the env of a paper trader on it (other test modules reuse it)."""
     (tmp_path / "cfg.yaml").write_text(CONFIG)
     copy_candles(shared_data / "candles_15m.db", tmp_path / "candles_dbs" / "candles_15m.db")
     env = {**os.environ, "AI_QUANT_STRATEGY_YAML": str(tmp_path / "cfg.yaml"),
@@ -61,6 +61,11 @@ def setup(tmp_path, shared_data):
     env.pop("AI_QUANT_KILL_SWITCH", None)
     env.pop("AI_QUANT_KILL_SWITCH_FILE", None)
     return tmp_path, env
+
+
+@pytest.fixture()
+def setup(tmp_path, shared_data):
+    return paper_world(tmp_path, shared_data)
 
 
 def trader(env, *args, check=True, **kw):

@@ -69,7 +69,8 @@ class SnapshotCache:
         self.settings = settings
         self._entries: dict[str, tuple[float, dict]] = {}
         self._locks = {mode: threading.Lock() for mode in settings.dbs}
-        self._readers = {mode: DeskReader(mode, path, stale_after_s=settings.heartbeat_stale_s)
+        self._readers = {mode: DeskReader(mode, path, stale_after_s=settings.heartbeat_stale_s,
+                                          candles_db=settings.candles_db)
                          for mode, path in settings.dbs.items()}
 
     def get(self, mode: str) -> dict[str, Any]:
@@ -95,7 +96,8 @@ def json_safe(value: Any) -> Any:
 
 def health_summary(snap: dict[str, Any]) -> dict[str, Any]:
     hb = snap["heartbeat"]
-    return {"db": snap["db"]["status"], "engine_up": snap["engine_up"], "heartbeat": hb["status"],
+    return {"db": snap["db"]["status"], "engine_up": snap["engine_up"], "engine_status": snap["engine_status"],
+            "heartbeat": hb["status"],
             "heartbeat_age_s": hb["age_s"], "kill": snap["kill"]["mode"], "kill_level": snap["kill"]["level"],
             "open_pos": len(snap["open_positions"]), "config_id": hb["fields"].get("config_id")}
 
@@ -267,7 +269,7 @@ class MonitorServer(ThreadingHTTPServer):
         self.limiter = RateLimiter(settings.rate_rps, settings.rate_burst, settings.rate_max_ips)
         self.active = threading.BoundedSemaphore(settings.max_active_requests)
         self.cache = SnapshotCache(settings)
-        self.known_paths = known_paths(settings.dbs.values())
+        self.known_paths = known_paths([*settings.dbs.values(), *([settings.candles_db] if settings.candles_db else [])])
         super().__init__((settings.bind.strip("[]"), settings.port), MonitorHandler)
 
     @property

@@ -38,6 +38,7 @@ class MonitorSettings:
     max_body_bytes: int = 1 << 20
     heartbeat_stale_s: float = 120.0
     snapshot_cache_ms: int = 900
+    candles_db: Path | None = None   # the trader's main-interval candle DB: per-symbol data lag
 
 
 def load_monitor_settings(environ: Mapping[str, str] | None = None, *, bind: str | None = None,
@@ -62,6 +63,7 @@ def load_monitor_settings(environ: Mapping[str, str] | None = None, *, bind: str
         max_body_bytes=env_int(env, "AIQ_MONITOR_MAX_POST_BODY_BYTES", 1 << 20, lo=0, hi=1 << 30),
         heartbeat_stale_s=env_float(env, "AIQ_MONITOR_HEARTBEAT_STALE_S", 120.0, lo=1, hi=86_400),
         snapshot_cache_ms=env_int(env, "AIQ_MONITOR_SNAPSHOT_CACHE_MS", 900, lo=0, hi=60_000),
+        candles_db=env_path(env, "AIQ_MONITOR_CANDLES_DB", None),
     )
 
 
