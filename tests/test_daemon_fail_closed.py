@@ -70,7 +70,7 @@ def test_a_candle_db_as_the_trading_db_is_refused_and_left_untouched(setup):
     proc = trader({**env, "AI_QUANT_DB_PATH": str(candles)}, "--mode", "paper", "--until-caught-up", check=False)
     assert proc.returncode == 1
     assert re.fullmatch(r"error: .*candles_15m\.db is not a trading DB \(it holds the tables .*candles.*\); "
-                        r"refusing to write into it \(check AI_QUANT_DB_PATH\)\n", proc.stderr)
+                        r"refusing to write into it \(check --db / AI_QUANT_DB_PATH\)\n", proc.stderr)
     assert candles.read_bytes() == before
     assert not (tmp_path / "candles_dbs" / "candles_15m.db.lock").exists()
 
