@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from factory import equivalence, gates, scoring
+from factory.evidence import data_label, step_behaviours, step_walk_forward
 from factory.jsonio import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from factory.profiles import REPO_ROOT, Profile, resolve_profile
 from factory.report import write_report
@@ -35,11 +36,12 @@ from factory.run_dir import (
     check_run_id,
     default_run_id,
 )
-from factory.selection import build_selection, write_selection
+from factory.selection import best_candidate, build_selection, is_deployable, rank_candidates, write_selection
 
 GUARDED_ARGS = ("profile", "config", "candles_db", "exit_candles_db", "funding_db", "interval", "sweep_spec", "backend",
                 "precision", "tpe", "trials", "batch", "neighborhood", "shortlist", "replay", "gates", "initial_balance",
-                "start_ms", "end_ms", "symbols", "trace", "min_trades", "gate_mode")
+                "start_ms", "end_ms", "symbols", "trace", "min_trades", "gate_mode", "wf_folds", "wf_scheme",
+                "wf_embargo_bars")
 STAGE_BASE = {"candidate_mode": True, "schema_version": 1}
 
 
@@ -68,6 +70,9 @@ class RunOptions:
     trace: bool | None = None
     min_trades: int | None = None
     gate_mode: str | None = None
+    wf_folds: int | None = None
+    wf_scheme: str | None = None
+    wf_embargo_bars: int | None = None
     start_ms: int | None = None
     end_ms: int | None = None
     symbols: list[str] | None = None
@@ -84,7 +89,10 @@ class RunOptions:
     def profile_overrides(self) -> dict[str, Any]:
         keys = ("interval", "sweep_spec", "backend", "precision", "tpe", "trials", "batch", "neighborhood", "shortlist",
                 "replay", "gates", "trace", "min_trades", "gate_mode")
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        wf = {"folds": self.wf_folds, "scheme": self.wf_scheme, "embargo_bars": self.wf_embargo_bars}
+        out["walk_forward"] = {k: v for k, v in wf.items() if v is not None} or None
+        return out
 
 
 @dataclass
@@ -345,13 +353,17 @@ def step_sweep(rd: RunDir, inp: Inputs, opts: RunOptions, log) -> dict[str, Any]
             "trade_start_ms": inp.trade_start_ms}
 
 
-def step_shortlist(rd: RunDir, inp: Inputs, sweep: dict[str, Any], log) -> list[dict[str, Any]]:
+def step_shortlist(rd: RunDir, inp: Inputs, sweep: dict[str, Any], behaviours: dict[str, Any] | None,
+                   log) -> list[dict[str, Any]]:
+    """Distinct behaviours first: configs with the same traced trade list are one row (config_ids)."""
     from factory.shortlist import build_shortlist
 
     rows = read_jsonl(sweep["rows_path"])
-    short = build_shortlist(rows, inp.profile.shortlist, inp.profile.sort_modes)
+    short = build_shortlist(rows, inp.profile.shortlist, inp.profile.sort_modes,
+                            behaviour_of=(behaviours or {}).get("checksums"))
     write_jsonl_atomic(rd.path / "sweeps" / "sweep_candidates.jsonl", short)
-    log.write(f"{len(short)} of {len(rows)} rows shortlisted\n")
+    twins = sum(len(r["config_ids"]) - 1 for r in short)
+    log.write(f"{len(short)} distinct behaviours shortlisted from {len(rows)} rows ({twins} identical twins folded in)\n")
     return short
 
 
@@ -371,7 +383,8 @@ def step_configs(rd: RunDir, inp: Inputs, short: list[dict[str, Any]], log) -> l
                              f"sweep row {row['config_id'][:12]}: the sweep and the config system disagree")
         log.write(f"{stem}: {row['config_id'][:12]} sort_by={row['sort_by']}\n")
         out.append({"rank": row["rank"], "stem": stem, "path": str(path.resolve()), "config_id": row["config_id"],
-                    "sort_by": row["sort_by"], "overrides": row.get("overrides") or {}, "sweep_row": row})
+                    "sort_by": row["sort_by"], "overrides": row.get("overrides") or {}, "sweep_row": row,
+                    "config_ids": row.get("config_ids") or [row["config_id"]]})
     return out
 
 
@@ -421,7 +434,7 @@ def step_equivalence(rd: RunDir, inp: Inputs, cand: dict[str, Any], sweep: dict[
 
 
 def step_gates(rd: RunDir, inp: Inputs, cand: dict[str, Any], replay_path: str, replay_fn, opts: RunOptions,
-               tick, log) -> dict[str, Any]:
+               tick, log, run_level: dict[str, Any] | None = None) -> dict[str, Any]:
     from strategy.config import apply_overrides, load_config
 
     p = inp.profile
@@ -429,8 +442,9 @@ def step_gates(rd: RunDir, inp: Inputs, cand: dict[str, Any], replay_path: str, 
     summaries = gates.run_gates(
         p.gates, cfg=load_config(cand["path"]), replay_report=report, replay_fn=replay_fn,
         apply_overrides=apply_overrides, initial_balance=opts.initial_balance, out_dir=rd.path / "gates",
-        stem=cand["stem"], walk_forward_splits=p.walk_forward_splits, slippage_bps=p.slippage_bps,
-        monte_carlo_iterations=p.monte_carlo_iterations, min_trades=p.min_trades, on_progress=tick)
+        stem=cand["stem"], stability_splits=p.stability_splits, slippage_bps=p.slippage_bps,
+        monte_carlo_iterations=p.monte_carlo_iterations, min_trades=p.min_trades, on_progress=tick,
+        run_level=run_level)
     log.write(f"{cand['stem']}: gates {list(summaries)}\n")
     return scoring.verdict(summaries, report, enforce=p.gate_mode == "enforce")
 
@@ -451,6 +465,7 @@ def build_item(cand: dict[str, Any], sweep: dict[str, Any], replay_path: str, eq
     item.update(_stage_fields(sweep, True, gate_label))
     item.update({
         "config_id": cand["config_id"], "config_path": cand["path"], "rank": cand["rank"],
+        "config_ids": cand.get("config_ids") or [cand["config_id"]],
         "sort_by": cand["sort_by"], "overrides": cand["overrides"], "replay_report_path": replay_path,
         "canonical_cpu_verified": eq["status"] == "pass",
         "replay_equivalence_status": eq["status"], "replay_equivalence_failure_code": eq.get("failure_code"),
@@ -535,7 +550,11 @@ def record_registry(rd: RunDir, items: list[dict[str, Any]], opts: RunOptions) -
     for item in items:
         reg.record_config(item["config_id"], Path(item["config_path"]).read_text(encoding="utf-8"),
                           rd.metadata["run_id"])
-        reg.record_verdict(rd.metadata["run_id"], item["config_id"], item)
+        # an advisory run's gate failures do not reject, but they never make a config "validated"
+        advisory_fail = bool(item.get("gate_failures")) and not item.get("rejected")
+        reg.record_verdict(rd.metadata["run_id"], item["config_id"],
+                           {**item, "deployable": is_deployable(item, rd.path) and not item.get("gate_failures"),
+                            **({"verdict": "advisory_gate_failures"} if advisory_fail else {})})
     return {"status": "ok", "configs": len(items)}
 
 
@@ -545,9 +564,45 @@ def _progress(console: Console, enabled: bool) -> Progress:
                     console=console, disable=not enabled, transient=False)
 
 
+def run_evidence(meta: dict[str, Any], wf: dict[str, Any] | None, behaviours: dict[str, Any],
+                 short: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run-level blocks report.json and selection.json carry (keys documented in docs/PROMOTION.md)."""
+    return {
+        "data": meta.get("data"), "score_v1_definition": scoring.SCORE_V1_EXPLAINED,
+        "walk_forward": wf,
+        "overfitting": {"pbo": (behaviours.get("pbo") or {}).get("pbo"), "pbo_detail": behaviours.get("pbo"),
+                        "pbo_error": behaviours.get("pbo_error"), "n_trials": behaviours.get("n_trials"),
+                        "sharpe_variance": behaviours.get("sharpe_variance"), "max_pbo": behaviours.get("max_pbo"),
+                        "min_deflated_sharpe": behaviours.get("min_deflated_sharpe")},
+        "behaviours": {"traced": behaviours.get("traced"), "distinct": behaviours.get("distinct_behaviours"),
+                       "shortlist": [{"rank": r["rank"], "config_ids": r["config_ids"],
+                                      "behaviour_checksum": r.get("behaviour_checksum")} for r in short]},
+    }
+
+
+def run_walk_forward_step(rd: RunDir, inp: Inputs, sweep: dict[str, Any], opts: RunOptions,
+                          console: Console) -> dict[str, Any] | None:
+    """Walk-forward optimisation once per run (every candidate's walk_forward gate reads it)."""
+    wf_cfg = inp.profile.walk_forward
+    if "walk_forward" not in inp.profile.gates:
+        return None
+    with _progress(console, opts.progress) as bar:
+        task = bar.add_task("walk-forward folds", total=wf_cfg.folds)
+        wf = rd.run_step("walk_forward", ["walk_forward", f"--folds={wf_cfg.folds}", f"--scheme={wf_cfg.scheme}"],
+                         lambda log: step_walk_forward(rd.path, inp, sweep, opts.initial_balance, log,
+                                                       on_fold=lambda k, n: bar.update(task, completed=k - 1)))
+        bar.update(task, completed=wf_cfg.folds)
+    rd.metadata["walk_forward"] = {k: wf.get(k) for k in ("scheme", "efficiency", "wf_median_oos_daily_return",
+                                                          "oos_total_return", "passed", "reason")}
+    return wf
+
+
 def execute(rd: RunDir, inp: Inputs, opts: RunOptions, console: Console) -> dict[str, Any]:
     """All steps in order; returns the selection document."""
     meta = rd.metadata
+    meta["data"] = data_label(_db_files(inp.candle_sources))
+    if meta["data"]["synthetic"]:
+        console.print(f"[bold red]{meta['data']['warning']}[/]")
     rd.run_step("data_checks", ["data_checks", *map(str, inp.candle_sources), *map(str, inp.exit_sources)],
                 lambda log: step_data_checks(rd, inp, log))
     load_data(inp, opts)
@@ -557,14 +612,22 @@ def execute(rd: RunDir, inp: Inputs, opts: RunOptions, console: Console) -> dict
                                                "candidates_per_s", "backend_reason", "precision", "sweep_stage",
                                                "rows_written", "rows_kept_per_mode", "neighborhood", "tpe_trials",
                                                "summary")}
+    behaviours = rd.run_step("behaviours", ["trace", f"--pool={inp.profile.overfitting.candidates}"],
+                             lambda log: step_behaviours(rd.path, inp, sweep, read_jsonl(sweep["rows_path"]),
+                                                         opts.initial_balance, log))
+    meta["overfitting"] = {k: behaviours.get(k) for k in ("n_trials", "sharpe_variance", "traced",
+                                                          "distinct_behaviours", "pbo_error")}
+    meta["overfitting"]["pbo"] = (behaviours.get("pbo") or {}).get("pbo")
     short = rd.run_step("shortlist", ["shortlist", f"--size={inp.profile.shortlist}"],
-                        lambda log: step_shortlist(rd, inp, sweep, log))
+                        lambda log: step_shortlist(rd, inp, sweep, behaviours, log))
     if not short:
         raise StepFailed("shortlist is empty: no sweep row with at least one trade")
     cands = rd.run_step("configs", ["generate_configs", f"--count={len(short)}"],
                         lambda log: step_configs(rd, inp, short, log))
     meta["candidate_configs"] = [candidate_config_row(c, sweep, None) for c in cands]
     rd.save()
+    wf = run_walk_forward_step(rd, inp, sweep, opts, console)
+    run_level = {"walk_forward": wf, "overfitting": behaviours}
     gate_label = gates.validation_gate_label(inp.profile.gates)
     replay_fn = make_replay_fn(inp, opts.initial_balance)
     items: list[dict[str, Any]] = []
@@ -583,21 +646,28 @@ def execute(rd: RunDir, inp: Inputs, opts: RunOptions, console: Console) -> dict
             eq = rd.run_step(f"equivalence_{stem}", ["equivalence", rep["path"]],
                              lambda log, c=cand, r=rep: step_equivalence(rd, inp, c, sweep, r["path"], opts.initial_balance, log))
             verdict = rd.run_step(f"gates_{stem}", ["gates", gate_label, rep["path"]],
-                                  lambda log, c=cand, r=rep: step_gates(rd, inp, c, r["path"], replay_fn, opts, tick, log))
+                                  lambda log, c=cand, r=rep: step_gates(rd, inp, c, r["path"], replay_fn, opts, tick, log,
+                                                                         run_level))
             item = build_item(cand, sweep, rep["path"], eq, verdict, gate_label)
             items.append(item)
             meta["candidate_configs"][i] = candidate_config_row(cand, sweep, item)
             rd.save()
             bar.advance(task)
+    evidence = run_evidence(meta, wf, behaviours, short)
+    top = next(iter(rank_candidates(items, rd.path)), None) or best_candidate(items, rd.path)[0]
+    evidence["overfitting"].update(deflated_sharpe=(top or {}).get("deflated_sharpe"),
+                                   deflated_sharpe_config_id=(top or {}).get("config_id"))
     reports = rd.run_step("report", ["report"], lambda log: write_report(
-        items, rd.path / "reports", run_id=meta["run_id"], profile=inp.profile.name, sweep=meta["sweep"]))
+        items, rd.path / "reports", run_id=meta["run_id"], profile=inp.profile.name, sweep=meta["sweep"],
+        evidence=evidence))
     bundle = {"run_dir": str(rd.path.resolve()), "run_metadata_json": str(rd.metadata_path.resolve()),
               "report_json": reports["report_json"], "report_md": reports["report_md"],
               "selection_json": str((rd.path / "reports" / "selection.json").resolve()),
               "selection_md": str((rd.path / "reports" / "selection.md").resolve())}
 
     def select(log) -> dict[str, Any]:
-        sel = build_selection(items, run_id=meta["run_id"], run_dir=rd.path, bundle=bundle, no_deploy=opts.no_deploy)
+        sel = build_selection(items, run_id=meta["run_id"], run_dir=rd.path, bundle=bundle, no_deploy=opts.no_deploy,
+                              evidence=evidence)
         write_selection(sel)
         return sel
 
@@ -758,25 +828,51 @@ def _run_in(rd: RunDir, opts: RunOptions, console: Console) -> int:
 
 
 def print_summary(console: Console, rd: RunDir, sel: dict[str, Any]) -> None:
+    """The verdict in words that mean what they say: "selected" only for a deployable candidate,
+    "best candidate (not deployable: ...)" otherwise, and the synthetic-data warning first."""
     s = sel.get("selected")
-    table = Table(title=f"factory run {rd.metadata['run_id']}: {sel['selection_stage']}")
-    for col in ("config_id", "pnl", "trades", "max dd", "score_v1", "equivalence"):
-        table.add_column(col)
-    if s:
-        table.add_row(str(s["config_id"])[:12], f"{s['total_pnl']:.2f}", str(s["total_trades"]),
-                      f"{s['max_drawdown_pct']:.2%}", f"{s['score_v1']:.5f}",
-                      f"{s['replay_equivalence_status']} ({s['replay_equivalence_count']})")
+    best = s or sel.get("best_candidate")
+    data = sel.get("data") or {}
+    head = "selected" if s else ("best candidate (not deployable)" if best else sel["selection_stage"])
+    title = f"factory run {rd.metadata['run_id']}: {head}" + (f" — {data['label']}" if data.get("synthetic") else "")
+    table = Table(title=title)
+    for col in ("config_id", "pnl", "trades", "max dd", "score_v1", "DSR", "equivalence"):
+        table.add_column(col, no_wrap=True)
+    if best:
+        table.add_row(str(best["config_id"])[:12], f"{best['total_pnl']:.2f}", str(best["total_trades"]),
+                      f"{best['max_drawdown_pct']:.2%}", f"{best['score_v1']:.5f}",
+                      _fmt_opt(best.get("deflated_sharpe"), ".3f"),
+                      f"{best['replay_equivalence_status']} ({best['replay_equivalence_count']})")
     console.print(table)
-    if s and s.get("gate_failures"):
-        console.print(f"ADVISORY profile: selected config failed gates (not deployable from this profile): "
-                      f"{'; '.join(s['gate_failures'])}", markup=False, soft_wrap=True)
+    ov = sel.get("overfitting") or {}
+    if ov.get("pbo") is not None or ov.get("pbo_error"):
+        console.print(f"overfitting: PBO {_fmt_opt(ov.get('pbo'), '.2f')} (CSCV over the top sweep candidates; "
+                      f"max {ov.get('max_pbo')}), DSR = deflated Sharpe ratio given {ov.get('n_trials')} candidates "
+                      f"tried (min {ov.get('min_deflated_sharpe')})"
+                      + (f"; PBO not computed: {ov['pbo_error']}" if ov.get("pbo_error") else ""),
+                      markup=False, soft_wrap=True)
+    console.print(sel.get("score_v1_definition") or scoring.SCORE_V1_EXPLAINED, markup=False, soft_wrap=True)
+    wf = sel.get("walk_forward") or {}
+    if wf:
+        console.print(f"walk-forward ({wf.get('folds')} folds, out-of-sample only): "
+                      f"median OOS daily return {_fmt_opt(wf.get('wf_median_oos_daily_return'), '.5f')}, "
+                      f"efficiency {_fmt_opt(wf.get('efficiency'), '.2f')}, "
+                      f"stitched OOS return {_fmt_opt(wf.get('oos_total_return'), '+.2%')}", markup=False, soft_wrap=True)
+    if not s and best:
+        console.print(f"best candidate (not deployable: {'; '.join(sel.get('best_candidate_reasons') or [])})",
+                      markup=False, soft_wrap=True)
     for nd in sel.get("not_deployable", []):
+        if best and nd["config_id"] == best["config_id"] and not s:
+            continue  # said in the line above
         console.print(f"not deployable {str(nd['config_id'])[:12]}: {'; '.join(nd['reasons'])}", markup=False, soft_wrap=True)
     console.print(f"deploy_stage={sel['deploy_stage']} promotion_stage={sel['promotion_stage']}"
                   + (f" ({sel['deploy_reason']})" if sel.get("deploy_reason") else ""), markup=False, soft_wrap=True)
     for key, path in sorted(sel["evidence_bundle_paths"].items()):
         console.print(f"  {key}: {path}", markup=False, highlight=False, soft_wrap=True)
-    if s:
-        console.print(f"  replay_report: {s['replay_report_path']}", markup=False, highlight=False, soft_wrap=True)
-        console.print(f"  replay_equivalence: {s['replay_equivalence_report_path']}", markup=False, highlight=False, soft_wrap=True)
+    if best:
+        console.print(f"  replay_report: {best['replay_report_path']}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"  replay_equivalence: {best['replay_equivalence_report_path']}", markup=False, highlight=False, soft_wrap=True)
 
+
+def _fmt_opt(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)

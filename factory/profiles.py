@@ -15,12 +15,45 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILES_PATH = REPO_ROOT / "config" / "factory_profiles.yaml"
-KNOWN_GATES = ("walk_forward", "slippage", "concentration", "sensitivity", "monte_carlo", "min_trades")
+KNOWN_GATES = ("walk_forward", "overfitting", "stability", "slippage", "concentration", "sensitivity", "monte_carlo",
+               "min_trades")
+NESTED = ("walk_forward", "overfitting")  # sub-settings: a flag overrides single keys, not the whole block
 KNOWN_SORT_MODES = ("pnl", "balanced", "dd")
 
 
 class ProfileError(ValueError):
     """One-line description of a bad profile file, profile name or override."""
+
+
+class WalkForwardSettings(BaseModel):
+    """Walk-forward optimisation (factory/walk_forward.py): folds over the tradable span."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folds: int = Field(default=3, ge=1)
+    scheme: Literal["anchored", "rolling"] = "anchored"
+    embargo_bars: int = Field(default=24, ge=0)
+    # candidates per fold's in-sample sweep: TPE profiles run this many; grid profiles run the grid.
+    fold_trials: int | None = Field(default=None, ge=1)
+    min_efficiency: float = 0.0   # OOS / IS return per day below this fails the gate
+
+
+class OverfittingSettings(BaseModel):
+    """PBO (CSCV over the top sweep candidates' returns in `blocks` time blocks) and deflated Sharpe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    blocks: int = Field(default=8, ge=2)
+    candidates: int = Field(default=200, ge=2)
+    max_pbo: float = Field(default=0.5, ge=0.0, le=1.0)
+    min_deflated_sharpe: float = Field(default=0.95, ge=0.0, le=1.0)
+
+    @field_validator("blocks")
+    @classmethod
+    def _even(cls, blocks: int) -> int:
+        if blocks % 2:
+            raise ValueError("must be even (CSCV splits the blocks in two halves)")
+        return blocks
 
 
 class Profile(BaseModel):
@@ -44,7 +77,9 @@ class Profile(BaseModel):
     sort_modes: list[str] = Field(default_factory=lambda: list(KNOWN_SORT_MODES))
     trace: bool = True
     gates: list[str] = Field(default_factory=lambda: list(KNOWN_GATES))
-    walk_forward_splits: int = Field(default=3, ge=1)
+    walk_forward: WalkForwardSettings = Field(default_factory=WalkForwardSettings)
+    overfitting: OverfittingSettings = Field(default_factory=OverfittingSettings)
+    stability_splits: int = Field(default=3, ge=1)   # the in-sample time-split stability check
     slippage_bps: list[float] = Field(default_factory=lambda: [10.0, 20.0, 30.0])
     monte_carlo_iterations: int = Field(default=2000, ge=1)
     min_trades: int = Field(default=30, ge=0)
@@ -101,7 +136,12 @@ def resolve_profile(
     if name not in profiles:
         raise ProfileError(f"unknown profile {name!r}; known: {', '.join(sorted(profiles))}")
     raw = dict(profiles[name] or {})
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key in NESTED and isinstance(value, dict) and isinstance(raw.get(key), dict):
+            value = {**raw[key], **{k: v for k, v in value.items() if v is not None}}
+        raw[key] = value
     raw["name"] = name
     try:
         return Profile(**raw)

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+SCORE_V1_EXPLAINED = ("score_v1 = walk-forward median out-of-sample daily return - 2 x max out-of-sample "
+                      "drawdown - 0.5 x slippage fragility - 0.05 x (30 - trades)/30 if under 30 trades; "
+                      "a fraction per day, higher is better, 0 = break-even, so a profitable config with "
+                      "deep drawdowns still scores below 0")
+
 
 def score_v1(median_oos_daily_return: float, max_oos_drawdown: float, slippage_fragility: float,
              total_trades: int) -> float:
@@ -28,9 +33,9 @@ def verdict(summaries: dict[str, dict[str, Any]], replay_report: dict[str, Any],
     wf = summaries.get("walk_forward", {})
     sl = summaries.get("slippage", {})
     trades = int(replay_report.get("total_trades", 0))
-    med = wf.get("wf_median_oos_daily_return", 0.0)
-    dd = wf.get("wf_max_oos_drawdown", 0.0)
-    frag = sl.get("slippage_fragility", 0.0)
+    med = wf.get("wf_median_oos_daily_return") or 0.0
+    dd = wf.get("wf_max_oos_drawdown") or 0.0
+    frag = sl.get("slippage_fragility") or 0.0
     reasons = [f"{name}: {s['reason']}" for name, s in summaries.items() if not s.get("passed", True)]
     item: dict[str, Any] = {
         "score_v1": score_v1(med, dd, frag, trades),
@@ -41,6 +46,13 @@ def verdict(summaries: dict[str, dict[str, Any]], replay_report: dict[str, Any],
     }
     for key in ("wf_median_oos_daily_return", "wf_max_oos_drawdown"):
         item[key] = wf.get(key)
+    item["wf_efficiency"] = wf.get("efficiency")
+    stab = summaries.get("stability", {})
+    for key in ("stability_median_daily_return", "stability_max_drawdown"):
+        item[key] = stab.get(key)
+    ov = summaries.get("overfitting", {})
+    item["pbo"] = ov.get("pbo")
+    item["deflated_sharpe"] = ov.get("deflated_sharpe")
     for key in ("slippage_fragility", "slippage_pnl_at_reject_bps", "pnl_by_bps"):
         item["slippage_pnl_by_bps" if key == "pnl_by_bps" else key] = sl.get(key)
     conc = summaries.get("concentration", {})

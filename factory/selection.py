@@ -22,7 +22,10 @@ SELECTED_FIELDS = (
     "config_id", "config_path", "score_v1", "total_pnl", "max_drawdown_pct", "total_trades", "profit_factor",
     *STAGE_FIELDS, "canonical_cpu_verified", "candidate_mode", "schema_version", *PROOF_FIELDS,
     "replay_equivalence_status", "replay_equivalence_count", "rejected", "reject_reason", "gate_mode", "gate_failures",
+    "config_ids", "pbo", "deflated_sharpe", "wf_efficiency", "wf_median_oos_daily_return",
 )
+WF_SELECTION_KEYS = ("scheme", "efficiency", "min_efficiency", "wf_median_oos_daily_return", "wf_mean_is_daily_return",
+                     "wf_mean_oos_daily_return", "wf_max_oos_drawdown", "oos_total_return", "passed", "reason", "error")
 
 
 def _inside(path: Any, run_dir: Path) -> bool:
@@ -68,56 +71,124 @@ def _sortable(x: Any) -> float:
     return f if math.isfinite(f) else -math.inf
 
 
+def _rank_key(i: dict[str, Any]) -> tuple:
+    return (-_sortable(i.get("score_v1")), -_sortable(i.get("total_pnl")), str(i.get("config_id")))
+
+
 def rank_candidates(items: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
-    """Deployable items, best first: score_v1, then total_pnl, then config_id (a stable tie-break)."""
-    ok = [i for i in items if is_deployable(i, run_dir)]
-    return sorted(ok, key=lambda i: (-_sortable(i.get("score_v1")), -_sortable(i.get("total_pnl")),
-                                     str(i.get("config_id"))))
+    """Deployable items that failed no gate, best first: score_v1, then total_pnl, then config_id.
+    An advisory run reports gate failures without rejecting; such an item is never "selected"."""
+    ok = [i for i in items if is_deployable(i, run_dir) and not i.get("gate_failures")]
+    return sorted(ok, key=_rank_key)
+
+
+def best_candidate(items: list[dict[str, Any]], run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """The best replay-verified item that is not deployable, and every reason why not."""
+    verified = [i for i in items if i.get("replay_equivalence_status") == "pass"]
+    if not verified:
+        return None, []
+    best = sorted(verified, key=_rank_key)[0]
+    reasons = why_not_deployable(best, run_dir)
+    reasons += [f"gate {g}" for g in best.get("gate_failures") or [] if f"gate {g}" not in reasons
+                and not best.get("rejected")]
+    if best.get("gate_mode") == "advisory":
+        reasons.append("advisory profile: it never deploys")
+    return best, reasons
+
+
+def _walk_forward_brief(wf: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not wf:
+        return None
+    return {**{k: wf.get(k) for k in WF_SELECTION_KEYS}, "folds": len(wf.get("folds") or []),
+            "report": "reports/report.json walk_forward"}
 
 
 def build_selection(
     items: list[dict[str, Any]], *, run_id: str, run_dir: Path, bundle: dict[str, str], no_deploy: bool,
+    evidence: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The selection document: "selected" only for a deployable candidate that failed no gate; an
+    advisory run's best otherwise is "best_candidate" with the reasons it is not deployable."""
+    evidence = evidence or {}
     ranked = rank_candidates(items, run_dir)
     selected = {k: ranked[0].get(k) for k in SELECTED_FIELDS} if ranked else None
+    best, best_reasons = (None, []) if ranked else best_candidate(items, run_dir)
+    advisory_best = best is not None and best.get("gate_mode") == "advisory" and not best.get("rejected") \
+        and best.get("replay_equivalence_status") == "pass"
     if no_deploy:
         deploy_stage, promotion_stage = "no_deploy", "skipped"
     elif not ranked:
         deploy_stage, promotion_stage = "skipped", "no_passing_candidate"
     else:
         deploy_stage, promotion_stage = "pending", "pending"
+    shown = ranked[0] if ranked else best
+    overfit = dict(evidence.get("overfitting") or {})
+    overfit["deflated_sharpe"] = shown.get("deflated_sharpe") if shown else None
+    overfit["deflated_sharpe_config_id"] = shown.get("config_id") if shown else None
     return {
         "version": SELECTION_VERSION, "run_id": run_id,
-        "selection_stage": "selected" if ranked else "none_deployable",
+        "selection_stage": "selected" if ranked else ("best_candidate_not_deployable" if advisory_best
+                                                       else "none_deployable"),
         "deploy_stage": deploy_stage, "promotion_stage": promotion_stage,
         "evidence_bundle_paths": bundle, "selected": selected,
+        "best_candidate": {k: best.get(k) for k in SELECTED_FIELDS} if best else None,
+        "best_candidate_reasons": best_reasons,
         "selected_candidates": [{k: i.get(k) for k in SELECTED_FIELDS} for i in ranked],
         "not_deployable": [
-            {"config_id": i.get("config_id"), "reasons": why_not_deployable(i, run_dir)}
-            for i in items if not is_deployable(i, run_dir)
+            {"config_id": i.get("config_id"), "reasons": why_not_deployable(i, run_dir)
+             + [f"gate {g}" for g in (i.get("gate_failures") or []) if not i.get("rejected")]}
+            for i in items if not is_deployable(i, run_dir) or i.get("gate_failures")
         ],
         "deployments": [],
+        "data": evidence.get("data"), "score_v1_definition": evidence.get("score_v1_definition"),
+        "walk_forward": _walk_forward_brief(evidence.get("walk_forward")),
+        "overfitting": {k: v for k, v in overfit.items() if k != "pbo_detail"},
     }
 
 
 def render_selection_md(sel: dict[str, Any]) -> str:
-    lines = [f"# Factory selection — run {sel['run_id']}", "",
-             f"- selection_stage: **{sel['selection_stage']}**", f"- deploy_stage: {sel['deploy_stage']}",
-             f"- promotion_stage: {sel['promotion_stage']}"]
+    data = sel.get("data") or {}
+    lines = [f"# Factory selection — run {sel['run_id']}", ""]
+    if data.get("synthetic"):
+        lines += [f"> **{data['warning']}**", ""]
+    lines += [f"- selection_stage: **{sel['selection_stage']}**", f"- deploy_stage: {sel['deploy_stage']}",
+              f"- promotion_stage: {sel['promotion_stage']}"]
     if sel.get("deploy_reason"):
         lines.append(f"- deploy: {sel['deploy_reason']}")
     s = sel.get("selected")
+    best = sel.get("best_candidate")
     if s:
         lines += ["", "## Selected", "", "| field | value |", "|---|---|"]
         lines += [f"| {k} | {s.get(k)} |" for k in SELECTED_FIELDS]
+    elif best:
+        lines += ["", f"## Best candidate (not deployable: {'; '.join(sel.get('best_candidate_reasons') or [])})",
+                  "", "| field | value |", "|---|---|"]
+        lines += [f"| {k} | {best.get(k)} |" for k in SELECTED_FIELDS]
     else:
         lines += ["", "**No deployable candidate.** Nothing goes to paper from this run."]
+    if sel.get("score_v1_definition"):
+        lines += ["", f"_{sel['score_v1_definition']}_"]
+    wf, ov = sel.get("walk_forward"), sel.get("overfitting") or {}
+    if wf:
+        lines += ["", "## Walk-forward (out-of-sample)", "",
+                  f"{wf['folds']} {wf.get('scheme')} folds: median OOS daily return "
+                  f"{_num(wf.get('wf_median_oos_daily_return'), '.6f')}, efficiency {_num(wf.get('efficiency'), '.2f')}, "
+                  f"stitched OOS return {_num(wf.get('oos_total_return'), '+.2%')}; gate "
+                  f"{'passed' if wf.get('passed') else 'failed: ' + str(wf.get('reason'))}"]
+    if ov:
+        lines += ["", "## Overfitting", "", f"PBO (CSCV) {_num(ov.get('pbo'), '.2f')} (max {ov.get('max_pbo')}); "
+                  f"deflated Sharpe {_num(ov.get('deflated_sharpe'), '.3f')} (min {ov.get('min_deflated_sharpe')}) "
+                  f"given {ov.get('n_trials')} candidates tried"]
     if sel.get("not_deployable"):
         lines += ["", "## Not deployable", ""]
         lines += [f"- `{n['config_id'][:12] if n['config_id'] else '?'}`: {'; '.join(n['reasons'])}"
                   for n in sel["not_deployable"]]
     lines += ["", "## Evidence", ""] + [f"- {k}: `{v}`" for k, v in sorted(sel["evidence_bundle_paths"].items())]
     return "\n".join(lines) + "\n"
+
+
+def _num(x: Any, spec: str) -> str:
+    return "-" if not isinstance(x, (int, float)) or isinstance(x, bool) else format(x, spec)
 
 
 def write_selection(sel: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
 Why several sort modes: ranking by PnL alone picks the luckiest high-drawdown config; each mode
 ranks the sweep by a different virtue (raw PnL, a balanced blend, low drawdown) and the shortlist
 interleaves them, so the replayed set is diverse. The same config (same config_id) reached from
-two modes is kept once, at its first position.
+two modes is kept once, at its first position; configs that trade identically (same traced trade
+list) are one row listing all their config_ids.
 """
 
 from __future__ import annotations
@@ -62,20 +63,37 @@ def rank_rows(rows: Iterable[dict[str, Any]], mode: str, top: int, min_trades: i
 
 def build_shortlist(
     rows: list[dict[str, Any]], size: int, modes: list[str] | tuple[str, ...] = ("balanced", "pnl", "dd"),
-    min_trades: int = 1,
+    min_trades: int = 1, behaviour_of: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Interleave the per-mode rankings (1st of each mode, then 2nd, ...) deduplicated by config_id."""
-    ranked = {m: rank_rows(rows, m, size, min_trades) for m in modes}
+    """Interleave the per-mode rankings (1st of each mode, then 2nd, ...) deduplicated by config_id.
+
+    With ``behaviour_of`` (config_id -> checksum of its traced trade list) configs that trade
+    identically are one row: the first keeps its place and lists every such config in
+    ``config_ids``, so the replay budget goes to distinct behaviours. Each mode then ranks 2 x
+    ``size`` rows deep (the traced pool, factory.evidence.trace_pool)."""
+    depth = size if behaviour_of is None else size * 2
+    ranked = {m: rank_rows(rows, m, depth, min_trades) for m in modes}
     seen: set[str] = set()
+    by_behaviour: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any]] = []
-    for position in range(size):
+    for position in range(depth):
         for mode in modes:
-            if position >= len(ranked[mode]) or len(out) >= size:
+            if position >= len(ranked[mode]):
                 continue
             row = ranked[mode][position]
             cid = str(row["config_id"])
             if cid in seen:
                 continue
             seen.add(cid)
-            out.append({**row, "sort_by": mode, "mode_rank": position + 1, "rank": len(out) + 1})
+            key = behaviour_of.get(cid) if behaviour_of else None
+            if key is not None and key in by_behaviour:
+                by_behaviour[key]["config_ids"].append(cid)
+                continue
+            if len(out) >= size:
+                continue
+            entry = {**row, "sort_by": mode, "mode_rank": position + 1, "rank": len(out) + 1, "config_ids": [cid]}
+            if key is not None:
+                entry["behaviour_checksum"] = key
+                by_behaviour[key] = entry
+            out.append(entry)
     return out

@@ -4,7 +4,8 @@
 # Why a script and not a factory flag: the gate must judge the factory from the outside, from the
 # files it wrote, and stop before the next (more expensive, possibly deploying) stage when anything
 # is off. It writes one manifest, <artifacts>/<prefix>_<ts>.evidence.json, to attach to the
-# promotion ticket (OPS_RUNBOOK §7). Exit 0 all stages passed, 1 a stage failed, 2 usage.
+# promotion ticket (OPS_RUNBOOK §7); each entry carries the run's walk-forward (out-of-sample) and
+# overfitting (PBO, deflated Sharpe) figures. Exit 0 all stages passed, 1 a stage failed, 2 usage.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -91,6 +92,9 @@ if selection and Path(selection).is_file():
     except ValueError:
         sel = {}
 selected = sel.get("selected") if isinstance(sel.get("selected"), dict) else {}
+best = sel.get("best_candidate") if isinstance(sel.get("best_candidate"), dict) else {}
+wf = sel.get("walk_forward") if isinstance(sel.get("walk_forward"), dict) else None
+ov = sel.get("overfitting") if isinstance(sel.get("overfitting"), dict) else None
 summary = Path(selection).parent / f"selection_gate_summary_{stage}.json" if selection else None
 entry = {
     "stage": stage, "profile": profile, "run_id": run_id, "no_deploy": no_deploy == "1",
@@ -103,6 +107,11 @@ entry = {
                  "canonical_cpu_verified": selected.get("canonical_cpu_verified"),
                  "replay_equivalence_status": selected.get("replay_equivalence_status")},
     "selection_gate_summary_json": str(summary) if summary and summary.is_file() else None,
+    "best_candidate": {"config_id": best.get("config_id"), "reasons": sel.get("best_candidate_reasons")} if best else None,
+    "synthetic_data": bool((sel.get("data") or {}).get("synthetic")),
+    "walk_forward": None if wf is None else {k: wf.get(k) for k in ("folds", "passed", "efficiency",
+                                                                     "wf_median_oos_daily_return", "oos_total_return")},
+    "overfitting": None if ov is None else {k: ov.get(k) for k in ("pbo", "deflated_sharpe", "n_trials")},
 }
 Path(out).write_text(json.dumps(entry), encoding="utf-8")
 PY

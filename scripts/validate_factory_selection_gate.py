@@ -32,6 +32,9 @@ SELECTED_KEYS = ("config_id", "config_path", *STAGE_STRINGS, "canonical_cpu_veri
                  "replay_equivalence_status", "replay_equivalence_count")
 PROOF_KEYS = ("replay_report_path", "replay_equivalence_report_path")
 NO_DEPLOY_DEPLOY_STAGES = ("no_deploy", "skipped")
+# An advisory (dry/smoke) run whose best candidate failed a gate reports it as best_candidate, never
+# as selected; those stages prove the pipeline, so they accept it. A real stage needs "selected".
+ADVISORY_STAGE = "best_candidate_not_deployable"
 
 
 class Stage(StrEnum):
@@ -98,9 +101,18 @@ def _same_file(a: Any, b: Any, run_dir: Path | None) -> bool:
     return pa is not None and pb is not None and pa.resolve() == pb.resolve()
 
 
+def candidate_key(sel: dict, stage: Stage) -> str:
+    """Which object carries the candidate: "selected", or "best_candidate" for an advisory dry/smoke run."""
+    if stage != Stage.real and sel.get("selection_stage") == ADVISORY_STAGE and isinstance(sel.get("best_candidate"), dict):
+        return "best_candidate"
+    return "selected"
+
+
 def check_stage_values(sel: dict, stage: Stage, checks: Checks) -> None:
-    checks.add("selection_stage == selected", sel.get("selection_stage") == "selected",
-               f"selection_stage is {sel.get('selection_stage')!r}, expected 'selected'")
+    allowed = ("selected",) if stage == Stage.real else ("selected", ADVISORY_STAGE)
+    checks.add(f"selection_stage in {allowed}", sel.get("selection_stage") in allowed,
+               f"selection_stage is {sel.get('selection_stage')!r}, expected {' or '.join(map(repr, allowed))} "
+               f"for stage {stage.value}")
     deploy, promo = sel.get("deploy_stage"), sel.get("promotion_stage")
     if stage in (Stage.dry, Stage.smoke):
         checks.add(f"deploy_stage in {NO_DEPLOY_DEPLOY_STAGES}", deploy in NO_DEPLOY_DEPLOY_STAGES,
@@ -111,6 +123,39 @@ def check_stage_values(sel: dict, stage: Stage, checks: Checks) -> None:
         for key, value in (("deploy_stage", deploy), ("promotion_stage", promo)):
             checks.add(f"{key} set and not pending", isinstance(value, str) and value not in ("", "pending"),
                        f"{key} is {value!r}; a real stage must not leave it pending or empty")
+
+
+def _unit(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= float(x) <= 1.0
+
+
+def check_evidence(sel: dict, cand: dict | None, stage: Stage, checks: Checks) -> None:
+    """Walk-forward and overfitting evidence for the gates the candidate ran; a real stage needs them
+    passed, and never runs on the synthetic demo data."""
+    gates = str((cand or {}).get("validation_gate") or "").split("+")
+    if "walk_forward" in gates:
+        wf = sel.get("walk_forward")
+        folds = wf.get("folds") if isinstance(wf, dict) else None
+        if checks.add("walk_forward evidence present", _is_int(folds) and folds >= 1,
+                      f"walk_forward is {wf!r}: expected an object with folds >= 1 (walk-forward optimisation)") \
+                and stage == Stage.real:
+            checks.add("walk_forward passed out of sample", wf.get("passed") is True,
+                       f"walk_forward did not pass: {wf.get('reason')}")
+    if "overfitting" in gates:
+        ov = sel.get("overfitting") if isinstance(sel.get("overfitting"), dict) else {}
+        pbo, dsr = ov.get("pbo"), ov.get("deflated_sharpe")
+        ok = checks.add("overfitting.pbo in [0, 1]", _unit(pbo), f"overfitting.pbo is {pbo!r}, expected a number in [0, 1]")
+        ok &= checks.add("overfitting.deflated_sharpe in [0, 1]", _unit(dsr),
+                         f"overfitting.deflated_sharpe is {dsr!r}, expected a number in [0, 1]")
+        if ok and stage == Stage.real:
+            max_pbo, min_dsr = ov.get("max_pbo", 0.5), ov.get("min_deflated_sharpe", 0.95)
+            checks.add("overfitting.pbo <= max_pbo", pbo <= max_pbo, f"overfitting.pbo {pbo} > max_pbo {max_pbo}")
+            checks.add("overfitting.deflated_sharpe >= min", dsr >= min_dsr,
+                       f"overfitting.deflated_sharpe {dsr} < min_deflated_sharpe {min_dsr}")
+    if stage == Stage.real:
+        data = sel.get("data") if isinstance(sel.get("data"), dict) else {}
+        checks.add("real stage not on synthetic data", data.get("synthetic") is not True,
+                   "data.synthetic is true: a real stage never runs on the SYNTHETIC DEMO DATA")
 
 
 def check_bundle(sel: dict, selection_json: Path, checks: Checks) -> Path | None:
@@ -130,28 +175,33 @@ def check_bundle(sel: dict, selection_json: Path, checks: Checks) -> Path | None
 
 
 def check_selected(sel: dict, run_dir: Path | None, checks: Checks, stage: Stage = Stage.smoke) -> dict | None:
-    selected = sel.get("selected")
-    if not checks.add("selected is an object", isinstance(selected, dict), "selected missing or not an object"):
+    key = candidate_key(sel, stage)
+    selected = sel.get(key)
+    if not checks.add(f"{key} is an object", isinstance(selected, dict), f"{key} missing or not an object"):
         return None
+    return _check_candidate(selected, key, run_dir, checks, stage)
+
+
+def _check_candidate(selected: dict, name: str, run_dir: Path | None, checks: Checks, stage: Stage) -> dict:
     for key in SELECTED_KEYS:
-        checks.add(f"selected.{key} present", key in selected, f"selected.{key} missing")
+        checks.add(f"{name}.{key} present", key in selected, f"{name}.{key} missing")
     for key in STAGE_STRINGS:
         v = selected.get(key)
-        checks.add(f"selected.{key} set", isinstance(v, str) and v != "", f"selected.{key} is {v!r}, expected a non-empty string")
-    checks.add("selected.canonical_cpu_verified == true", selected.get("canonical_cpu_verified") is True,
-               f"selected.canonical_cpu_verified is {selected.get('canonical_cpu_verified')!r}, expected true")
-    checks.add("selected.candidate_mode == true", selected.get("candidate_mode") is True,
-               f"selected.candidate_mode is {selected.get('candidate_mode')!r}, expected true")
+        checks.add(f"{name}.{key} set", isinstance(v, str) and v != "", f"{name}.{key} is {v!r}, expected a non-empty string")
+    checks.add(f"{name}.canonical_cpu_verified == true", selected.get("canonical_cpu_verified") is True,
+               f"{name}.canonical_cpu_verified is {selected.get('canonical_cpu_verified')!r}, expected true")
+    checks.add(f"{name}.candidate_mode == true", selected.get("candidate_mode") is True,
+               f"{name}.candidate_mode is {selected.get('candidate_mode')!r}, expected true")
     sv = selected.get("schema_version")
-    checks.add("selected.schema_version == 1", _is_int(sv) and sv == 1, f"selected.schema_version is {sv!r}, expected 1")
+    checks.add(f"{name}.schema_version == 1", _is_int(sv) and sv == 1, f"{name}.schema_version is {sv!r}, expected 1")
     st = selected.get("replay_equivalence_status")
-    checks.add("selected.replay_equivalence_status == pass", st == "pass",
-               f"selected.replay_equivalence_status is {st!r}, expected 'pass'")
+    checks.add(f"{name}.replay_equivalence_status == pass", st == "pass",
+               f"{name}.replay_equivalence_status is {st!r}, expected 'pass'")
     cnt = selected.get("replay_equivalence_count")
-    checks.add("selected.replay_equivalence_count int >= 0", _is_int(cnt) and cnt >= 0,
-               f"selected.replay_equivalence_count is {cnt!r}, expected an integer >= 0")
-    checks.add("selected not rejected", selected.get("rejected") in (None, False),
-               f"selected.rejected is {selected.get('rejected')!r} ({selected.get('reject_reason')!r})")
+    checks.add(f"{name}.replay_equivalence_count int >= 0", _is_int(cnt) and cnt >= 0,
+               f"{name}.replay_equivalence_count is {cnt!r}, expected an integer >= 0")
+    checks.add(f"{name} not rejected", selected.get("rejected") in (None, False),
+               f"{name}.rejected is {selected.get('rejected')!r} ({selected.get('reject_reason')!r})")
     if stage == Stage.real:  # a real stage may only select from an enforcing run whose gates passed
         if "gate_mode" in selected:
             checks.add("selected.gate_mode == enforce", selected.get("gate_mode") == "enforce",
@@ -162,10 +212,10 @@ def check_selected(sel: dict, run_dir: Path | None, checks: Checks, stage: Stage
     for key in PROOF_KEYS:
         p = _resolve(selected.get(key), run_dir)
         exists = p is not None and p.is_file()
-        checks.add(f"selected.{key} exists", exists, f"selected.{key} = {selected.get(key)!r} does not exist")
+        checks.add(f"{name}.{key} exists", exists, f"{name}.{key} = {selected.get(key)!r} does not exist")
         inside = exists and run_dir is not None and _inside(p, run_dir)
-        checks.add(f"selected.{key} inside run_dir", inside,
-                   f"selected.{key} = {selected.get(key)!r} is not a file inside run_dir {run_dir}")
+        checks.add(f"{name}.{key} inside run_dir", inside,
+                   f"{name}.{key} = {selected.get(key)!r} is not a file inside run_dir {run_dir}")
     return selected
 
 
@@ -211,18 +261,21 @@ def validate_selection(sel: dict, selection_json: Path, stage: Stage) -> Checks:
     run_dir = check_bundle(sel, selection_json, checks)
     selected = check_selected(sel, run_dir, checks, stage)
     check_run_metadata(sel, selected, run_dir, checks)
+    best = sel.get("best_candidate") if isinstance(sel.get("best_candidate"), dict) else None
+    check_evidence(sel, selected or best, stage, checks)  # with nothing selected, still say what failed
     return checks
 
 
 def summary_of(sel: dict, selection_json: Path, stage: Stage, checks: Checks) -> dict:
-    selected = sel.get("selected") if isinstance(sel.get("selected"), dict) else {}
+    key = candidate_key(sel, stage)
+    selected = sel.get(key) if isinstance(sel.get(key), dict) else {}
     return {
         "version": "selection_gate_summary_v1",
         "generated_at_ms": int(time.time() * 1000),
         "stage": stage.value,
         "selection_json": str(selection_json),
         "run_id": sel.get("run_id"),
-        "config_id": selected.get("config_id"),
+        "config_id": selected.get("config_id"), "candidate": key,
         "ok": not checks.failed,
         "checks_total": len(checks.items),
         "failed_checks": [c["detail"] for c in checks.failed],

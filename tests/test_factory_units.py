@@ -86,18 +86,28 @@ def test_equivalence_f32_bound_is_looser_and_stated():
     assert equivalence.compare_sweep_to_replay(row, rep, None, initial_balance=IB, precision="f32")["status"] == "fail"
 
 
-def test_walk_forward_windows_and_summary():
+def test_stability_windows_and_summary_are_in_sample():
     day = gates.DAY_MS
-    w = gates.walk_forward_windows(0, 40 * day, 3)
+    w = gates.stability_windows(0, 40 * day, 3)
     assert w == [(10 * day, 20 * day), (20 * day, 30 * day), (30 * day, 40 * day)]
-    s = gates.walk_forward_summary(
+    s = gates.stability_summary(
         [{"start_ms": a, "end_ms": b, "total_pnl": p, "max_drawdown_pct": dd, "total_trades": 9}
          for (a, b), p, dd in zip(w, [100.0, -50.0, 300.0], [0.05, 0.12, 0.08], strict=True)], IB)
-    assert s["wf_median_oos_daily_return"] == pytest.approx(100.0 / IB / 10)
-    assert s["wf_max_oos_drawdown"] == pytest.approx(0.12) and s["passed"]
-    neg = gates.walk_forward_summary([{"start_ms": 0, "end_ms": day, "total_pnl": -1.0, "max_drawdown_pct": 0.0,
-                                       "total_trades": 1}], IB)
-    assert not neg["passed"] and "<= 0" in neg["reason"]
+    assert s["gate"] == "stability" and s["in_sample"] is True
+    assert s["stability_median_daily_return"] == pytest.approx(100.0 / IB / 10)
+    assert s["stability_max_drawdown"] == pytest.approx(0.12) and s["passed"]
+    assert not any("oos" in k or "out_of_sample" in k for k in s)  # never called out-of-sample
+    neg = gates.stability_summary([{"start_ms": 0, "end_ms": day, "total_pnl": -1.0, "max_drawdown_pct": 0.0,
+                                    "total_trades": 1}], IB)
+    assert not neg["passed"] and "in-sample" in neg["reason"]
+
+
+def test_walk_forward_gate_reads_the_run_level_out_of_sample_result():
+    assert not gates.walk_forward_gate(None)["passed"]
+    run = {"wf_median_oos_daily_return": 0.001, "wf_max_oos_drawdown": 0.1, "efficiency": 0.6, "passed": True,
+           "reason": None, "folds": [{}, {}, {}]}
+    g = gates.walk_forward_gate(run)
+    assert g["passed"] and g["folds"] == 3 and g["wf_median_oos_daily_return"] == 0.001
 
 
 def test_slippage_concentration_min_trades():
@@ -113,9 +123,9 @@ def test_slippage_concentration_min_trades():
     assert c2["top5_pnl_pct"] == pytest.approx(130 / 150) and c2["passed"]
     per["S1"]["pnl"] = 200.0
     c3 = gates.concentration_summary(per)
-    assert not c3["passed"] and "top-1" in c3["reason"] and "top-5" in c3["reason"]
+    assert not c3["passed"] and "best symbol made" in c3["reason"] and "best 5 symbols made" in c3["reason"]
     few = gates.concentration_summary({"A": {"trades": 5, "pnl": 90.0}, "B": {"trades": 1, "pnl": 10.0}})
-    assert not few["passed"] and "only 2 symbols" in few["reason"] and "top-1" in few["reason"]
+    assert not few["passed"] and "only 2 symbols traded" in few["reason"] and "best symbol made 90%" in few["reason"]
     assert gates.min_trades_summary(29)["reason"].startswith("insufficient evidence")
     assert gates.min_trades_summary(30)["passed"]
 
@@ -144,6 +154,7 @@ def test_sensitivity_variants_step_key_axes():
 def test_score_v1_formula_and_verdict():
     assert scoring.score_v1(0.002, 0.1, 0.04, 30) == pytest.approx(0.002 - 0.2 - 0.02)
     assert scoring.score_v1(0.002, 0.1, 0.04, 15) == pytest.approx(0.002 - 0.2 - 0.02 - 0.025)
+    assert "score_v1 =" in scoring.SCORE_V1_EXPLAINED and "\n" not in scoring.SCORE_V1_EXPLAINED
     summaries = {"walk_forward": {"wf_median_oos_daily_return": 0.001, "wf_max_oos_drawdown": 0.05, "passed": True},
                  "slippage": {"slippage_fragility": 0.02, "passed": False, "reason": "PnL at 20 bps is -3 <= 0"}}
     v = scoring.verdict(summaries, {"total_trades": 40})
@@ -166,6 +177,17 @@ def test_shortlist_modes_dedup_and_ranks():
     assert len({r["config_id"] for r in build_shortlist(rows + rows, 10)}) == len(build_shortlist(rows + rows, 10))
     assert all(r["config_id"] not in ("d", "e") or r["sort_by"] != "dd" for r in build_shortlist(rows, 10))
     assert balanced_score(rows[1]) == pytest.approx(500 * 0.3 + 2.0 * 20 + 2.0 * 15 - 5.0)
+
+
+def test_shortlist_collapses_identical_behaviours_into_one_row():
+    """On the 2018 1h set two config_ids traded identically (PnL -686.12 each): one row, both ids."""
+    rows = [{"config_id": c, "total_pnl": p, "max_drawdown_pct": 0.1, "profit_factor": 1.0, "sharpe": 0.1,
+             "total_trades": 10} for c, p in (("a", -686.12), ("b", -700.0), ("c", -686.12), ("d", -900.0))]
+    same = {"a": "h1", "b": "h2", "c": "h1", "d": "h3"}
+    short = build_shortlist(rows, 3, ["pnl"], behaviour_of=same)
+    assert [r["config_ids"] for r in short] == [["c", "a"], ["b"], ["d"]]  # ties: config_id order
+    assert [r["rank"] for r in short] == [1, 2, 3] and short[0]["behaviour_checksum"] == "h1"
+    assert [r["config_ids"] for r in build_shortlist(rows, 3, ["pnl"])] == [["c"], ["a"], ["b"]]
 
 
 def _item(tmp_path, cid, score, pnl, **over):
@@ -233,6 +255,25 @@ def test_profiles_table_and_overrides():
         resolve_profile("weekly")
     with pytest.raises(ProfileError, match="gates"):
         resolve_profile("smoke", {"gates": ["walk_forward", "astrology"]})
+
+
+def test_profiles_run_walk_forward_and_overfitting_by_default():
+    from factory.profiles import KNOWN_GATES
+
+    for name in ("daily", "deep"):
+        p = resolve_profile(name)
+        assert set(p.gates) == set(KNOWN_GATES) and p.gate_mode == "enforce"
+        assert p.walk_forward.folds >= 3 and p.walk_forward.embargo_bars > 0
+        assert p.walk_forward.fold_trials < p.trials  # a reduced per-fold budget
+        assert p.overfitting.max_pbo <= 0.5 and p.overfitting.min_deflated_sharpe >= 0.9
+    smoke = resolve_profile("smoke")
+    assert set(smoke.gates) == set(KNOWN_GATES) and smoke.walk_forward.folds <= 2
+    nested = resolve_profile("daily", {"walk_forward": {"folds": 5}})
+    assert (nested.walk_forward.folds, nested.walk_forward.fold_trials) == (5, 200_000)  # one key, not the block
+    with pytest.raises(ProfileError, match="overfitting.blocks"):
+        resolve_profile("smoke", {"overfitting": {"blocks": 7}})
+    with pytest.raises(ProfileError, match="walk_forward.scheme"):
+        resolve_profile("smoke", {"walk_forward": {"scheme": "sideways"}})
 
 
 def test_deploy_target_never_an_example_and_never_created(tmp_path, monkeypatch):

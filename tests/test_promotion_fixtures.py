@@ -43,7 +43,7 @@ def make_run_dir(artifacts: Path, run_id: str, *, no_deploy: bool = True, tamper
         "config_id": CONFIG_ID, "config_path": str(cfg), "score_v1": 0.01, "total_pnl": 123.5,
         "max_drawdown_pct": 0.05, "total_trades": 42, "profit_factor": 1.6,
         "pipeline_stage": "candidate_validation", "sweep_stage": "cpu", "replay_stage": "cpu_replay",
-        "validation_gate": "score_v1+walk_forward+slippage", "canonical_cpu_verified": True,
+        "validation_gate": "score_v1+walk_forward+overfitting+slippage", "canonical_cpu_verified": True,
         "candidate_mode": True, "schema_version": 1, "replay_report_path": str(replay),
         "replay_equivalence_report_path": str(equiv), "replay_equivalence_status": "pass",
         "replay_equivalence_count": 42,
@@ -62,6 +62,11 @@ def make_run_dir(artifacts: Path, run_id: str, *, no_deploy: bool = True, tamper
             "selection_json": str(sel_path), "selection_md": str(run_dir / "reports" / "selection.md"),
         },
         "selected": selected, "selected_candidates": [selected],
+        "walk_forward": {"folds": 3, "scheme": "anchored", "passed": True, "reason": None, "efficiency": 0.6,
+                         "wf_median_oos_daily_return": 0.001},
+        "overfitting": {"pbo": 0.2, "deflated_sharpe": 0.97, "max_pbo": 0.5, "min_deflated_sharpe": 0.95,
+                        "n_trials": 1000},
+        "data": {"synthetic": False, "label": "market data"},
     }
     if tamper == "missing_proof":
         equiv.unlink()
@@ -71,6 +76,17 @@ def make_run_dir(artifacts: Path, run_id: str, *, no_deploy: bool = True, tamper
         selected["canonical_cpu_verified"] = False
     elif tamper == "bad_count":
         selected["replay_equivalence_count"] = -1
+    elif tamper == "no_walk_forward":
+        del sel["walk_forward"]
+    elif tamper == "wf_failed":
+        sel["walk_forward"].update(passed=False, reason="median out-of-sample daily return -0.001 is not above 0")
+    elif tamper == "overfit":
+        sel["overfitting"].update(pbo=0.8, deflated_sharpe=0.4)
+    elif tamper == "synthetic":
+        sel["data"] = {"synthetic": True, "label": "SYNTHETIC DEMO DATA"}
+    elif tamper == "advisory_best":
+        sel.update(selection_stage="best_candidate_not_deployable", selected=None,
+                   best_candidate={**selected, "gate_mode": "advisory", "gate_failures": ["slippage: x"]})
     elif tamper == "pending":
         sel["deploy_stage"] = "pending"
     elif tamper == "unknown_config":

@@ -52,6 +52,32 @@ def test_tampered_selection_lists_every_failed_check(tmp_path, tamper, expected)
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize("tamper, smoke_ok, real_failed", [
+    ("no_walk_forward", False, ["walk_forward evidence present"]),
+    ("wf_failed", True, ["walk_forward passed out of sample"]),
+    ("overfit", True, ["overfitting.pbo <= max_pbo", "overfitting.deflated_sharpe >= min"]),
+    ("synthetic", True, ["real stage not on synthetic data"]),
+])
+def test_walk_forward_and_overfitting_evidence(tmp_path, tamper, smoke_ok, real_failed):
+    """dry/smoke need the evidence written; real needs it passed, on market data."""
+    sel = make_run_dir(tmp_path / "a", f"ev_{tamper}", tamper=tamper)
+    assert (run_gate(sel, "smoke").returncode == 0) is smoke_ok
+    res = run_gate(sel, "real")
+    assert res.returncode == 1
+    failed = [c["name"] for c in summary(sel, "real")["checks"] if not c["ok"]]
+    assert failed == ["deploy_stage set and not pending", "promotion_stage set and not pending", *real_failed] \
+        or failed == real_failed, failed
+
+
+def test_advisory_best_candidate_passes_smoke_but_never_real(tmp_path):
+    sel = make_run_dir(tmp_path / "a", "adv_smoke", tamper="advisory_best")
+    res = run_gate(sel, "smoke")
+    assert res.returncode == 0, res.stderr
+    assert summary(sel, "smoke")["candidate"] == "best_candidate"
+    real = run_gate(sel, "real")
+    assert real.returncode == 1 and "selection_stage is 'best_candidate_not_deployable'" in real.stderr
+
+
 def test_stage_values_differ_between_smoke_and_real(tmp_path):
     deployed = make_run_dir(tmp_path / "a1", "r3_real", no_deploy=False)
     assert run_gate(deployed, "real").returncode == 0
