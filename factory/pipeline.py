@@ -165,6 +165,9 @@ def resolve_exit_candles(opts: RunOptions, exit_iv: str | None, sources: list[Pa
     """Candles of the config's finer exit interval: --exit-candles-db, else the demo's (smoke without
     --candles-db), else candles_<exit>.db beside the first --candles-db file."""
     if not exit_iv:
+        if opts.exit_candles_db:
+            _err("factory: note: --exit-candles-db has no effect: the config has no global.engine.exit_interval "
+                 "(exits run on the main bars)")
         return []
     if opts.exit_candles_db:
         return [_existing(s.strip(), "--exit-candles-db") for s in opts.exit_candles_db.split(",") if s.strip()]

@@ -366,3 +366,17 @@ def test_fetch_funding_rates_pages_retries_and_is_idempotent(tmp_path):
         server.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*), MIN(premium) FROM funding_rates").fetchone() == (len(funding), -0.0001)
+
+
+def test_check_candle_dbs_as_of_end_of_data_judges_a_historical_db_fairly(shared_data, tmp_path):
+    db = tmp_path / "candles_1h.db"
+    db.write_bytes((shared_data / "candles_1h.db").read_bytes())
+    now = run_tool("check_candle_dbs.py", "--db-glob", str(db))
+    assert now.returncode == 2 and "stale_bars=" in now.stderr  # judged against today: years stale
+    end = run_tool("check_candle_dbs.py", "--db-glob", str(db), "--as-of", "end-of-data")
+    assert end.returncode == 0, end.stderr
+    assert json.loads(end.stdout)["overall_status"] == "OK"
+    bad = run_tool("check_candle_dbs.py", "--db-glob", str(db), "--as-of", "yesterday")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "ISO time" in bad.stderr
+    both = run_tool("check_candle_dbs.py", "--db-glob", str(db), "--as-of", "end-of-data", "--now-ms", "1")
+    assert both.returncode == 2 and "not both" in both.stderr

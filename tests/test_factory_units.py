@@ -312,3 +312,12 @@ def test_deploy_target_never_an_example_and_never_created(tmp_path, monkeypatch)
     assert example.read_text() == "global: {}\n"
     assert sorted(p.name for p in (repo / "config").iterdir()) == ["paper.yaml", "strategy_overrides.yaml.example"]
     assert not (tmp_path / "art").exists()
+
+
+def test_exit_candles_db_without_an_exit_interval_says_it_has_no_effect(capsys, tmp_path):
+    from factory.pipeline import RunOptions, resolve_exit_candles
+
+    opts = RunOptions(profile="smoke", exit_candles_db=str(tmp_path / "candles_5m.db"))
+    assert resolve_exit_candles(opts, None, []) == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--exit-candles-db has no effect" in err

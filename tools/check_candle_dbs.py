@@ -13,13 +13,16 @@ Exit codes: 2 if anything FAILs (or bad flags), 1 on WARN with --fail-on-warn, e
 
 from __future__ import annotations
 
+import glob as globmod
 import json
+import sqlite3
 import sys
+from datetime import UTC, datetime
 
 import typer
 
 from marketdata.checks import check_candle_dbs, default_candles_dir
-from marketdata.intervals import MarketDataError
+from marketdata.intervals import MarketDataError, interval_ms
 from marketdata.sanity import bad_row_line
 
 MAX_ROW_LINES = 10  # corrupt-row lines printed per DB on stderr (the JSON lists up to --max-bad-rows-per-symbol each)
@@ -44,12 +47,20 @@ def run(
     symbols: str = typer.Option(None, help="comma-separated symbols (default: every symbol in each DB)"),
     fail_on_warn: bool = typer.Option(False, help="exit 1 when the worst status is WARN"),
     now_ms: int = typer.Option(None, help="evaluate as if now were this epoch ms (tests, post-mortems)"),
+    as_of: str = typer.Option(None, help="evaluate as of an ISO UTC time (2018-03-01T00:00Z) or 'end-of-data' "
+                                        "(the newest bar's close: a historical DB is then not called stale)"),
     json_indent: int = typer.Option(None, help="indent the JSON output"),
 ) -> None:
     names = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+    glob = db_glob or str(default_candles_dir() / "candles_*.db")
+    if as_of is not None and now_ms is not None:
+        typer.echo("check_candle_dbs: pass --as-of or --now-ms, not both", err=True)
+        raise typer.Exit(2)
     try:
+        if as_of is not None:
+            now_ms = resolve_as_of(as_of, glob, grace_seconds)
         report = check_candle_dbs(
-            db_glob or str(default_candles_dir() / "candles_*.db"), lookback_hours,
+            glob, lookback_hours,
             freshness_warn_mult=freshness_warn_mult, freshness_fail_mult=freshness_fail_mult,
             gap_warn_bars=gap_warn_bars, gap_fail_bars=gap_fail_bars, missing_warn_bars=missing_warn_bars,
             missing_fail_bars=missing_fail_bars, grace_seconds=grace_seconds,
@@ -62,6 +73,27 @@ def run(
     _print_summary(report)
     status = report["overall_status"]
     raise typer.Exit(2 if status == "FAIL" else 1 if status == "WARN" and fail_on_warn else 0)
+
+
+def resolve_as_of(text: str, glob: str, grace_seconds: float) -> int:
+    """--as-of -> epoch ms: an ISO UTC time, or 'end-of-data' = the newest close among the DBs."""
+    if text.strip().lower() == "end-of-data":
+        closes = []
+        for path in sorted(globmod.glob(glob)):
+            try:
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                    rows = conn.execute("SELECT interval, MAX(t) FROM candles GROUP BY interval").fetchall()
+            except sqlite3.Error as exc:
+                raise MarketDataError(f"--as-of end-of-data: cannot read {path}: {exc}") from None
+            closes += [int(t) + interval_ms(iv) for iv, t in rows if t is not None]
+        if not closes:
+            raise MarketDataError(f"--as-of end-of-data: no candles in {glob}")
+        return max(closes) + int(grace_seconds * 1000)
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise MarketDataError(f"--as-of {text!r} is neither an ISO time (2018-03-01T00:00Z) nor end-of-data") from None
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _print_summary(report: dict) -> None:
