@@ -11,14 +11,7 @@ import math
 import numpy as np
 
 from cpu_replay.engine import EngineState, replay_loop
-from cpu_replay.report import (
-    daily_returns,
-    fills_to_dicts,
-    metrics_to_dict,
-    per_symbol_stats,
-    trace_checksum,
-    trades_to_dicts,
-)
+from cpu_replay.report import daily_returns, metrics_to_dict, per_symbol_stats, trace_checksum
 from cpu_replay.state_io import apply_init_state
 from cpu_replay.subbars import SubBars, build_sub_bars
 from marketdata.candles import exclude_symbols
@@ -48,6 +41,7 @@ from strategy.layout import (
     NTRADE,
 )
 from strategy.params import P_SLIPPAGE_BPS
+from strategy.records import fill_dicts, trade_dicts
 
 
 class ReplayError(ValueError):
@@ -189,6 +183,6 @@ def _report(cfg, md, metrics, state, fills, trades, equity, start_idx, end_idx, 
     }
     report["max_drawdown_pct"] = m["max_drawdown_pct"]
     if with_trades:
-        report["trades"] = trades_to_dicts(trades, symbols)
-        report["fills"] = fills_to_dicts(fills, symbols)
+        report["trades"] = trade_dicts(trades, symbols)
+        report["fills"] = fill_dicts(fills, symbols)
     return report

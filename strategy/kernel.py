@@ -234,7 +234,7 @@ SQRT_365 = math.sqrt(365.0)
 Kernel = namedtuple(
     "Kernel",
     "init_state step_bar step_bar_sub finish write_metrics entry_signal features_ready close_position "
-    "open_position add_to_position mark_equity",
+    "open_position add_to_position mark_equity drop_position resize_position",
 )
 
 
@@ -305,6 +305,49 @@ def reset_position(pos, s, t):
             pos[s, j] = 0.0
     pos[s, POS_LAST_EXIT_T] = t
     pos[s, POS_LAST_ADD_T] = NEVER
+
+
+def drop_position(pos, acct, s):
+    """Forget an open position with no fill (the exchange holds none): its margin and its place
+    under max_open_positions are released, no trade is booked, the reentry clock is unchanged."""
+    if pos[s, POS_SIDE] == 0.0:
+        return
+    acct[A_MARGIN_USED] -= pos[s, POS_MARGIN]
+    acct[A_OPEN_COUNT] -= 1.0
+    for j in range(NPOS):
+        if j != POS_LAST_CLOSE and j != POS_LAST_EXIT_T:
+            pos[s, j] = 0.0
+    pos[s, POS_LAST_ADD_T] = NEVER
+
+
+def resize_position(pos, acct, s, size, entry, opened_now):
+    """Set an open position to the size and average entry the runtime observed (real fills, the
+    exchange's position). Its margin follows the entry notional at the same leverage (the opening
+    margin too when the position opened on this bar). Returns the change of its unrealised pnl
+    at the last close (0 for a flat row or before any close)."""
+    if pos[s, POS_SIDE] == 0.0:
+        return 0.0
+    old_size = pos[s, POS_SIZE]
+    old_entry = pos[s, POS_ENTRY]
+    last = pos[s, POS_LAST_CLOSE]
+    side = pos[s, POS_SIDE]
+    old_notional = old_size * old_entry
+    new_notional = size * entry
+    if old_notional > 0.0:
+        ratio = new_notional / old_notional
+        acct[A_MARGIN_USED] += pos[s, POS_MARGIN] * (ratio - 1.0)
+        pos[s, POS_MARGIN] *= ratio
+        if opened_now:
+            pos[s, POS_BASE_MARGIN] *= ratio
+    if opened_now:
+        pos[s, POS_FIRST_ENTRY] = entry
+    if pos[s, POS_MAX_SIZE] <= old_size + 1e-12:
+        pos[s, POS_MAX_SIZE] = size
+    pos[s, POS_SIZE] = size
+    pos[s, POS_ENTRY] = entry
+    if not math.isfinite(last):
+        return 0.0
+    return side * (size * (last - entry) - old_size * (last - old_entry))
 
 
 def close_position(pos, acct, params, s, t, decision_price, fraction, reason, atr, adx, rsi, fills, trades):
@@ -1071,6 +1114,8 @@ JIT_FUNCTIONS = (
     "record_fill",
     "record_trade",
     "reset_position",
+    "drop_position",
+    "resize_position",
     "close_position",
     "confidence_mult",
     "entry_leverage",
