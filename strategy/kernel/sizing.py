@@ -23,15 +23,21 @@ from strategy.params import P
 
 
 @kernel_function
+def tier_value(p, conf, high, medium, low):
+    """The value of a per-tier key: column ``high``, ``medium`` or ``low`` of ``p`` by the tier."""
+    if conf >= CONF.HIGH:
+        return p[high]
+    if conf >= CONF.MEDIUM:
+        return p[medium]
+    return p[low]
+
+
+@kernel_function
 def confidence_mult(p, conf):
     """The margin multiple of a confidence tier [trade.enable_dynamic_sizing, confidence_mult_*]."""
     if p[P.ENABLE_DYNAMIC_SIZING] == 0.0:
         return 1.0
-    if conf >= CONF.HIGH:
-        return p[P.CONFIDENCE_MULT_HIGH]
-    if conf >= CONF.MEDIUM:
-        return p[P.CONFIDENCE_MULT_MEDIUM]
-    return p[P.CONFIDENCE_MULT_LOW]
+    return tier_value(p, conf, P.CONFIDENCE_MULT_HIGH, P.CONFIDENCE_MULT_MEDIUM, P.CONFIDENCE_MULT_LOW)
 
 
 @kernel_function
@@ -39,11 +45,7 @@ def entry_leverage(p, conf):
     """The leverage of a new position [trade.leverage, enable_dynamic_leverage, leverage_*]."""
     if p[P.ENABLE_DYNAMIC_LEVERAGE] == 0.0:
         return p[P.LEVERAGE]
-    if conf >= CONF.HIGH:
-        return p[P.LEVERAGE_HIGH]
-    if conf >= CONF.MEDIUM:
-        return p[P.LEVERAGE_MEDIUM]
-    return p[P.LEVERAGE_LOW]
+    return tier_value(p, conf, P.LEVERAGE_HIGH, P.LEVERAGE_MEDIUM, P.LEVERAGE_LOW)
 
 
 @kernel_function
