@@ -11,14 +11,7 @@ import math
 import numpy as np
 
 from cpu_replay.engine import EngineState, replay_loop
-from cpu_replay.report import (
-    daily_returns,
-    fills_to_dicts,
-    metrics_to_dict,
-    per_symbol_stats,
-    trace_checksum,
-    trades_to_dicts,
-)
+from cpu_replay.report import daily_returns, metrics_to_dict, per_symbol_stats, trace_checksum
 from cpu_replay.state_io import apply_init_state
 from cpu_replay.subbars import SubBars, build_sub_bars
 from marketdata.candles import exclude_symbols
@@ -48,6 +41,7 @@ from strategy.layout import (
     NTRADE,
 )
 from strategy.params import P_SLIPPAGE_BPS
+from strategy.records import fill_dicts, trade_dicts
 
 
 class ReplayError(ValueError):
@@ -115,11 +109,11 @@ def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_id
     trades = np.zeros((max_trades, NTRADE))
     equity = np.full(len(md.times), np.nan)
     nsym = len(symbols)
-    replay_loop(md.times.astype(np.int64), int(md.interval_ms), md.open, md.high, md.low, md.close,
-                md.volume, md.valid, funding, params, wv, symbols.index("BTC") if "BTC" in symbols else -1,
-                state.states, state.feat, state.pos, state.acct, np.zeros(nsym), np.zeros(nsym, np.int64),
-                fills, trades, equity, first_idx, max(start_idx, first_idx), end_idx, sub.open, sub.high, sub.low, sub.valid,
-                sub.close_ms, sub.k)
+    book = (state.pos, state.acct, np.zeros(nsym), np.zeros(nsym, np.int64), fills, trades)
+    replay_loop(md.times.astype(np.int64), int(md.interval_ms), (md.open, md.high, md.low, md.close, md.volume),
+                md.valid, funding, params, wv, symbols.index("BTC") if "BTC" in symbols else -1, state.states,
+                state.feat, book, (sub.open, sub.high, sub.low, sub.valid, sub.close_ms, sub.k), equity, first_idx,
+                max(start_idx, first_idx), end_idx)
     return state, fills, trades, equity
 
 
@@ -189,6 +183,6 @@ def _report(cfg, md, metrics, state, fills, trades, equity, start_idx, end_idx, 
     }
     report["max_drawdown_pct"] = m["max_drawdown_pct"]
     if with_trades:
-        report["trades"] = trades_to_dicts(trades, symbols)
-        report["fills"] = fills_to_dicts(fills, symbols)
+        report["trades"] = trade_dicts(trades, symbols)
+        report["fills"] = fill_dicts(fills, symbols)
     return report

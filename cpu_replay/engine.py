@@ -20,7 +20,7 @@ from strategy.layout import A_EQUITY, A_NFILLS, NACCT, NFILL, NPOS, NTRADE, POS_
 from strategy.params import P_SLIPPAGE_BPS, P_TAKER_FEE_BPS
 
 _init_state = KERNEL_CPU.init_state
-_step_bar_sub = KERNEL_CPU.step_bar_sub
+_step_bar = KERNEL_CPU.step_bar
 _finish = KERNEL_CPU.finish
 _stream_init = STREAM.init
 _stream_update = STREAM.update
@@ -28,25 +28,29 @@ _close_position = KERNEL_CPU.close_position
 
 
 @numba.njit(cache=True)
-def advance_bar(bar_open_ms, interval_ms, o, h, lo, c, v, valid, prev_valid, funding, params, wv,
-                btc_idx, states, feat, pos, acct, rank_score, rank_idx, fills, trades, trade,
-                sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub):
-    """Feed one bar (arrays over symbols) to the streaming indicators, then to the kernel."""
+def advance_bar(bar_open_ms, interval_ms, bar, valid, prev_valid, funding, params, wv, btc_idx, states, feat,
+                book, exit_bars, trade):
+    """Feed one bar (``bar`` = (o, h, lo, c, v), arrays over symbols) to the streaming indicators,
+    then to the kernel (``book`` and ``exit_bars`` as in strategy.kernel.bar)."""
+    o, h, lo, c, v = bar
     for s in range(o.shape[0]):
         if valid[s]:
             _stream_update(states[s], wv, o[s], h[s], lo[s], c[s], v[s], feat[s])
     if trade:
-        _step_bar_sub(bar_open_ms, bar_open_ms + interval_ms, feat, valid, prev_valid, funding, params,
-                      btc_idx, pos, acct, rank_score, rank_idx, fills, trades, sub_o, sub_h, sub_l,
-                      sub_valid, sub_close_ms, nsub)
+        _step_bar(bar_open_ms, bar_open_ms + interval_ms, feat, valid, prev_valid, funding, params, btc_idx,
+                  book, exit_bars)
 
 
 @numba.njit(cache=True)
-def replay_loop(times, interval_ms, o, h, lo, c, v, valid, funding, params, wv, btc_idx, states,
-                feat, pos, acct, rank_score, rank_idx, fills, trades, equity, first_idx, start_idx, end_idx,
-                sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub):
+def replay_loop(times, interval_ms, bars, valid, funding, params, wv, btc_idx, states, feat, book, sub, equity,
+                first_idx, start_idx, end_idx):
     """Replay bars [first_idx, end_idx): indicators warm up from first_idx, trading starts at
-    start_idx. first_idx = 1 resumes a checkpoint whose last processed bar is bar 0."""
+    start_idx. first_idx = 1 resumes a checkpoint whose last processed bar is bar 0.
+    ``bars`` = (o, h, lo, c, v) [nsym, nbar]; ``sub`` = (sub_o, sub_h, sub_l, sub_valid [nsym, nbar, k],
+    sub_close_ms [nbar, k], k): the exit-interval bars of every bar."""
+    o, h, lo, c, v = bars
+    sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub = sub
+    pos, acct, _rank_score, _rank_idx, fills, trades = book
     nsym = o.shape[0]
     valid_row = np.zeros(nsym, np.uint8)
     prev_row = np.zeros(nsym, np.uint8)
@@ -54,10 +58,10 @@ def replay_loop(times, interval_ms, o, h, lo, c, v, valid, funding, params, wv, 
         for s in range(nsym):
             valid_row[s] = 1 if valid[s, b] else 0
             prev_row[s] = 1 if (b > 0 and valid[s, b - 1]) else 0
-        advance_bar(times[b], interval_ms, o[:, b], h[:, b], lo[:, b], c[:, b], v[:, b], valid_row,
-                    prev_row, funding[:, b], params, wv, btc_idx, states, feat, pos, acct, rank_score,
-                    rank_idx, fills, trades, b >= start_idx, sub_o[:, b, :], sub_h[:, b, :],
-                    sub_l[:, b, :], sub_valid[:, b, :], sub_close_ms[b], nsub)
+        advance_bar(times[b], interval_ms, (o[:, b], h[:, b], lo[:, b], c[:, b], v[:, b]), valid_row, prev_row,
+                    funding[:, b], params, wv, btc_idx, states, feat, book,
+                    (sub_o[:, b, :], sub_h[:, b, :], sub_l[:, b, :], sub_valid[:, b, :], sub_close_ms[b], nsub),
+                    b >= start_idx)
         equity[b] = acct[A_EQUITY]
     _finish(pos, acct, fills, trades, params)
 
@@ -138,11 +142,11 @@ class Engine:
             sub = (z, z, z, np.zeros((nsym, 0), np.uint8), np.zeros(0))
         before_fills = st.acct[A_NFILLS]
         st.acct[A_NFILLS] = 0.0
-        advance_bar(int(bar_open_ms), self.interval_ms, _f64(o), _f64(h), _f64(lo), _f64(c), _f64(v),
-                    _u8(valid), _u8(prev_valid), funding_row, self.params, self.wv, self.btc_idx,
-                    st.states, st.feat, st.pos, st.acct, self._rank_score, self._rank_idx, self._fills,
-                    self._trades, trade, _f64(sub[0]), _f64(sub[1]), _f64(sub[2]), _u8(sub[3]),
-                    _f64(sub[4]), int(sub[3].shape[1]))
+        book = (st.pos, st.acct, self._rank_score, self._rank_idx, self._fills, self._trades)
+        exit_bars = (_f64(sub[0]), _f64(sub[1]), _f64(sub[2]), _u8(sub[3]), _f64(sub[4]), int(sub[3].shape[1]))
+        advance_bar(int(bar_open_ms), self.interval_ms, (_f64(o), _f64(h), _f64(lo), _f64(c), _f64(v)),
+                    _u8(valid), _u8(prev_valid), funding_row, self.params, self.wv, self.btc_idx, st.states,
+                    st.feat, book, exit_bars, trade)
         k = int(st.acct[A_NFILLS])
         if k > self._fills.shape[0]:
             raise RuntimeError(f"{k} fills in one bar exceed the engine's per-bar buffer")

@@ -28,6 +28,7 @@ from marketdata.candles import exclude_symbols
 from marketdata.subbars import SubBarError, SubBars, build_sub_bars
 from strategy import layout as L
 from strategy.params import NW
+from strategy.records import trade_dicts
 
 ROW_METRICS = (
     ("total_pnl", L.M_TOTAL_PNL), ("total_trades", L.M_TOTAL_TRADES), ("win_rate", L.M_WIN_RATE),
@@ -411,24 +412,6 @@ def _spec_for_overrides(base_cfg, overrides_list: list[dict[str, Any]], lookback
     return spec, full
 
 
-def trades_to_dicts(trades: np.ndarray, n: int, symbols: list[str]) -> list[dict[str, Any]]:
-    """Kernel trade rows -> the replay report's trade dicts."""
-    out = []
-    for r in trades[:n]:
-        out.append({
-            "symbol": symbols[int(r[L.T_SYM])], "side": "LONG" if r[L.T_SIDE] > 0 else "SHORT",
-            "entry_time_ms": int(r[L.T_ENTRY_T]), "exit_time_ms": int(r[L.T_EXIT_T]),
-            "entry_price": float(r[L.T_ENTRY_PRICE]), "exit_price": float(r[L.T_EXIT_PRICE]),
-            "size": float(r[L.T_SIZE]), "notional": float(r[L.T_NOTIONAL]), "pnl": float(r[L.T_PNL]),
-            "gross_pnl": float(r[L.T_GROSS_PNL]), "fees": float(r[L.T_FEES]),
-            "funding": float(r[L.T_FUNDING]),
-            "entry_reason": L.REASON_NAMES.get(int(r[L.T_ENTRY_REASON]), "unknown"),
-            "exit_reason": L.REASON_NAMES.get(int(r[L.T_EXIT_REASON]), "unknown"),
-            "confidence": L.CONF_NAMES.get(int(r[L.T_CONF]), "unknown"), "adds": int(r[L.T_ADDS]),
-        })
-    return out
-
-
 def trace_candidates(base_cfg, overrides_list: list[dict[str, Any]], md, funding: np.ndarray | None, *,
                      initial_balance: float = 10_000.0, backend: str = "cpu", precision: str = "f64",
                      lookback: int = 0, start_ms: int | None = None, end_ms: int | None = None,
@@ -450,4 +433,4 @@ def trace_candidates(base_cfg, overrides_list: list[dict[str, Any]], md, funding
     counts = metrics[:, L.M_TOTAL_TRADES].astype(np.int64)
     if counts.max(initial=0) > max_trades:  # overflowed: once more with room for every trade
         metrics, trades = evaluator.evaluate(pvals, fidx, max_trades=int(counts.max()))
-    return [trades_to_dicts(trades[i], int(counts[i]), list(md.symbols)) for i in range(len(full))]
+    return [trade_dicts(trades[i][:int(counts[i])], list(md.symbols)) for i in range(len(full))]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpu.kernels import Candidates, Market, RunSpec, Scratch
 from marketdata.subbars import SubBars
 from strategy.features import NF
 from strategy.layout import NACCT, NFILL, NM, NPOS, NTRADE
@@ -104,14 +105,14 @@ class StaticInputs:
                 np.ascontiguousarray(b.close_ms, dtype=np.float64))
 
 
-def _scratch(xp_empty, batch: int, nsym: int, max_fills: int, max_trades: int) -> tuple:
-    return (
-        xp_empty((batch, nsym, NP), np.float64), xp_empty((batch, nsym, NF), np.float64),
-        xp_empty((batch, nsym, NPOS), np.float64), xp_empty((batch, NACCT), np.float64),
-        xp_empty((batch, nsym), np.float64), xp_empty((batch, nsym), np.int64),
-        xp_empty((batch, nsym), np.uint8), xp_empty((batch, nsym), np.uint8),
-        xp_empty((batch, nsym), np.float64), xp_empty((batch, max_fills, NFILL), np.float64),
-        xp_empty((batch, max_trades, NTRADE), np.float64),
+def _scratch(xp_empty, batch: int, nsym: int, max_fills: int, max_trades: int) -> Scratch:
+    return Scratch(
+        params=xp_empty((batch, nsym, NP), np.float64), feat=xp_empty((batch, nsym, NF), np.float64),
+        pos=xp_empty((batch, nsym, NPOS), np.float64), acct=xp_empty((batch, NACCT), np.float64),
+        rank_score=xp_empty((batch, nsym), np.float64), rank_idx=xp_empty((batch, nsym), np.int64),
+        vrow=xp_empty((batch, nsym), np.uint8), pvrow=xp_empty((batch, nsym), np.uint8),
+        frow=xp_empty((batch, nsym), np.float64), fills=xp_empty((batch, max_fills, NFILL), np.float64),
+        trades=xp_empty((batch, max_trades, NTRADE), np.float64),
     )
 
 
@@ -167,12 +168,14 @@ class Evaluator:
             raise BackendError(f"unknown backend {backend!r}")
 
     @staticmethod
-    def _static_args(s: StaticInputs) -> tuple:
-        return (s.pool, s.pcols, s.preplace, s.base_params, s.valid, s.funding, s.t_open, s.t_close,
-                *s.sub_arrays())
+    def _static_args(s: StaticInputs) -> tuple[Market, tuple]:
+        """(Market, (pcols, preplace, base_params)) as host arrays."""
+        return (Market(s.pool, s.valid, s.funding, s.t_open, s.t_close, *s.sub_arrays()),
+                (s.pcols, s.preplace, s.base_params))
 
     @staticmethod
-    def _device_static_args(s: StaticInputs) -> tuple:
+    def _device_static_args(s: StaticInputs) -> tuple[Market, tuple]:
+        """The same, placed on the device once per sweep."""
         from numba import cuda
 
         pool = None
@@ -185,8 +188,10 @@ class Evaluator:
                 pool = None
         if pool is None:
             pool = cuda.to_device(s.pool)
-        rest = (s.pcols, s.preplace, s.base_params, s.valid, s.funding, s.t_open, s.t_close, *s.sub_arrays())
-        return (pool, *(cuda.to_device(np.ascontiguousarray(a)) for a in rest))
+        market, cand_static = Evaluator._static_args(s)
+        def dev(a):
+            return cuda.to_device(np.ascontiguousarray(a))
+        return (Market(pool, *(dev(a) for a in market[1:])), tuple(dev(a) for a in cand_static))
 
     def evaluate(self, pvals: np.ndarray, fidx: np.ndarray, *, max_fills: int = 0,
                  max_trades: int = 0, on_batch=None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -207,34 +212,28 @@ class Evaluator:
                 on_batch(m)
         return metrics, trades_out
 
-    def _common(self):
+    def _run_spec(self) -> RunSpec:
         s = self.static
-        return (int(s.sub.k), s.t0, s.t1, s.btc_idx, float(s.initial_balance))
+        return RunSpec(int(s.sub.k), s.t0, s.t1, s.btc_idx, float(s.initial_balance))
 
     def _run_cpu(self, c0, m, batch, pvals, fidx, max_fills, max_trades):
-        s = self.static
-        scratch = _scratch(np.zeros, m, s.nsym, max_fills, max_trades)
+        scratch = _scratch(np.zeros, m, self.static.nsym, max_fills, max_trades)
         metrics = np.zeros((m, NM), dtype=np.float64)
-        pool, pcols, preplace, base, valid, funding, t_open, t_close, *sub = self._args
-        _cpu_driver()(c0, m, pool, fidx, pvals, pcols, preplace, base, valid, funding,
-                                 t_open, t_close, *sub, *self._common(), *scratch, metrics)
-        return metrics, scratch[-1]
+        market, cand_static = self._args
+        _cpu_driver()(c0, m, market, Candidates(fidx, pvals, *cand_static), self._run_spec(), scratch, metrics)
+        return metrics, scratch.trades
 
     def _run_cuda(self, c0, m, batch, pvals, fidx, max_fills, max_trades):
         from numba import cuda
 
-        s = self.static
-        scratch = _scratch(cuda.device_array, m, s.nsym, max_fills, max_trades)
+        scratch = _scratch(cuda.device_array, m, self.static.nsym, max_fills, max_trades)
         d_metrics = cuda.device_array((m, NM), dtype=np.float64)
-        d_pvals = cuda.to_device(pvals[c0:c0 + m])
-        d_fidx = cuda.to_device(fidx[c0:c0 + m])
-        pool, pcols, preplace, base, valid, funding, t_open, t_close, *sub = self._args
+        market, cand_static = self._args
+        # candidates are re-based to 0 inside the dispatch: the per-candidate arrays are sliced
+        cands = Candidates(cuda.to_device(fidx[c0:c0 + m]), cuda.to_device(pvals[c0:c0 + m]), *cand_static)
         threads = THREADS_PER_BLOCK
         blocks = (m + threads - 1) // threads
-        # candidates are re-based to 0 inside the dispatch: the per-candidate arrays were sliced
-        _cuda_driver()[blocks, threads](
-            0, m, pool, d_fidx, d_pvals, pcols, preplace, base, valid, funding,
-            t_open, t_close, *sub, *self._common(), *scratch, d_metrics)
+        _cuda_driver()[blocks, threads](0, m, market, cands, self._run_spec(), scratch, d_metrics)
         cuda.synchronize()
-        trades = scratch[-1].copy_to_host() if max_trades > 0 else None
+        trades = scratch.trades.copy_to_host() if max_trades > 0 else None
         return d_metrics.copy_to_host(), trades

@@ -18,14 +18,7 @@ run_candidate_cpu = make_sweep_kernels(numba.njit(cache=True), KERNEL_CPU).run_c
 
 
 @numba.njit(parallel=True, cache=True)
-def sweep_cpu(c0, n, pool, fidx, pvals, pcols, preplace, base_params, valid, funding,
-              t_open, t_close, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub,
-              t0, t1, btc_idx, initial_balance,
-              params_s, feat_s, pos_s, acct_s, rscore_s, ridx_s, vrow_s, pvrow_s, frow_s,
-              fills_s, trades_s, metrics):
+def sweep_cpu(c0, n, market, cands, run, scratch, metrics):
+    """Candidates c0 .. c0+n-1, one per prange iteration (the protocol of gpu.kernels)."""
     for i in numba.prange(n):
-        run_candidate_cpu(c0 + i, i, pool, fidx, pvals, pcols, preplace, base_params, valid, funding,
-                          t_open, t_close, sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub,
-                          t0, t1, btc_idx, initial_balance,
-                          params_s, feat_s, pos_s, acct_s, rscore_s, ridx_s, vrow_s, pvrow_s, frow_s,
-                          fills_s, trades_s, metrics)
+        run_candidate_cpu(c0 + i, i, market, cands, run, scratch, metrics)

@@ -70,29 +70,22 @@ from marketdata.funding import funding_matrix
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
 from marketdata.sanity import BadCandle
 from strategy.config import apply_overrides, load_config
+from strategy.kernel import KERNEL_CPU
 from strategy.layout import (
     A_EQUITY,
-    A_MARGIN_USED,
-    ACTION_NAMES,
-    CONF_NAMES,
     FL_ACTION,
-    FL_ATR,
-    FL_CONF,
     FL_FEE,
     FL_NOTIONAL,
     FL_PNL,
-    FL_REASON,
-    FL_SIDE,
-    FL_SIZE,
     FL_SYM,
+    POS_ENTRY,
     POS_LAST_CLOSE,
     POS_LEVERAGE,
-    POS_MARGIN,
     POS_SIDE,
     POS_SIZE,
-    REASON_NAMES,
 )
 from strategy.params import P_ENABLE_PYRAMIDING, P_MAX_OPEN_POSITIONS
+from strategy.records import action_name, fill_dict, order_side
 
 VERSION = "0.1.0"
 CHECKPOINT_EVERY_BARS = 500
@@ -329,16 +322,13 @@ class TraderDaemon:
     def _align_position(self, symbol: str, exchange_szi: float) -> str:
         """The reconciler's position alignment (rule in live/reconcile.py); checkpointed at once."""
         i = self.symbols.index(symbol)
-        p, acct = self.engine.state.pos[i], self.engine.state.acct
+        pos, acct = self.engine.state.pos, self.engine.state.acct
+        p = pos[i]
         if exchange_szi == 0:
-            acct[A_MARGIN_USED] -= p[POS_MARGIN]
-            p[POS_SIDE], p[POS_SIZE], p[POS_MARGIN] = 0.0, 0.0, 0.0
+            KERNEL_CPU.drop_position(pos, acct, i)
             result = "engine position dropped (flat on the exchange)"
         else:
-            ratio = abs(exchange_szi) / p[POS_SIZE] if p[POS_SIZE] else 1.0
-            acct[A_MARGIN_USED] += p[POS_MARGIN] * (ratio - 1.0)
-            p[POS_MARGIN] *= ratio
-            p[POS_SIZE] = abs(exchange_szi)
+            KERNEL_CPU.resize_position(pos, acct, i, abs(exchange_szi), p[POS_ENTRY], False)
             result = f"engine size set to {abs(exchange_szi):g}"
         with transaction(self.conn):
             if p[POS_SIDE] == 0:
@@ -582,14 +572,11 @@ class TraderDaemon:
         return adjusted
 
     def _order_request(self, row: np.ndarray, t: int, seq) -> OrderRequest:
-        s, action = int(row[FL_SYM]), ACTION_NAMES[int(row[FL_ACTION])]
-        side = "BUY" if (row[FL_SIDE] > 0) == (action in ("OPEN", "ADD")) else "SELL"
-        return OrderRequest(symbol=self.symbols[s], action=action, side=side, size=float(row[FL_SIZE]),
-                            notional=float(row[FL_NOTIONAL]), decision_ts_ms=t, seq=seq,
+        s, f = int(row[FL_SYM]), fill_dict(row, self.symbols)
+        return OrderRequest(symbol=f["symbol"], action=f["action"], side=order_side(row), size=f["size"],
+                            notional=f["notional"], decision_ts_ms=t, seq=seq,
                             leverage=float(self.engine.state.pos[s, POS_LEVERAGE]) or None,
-                            entry_atr=None if np.isnan(row[FL_ATR]) else float(row[FL_ATR]),
-                            reason=REASON_NAMES.get(int(row[FL_REASON]), "unknown"),
-                            confidence=CONF_NAMES.get(int(row[FL_CONF]), "low"))
+                            entry_atr=f["atr"], reason=f["reason"], confidence=f["confidence"])
 
     def _execute_bar(self, fills: np.ndarray, t: int):
         """Execute the bar's fills in order; stops at the first entry the exchange refused
@@ -640,8 +627,7 @@ class TraderDaemon:
         exposure = float(np.nansum(np.abs(snapshot.pos[:, POS_SIZE] * snapshot.pos[:, POS_LAST_CLOSE])
                                    * (snapshot.pos[:, POS_SIDE] != 0)))
         for row in fills:
-            s, action = int(row[FL_SYM]), ACTION_NAMES[int(row[FL_ACTION])]
-            side = "BUY" if (row[FL_SIDE] > 0) == (action in ("OPEN", "ADD")) else "SELL"
+            s, action, side = int(row[FL_SYM]), action_name(row[FL_ACTION]), order_side(row)
             decision = self.risk.allow_order(self.symbols[s], action, side, float(row[FL_NOTIONAL]), equity, exposure)
             if not decision.allowed:
                 return s, action
@@ -658,11 +644,11 @@ class TraderDaemon:
             if len(fills) or (b % CHECKPOINT_EVERY_BARS == 0):
                 self._save_checkpoint(t)
         for row in fills:
-            action = ACTION_NAMES[int(row[FL_ACTION])]
+            action = action_name(row[FL_ACTION])
             if action in ("REDUCE", "CLOSE"):
                 self.risk.note_fill(float(row[FL_PNL]) - float(row[FL_FEE]), True, t + self.iv_ms)
             if action != "FUNDING":
-                self.log.info(fill_line(self.symbols[int(row[FL_SYM])], row, t))
+                self.log.info(fill_line(self.symbols, row, t))
         self._tally_day(t, fills)
         self.last_bar_t = t
         if "flatten" in self.risk.update_equity(float(self.engine.state.acct[A_EQUITY]), t + self.iv_ms):

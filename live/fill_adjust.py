@@ -21,44 +21,30 @@ from __future__ import annotations
 import numpy as np
 
 from live.trading_db import delete_position_state, insert_trade, iso_utc, upsert_position_state
+from strategy.kernel import KERNEL_CPU
 from strategy.layout import (
     A_BALANCE,
     A_EQUITY,
     A_FEES,
-    A_MARGIN_USED,
     A_REALIZED,
-    ACTION_NAMES,
-    CONF_NAMES,
     FL_ACTION,
-    FL_ATR,
     FL_BALANCE,
-    FL_CONF,
     FL_FEE,
     FL_NOTIONAL,
     FL_PNL,
     FL_PRICE,
-    FL_REASON,
     FL_SIZE,
     FL_SYM,
-    POS_ADDS,
-    POS_BASE_MARGIN,
     POS_ENTRY,
-    POS_ENTRY_ATR,
-    POS_FIRST_ENTRY,
-    POS_LAST_ADD_T,
-    POS_LAST_CLOSE,
     POS_LEVERAGE,
-    POS_MARGIN,
-    POS_MAX_SIZE,
-    POS_OPEN_T,
     POS_SIDE,
     POS_SIZE,
-    POS_STOP,
-    POS_TP1_DONE,
     POS_TRADE_FEES,
     POS_TRADE_PNL,
-    REASON_NAMES,
 )
+from strategy.records import action_name, fill_dict, position_state_fields
+
+resize_position = KERNEL_CPU.resize_position
 
 ENTRY = ("OPEN", "ADD")
 
@@ -79,7 +65,7 @@ def apply_real_fills(before, state, pairs) -> np.ndarray:
         d_pnl = d_fee = 0.0
         for i in idx:
             row, ex = pairs[i]
-            action = ACTION_NAMES[int(row[FL_ACTION])]
+            action = action_name(row[FL_ACTION])
             got, px = ex.filled_sz, ex.avg_px if ex.avg_px else float(row[FL_PRICE])
             fee, pnl = ex.fee, ex.closed_pnl if action not in ENTRY else 0.0
             if action in ENTRY and got > 0:
@@ -92,7 +78,7 @@ def apply_real_fills(before, state, pairs) -> np.ndarray:
             rows[i, FL_PRICE], rows[i, FL_SIZE], rows[i, FL_NOTIONAL] = px, got, got * px
             rows[i, FL_FEE], rows[i, FL_PNL] = fee, pnl
             rows[i, FL_BALANCE] += d_balance + d_pnl - d_fee
-        d_unreal = _set_position(state.pos[s], state.acct, size, entry, before.pos[s, POS_SIDE] == 0)
+        d_unreal = resize_position(state.pos, state.acct, s, size, entry, before.pos[s, POS_SIDE] == 0)
         state.pos[s, POS_TRADE_PNL] += d_pnl
         state.pos[s, POS_TRADE_FEES] += d_fee
         d_balance += d_pnl - d_fee
@@ -101,29 +87,6 @@ def apply_real_fills(before, state, pairs) -> np.ndarray:
         state.acct[A_EQUITY] += d_pnl - d_fee + d_unreal
     state.acct[A_BALANCE] += d_balance
     return rows
-
-
-def _set_position(p: np.ndarray, acct: np.ndarray, size: float, entry: float, opened_now: bool) -> float:
-    """Write the real size/entry into a position row; returns the change of its unrealised pnl."""
-    if p[POS_SIDE] == 0:
-        return 0.0
-    old_size, old_entry, last = float(p[POS_SIZE]), float(p[POS_ENTRY]), float(p[POS_LAST_CLOSE])
-    side = float(p[POS_SIDE])
-    old_notional, new_notional = old_size * old_entry, size * entry
-    if old_notional > 0:
-        ratio = new_notional / old_notional
-        acct[A_MARGIN_USED] += p[POS_MARGIN] * (ratio - 1.0)
-        p[POS_MARGIN] *= ratio
-        if opened_now:
-            p[POS_BASE_MARGIN] *= ratio
-    if opened_now:
-        p[POS_FIRST_ENTRY] = entry
-    if p[POS_MAX_SIZE] <= old_size + 1e-12:
-        p[POS_MAX_SIZE] = size
-    p[POS_SIZE], p[POS_ENTRY] = size, entry
-    if not np.isfinite(last):
-        return 0.0
-    return side * (size * (last - entry) - old_size * (last - old_entry))
 
 
 class LiveTradeRecorder:
@@ -159,16 +122,16 @@ class LiveTradeRecorder:
         pos_type, action = fill_action(f)
         px, sz, fee = float(f["px"]), float(f["sz"]), float(f.get("fee") or 0.0)
         s = int(row[FL_SYM])
+        engine = fill_dict(row, self.symbols)
         trade = {
             "timestamp": iso_utc(int(f.get("time") or bar_t_ms)), "symbol": f["coin"], "type": pos_type,
             "action": action, "price": px, "size": sz, "notional": px * sz,
-            "reason": REASON_NAMES.get(int(row[FL_REASON]), "unknown"),
-            "confidence": CONF_NAMES.get(int(row[FL_CONF]), "low"), "pnl": float(f.get("closedPnl") or 0.0),
+            "reason": engine["reason"], "confidence": engine["confidence"], "pnl": float(f.get("closedPnl") or 0.0),
             "fee_usd": fee, "fee_token": f.get("feeToken", "USDC"), "fee_rate": fee / (px * sz) if px * sz else 0.0,
-            "balance": float(row[FL_BALANCE]), "entry_atr": None if np.isnan(row[FL_ATR]) else float(row[FL_ATR]),
+            "balance": engine["balance"], "entry_atr": engine["atr"],
             "leverage": float(pos[s, POS_LEVERAGE]) or None,
             "meta_json": {"mode": "live", "intent_id": ex.intent.intent_id, "cloid": ex.intent.client_order_id,
-                          "oid": f.get("oid"), "engine_action": ACTION_NAMES[int(row[FL_ACTION])],
+                          "oid": f.get("oid"), "engine_action": engine["action"],
                           "intent_status": ex.status, "exchange_fill": f},
             "fill_hash": str(f["hash"]), "fill_tid": int(f["tid"]), "config_id": config_id, "bar_t_ms": int(bar_t_ms),
         }
@@ -176,14 +139,7 @@ class LiveTradeRecorder:
 
 
 def _mirror(conn, symbol: str, p: np.ndarray, open_trade_id: int | None) -> None:
-    fields = {
-        "trailing_sl": float(p[POS_STOP]), "adds_count": int(p[POS_ADDS]), "tp1_taken": int(p[POS_TP1_DONE]),
-        "last_add_time": int(p[POS_LAST_ADD_T]),
-        "state_json": {"side": "LONG" if p[POS_SIDE] > 0 else "SHORT", "size": float(p[POS_SIZE]),
-                       "entry_price": float(p[POS_ENTRY]), "entry_atr": float(p[POS_ENTRY_ATR]),
-                       "leverage": float(p[POS_LEVERAGE]), "margin_used": float(p[POS_MARGIN]),
-                       "open_time_ms": int(p[POS_OPEN_T])},
-    }
+    fields = position_state_fields(p)
     if open_trade_id is not None:
         fields["open_trade_id"] = open_trade_id
     upsert_position_state(conn, symbol, **fields)

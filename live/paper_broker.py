@@ -18,60 +18,32 @@ from live.trading_db import (
     iso_utc,
     upsert_position_state,
 )
-from strategy.layout import (
-    ACTION_NAMES,
-    CONF_NAMES,
-    FL_ACTION,
-    FL_ATR,
-    FL_BALANCE,
-    FL_CONF,
-    FL_FEE,
-    FL_NOTIONAL,
-    FL_PNL,
-    FL_PRICE,
-    FL_REASON,
-    FL_SIDE,
-    FL_SIZE,
-    FL_SYM,
-    FL_T,
-    POS_ADDS,
-    POS_ENTRY,
-    POS_ENTRY_ATR,
-    POS_LAST_ADD_T,
-    POS_LEVERAGE,
-    POS_MARGIN,
-    POS_OPEN_T,
-    POS_SIDE,
-    POS_SIZE,
-    POS_STOP,
-    POS_TP1_DONE,
-    REASON_NAMES,
-)
+from strategy.layout import POS_LEVERAGE, POS_MARGIN, POS_SIDE
+from strategy.records import fill_dict, position_state_fields
 
 
 def _fill_rows(fills: np.ndarray, symbols: list[str], bar_t_ms: int, epoch: str, config_id: str, mode: str):
     for seq, r in enumerate(fills):
-        action = ACTION_NAMES[int(r[FL_ACTION])]
-        symbol = symbols[int(r[FL_SYM])]
-        notional = float(r[FL_NOTIONAL])
+        f = fill_dict(r, symbols)
+        notional = f["notional"]
         yield {
-            "timestamp": iso_utc(int(r[FL_T])),
-            "symbol": symbol,
-            "type": "LONG" if r[FL_SIDE] > 0 else "SHORT",
-            "action": action,
-            "price": float(r[FL_PRICE]),
-            "size": float(r[FL_SIZE]),
+            "timestamp": iso_utc(f["t_ms"]),
+            "symbol": f["symbol"],
+            "type": f["side"],
+            "action": f["action"],
+            "price": f["price"],
+            "size": f["size"],
             "notional": notional,
-            "reason": REASON_NAMES.get(int(r[FL_REASON]), "unknown"),
-            "confidence": CONF_NAMES.get(int(r[FL_CONF]), "low"),
-            "pnl": float(r[FL_PNL]),
-            "fee_usd": float(r[FL_FEE]),
+            "reason": f["reason"],
+            "confidence": f["confidence"],
+            "pnl": f["pnl"],
+            "fee_usd": f["fee"],
             "fee_token": "USDC",
-            "fee_rate": float(r[FL_FEE]) / notional if notional else 0.0,
-            "balance": float(r[FL_BALANCE]),
-            "entry_atr": None if np.isnan(r[FL_ATR]) else float(r[FL_ATR]),
+            "fee_rate": f["fee"] / notional if notional else 0.0,
+            "balance": f["balance"],
+            "entry_atr": f["atr"],
             "meta_json": {"mode": mode, "seq": seq},
-            "fill_hash": engine_fill_hash(f"{mode}:{epoch}", bar_t_ms, symbol, action, seq),
+            "fill_hash": engine_fill_hash(f"{mode}:{epoch}", bar_t_ms, f["symbol"], f["action"], seq),
             "config_id": config_id,
             "bar_t_ms": int(bar_t_ms),
         }
@@ -101,18 +73,7 @@ class PaperBroker:
                 self._mirror_position(symbol, pos[s], trade_id if action == "OPEN" else None)
 
     def _mirror_position(self, symbol: str, p: np.ndarray, open_trade_id: int | None) -> None:
-        fields = {
-            "trailing_sl": float(p[POS_STOP]),
-            "adds_count": int(p[POS_ADDS]),
-            "tp1_taken": int(p[POS_TP1_DONE]),
-            "last_add_time": int(p[POS_LAST_ADD_T]),
-            "state_json": {
-                "side": "LONG" if p[POS_SIDE] > 0 else "SHORT", "size": float(p[POS_SIZE]),
-                "entry_price": float(p[POS_ENTRY]), "entry_atr": float(p[POS_ENTRY_ATR]),
-                "leverage": float(p[POS_LEVERAGE]), "margin_used": float(p[POS_MARGIN]),
-                "open_time_ms": int(p[POS_OPEN_T]),
-            },
-        }
+        fields = position_state_fields(p)
         if open_trade_id is not None:
             fields["open_trade_id"] = open_trade_id
         upsert_position_state(self.conn, symbol, **fields)

@@ -12,24 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from live.trading_db import iso_utc
-from strategy.layout import (
-    A_BALANCE,
-    A_EQUITY,
-    ACTION_NAMES,
-    CONF_NAMES,
-    FL_ACTION,
-    FL_CONF,
-    FL_FEE,
-    FL_NOTIONAL,
-    FL_PNL,
-    FL_PRICE,
-    FL_REASON,
-    FL_SIDE,
-    FL_SIZE,
-    POS_SIDE,
-    POS_SIZE,
-    REASON_NAMES,
-)
+from strategy.layout import A_BALANCE, A_EQUITY, FL_ACTION, POS_SIDE, POS_SIZE
+from strategy.records import action_name, fill_dict, side_name
 
 
 def sig(x: float, digits: int = 6) -> str:
@@ -37,15 +21,12 @@ def sig(x: float, digits: int = 6) -> str:
     return f"{x:.{digits}g}"
 
 
-def fill_line(symbol: str, row: np.ndarray, bar_t_ms: int) -> str:
-    """`fill ETH OPEN LONG 1.2 @ 2345.6 ($2814.72) reason=signal conf=high pnl=+0.00 fee=1.41 bar 2018-...Z`."""
-    action = ACTION_NAMES.get(int(row[FL_ACTION]), "?")
-    side = "LONG" if row[FL_SIDE] > 0 else "SHORT"
-    reason = REASON_NAMES.get(int(row[FL_REASON]), "unknown")
-    conf = CONF_NAMES.get(int(row[FL_CONF]), "unknown")
-    return (f"fill {symbol} {action} {side} {sig(float(row[FL_SIZE]))} @ {sig(float(row[FL_PRICE]))} "
-            f"(${float(row[FL_NOTIONAL]):,.2f}) reason={reason} conf={conf} pnl={float(row[FL_PNL]):+,.2f} "
-            f"fee={float(row[FL_FEE]):,.2f} bar {iso_utc(bar_t_ms)}")
+def fill_line(symbols: list[str], row: np.ndarray, bar_t_ms: int) -> str:
+    """`fill ETH OPEN LONG 1.2 @ 2345.6 ($2814.72) reason=signal conf=high pnl=+0.00 fee=1.41 bar 2018-...`."""
+    f = fill_dict(row, symbols)
+    return (f"fill {f['symbol']} {f['action']} {f['side']} {sig(f['size'])} @ {sig(f['price'])} "
+            f"(${f['notional']:,.2f}) reason={f['reason']} conf={f['confidence']} pnl={f['pnl']:+,.2f} "
+            f"fee={f['fee']:,.2f} bar {iso_utc(bar_t_ms)}")
 
 
 @dataclass
@@ -62,7 +43,7 @@ class CatchUpSummary:
         self.bars += 1
         self.first_bar_t = bar_t_ms if self.first_bar_t is None else self.first_bar_t
         self.last_bar_t = bar_t_ms
-        self.actions.update(ACTION_NAMES.get(int(r[FL_ACTION]), "?") for r in fills)
+        self.actions.update(action_name(r[FL_ACTION]) for r in fills)
 
     def line(self, acct: np.ndarray, pos: np.ndarray, symbols: list[str], kill: str) -> str:
         equity, balance = float(acct[A_EQUITY]), float(acct[A_BALANCE])
@@ -70,7 +51,7 @@ class CatchUpSummary:
         pct = 100.0 * pnl / self.start_equity if self.start_equity else 0.0
         fills = sum(n for a, n in self.actions.items() if a != "FUNDING")
         by_action = ", ".join(f"{a} {self.actions[a]}" for a in ("OPEN", "ADD", "REDUCE", "CLOSE") if self.actions[a])
-        held = [f"{symbols[i]} {'LONG' if pos[i, POS_SIDE] > 0 else 'SHORT'} {sig(float(pos[i, POS_SIZE]))}"
+        held = [f"{symbols[i]} {side_name(pos[i, POS_SIDE])} {sig(float(pos[i, POS_SIZE]))}"
                 for i in np.flatnonzero(pos[:, POS_SIDE])]
         span = (f"{iso_utc(self.first_bar_t)} .. {iso_utc(self.last_bar_t)}" if self.first_bar_t is not None
                 else "none")
@@ -97,7 +78,7 @@ class DailyTally:
         return ended
 
     def add(self, fills: np.ndarray) -> None:
-        self.actions.update(ACTION_NAMES.get(int(r[FL_ACTION]), "?") for r in fills)
+        self.actions.update(action_name(r[FL_ACTION]) for r in fills)
 
     def text(self, equity: float) -> str:
         pnl = equity - self.start_equity

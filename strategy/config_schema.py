@@ -1,10 +1,11 @@
 """The strategy config schema: what a key may hold, and what its default is.
 
 The pydantic models here are the single statement of the core keys' types, ranges and defaults
-(the defaults equal ``strategy.params.PARAM_SPECS`` / ``WINDOW_SPECS``; a test holds them
-together). They are strict on purpose: a quoted "2.0" or a ``yes`` where a number belongs is a
-mistake in a file that moves money, so it is reported rather than coerced. Merging, file
-loading and error collection live in ``strategy.config``.
+(``strategy.params.PARAM_SPECS`` / ``WINDOW_SPECS``, and so the kernel's parameter vector, are
+derived from the trade, filters, thresholds and indicators sections in declaration order). They
+are strict on purpose: a quoted "2.0" or a ``yes`` where a number belongs is a mistake in a file
+that moves money, so it is reported rather than coerced. Merging, file loading and error
+collection live in ``strategy.config``.
 """
 
 from __future__ import annotations

@@ -5,40 +5,36 @@ precomputed indicator arrays. The kernel only ever sees rows, so both executions
 decision path. An indicator that is not ready yet is NaN in its column.
 """
 
-F_OPEN = 0
-F_HIGH = 1
-F_LOW = 2
-F_CLOSE = 3
-F_VOLUME = 4
-F_EMA_FAST = 5
-F_EMA_SLOW = 6
-F_EMA_MACRO = 7
-F_ADX = 8
-F_ADX_POS = 9
-F_ADX_NEG = 10
-F_ADX_SLOPE = 11
-F_ATR = 12
-F_RSI = 13
-F_BB_UPPER = 14
-F_BB_LOWER = 15
-F_BB_WIDTH = 16
-F_BB_WIDTH_AVG = 17
-F_MACD_HIST = 18
-F_MACD_HIST_PREV = 19
-F_STOCH_K = 20
-F_STOCH_D = 21
-F_VOL_SMA = 22
-F_VOL_TREND = 23
-NF = 24
+from strategy.layout import declare
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "open", "high", "low", "close", "volume",
-    "ema_fast", "ema_slow", "ema_macro",
-    "adx", "adx_pos", "adx_neg", "adx_slope",
-    "atr", "rsi",
-    "bb_upper", "bb_lower", "bb_width", "bb_width_avg",
-    "macd_hist", "macd_hist_prev",
-    "stoch_rsi_k", "stoch_rsi_d",
-    "vol_sma", "vol_trend",
-)
-assert len(FEATURE_NAMES) == NF
+F = declare("F", (
+    ("open", "bar open"),
+    ("high", "bar high"),
+    ("low", "bar low"),
+    ("close", "bar close"),
+    ("volume", "bar volume"),
+    ("ema_fast", "EMA(indicators.ema_fast_window) of the close"),
+    ("ema_slow", "EMA(indicators.ema_slow_window) of the close"),
+    ("ema_macro", "EMA(indicators.ema_macro_window) of the close"),
+    ("adx", "ADX(indicators.adx_window)"),
+    ("adx_pos", "+DI"),
+    ("adx_neg", "-DI"),
+    ("adx_slope", "ADX minus its previous value"),
+    ("atr", "ATR(indicators.atr_window)"),
+    ("rsi", "RSI(indicators.rsi_window)"),
+    ("bb_upper", "upper Bollinger band"),
+    ("bb_lower", "lower Bollinger band"),
+    ("bb_width", "Bollinger width (upper - lower) / middle"),
+    ("bb_width_avg", "mean Bollinger width over indicators.bb_width_avg_window"),
+    ("macd_hist", "MACD histogram"),
+    ("macd_hist_prev", "MACD histogram of the previous bar"),
+    ("stoch_rsi_k", "stochastic RSI %K"),
+    ("stoch_rsi_d", "stochastic RSI %D"),
+    ("vol_sma", "SMA of the volume (indicators.vol_sma_window)"),
+    ("vol_trend", "volume SMA minus its value indicators.vol_trend_window bars ago"),
+), globals(), "NF")
+# historical short names of two columns
+F.STOCH_K, F.STOCH_D = F.STOCH_RSI_K, F.STOCH_RSI_D
+F_STOCH_K, F_STOCH_D = F.STOCH_K, F.STOCH_D  # noqa: F821 - F_* are defined by declare()
+
+FEATURE_NAMES: tuple[str, ...] = F.NAMES

@@ -30,6 +30,7 @@ import types
 
 from strategy import features as F
 from strategy import params as P
+from strategy.jit_registry import JitRegistry
 
 NAN = math.nan
 
@@ -48,6 +49,9 @@ BB_HDR = 4  # [upper, lower, width, count] then the ring of closes
 BB_UPPER_SLOT, BB_LOWER_SLOT, BB_WIDTH_SLOT = 0, 1, 2
 STOCH_D_SLOT = 0  # first slot of the stoch block holds the last D
 
+INDICATORS = JitRegistry("strategy.indicators_jit")
+jit_function = INDICATORS.register  # marks the functions build(jit) compiles
+
 
 def sma_len(n: int) -> int:
     """Ring block: [count, x_0 .. x_{n-1}]."""
@@ -63,6 +67,7 @@ def stoch_len(rsi_n: int, n: int, s1: int, s2: int) -> int:
     return 1 + RSI_LEN + sma_len(n) + sma_len(s1) + sma_len(s2)
 
 
+@jit_function
 def ewm_update(st, o, alpha, x):
     # pandas ewm(adjust=False) exactly: seeded with the first observation, then
     # (old_wt*w + new_wt*x)/(old_wt + new_wt) with old_wt = 1-alpha, skipped when w == x.
@@ -79,6 +84,7 @@ def ewm_update(st, o, alpha, x):
     return nobs
 
 
+@jit_function
 def ema_step(st, o, n, x):
     # EMA(span=n) with min_periods=n; NaN inputs (a not-yet-ready source) are skipped,
     # as pandas does for leading NaNs.
@@ -91,6 +97,7 @@ def ema_step(st, o, n, x):
     return NAN
 
 
+@jit_function
 def rsi_step(st, o, n, c):
     # Wilder RSI as ta: ewm(alpha=1/n, adjust=False, min_periods=n) of gains and losses;
     # 100 when the average loss is exactly 0. ta's diff().where(diff > 0, 0.0) turns the
@@ -124,6 +131,7 @@ def rsi_step(st, o, n, c):
     return 100.0 - (100.0 / (1.0 + up_avg / dn_avg))
 
 
+@jit_function
 def atr_step(st, o, n, h, lo, c):
     # ta AverageTrueRange: TR of the first bar = h-l; ATR at bar n-1 = mean of the first n
     # TRs; then (ATR*(n-1) + TR)/n.
@@ -148,6 +156,7 @@ def atr_step(st, o, n, h, lo, c):
     return st[o + 3]
 
 
+@jit_function
 def adx_step(st, o, n, h, lo, c):
     # ta ADXIndicator: sums of the first n TR/+DM/-DM (bars 1..n), then S - S/n + x;
     # DI = 100*DM/TR (0 when TR == 0); DX = 100*|DI+ - DI-|/(DI+ + DI-) (0 when the sum is
@@ -210,6 +219,7 @@ def adx_step(st, o, n, h, lo, c):
     return adx
 
 
+@jit_function
 def ring_push(st, o, n, x):
     # Ring block [count, x_0..x_{n-1}]; returns the count after the push. The oldest value
     # sits at slot count % n, so sums run oldest -> newest whatever the phase.
@@ -221,6 +231,7 @@ def ring_push(st, o, n, x):
     return cnt
 
 
+@jit_function
 def ring_mean(st, o, n):
     # Oldest -> newest sum / n; a window of identical values returns that value exactly (as
     # pandas does), so flat prices give sigma 0 and equal volume SMAs compare equal.
@@ -241,6 +252,7 @@ def ring_mean(st, o, n):
     return s / n
 
 
+@jit_function
 def sma_step(st, o, n, x):
     # Rolling mean with min_periods = n: NaN while fewer than n values or while a NaN is in
     # the window (pandas counts only non-NaN observations).
@@ -250,6 +262,7 @@ def sma_step(st, o, n, x):
     return ring_mean(st, o, n)
 
 
+@jit_function
 def boll_step(st, o, n, c):
     # Bollinger(n, 2): mid = SMA, sigma = population std computed two-pass over the ring
     # (no E[x^2]-E[x]^2 cancellation: prices can be ~5e-5). width = (upper-lower)/mid.
@@ -282,6 +295,7 @@ def boll_step(st, o, n, c):
     return width
 
 
+@jit_function
 def macd_step(st, o, c):
     # ta MACD 12/26/9: line = EMA12 - EMA26 (NaN until both ready), signal = EMA9 of the
     # line seeded at its first value; hist = line - signal. Slot o keeps the last hist;
@@ -299,6 +313,7 @@ def macd_step(st, o, c):
     return hist
 
 
+@jit_function
 def stoch_step(st, o, rsi_n, n, s1, s2, c):
     # ta StochRSIIndicator: s = (RSI - min RSI over n)/(max - min) (NaN when max == min,
     # as pandas' 0/0), K = SMA(s, s1), D = SMA(K, s2); a NaN in a window gives NaN.
@@ -328,6 +343,7 @@ def stoch_step(st, o, rsi_n, n, s1, s2, c):
     return k
 
 
+@jit_function
 def vol_trend_of(sma_trend, sma_vol):
     if sma_trend != sma_trend or sma_vol != sma_vol:
         return NAN
@@ -361,15 +377,18 @@ def stream_state_len(wv) -> int:
     )
 
 
+@jit_function
 def zero(st):
     for i in range(st.shape[0]):
         st[i] = 0.0
 
 
+@jit_function
 def init(state, wv):
     zero(state)
 
 
+@jit_function
 def update(state, wv, o, h, lo, c, v, feat_row):
     n_bb = wv[P.W_BB]
     n_avg = wv[P.W_BB_WIDTH_AVG]
@@ -410,6 +429,7 @@ def update(state, wv, o, h, lo, c, v, feat_row):
     feat_row[F.F_VOL_TREND] = vol_trend_of(sma_step(state, o_vt, n_vt, v), vol_sma)
 
 
+@jit_function
 def features_loop(o, h, lo, c, v, wv, state, out):
     init(state, wv)
     for t in range(c.shape[0]):
@@ -421,24 +441,28 @@ def features_loop(o, h, lo, c, v, wv, state, out):
 # writes caller-allocated outputs, so nothing allocates (CUDA device functions compile too).
 
 
+@jit_function
 def ema_loop(x, n, st, out):
     zero(st)
     for t in range(x.shape[0]):
         out[t] = ema_step(st, 0, n, x[t])
 
 
+@jit_function
 def sma_loop(x, n, st, out):
     zero(st)
     for t in range(x.shape[0]):
         out[t] = sma_step(st, 0, n, x[t])
 
 
+@jit_function
 def atr_loop(h, lo, c, n, st, out):
     zero(st)
     for t in range(c.shape[0]):
         out[t] = atr_step(st, 0, n, h[t], lo[t], c[t])
 
 
+@jit_function
 def adx_loop(h, lo, c, n, st, adx, pos, neg, slope):
     zero(st)
     for t in range(c.shape[0]):
@@ -448,12 +472,14 @@ def adx_loop(h, lo, c, n, st, adx, pos, neg, slope):
         slope[t] = st[ADX_SLOPE_SLOT]
 
 
+@jit_function
 def rsi_loop(c, n, st, out):
     zero(st)
     for t in range(c.shape[0]):
         out[t] = rsi_step(st, 0, n, c[t])
 
 
+@jit_function
 def boll_loop(c, n, st, upper, lower, width):
     zero(st)
     for t in range(c.shape[0]):
@@ -462,6 +488,7 @@ def boll_loop(c, n, st, upper, lower, width):
         lower[t] = st[BB_LOWER_SLOT]
 
 
+@jit_function
 def bb_width_avg_loop(c, bb_n, avg_n, st, out):
     zero(st)
     o_avg = BB_HDR + bb_n  # the average's ring follows the Bollinger block, as in streaming
@@ -470,6 +497,7 @@ def bb_width_avg_loop(c, bb_n, avg_n, st, out):
         out[t] = sma_step(st, o_avg, avg_n, width)
 
 
+@jit_function
 def macd_loop(c, st, hist, hist_prev):
     zero(st)
     for t in range(c.shape[0]):
@@ -477,6 +505,7 @@ def macd_loop(c, st, hist, hist_prev):
         hist_prev[t] = st[MACD_PREV_SLOT]
 
 
+@jit_function
 def stoch_loop(c, rsi_n, n, s1, s2, st, k, d):
     zero(st)
     for t in range(c.shape[0]):
@@ -484,6 +513,7 @@ def stoch_loop(c, rsi_n, n, s1, s2, st, k, d):
         d[t] = st[STOCH_D_SLOT]
 
 
+@jit_function
 def vol_trend_loop(v, trend_n, sma_n, st, out):
     zero(st)
     o_vt = 1 + sma_n
@@ -492,40 +522,6 @@ def vol_trend_loop(v, trend_n, sma_n, st, out):
         out[t] = vol_trend_of(sma_step(st, o_vt, trend_n, v[t]), vol_sma)
 
 
-JIT_FUNCTIONS = (
-    "ewm_update",
-    "ema_step",
-    "rsi_step",
-    "atr_step",
-    "adx_step",
-    "ring_push",
-    "ring_mean",
-    "sma_step",
-    "boll_step",
-    "macd_step",
-    "stoch_step",
-    "vol_trend_of",
-    "zero",
-    "init",
-    "update",
-    "features_loop",
-    "ema_loop",
-    "sma_loop",
-    "atr_loop",
-    "adx_loop",
-    "rsi_loop",
-    "boll_loop",
-    "bb_width_avg_loop",
-    "macd_loop",
-    "stoch_loop",
-    "vol_trend_loop",
-)
-
-
 def build(jit) -> types.SimpleNamespace:
-    """Compile every function of JIT_FUNCTIONS with ``jit``; their calls resolve to each other."""
-    ns = dict(globals())
-    for name in JIT_FUNCTIONS:
-        f = globals()[name]
-        ns[name] = jit(types.FunctionType(f.__code__, ns, name, f.__defaults__, f.__closure__))
-    return types.SimpleNamespace(**{name: ns[name] for name in JIT_FUNCTIONS})
+    """Compile every ``@jit_function`` with ``jit``; their calls resolve to each other."""
+    return INDICATORS.compile(jit)

@@ -1,140 +1,181 @@
-"""Array layouts of the kernel's state and outputs (shared by the engine, the sweep and reports).
+"""Array layouts of the kernel's state and outputs, and the enumerations stored in them.
 
 Kernels keep all state in preallocated float64 arrays so that the same functions compile for a
-CUDA thread and for a CPU loop without allocating. Column constants are plain ints.
+CUDA thread and for a CPU loop without allocating. Each layout is ONE table below: a row is a
+column, in column order. From each table come
+
+- a namespace the kernel reads with qualified names (``POS.SIDE``, ``A.BALANCE``, ``FL.PRICE``,
+  ``T.PNL``, ``M.SHARPE``; ``POS.N`` is the row width, ``POS.NAMES`` the column names); numba
+  folds these module-attribute ints into constants, exactly as it folded the flat names;
+- the flat names (``POS_SIDE``, ``NPOS``, ...) that callers outside the kernel import.
+
+Enumerations (sides, confidence tiers, MACD modes, fill actions, reasons) are declared once each,
+the same way: ``CONF.HIGH`` in the kernel, ``CONF.NAMES[2] == "high"`` in reports,
+``CONF.CODES["high"] == 2`` when a config is encoded.
 """
 
+from __future__ import annotations
+
+import types
+
+
+def declare(prefix: str, rows: tuple[tuple[str, str], ...], flat: dict | None = None,
+            count: str = "") -> types.ModuleType:
+    """A layout namespace from its table of (name, meaning) rows; column i is row i.
+
+    With ``flat`` (a module's globals), also defines ``<prefix>_<NAME>`` and ``count`` there."""
+    ns = types.ModuleType(prefix, f"layout {prefix}: " + ", ".join(n for n, _ in rows))
+    for i, (name, _meaning) in enumerate(rows):
+        setattr(ns, name.upper(), i)
+    ns.N = len(rows)
+    ns.NAMES = tuple(n for n, _ in rows)
+    ns.MEANINGS = {n: m for n, m in rows}
+    if flat is not None:
+        for i, (name, _meaning) in enumerate(rows):
+            flat[f"{prefix}_{name.upper()}"] = i
+        flat[count] = len(rows)
+    return ns
+
+
+def enumeration(name: str, values: tuple[tuple[str, float], ...], label=str.lower) -> types.ModuleType:
+    """An enumeration: ``E.LONG`` (the number the kernel stores), ``E.NAMES`` {int code: label},
+    ``E.CODES`` {label: int code}."""
+    ns = types.ModuleType(name, f"enumeration {name}: " + ", ".join(n for n, _ in values))
+    for key, value in values:
+        setattr(ns, key.upper(), value)
+    ns.NAMES = {int(v): label(k) for k, v in values}
+    ns.CODES = {label(k): int(v) for k, v in values}
+    return ns
+
+
 # --- per-symbol position state: pos[nsym, NPOS]
-POS_SIDE = 0            # 0 flat, +1 long, -1 short
-POS_SIZE = 1            # units of the asset (always >= 0)
-POS_ENTRY = 2           # average entry price
-POS_ENTRY_ATR = 3       # ATR at the opening fill
-POS_STOP = 4            # current stop level (trails, never loosens)
-POS_TP1_DONE = 5        # partial take-profit already taken (0/1)
-POS_ADDS = 6            # pyramid adds so far
-POS_OPEN_T = 7          # open time (bar close ms of the opening bar)
-POS_LAST_ADD_T = 8      # time of the last open/add (for the add cooldown)
-POS_MARGIN = 9          # margin in use
-POS_BASE_MARGIN = 10    # margin of the opening fill (adds are a fraction of it)
-POS_LEVERAGE = 11
-POS_CONF = 12           # confidence at entry: 0 low, 1 medium, 2 high
-POS_TP_MULT = 13        # take-profit ATR multiple fixed at entry
-POS_LAST_EXIT_T = 14    # time of the last full close (reentry cooldown); survives the close
-POS_LAST_CLOSE = 15     # last valid close of the symbol (marks and end-of-data closes)
-POS_TRADE_PNL = 16      # realised price pnl of the current round trip
-POS_TRADE_FEES = 17     # fees of the current round trip
-POS_TRADE_FUNDING = 18  # funding paid by the current round trip (positive = paid)
-POS_MAX_SIZE = 19       # largest size reached in the round trip
-POS_ENTRY_REASON = 20   # reason code of the opening fill
-POS_FIRST_ENTRY = 21    # price of the opening fill
-POS_STOP_REASON = 22    # reason code a stop hit would carry (stop_loss / trailing_stop / breakeven_stop)
-NPOS = 23
+POS = declare("POS", (
+    ("side", "0 flat, +1 long, -1 short (SIDE.*)"),
+    ("size", "units of the asset (always >= 0)"),
+    ("entry", "average entry price"),
+    ("entry_atr", "ATR at the opening fill"),
+    ("stop", "current stop level (trails, never loosens)"),
+    ("tp1_done", "partial take-profit already taken (0/1)"),
+    ("adds", "pyramid adds so far"),
+    ("open_t", "open time (bar close ms of the opening bar)"),
+    ("last_add_t", "time of the last open/add (for the add cooldown)"),
+    ("margin", "margin in use"),
+    ("base_margin", "margin of the opening fill (adds are a fraction of it)"),
+    ("leverage", "leverage of the opening fill"),
+    ("conf", "confidence at entry (CONF.*)"),
+    ("tp_mult", "take-profit ATR multiple fixed at entry"),
+    ("last_exit_t", "time of the last full close (reentry cooldown); survives the close"),
+    ("last_close", "last valid close of the symbol (marks and end-of-data closes)"),
+    ("trade_pnl", "realised price pnl of the current round trip"),
+    ("trade_fees", "fees of the current round trip"),
+    ("trade_funding", "funding paid by the current round trip (positive = paid)"),
+    ("max_size", "largest size reached in the round trip"),
+    ("entry_reason", "reason code of the opening fill (R.*)"),
+    ("first_entry", "price of the opening fill"),
+    ("stop_reason", "reason code a stop hit would carry (stop_loss / trailing_stop / breakeven_stop)"),
+), globals(), "NPOS")
 
 # --- account state: acct[NACCT]
-A_BALANCE = 0           # cash: initial + realised pnl - fees - funding
-A_EQUITY = 1            # mark-to-market equity at the last bar close
-A_PEAK = 2              # equity high-water mark
-A_MAX_DD = 3            # largest peak-to-trough fall, fraction
-A_FEES = 4
-A_FUNDING = 5
-A_TRADES = 6            # closed round trips
-A_WINS = 7
-A_GROSS_PROFIT = 8
-A_GROSS_LOSS = 9
-A_REALIZED = 10         # sum of realised price pnl
-A_NFILLS = 11           # fills recorded (may exceed the fills buffer: overflow)
-A_DAY = 12              # UTC day index of the last bar seen (-1 before the first)
-A_DAY_EQ = 13           # equity at the close of the previous UTC day
-A_RET_N = 14            # daily returns so far (Welford)
-A_RET_MEAN = 15
-A_RET_M2 = 16
-A_RET_DOWN_SQ = 17      # sum of squared negative daily returns (sortino)
-A_INITIAL = 18
-A_LAST_T = 19           # close time of the last processed bar
-A_OPEN_COUNT = 20       # open positions
-A_MARGIN_USED = 21
-NACCT = 22
+A = declare("A", (
+    ("balance", "cash: initial + realised pnl - fees - funding"),
+    ("equity", "mark-to-market equity at the last bar close"),
+    ("peak", "equity high-water mark"),
+    ("max_dd", "largest peak-to-trough fall, fraction"),
+    ("fees", "fees paid"),
+    ("funding", "funding paid (positive = paid)"),
+    ("trades", "closed round trips"),
+    ("wins", "round trips with a positive net pnl"),
+    ("gross_profit", "sum of winning round trips' net pnl"),
+    ("gross_loss", "sum of losing round trips' net loss (positive)"),
+    ("realized", "sum of realised price pnl"),
+    ("nfills", "fills recorded (may exceed the fills buffer: overflow)"),
+    ("day", "UTC day index of the last bar seen (-1 before the first)"),
+    ("day_eq", "equity at the close of the previous UTC day"),
+    ("ret_n", "daily returns so far (Welford)"),
+    ("ret_mean", "mean daily return (Welford)"),
+    ("ret_m2", "sum of squared deviations of daily returns (Welford)"),
+    ("ret_down_sq", "sum of squared negative daily returns (sortino)"),
+    ("initial", "initial balance"),
+    ("last_t", "close time of the last processed bar"),
+    ("open_count", "open positions"),
+    ("margin_used", "margin of all open positions"),
+), globals(), "NACCT")
 
 # --- fills (the decision trace): fills[max_fills, NFILL]
-FL_T = 0
-FL_SYM = 1
-FL_ACTION = 2           # ACT_* below
-FL_SIDE = 3             # +1 long / -1 short (side of the position)
-FL_PRICE = 4            # fill price after slippage
-FL_SIZE = 5
-FL_NOTIONAL = 6
-FL_FEE = 7
-FL_PNL = 8              # realised price pnl of this fill (0 for OPEN/ADD)
-FL_REASON = 9           # R_* below
-FL_CONF = 10
-FL_BALANCE = 11         # balance after the fill
-FL_ATR = 12
-FL_ADX = 13
-FL_RSI = 14
-FL_DECISION_PRICE = 15  # price before slippage
-NFILL = 16
-
-ACT_OPEN = 1
-ACT_ADD = 2
-ACT_REDUCE = 3
-ACT_CLOSE = 4
-ACT_FUNDING = 5
-ACTION_NAMES = {1: "OPEN", 2: "ADD", 3: "REDUCE", 4: "CLOSE", 5: "FUNDING"}
+FL = declare("FL", (
+    ("t", "fill time (bar close ms, or the exit sub-bar's close)"),
+    ("sym", "symbol index"),
+    ("action", "ACT.*"),
+    ("side", "+1 long / -1 short (side of the position)"),
+    ("price", "fill price after slippage"),
+    ("size", "units filled"),
+    ("notional", "price x size"),
+    ("fee", "fee of this fill"),
+    ("pnl", "realised price pnl of this fill (0 for OPEN/ADD)"),
+    ("reason", "R.*"),
+    ("conf", "confidence tier (CONF.*)"),
+    ("balance", "balance after the fill"),
+    ("atr", "ATR at the decision (NaN for system fills)"),
+    ("adx", "ADX at the decision"),
+    ("rsi", "RSI at the decision"),
+    ("decision_price", "price before slippage"),
+), globals(), "NFILL")
 
 # --- closed round trips: trades[max_trades, NTRADE]
-T_SYM = 0
-T_SIDE = 1
-T_ENTRY_T = 2
-T_EXIT_T = 3
-T_ENTRY_PRICE = 4       # average entry price at the close
-T_EXIT_PRICE = 5        # price of the final closing fill
-T_SIZE = 6              # largest size held
-T_NOTIONAL = 7          # entry notional at the largest size
-T_PNL = 8               # net: price pnl - fees - funding
-T_FEES = 9
-T_FUNDING = 10
-T_ENTRY_REASON = 11
-T_EXIT_REASON = 12
-T_CONF = 13
-T_ADDS = 14
-T_GROSS_PNL = 15        # price pnl only
-NTRADE = 16
-
-# --- reason codes
-R_SIGNAL = 1
-R_PYRAMID = 2
-R_STOP_LOSS = 3
-R_TRAILING_STOP = 4
-R_TAKE_PROFIT_PARTIAL = 5
-R_TAKE_PROFIT = 6
-R_TREND_FLIP = 7
-R_RSI_OVEREXTENSION = 8
-R_END_OF_DATA = 9
-R_FUNDING = 10
-R_BREAKEVEN_STOP = 11
-R_SYSTEM = 12
-REASON_NAMES = {
-    1: "signal", 2: "pyramid", 3: "stop_loss", 4: "trailing_stop", 5: "take_profit_partial",
-    6: "take_profit", 7: "trend_flip", 8: "rsi_overextension", 9: "end_of_data", 10: "funding",
-    11: "breakeven_stop", 12: "system",
-}
-
-CONF_NAMES = {0: "low", 1: "medium", 2: "high"}
+T = declare("T", (
+    ("sym", "symbol index"),
+    ("side", "+1 long / -1 short"),
+    ("entry_t", "open time"),
+    ("exit_t", "time of the final closing fill"),
+    ("entry_price", "average entry price at the close"),
+    ("exit_price", "price of the final closing fill"),
+    ("size", "largest size held"),
+    ("notional", "entry notional at the largest size"),
+    ("pnl", "net: price pnl - fees - funding"),
+    ("fees", "fees of the round trip"),
+    ("funding", "funding of the round trip"),
+    ("entry_reason", "R.* of the opening fill"),
+    ("exit_reason", "R.* of the closing fill"),
+    ("conf", "confidence at entry"),
+    ("adds", "pyramid adds"),
+    ("gross_pnl", "price pnl only"),
+), globals(), "NTRADE")
 
 # --- metrics row written by the kernel for one candidate: metrics[NM]
-M_TOTAL_PNL = 0
-M_TOTAL_TRADES = 1
-M_WIN_RATE = 2
-M_PROFIT_FACTOR = 3
-M_MAX_DD = 4
-M_SHARPE = 5
-M_SORTINO = 6
-M_TOTAL_FEES = 7
-M_TOTAL_FUNDING = 8
-M_FINAL_BALANCE = 9
-M_NFILLS = 10
-NM = 11
+M = declare("M", (
+    ("total_pnl", "final balance - initial balance"),
+    ("total_trades", "closed round trips"),
+    ("win_rate", "wins / trades"),
+    ("profit_factor", "gross profit / gross loss"),
+    ("max_dd", "max drawdown, fraction"),
+    ("sharpe", "annualised sharpe of daily returns"),
+    ("sortino", "annualised sortino of daily returns"),
+    ("total_fees", "fees"),
+    ("total_funding", "funding"),
+    ("final_balance", "balance at the end"),
+    ("nfills", "fills made"),
+), globals(), "NM")
 METRIC_NAMES = (
     "total_pnl", "total_trades", "win_rate", "profit_factor", "max_drawdown_pct", "sharpe",
     "sortino", "total_fees", "total_funding", "final_balance", "fills",
 )
+assert len(METRIC_NAMES) == M.N
+
+# --- enumerations (the numbers the kernel stores, and their names)
+SIDE = enumeration("SIDE", (("long", 1.0), ("short", -1.0), ("flat", 0.0)), label=str.upper)
+CONF = enumeration("CONF", (("low", 0.0), ("medium", 1.0), ("high", 2.0)))
+MACD = enumeration("MACD", (("accel", 0.0), ("sign", 1.0), ("none", 2.0)))
+ACT = enumeration("ACT", (("open", 1), ("add", 2), ("reduce", 3), ("close", 4), ("funding", 5)), label=str.upper)
+R = enumeration("R", (
+    ("signal", 1), ("pyramid", 2), ("stop_loss", 3), ("trailing_stop", 4), ("take_profit_partial", 5),
+    ("take_profit", 6), ("trend_flip", 7), ("rsi_overextension", 8), ("end_of_data", 9), ("funding", 10),
+    ("breakeven_stop", 11), ("system", 12),
+))
+
+ACT_OPEN, ACT_ADD, ACT_REDUCE, ACT_CLOSE, ACT_FUNDING = ACT.OPEN, ACT.ADD, ACT.REDUCE, ACT.CLOSE, ACT.FUNDING
+ACTION_NAMES = ACT.NAMES
+REASON_NAMES = R.NAMES
+CONF_NAMES = CONF.NAMES
+for _code, _name in R.NAMES.items():
+    globals()[f"R_{_name.upper()}"] = _code
+del _code, _name

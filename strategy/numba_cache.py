@@ -20,8 +20,8 @@ COMPILED_SOURCES = ("strategy", "cpu_replay", "gpu")
 def sources_digest() -> str:
     h = hashlib.sha256()
     for pkg in COMPILED_SOURCES:
-        for path in sorted((ROOT / pkg).glob("*.py")):
-            h.update(path.name.encode())
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            h.update(str(path.relative_to(ROOT)).encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

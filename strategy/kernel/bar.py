@@ -1,0 +1,155 @@
+"""The per-bar step, entry ranking and the end of data: the order in which the rules run.
+
+On every closed bar (spec/strategy.md, "Decisions on a closed bar"), ``step_bar``:
+1. books the previous UTC day's return when the bar opens a new day (equity.roll_day);
+2. per symbol with an open position: funding at the bar's open (book.charge_funding; a symbol
+   without a bar pays at its last close), then the range exits (exits.range_exits: stop, partial
+   and full take-profit; on the finer exit bars when every one of them is there), then, if still
+   open, the exits on the close (exits.close_exits: trailing, break-even, trend flip, RSI);
+3. marks equity, then ranks the entry candidates (``rank_entries``): symbols with a bar now and
+   a bar before (no entry right after a missing bar), warmed up, with a signal
+   (entries.entry_signal) not against an open position; by confidence x 100 + ADX, ties by symbol;
+4. takes them in rank order (``take_entries``): an open position in the signal's direction is
+   pyramided (book.add_to_position); a new one opens when fewer than
+   [trade.max_open_positions] are open and [trade.reentry_cooldown_minutes] have passed since the
+   symbol's last full close (book.open_position, which applies the margin cap);
+5. marks equity again for drawdown at the close.
+``finish`` closes what is still open at its last close (reason end_of_data) and books the last day.
+
+The per-run state travels as two tuples, the same in the canonical engine and the sweep:
+  book      = (pos, acct, rank_score, rank_idx, fills, trades)
+  exit_bars = (o, h, lo, valid, close_ms, n): the n finer exit bars inside this bar, per symbol
+              ([nsym, k] arrays and close_ms[k]); n == 0 checks exits on the bar itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+from strategy.features import F
+from strategy.kernel.book import add_to_position, charge_funding, close_position, open_position
+from strategy.kernel.entries import entry_signal, features_ready, pack_signal, signal_conf, signal_side
+from strategy.kernel.equity import mark_equity, note_daily_return, note_equity, roll_day
+from strategy.kernel.exits import close_exits, range_exits
+from strategy.kernel.registry import MS_PER_MINUTE, kernel_function
+from strategy.layout import POS, A, R
+from strategy.params import P
+
+
+@kernel_function
+def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx):
+    """Collect entry candidates and insertion-sort them by (-score, symbol); returns their count."""
+    n = 0
+    for s in range(pos.shape[0]):
+        if valid[s] == 0 or prev_valid[s] == 0:
+            continue
+        if not features_ready(feat, params, s):
+            continue
+        side, conf = entry_signal(feat, valid, params, s, btc_idx)
+        if side == 0.0:
+            continue
+        held = pos[s, POS.SIDE]
+        if held != 0.0 and held != side:
+            continue
+        sig = pack_signal(side, conf)
+        score = signal_conf(sig) * 100.0 + feat[s, F.ADX]
+        rank_score[s] = sig
+        j = n
+        while j > 0:
+            other = rank_idx[j - 1]
+            o_score = signal_conf(rank_score[other]) * 100.0 + feat[other, F.ADX]
+            if o_score >= score:
+                break
+            rank_idx[j] = other
+            j -= 1
+        rank_idx[j] = s
+        n += 1
+    return n
+
+
+@kernel_function
+def take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fills):
+    """Adds and opens in rank order, under max_open_positions and the reentry cooldown."""
+    for i in range(n):
+        s = rank_idx[i]
+        p = params[s]
+        ps = pos[s]
+        sig = rank_score[s]
+        conf = signal_conf(sig)
+        side = signal_side(sig)
+        if ps[POS.SIDE] != 0.0:
+            add_to_position(pos, acct, params, feat, s, t, conf, equity, fills)
+            continue
+        if acct[A.OPEN_COUNT] >= p[P.MAX_OPEN_POSITIONS]:
+            continue
+        if t - ps[POS.LAST_EXIT_T] < p[P.REENTRY_COOLDOWN_MINUTES] * MS_PER_MINUTE:
+            continue
+        open_position(pos, acct, params, feat, s, t, side, conf, equity, fills)
+
+
+@kernel_function
+def sub_bars_complete(sub_valid, s, nsub):
+    """Finer exits only when every exit bar of the bar is there: a missing one could hide the
+    extreme that hit a stop, so an incomplete set falls back to the main bar's range."""
+    for j in range(nsub):
+        if sub_valid[s, j] == 0:
+            return False
+    return True
+
+
+@kernel_function
+def symbol_exits(t, feat, params, s, book, exit_bars):
+    """Range exits of symbol ``s`` on its finer exit bars (in time order) or on the bar itself,
+    then the exits on the close if it is still open."""
+    pos, acct, _rank_score, _rank_idx, fills, trades = book
+    sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub = exit_bars
+    f = feat[s]
+    closed = False
+    if nsub > 0 and sub_bars_complete(sub_valid, s, nsub):
+        for j in range(nsub):
+            if range_exits(pos, acct, params, s, float(sub_close_ms[j]), sub_o[s, j], sub_h[s, j], sub_l[s, j],
+                           f[F.ATR], f[F.ADX], f[F.RSI], fills, trades):
+                closed = True
+                break
+    else:
+        closed = range_exits(pos, acct, params, s, t, f[F.OPEN], f[F.HIGH], f[F.LOW], f[F.ATR], f[F.ADX],
+                             f[F.RSI], fills, trades)
+    if not closed:
+        close_exits(pos, acct, params, feat, s, t, fills, trades)
+
+
+@kernel_function
+def step_bar(bar_open_ms, bar_close_ms, feat, valid, prev_valid, funding_row, params, btc_idx, book, exit_bars):
+    """Process one closed bar for every symbol (the order is in the module docstring)."""
+    pos, acct, rank_score, rank_idx, fills, _trades = book
+    t = float(bar_close_ms)
+    roll_day(acct, bar_open_ms)
+    for s in range(pos.shape[0]):
+        ps = pos[s]
+        if ps[POS.SIDE] != 0.0 and valid[s] == 0:
+            # funding is owed whether or not the symbol printed a candle: mark at the last close
+            charge_funding(pos, acct, params, s, funding_row[s], ps[POS.LAST_CLOSE])
+        if valid[s] == 0:
+            continue
+        if ps[POS.SIDE] != 0.0:
+            charge_funding(pos, acct, params, s, funding_row[s], feat[s, F.OPEN])
+            symbol_exits(t, feat, params, s, book, exit_bars)
+        ps[POS.LAST_CLOSE] = feat[s, F.CLOSE]
+    equity = mark_equity(pos, acct)
+    n = rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx)
+    take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fills)
+    note_equity(acct, mark_equity(pos, acct))
+    acct[A.LAST_T] = t
+
+
+@kernel_function
+def finish(pos, acct, fills, trades, params):
+    """End of data: close what is open at its last close, then book the final day."""
+    t = acct[A.LAST_T]
+    for s in range(pos.shape[0]):
+        if pos[s, POS.SIDE] != 0.0:
+            close_position(pos, acct, params, s, t, pos[s, POS.LAST_CLOSE], 1.0, R.END_OF_DATA, math.nan,
+                           math.nan, math.nan, fills, trades)
+    note_equity(acct, acct[A.BALANCE])
+    if acct[A.DAY] >= 0.0:
+        note_daily_return(acct, acct[A.EQUITY])

@@ -1,0 +1,146 @@
+"""Exits: the stop, the targets, the trailing and break-even stops, the smart exits.
+
+Stops and targets are in units of the ATR at entry (``POS.ENTRY_ATR``), so they do not drift with
+later volatility. In the order they are checked on a bar (config keys in brackets):
+
+On the bar's range (``range_exits``; on each finer exit bar instead when an exit interval is set):
+1. Stop: the bar reaches the stop level -> close all, reason stop_loss (or trailing_stop /
+   breakeven_stop once one of those moved the stop). The stop starts [trade.sl_atr_mult] ATRs
+   from the entry. A bar that touches both the stop and a target closes at the stop
+   (conservative: the range does not say which came first).
+2. Partial take-profit [trade.enable_partial_tp]: once per position, at [trade.tp_partial_atr_mult]
+   ATRs in profit, close [trade.tp_partial_pct] of the size (reason take_profit_partial).
+3. Take-profit: at the entry's take-profit multiple (sizing.take_profit_mult) -> close the rest.
+   A bar that opens beyond a level fills at the open (a gap), never at the level.
+
+On the close (``close_exits``), when the range exits left the position open:
+4. Trailing stop: once the close is [trade.trailing_start_atr] ATRs in profit, the stop moves to
+   [trade.trailing_distance_atr] ATRs behind the close; it never loosens (a ratchet).
+5. Break-even [trade.enable_breakeven_stop]: once [trade.breakeven_start_atr] ATRs in profit, the
+   stop moves to the entry plus [trade.breakeven_buffer_atr] ATRs (if that is tighter).
+6. Trend flip: the EMAs cross against the position -> close at the close (reason trend_flip).
+7. RSI overextension [trade.enable_rsi_overextension_exit]: RSI above [trade.rsi_exit_ub_lo_profit]
+   for a long, below [trade.rsi_exit_lb_lo_profit] for a short -> close at the close.
+"""
+
+from __future__ import annotations
+
+import math
+
+from strategy.features import F
+from strategy.kernel.book import close_position
+from strategy.kernel.registry import kernel_function
+from strategy.layout import POS, SIDE, R
+from strategy.params import P
+
+
+@kernel_function
+def level_hit(side, o, h, lo, level, is_stop):
+    """Fill price when the bar reaches ``level`` (the open if it gapped through), else NaN."""
+    if (side > 0.0) == is_stop:
+        # long stop / short target: price falls to the level
+        if o <= level:
+            return o
+        if lo <= level:
+            return level
+    else:
+        if o >= level:
+            return o
+        if h >= level:
+            return level
+    return math.nan
+
+
+@kernel_function
+def range_exits(pos, acct, params, s, t, o, h, lo, atr, adx, rsi, fills, trades):
+    """Rules 1-3 on one bar's range: stop, then partial, then full take-profit. True if closed."""
+    p = params[s]
+    ps = pos[s]
+    side = ps[POS.SIDE]
+    # 1. stop (stop_loss / trailing_stop / breakeven_stop)
+    px = level_hit(side, o, h, lo, ps[POS.STOP], True)
+    if not math.isnan(px):
+        close_position(pos, acct, params, s, t, px, 1.0, ps[POS.STOP_REASON], atr, adx, rsi, fills, trades)
+        return True
+    entry = ps[POS.ENTRY]
+    entry_atr = ps[POS.ENTRY_ATR]
+    # 2. partial take-profit, once
+    if p[P.ENABLE_PARTIAL_TP] != 0.0 and ps[POS.TP1_DONE] == 0.0:
+        level = entry + side * p[P.TP_PARTIAL_ATR_MULT] * entry_atr
+        px = level_hit(side, o, h, lo, level, False)
+        if not math.isnan(px):
+            frac = p[P.TP_PARTIAL_PCT]
+            ps[POS.TP1_DONE] = 1.0
+            close_position(pos, acct, params, s, t, px, frac, R.TAKE_PROFIT_PARTIAL, atr, adx, rsi, fills, trades)
+            if ps[POS.SIDE] == 0.0:
+                return True
+    # 3. take-profit
+    level = entry + side * ps[POS.TP_MULT] * entry_atr
+    px = level_hit(side, o, h, lo, level, False)
+    if not math.isnan(px):
+        close_position(pos, acct, params, s, t, px, 1.0, R.TAKE_PROFIT, atr, adx, rsi, fills, trades)
+        return True
+    return False
+
+
+@kernel_function
+def ratchet_trailing_stop(p, ps, close):
+    """Rule 4 [trade.trailing_start_atr, trailing_distance_atr]: trail the stop behind the close."""
+    side = ps[POS.SIDE]
+    entry_atr = ps[POS.ENTRY_ATR]
+    if (close - ps[POS.ENTRY]) * side >= p[P.TRAILING_START_ATR] * entry_atr:
+        trail = close - side * p[P.TRAILING_DISTANCE_ATR] * entry_atr
+        if (trail - ps[POS.STOP]) * side > 0.0:
+            ps[POS.STOP] = trail
+            ps[POS.STOP_REASON] = R.TRAILING_STOP
+
+
+@kernel_function
+def ratchet_breakeven_stop(p, ps, close):
+    """Rule 5 [trade.enable_breakeven_stop, breakeven_start_atr, breakeven_buffer_atr]."""
+    side = ps[POS.SIDE]
+    entry = ps[POS.ENTRY]
+    entry_atr = ps[POS.ENTRY_ATR]
+    if p[P.ENABLE_BREAKEVEN_STOP] != 0.0 and (close - entry) * side >= p[P.BREAKEVEN_START_ATR] * entry_atr:
+        be = entry + side * p[P.BREAKEVEN_BUFFER_ATR] * entry_atr
+        if (be - ps[POS.STOP]) * side > 0.0:
+            ps[POS.STOP] = be
+            ps[POS.STOP_REASON] = R.BREAKEVEN_STOP
+
+
+@kernel_function
+def trend_flipped(ps, f):
+    """Rule 6: the fast EMA crossed the slow one against the position."""
+    side = ps[POS.SIDE]
+    fast = f[F.EMA_FAST]
+    slow = f[F.EMA_SLOW]
+    return (side == SIDE.LONG and fast < slow) or (side == SIDE.SHORT and fast > slow)
+
+
+@kernel_function
+def rsi_overextended(p, ps, f):
+    """Rule 7 [trade.enable_rsi_overextension_exit, rsi_exit_ub_lo_profit, rsi_exit_lb_lo_profit]."""
+    if p[P.ENABLE_RSI_OVEREXTENSION_EXIT] == 0.0:
+        return False
+    side = ps[POS.SIDE]
+    rsi = f[F.RSI]
+    return (side == SIDE.LONG and rsi > p[P.RSI_EXIT_UB_LO_PROFIT]) or (
+        side == SIDE.SHORT and rsi < p[P.RSI_EXIT_LB_LO_PROFIT])
+
+
+@kernel_function
+def close_exits(pos, acct, params, feat, s, t, fills, trades):
+    """Rules 4-7 on the close: tighten the stop (trailing, break-even), then the smart exits."""
+    p = params[s]
+    f = feat[s]
+    ps = pos[s]
+    close = f[F.CLOSE]
+    ratchet_trailing_stop(p, ps, close)
+    ratchet_breakeven_stop(p, ps, close)
+    reason = 0.0
+    if trend_flipped(ps, f):
+        reason = R.TREND_FLIP
+    elif rsi_overextended(p, ps, f):
+        reason = R.RSI_OVEREXTENSION
+    if reason != 0.0:
+        close_position(pos, acct, params, s, t, close, 1.0, reason, f[F.ATR], f[F.ADX], f[F.RSI], fills, trades)

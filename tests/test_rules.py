@@ -1,0 +1,394 @@
+"""The strategy's rules, one scenario row each: bars in, fills out.
+
+Every row is a sentence (the rule, as docs/STRATEGY.md states it), a few hand-built bars, config
+overrides, an optional starting position and the fills the rule must produce (bar, action, reason,
+price; size where the rule is about size). The bars are the kernel's own input, feature rows
+(open/high/low/close plus the indicator values of that bar), so each row sets exactly the numbers
+its rule reads. The rows run the CPU kernel's ``step_bar`` (the function the canonical replay, the
+sweep and the trader all run); removing or loosening the rule a row names makes that row fail.
+
+Common ground of every row, unless the row overrides it:
+- one symbol, ETH; bars one hour apart; balance 10,000; no slippage and no fees (prices stay round);
+  pyramiding off (rows about adds switch it on); every other key at its default;
+- ``LONG_BAR``: a bar every entry gate admits for a long (EMA 20 above EMA 50, ADX 30 rising,
+  RSI 60, MACD histogram growing, volume above its SMA and rising: medium confidence);
+  ``SHORT_BAR`` is its mirror for a short; ``QUIET``: a long-trend bar nothing fires on;
+- ``HELD_LONG``: a long of 10 ETH at 100 with an entry ATR of 2, opened long ago, so its stop is at
+  96, its partial take-profit at 102 (70 %) and its take-profit at 112.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cpu_replay.state_io import apply_init_state
+from strategy.config import config_from_dict, deep_merge
+from strategy.features import F
+from strategy.kernel import KERNEL_CPU as K
+from strategy.layout import NACCT, NFILL, NPOS, NTRADE, A
+from strategy.records import fill_dict
+
+H = 3_600_000
+T0 = 1_700_002_800_000 - 1_700_002_800_000 % H  # open of bar 0
+BALANCE = 10_000.0
+MISSING = None  # a symbol without a candle on that bar
+
+LONG_BAR = {
+    "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0, "volume": 1000.0,
+    "ema_fast": 99.0, "ema_slow": 98.0, "ema_macro": 95.0, "adx": 30.0, "adx_pos": 25.0, "adx_neg": 15.0,
+    "adx_slope": 1.0, "atr": 2.0, "rsi": 60.0, "bb_upper": 105.0, "bb_lower": 95.0, "bb_width": 0.1,
+    "bb_width_avg": 0.1, "macd_hist": 0.5, "macd_hist_prev": 0.4, "stoch_rsi_k": 0.5, "stoch_rsi_d": 0.5,
+    "vol_sma": 900.0, "vol_trend": 1.0,
+}
+SHORT_BAR = {**LONG_BAR, "ema_fast": 101.0, "ema_slow": 102.0, "ema_macro": 105.0, "rsi": 40.0,
+             "macd_hist": -0.5, "macd_hist_prev": -0.4}
+QUIET = {**LONG_BAR, "adx": 10.0}  # ADX under min_adx: no entry; nothing in range of any exit level
+HELD_LONG = {"symbol": "ETH", "side": "LONG", "entry_price": 100.0, "size": 10.0, "entry_atr": 2.0,
+             "leverage": 5.0, "open_time_ms": T0 - 100 * H}
+COMMON = {"trade": {"slippage_bps": 0.0, "taker_fee_bps": 0.0, "enable_pyramiding": False}}
+
+
+@dataclass(frozen=True)
+class Fill:
+    bar: int
+    action: str
+    reason: str
+    price: float
+    side: str = "LONG"
+    symbol: str = "ETH"
+    size: float | None = None  # checked only when given
+
+
+def opens(bar: int, price: float = 100.0, side: str = "LONG", symbol: str = "ETH", size: float | None = None):
+    return Fill(bar, "OPEN", "signal", price, side, symbol, size)
+
+
+def closes(bar: int, reason: str, price: float, side: str = "LONG", symbol: str = "ETH", size=None):
+    return Fill(bar, "CLOSE", reason, price, side, symbol, size)
+
+
+@dataclass(frozen=True)
+class Row:
+    rule: str                        # the sentence
+    bars: tuple                      # per bar: {feature: value} overrides of LONG_BAR for ETH, MISSING,
+                                     # or {symbol: overrides | MISSING} when `symbols` has more than one
+    expect: tuple = ()               # the fills, in order
+    config: dict = field(default_factory=dict)
+    start: tuple = ()                # starting positions (init-state records)
+    symbols: tuple = ("ETH",)
+    funding: tuple = ()              # per bar: the funding rate charged at that bar's open
+    funding_paid: float | None = None  # checked when given
+    base: dict = field(default_factory=lambda: LONG_BAR)
+
+
+def bars(*rows) -> tuple:
+    return tuple(rows)
+
+
+def run(row: Row) -> tuple[list[Fill], np.ndarray]:
+    """Drive the CPU kernel bar by bar; returns the fills (as Fill, exact prices) and the account."""
+    symbols = list(row.symbols)
+    nsym = len(symbols)
+    cfg = config_from_dict({"global": deep_merge(COMMON, row.config)})
+    params = cfg.params_matrix(symbols)
+    pos, acct = np.zeros((nsym, NPOS)), np.zeros(NACCT)
+    K.init_state(pos, acct, BALANCE)
+    if row.start:
+        apply_init_state(SimpleNamespace(pos=pos, acct=acct), {"version": 1, "balance": BALANCE,
+                                                               "positions": list(row.start)}, symbols, params)
+    fills, trades = np.zeros((64, NFILL)), np.zeros((64, NTRADE))
+    book = (pos, acct, np.zeros(nsym), np.zeros(nsym, np.int64), fills, trades)
+    z = np.zeros((nsym, 0))
+    no_exit_bars = (z, z, z, np.zeros((nsym, 0), np.uint8), np.zeros(0), 0)
+    feat = np.full((nsym, F.N), math.nan)
+    valid = np.ones(nsym, np.uint8)
+    btc_idx = symbols.index("BTC") if "BTC" in symbols else -1
+    for b, bar in enumerate(row.bars):
+        per_symbol = bar if nsym > 1 else {symbols[0]: bar}
+        prev_valid = valid.copy()
+        valid = np.zeros(nsym, np.uint8)
+        for s, sym in enumerate(symbols):
+            over = per_symbol.get(sym, {})
+            if over is MISSING:
+                continue
+            valid[s] = 1
+            values = {**row.base, **over}
+            for name, v in values.items():
+                feat[s, getattr(F, name.upper())] = v
+        rate = row.funding[b] if b < len(row.funding) else 0.0
+        K.step_bar(T0 + b * H, T0 + (b + 1) * H, feat, valid, prev_valid, np.full(nsym, rate), params, btc_idx,
+                   book, no_exit_bars)
+    out = []
+    for r in fills[: int(acct[A.NFILLS])]:
+        d = fill_dict(r, symbols)
+        out.append(Fill((d["t_ms"] - T0) // H - 1, d["action"], d["reason"], d["price"], d["side"], d["symbol"],
+                        d["size"]))
+    return out, acct
+
+
+def check(row: Row) -> None:
+    got, acct = run(row)
+    want = list(row.expect)
+    assert len(got) == len(want), f"{row.rule}\n  fills: {got}\n  want:  {want}"
+    for g, w in zip(got, want, strict=True):
+        assert (g.bar, g.symbol, g.action, g.reason, g.side) == (w.bar, w.symbol, w.action, w.reason, w.side), (
+            f"{row.rule}\n  fill {g}\n  want {w}")
+        assert g.price == pytest.approx(w.price, rel=1e-12), f"{row.rule}: price {g.price} != {w.price}"
+        if w.size is not None:
+            assert g.size == pytest.approx(w.size, rel=1e-12), f"{row.rule}: size {g.size} != {w.size}"
+    if row.funding_paid is not None:
+        assert acct[A.FUNDING] == pytest.approx(row.funding_paid, rel=1e-12), row.rule
+
+
+# ------------------------------------------------------------------------------------- entry gates
+ENTRY_GATES = [
+    Row("A bar every gate admits opens a long at the close", bars({}), (opens(0),)),
+    Row("A mirrored bar opens a short at the close", bars({}), (opens(0, side="SHORT"),), base=SHORT_BAR),
+    # gate 1: trend side
+    Row("gate 1 trend_side: EMA fast equal to EMA slow gives no side, so no entry",
+        bars({"ema_fast": 98.0}), ()),
+    # gate 2: macro alignment
+    Row("gate 2 macro_aligned: with require_macro_alignment, a long above the macro EMA enters",
+        bars({"ema_macro": 99.9}), (opens(0),), config={"filters": {"require_macro_alignment": True}}),
+    Row("gate 2 macro_aligned: with require_macro_alignment, a long below the macro EMA does not",
+        bars({"ema_macro": 100.1}), (), config={"filters": {"require_macro_alignment": True}}),
+    # gate 3: minimum ADX
+    Row("gate 3 adx_above_min: ADX equal to min_adx (22) admits", bars({"adx": 22.0}), (opens(0),)),
+    Row("gate 3 adx_above_min: ADX just under min_adx refuses", bars({"adx": 21.9}), ()),
+    # gate 4: ADX rising
+    Row("gate 4 adx_rising: a falling ADX under adx_rising_saturation (40) refuses",
+        bars({"adx_slope": -0.1}), ()),
+    Row("gate 4 adx_rising: a falling ADX above the saturation admits",
+        bars({"adx_slope": -0.1, "adx": 40.5}), (opens(0),)),
+    Row("gate 4 adx_rising: with require_adx_rising off, a falling ADX admits",
+        bars({"adx_slope": -0.1}), (opens(0),), config={"filters": {"require_adx_rising": False}}),
+    # gate 5: extension filter
+    Row("gate 5 not_extended: a close 3.95 % from the fast EMA admits (max_dist_ema_fast 4 %)",
+        bars({"ema_fast": 96.2, "ema_slow": 90.0}), (opens(0),)),
+    Row("gate 5 not_extended: a close 4.2 % from the fast EMA refuses",
+        bars({"ema_fast": 96.0, "ema_slow": 90.0}), ()),
+    # gate 6: MACD histogram
+    Row("gate 6 macd_confirms (accel): a histogram shrinking against a long refuses",
+        bars({"macd_hist": 0.4, "macd_hist_prev": 0.5}), ()),
+    Row("gate 6 macd_confirms (sign): a positive but shrinking histogram admits a long",
+        bars({"macd_hist": 0.4, "macd_hist_prev": 0.5}), (opens(0),),
+        config={"thresholds": {"entry": {"macd_hist_entry_mode": "sign"}}}),
+    Row("gate 6 macd_confirms (sign): a negative histogram refuses a long",
+        bars({"macd_hist": -0.1, "macd_hist_prev": -0.5}), (),
+        config={"thresholds": {"entry": {"macd_hist_entry_mode": "sign"}}}),
+    Row("gate 6 macd_confirms (none): the histogram is not read",
+        bars({"macd_hist": -0.4, "macd_hist_prev": 0.5}), (opens(0),),
+        config={"thresholds": {"entry": {"macd_hist_entry_mode": "none"}}}),
+    # gate 7: stoch RSI
+    Row("gate 7 stoch_rsi_allows: K equal to block_long_if_k_gt (0.85) admits a long",
+        bars({"stoch_rsi_k": 0.85}), (opens(0),)),
+    Row("gate 7 stoch_rsi_allows: K above block_long_if_k_gt refuses a long", bars({"stoch_rsi_k": 0.86}), ()),
+    Row("gate 7 stoch_rsi_allows: K below block_short_if_k_lt (0.15) refuses a short",
+        bars({"stoch_rsi_k": 0.14}), (), base=SHORT_BAR),
+    Row("gate 7 stoch_rsi_allows: K equal to block_short_if_k_lt admits a short",
+        bars({"stoch_rsi_k": 0.15}), (opens(0, side="SHORT"),), base=SHORT_BAR),
+    # gate 8: ranging filter (min_adx lowered so that the ADX vote can be cast)
+    Row("gate 8 not_ranging: two ranging votes (ADX under adx_below, narrow Bollinger width) refuse",
+        bars({"adx": 20.0, "bb_width": 0.07}), (), config={"thresholds": {"entry": {"min_adx": 15.0}}}),
+    Row("gate 8 not_ranging: one vote (narrow Bollinger width) is not enough to refuse",
+        bars({"bb_width": 0.07}), (opens(0),), config={"thresholds": {"entry": {"min_adx": 15.0}}}),
+    Row("gate 8 not_ranging: with the filter off, two votes do not refuse",
+        bars({"adx": 20.0, "bb_width": 0.07}), (opens(0),),
+        config={"thresholds": {"entry": {"min_adx": 15.0}}, "filters": {"enable_ranging_filter": False}}),
+    # gate 9: RSI momentum
+    Row("gate 9 rsi_momentum: a long needs RSI above rsi_long_weak (56) when ADX is not strong",
+        bars({"rsi": 56.0}), ()),
+    Row("gate 9 rsi_momentum: RSI just above rsi_long_weak admits", bars({"rsi": 56.1}), (opens(0),)),
+    Row("gate 9 rsi_momentum: with ADX above adx_strong_gt (40), RSI above rsi_long_strong (52) suffices",
+        bars({"rsi": 52.1, "adx": 41.0}), (opens(0),)),
+    Row("gate 9 rsi_momentum: with a strong ADX, RSI at rsi_long_strong refuses",
+        bars({"rsi": 52.0, "adx": 41.0}), ()),
+    Row("gate 9 rsi_momentum: a short needs RSI below rsi_short_weak (44)", bars({"rsi": 44.0}), (),
+        base=SHORT_BAR),
+    # gate 10: BTC alignment (BTC's own bar is quiet: ADX 10, no entry of its own)
+    Row("gate 10 btc_allows: a long is refused while BTC's fast EMA is below its slow EMA",
+        bars({"BTC": {"adx": 10.0, "ema_fast": 97.0}, "ETH": {}}), (), symbols=("BTC", "ETH")),
+    Row("gate 10 btc_allows: a long is admitted while BTC's EMAs point up",
+        bars({"BTC": {"adx": 10.0}, "ETH": {}}), (opens(0),), symbols=("BTC", "ETH")),
+    Row("gate 10 btc_allows: BTC's ADX above btc_adx_override (40) waives the alignment",
+        bars({"BTC": {"adx": 41.0, "ema_fast": 97.0}, "ETH": {}}), (opens(0),), symbols=("BTC", "ETH")),
+    Row("gate 10 btc_allows: without a BTC bar the alignment is not checked",
+        bars({"BTC": MISSING, "ETH": {}}), (opens(0),), symbols=("BTC", "ETH")),
+    Row("gate 10 btc_allows: with require_btc_alignment off, a bearish BTC does not refuse",
+        bars({"BTC": {"adx": 10.0, "ema_fast": 97.0}, "ETH": {}}), (opens(0),), symbols=("BTC", "ETH"),
+        config={"filters": {"require_btc_alignment": False}}),
+    # gate 11: minimum ATR
+    Row("gate 11 atr_above_min: ATR/close equal to min_atr_pct (0.3 %) admits", bars({"atr": 0.3}),
+        (opens(0),)),
+    Row("gate 11 atr_above_min: ATR/close under min_atr_pct refuses", bars({"atr": 0.29}), ()),
+    # gate 12: volume confirmation
+    Row("gate 12 volume_confirms: required, volume above its SMA with a rising SMA admits",
+        bars({}), (opens(0),), config={"filters": {"require_volume_confirmation": True}}),
+    Row("gate 12 volume_confirms: required, volume under its SMA refuses",
+        bars({"volume": 800.0}), (), config={"filters": {"require_volume_confirmation": True}}),
+    Row("gate 12 volume_confirms: required, a falling volume SMA refuses",
+        bars({"vol_trend": 0.0}), (), config={"filters": {"require_volume_confirmation": True}}),
+    # gate 13: minimum confidence
+    Row("gate 13 entry_min_confidence high: a high-confidence signal enters",
+        bars({"adx": 41.0, "volume": 2300.0}), (opens(0),), config={"trade": {"entry_min_confidence": "high"}}),
+    Row("gate 13 entry_min_confidence high: a medium-confidence signal does not",
+        bars({}), (), config={"trade": {"entry_min_confidence": "high"}}),
+    # gate 14: reverse
+    Row("gate 14 reverse_entry_signal: a long signal opens a short", bars({}), (opens(0, side="SHORT"),),
+        config={"trade": {"reverse_entry_signal": True}}),
+    # readiness
+    Row("readiness: an indicator that is not warmed up (NaN RSI) refuses the entry",
+        bars({"rsi": math.nan}), ()),
+    Row("readiness: no entry right after a missing bar; the bar after that enters",
+        bars(MISSING, {}, {}), (opens(2),)),
+]
+
+# ------------------------------------------------------------------------- confidence and sizing
+# medium (ADX 30, volume confirmed); high (ADX 41 and volume > 2.5 x SMA); low (ADX 25, volume under SMA).
+# Margin = 3 % of 10,000 = 300; notional = margin x leverage; size = notional / 100.
+CONFIDENCE = [
+    Row("tiers: low confidence takes leverage_low (1): notional 300", bars({"adx": 25.0, "volume": 800.0}),
+        (opens(0, size=3.0),)),
+    Row("tiers: medium confidence takes leverage_medium (5): notional 1,500", bars({}),
+        (opens(0, size=15.0),)),
+    Row("tiers: high confidence takes leverage_high (7 here): notional 2,100",
+        bars({"adx": 41.0, "volume": 2300.0}), (opens(0, size=21.0),), config={"trade": {"leverage_high": 7.0}}),
+    Row("tiers: without dynamic leverage every tier takes trade.leverage (2): notional 600",
+        bars({"adx": 41.0, "volume": 2300.0}), (opens(0, size=6.0),),
+        config={"trade": {"enable_dynamic_leverage": False}}),
+    Row("sizing: dynamic sizing scales a medium margin by confidence_mult_medium (0.7): notional 1,050",
+        bars({}), (opens(0, size=10.5),), config={"trade": {"enable_dynamic_sizing": True}}),
+    Row("sizing: a notional under min_notional_usd is bumped to it (size_multiplier 0.001: 1.5 -> 10)",
+        bars({}), (opens(0, size=0.1),), config={"trade": {"size_multiplier": 0.001}}),
+    Row("sizing: without bump_to_min_notional a notional under the minimum is skipped",
+        bars({}), (), config={"trade": {"size_multiplier": 0.001, "bump_to_min_notional": False}}),
+]
+
+# ----------------------------------------------------------------------------------------- exits
+NO_PARTIAL = {"trade": {"enable_partial_tp": False}}
+EXITS = [
+    Row("stop loss: a bar trading down through the stop (96) closes the long at the stop",
+        bars({**QUIET, "low": 95.5, "close": 97.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,)),
+    Row("stop loss: a bar opening below the stop (a gap) closes at the open, not at the stop",
+        bars({**QUIET, "open": 94.0, "high": 95.0, "low": 93.0, "close": 94.5}),
+        (closes(0, "stop_loss", 94.0),), start=(HELD_LONG,)),
+    Row("stop before target: a bar touching both the stop (96) and the take-profit (112) closes at the stop",
+        bars({**QUIET, "high": 113.0, "low": 95.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,)),
+    Row("take-profit: partial first (70 % at 102), then the rest at the take-profit (112) on a later bar",
+        bars({**QUIET, "high": 102.5, "close": 101.0}, {**QUIET, "open": 101.0, "high": 112.5, "close": 101.0}),
+        (Fill(0, "REDUCE", "take_profit_partial", 102.0, size=7.0), closes(1, "take_profit", 112.0, size=3.0)),
+        start=(HELD_LONG,)),
+    Row("take-profit: with partial TP off, a bar reaching 102 does nothing and 112 closes all",
+        bars({**QUIET, "high": 102.5, "close": 101.0}, {**QUIET, "open": 101.0, "high": 112.5, "close": 101.0}),
+        (closes(1, "take_profit", 112.0, size=10.0),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("trailing stop: 2 ATR in profit it trails 1 ATR/2 behind the close, never loosens, and closes there",
+        bars({**QUIET, "high": 104.5, "close": 104.0},                      # trail to 103
+             {**QUIET, "open": 104.0, "high": 106.5, "low": 103.5, "close": 106.0},   # trail to 105
+             {**QUIET, "open": 106.0, "high": 106.0, "low": 105.2, "close": 105.5},   # 104.5 would loosen: stays 105
+             {**QUIET, "open": 105.5, "high": 105.6, "low": 104.8, "close": 105.0}),  # hits 105
+        (closes(3, "trailing_stop", 105.0),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("break-even: 0.5 ATR in profit the stop moves to entry + 0.05 ATR (100.1) and closes there",
+        bars({**QUIET, "high": 101.2, "close": 101.0}, {**QUIET, "open": 100.8, "high": 100.9, "low": 100.0}),
+        (closes(1, "breakeven_stop", 100.1),), start=(HELD_LONG,),
+        config={"trade": {"enable_breakeven_stop": True, "trailing_start_atr": 10.0}}),
+    Row("break-even: off by default, the same bars leave the long open",
+        bars({**QUIET, "high": 101.2, "close": 101.0}, {**QUIET, "open": 100.8, "high": 100.9, "low": 100.0}),
+        (), start=(HELD_LONG,), config={"trade": {"trailing_start_atr": 10.0}}),
+    Row("trend flip: the fast EMA crossing under the slow one closes the long at the close",
+        bars({**QUIET, "ema_fast": 97.9, "close": 99.5}), (closes(0, "trend_flip", 99.5),), start=(HELD_LONG,)),
+    Row("RSI overextension: RSI above rsi_exit_ub_lo_profit (80) closes the long at the close",
+        bars({**QUIET, "rsi": 80.1, "close": 100.5}), (closes(0, "rsi_overextension", 100.5),),
+        start=(HELD_LONG,)),
+    Row("RSI overextension: RSI at 80 keeps the long", bars({**QUIET, "rsi": 80.0}), (), start=(HELD_LONG,)),
+    Row("RSI overextension: off, RSI 90 keeps the long", bars({**QUIET, "rsi": 90.0}), (), start=(HELD_LONG,),
+        config={"trade": {"enable_rsi_overextension_exit": False}}),
+    Row("end of data: nothing closes a quiet long during the bars", bars(QUIET, QUIET), (), start=(HELD_LONG,)),
+]
+
+# ---------------------------------------------------------------------- ranking, caps, cooldowns
+THREE = ("AAA", "BBB", "CCC")
+RANKING = [
+    Row("ranking: under max_open_positions 2, the two highest ADX of three medium signals open, best first",
+        bars({"AAA": {"adx": 31.0}, "BBB": {"adx": 35.0}, "CCC": {"adx": 33.0}}),
+        (opens(0, symbol="BBB"), opens(0, symbol="CCC")), symbols=THREE,
+        config={"trade": {"max_open_positions": 2}}),
+    Row("ranking: confidence outranks ADX (a high signal with ADX 41 before a medium one with ADX 45)",
+        bars({"AAA": {"adx": 45.0}, "BBB": {"adx": 41.0, "volume": 2300.0}, "CCC": QUIET}),
+        (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
+    Row("ranking: equal scores go by symbol order", bars({"AAA": {}, "BBB": {}, "CCC": {}}),
+        (opens(0, symbol="AAA"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
+    Row("margin cap: with max_total_margin_pct 5 %, one 3 % margin fits and the second-ranked is refused",
+        bars({"AAA": {"adx": 31.0}, "BBB": {"adx": 35.0}, "CCC": QUIET}),
+        (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_total_margin_pct": 0.05}}),
+    Row("max_open_positions: a held position counts, so with a cap of 1 a new signal does not open",
+        bars({"AAA": QUIET, "BBB": {}, "CCC": QUIET}), (), symbols=THREE,
+        start=({**HELD_LONG, "symbol": "AAA"},), config={"trade": {"max_open_positions": 1}}),
+    Row("entry cooldown: stopped out on bar 0, the symbol may not re-enter for reentry_cooldown_minutes (90)",
+        bars({**QUIET, "low": 95.5, "close": 97.0}, {"close": 97.5}, {"close": 97.5}),
+        (closes(0, "stop_loss", 96.0), opens(2, 97.5)), start=(HELD_LONG,),
+        config={"trade": {"reentry_cooldown_minutes": 90.0}}),
+    Row("entry cooldown: with the default 60 minutes it re-enters on the next bar",
+        bars({**QUIET, "low": 95.5, "close": 97.0}, {"close": 97.5}),
+        (closes(0, "stop_loss", 96.0), opens(1, 97.5)), start=(HELD_LONG,)),
+    Row("add cooldown: pyramiding adds once add_cooldown_minutes (90) have passed since the last open/add",
+        bars({"close": 101.5, "high": 101.8}, {"close": 101.5, "high": 101.8}),
+        (Fill(1, "ADD", "pyramid", 101.5),), start=({**HELD_LONG, "open_time_ms": T0},),
+        config={"trade": {"enable_pyramiding": True, "add_cooldown_minutes": 90.0}}),
+    Row("add: a position less than add_min_profit_atr (0.5 ATR = 1) in profit is not added to",
+        bars({"close": 100.9, "high": 101.0}), (), start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True}}),
+    Row("add: at max_adds_per_symbol no further add", bars({"close": 101.5, "high": 101.8}), (),
+        start=({**HELD_LONG, "adds_count": 2},), config={"trade": {"enable_pyramiding": True}}),
+    Row("add: an add is add_fraction_of_base_margin (0.5) of the opening margin (200) at the position's "
+        "leverage (5): notional 500",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=500.0 / 101.5),),
+        start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True}}),
+]
+
+# --------------------------------------------------------------------------------------- funding
+FUNDING = [
+    Row("funding: a long pays size x open x rate at the bar's open (10 x 100 x 0.001)",
+        bars(QUIET), (), start=(HELD_LONG,), funding=(0.001,), funding_paid=1.0),
+    Row("funding on a missing bar: owed anyway, at the last close (10 x 100 x 0.001)",
+        bars(MISSING), (), start=(HELD_LONG,), funding=(0.001,), funding_paid=1.0),
+    Row("funding: a short receives a positive rate", bars({**SHORT_BAR, "adx": 10.0}), (),
+        start=({**HELD_LONG, "side": "SHORT"},), funding=(0.001,), funding_paid=-1.0),
+    Row("funding: off with simulate_funding false", bars(QUIET), (), start=(HELD_LONG,), funding=(0.001,),
+        funding_paid=0.0, config={"trade": {"simulate_funding": False}}),
+]
+
+TABLE = ENTRY_GATES + CONFIDENCE + EXITS + RANKING + FUNDING
+
+
+@pytest.mark.parametrize("row", TABLE, ids=[r.rule for r in TABLE])
+def test_rule(row: Row) -> None:
+    check(row)
+
+
+def test_every_gate_is_a_kernel_function_called_directly():
+    """Single gates, straight from the CPU kernel: each admits the long bar and refuses one value."""
+    cfg = config_from_dict({"global": COMMON})
+    p = cfg.params_for(None)
+    f = np.full(F.N, math.nan)
+    for name, v in LONG_BAR.items():
+        f[getattr(F, name.upper())] = v
+    long = 1.0
+    assert K.trend_side(f) == long
+    for gate, args, field_name, refusing in (
+        (K.adx_above_min, (p, f), "adx", 21.0),
+        (K.adx_rising, (p, f), "adx_slope", -1.0),
+        (K.not_extended, (p, f), "ema_fast", 90.0),
+        (K.macd_confirms, (p, f, long), "macd_hist", 0.3),
+        (K.stoch_rsi_allows, (p, f, long), "stoch_rsi_k", 0.9),
+        (K.rsi_momentum, (p, f, long), "rsi", 50.0),
+        (K.atr_above_min, (p, f), "atr", 0.1),
+    ):
+        assert gate(*args), gate
+        col = getattr(F, field_name.upper())
+        kept, f[col] = f[col], refusing
+        assert not gate(*args), (gate, field_name, refusing)
+        f[col] = kept
