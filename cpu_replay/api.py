@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from cpu_replay.engine import EngineState, replay_loop
-from cpu_replay.report import daily_returns, metrics_to_dict, per_symbol_stats, trace_checksum
+from cpu_replay.engine import NCURVE, EngineState, replay_loop
+from cpu_replay.report import daily_returns, equity_curve, metrics_to_dict, per_symbol_stats, trace_checksum
 from cpu_replay.state_io import apply_init_state
 from cpu_replay.subbars import SubBars, build_sub_bars
 from marketdata.candles import exclude_symbols
@@ -39,6 +39,9 @@ from strategy.layout import (
     NFILL,
     NM,
     NTRADE,
+    POS_LAST_CLOSE,
+    POS_SIDE,
+    POS_SIZE,
 )
 from strategy.params import P_SLIPPAGE_BPS
 from strategy.records import fill_dicts, trade_dicts
@@ -96,7 +99,7 @@ def window_start(resume: EngineState) -> EngineState:
 
 
 def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_idx, max_fills, max_trades,
-         sub: SubBars, resume: EngineState | None = None):
+         sub: SubBars, resume: EngineState | None = None, with_curve: bool = False):
     symbols = list(md.symbols)
     if resume is not None:
         state = window_start(resume)
@@ -109,24 +112,40 @@ def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_id
     trades = np.zeros((max_trades, NTRADE))
     equity = np.full(len(md.times), np.nan)
     nsym = len(symbols)
+    nbar = len(md.times) if with_curve else 0
+    curve = np.full((nbar, NCURVE), np.nan)   # the per-bar account beside the equity (engine.record_bar)
+    sym_notional = np.zeros((nsym, nbar))
+    start_account = account_at(state)
     book = (state.pos, state.acct, np.zeros(nsym), np.zeros(nsym, np.int64), fills, trades)
     replay_loop(md.times.astype(np.int64), int(md.interval_ms), (md.open, md.high, md.low, md.close, md.volume),
                 md.valid, funding, params, wv, symbols.index("BTC") if "BTC" in symbols else -1, state.states,
                 state.feat, book, (sub.open, sub.high, sub.low, sub.valid, sub.close_ms, sub.k), equity, first_idx,
-                max(start_idx, first_idx), end_idx)
-    return state, fills, trades, equity
+                max(start_idx, first_idx), end_idx, curve, sym_notional)
+    return state, fills, trades, equity, (curve, sym_notional, start_account)
+
+
+def account_at(state: EngineState) -> dict:
+    """The account before the first replayed bar, in equity_curve's columns (a resumed checkpoint
+    may start with open positions)."""
+    pos, acct = state.pos, state.acct
+    notional = np.where(pos[:, POS_SIDE] != 0.0, pos[:, POS_SIZE] * pos[:, POS_LAST_CLOSE] * pos[:, POS_SIDE], 0.0)
+    notional = np.nan_to_num(notional)
+    return {"equity": float(acct[A_EQUITY]), "balance": float(acct[A_BALANCE]),
+            "exposure": float(np.abs(notional).sum()), "open_positions": float(np.count_nonzero(pos[:, POS_SIDE])),
+            "by_symbol": notional}
 
 
 def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: float = 10_000.0,
                slippage_bps: float | None = None, start_ms: int | None = None, end_ms: int | None = None,
                with_trades: bool = True, init_state: dict | None = None, exit_md=None,
-               resume: EngineState | None = None) -> dict:
+               resume: EngineState | None = None, with_equity: bool = False) -> dict:
     """Replay `cfg` over `md` with the canonical engine; see the module docstring.
 
     `exit_md`: candles of the config's finer exit interval (same symbols); stops and targets are
     then checked on those bars inside each main bar.
     `resume`: a trader's engine checkpoint taken after bar 0 of `md` (same symbols, same windows):
     the replay continues from it bit for bit instead of warming up from scratch.
+    `with_equity`: add `equity_curve`, the engine's per-bar marked-to-market equity (report.equity_curve).
     """
     if not (math.isfinite(initial_balance) and initial_balance > 0):
         raise ReplayError(f"--initial-balance must be a finite number > 0 (got {initial_balance})")
@@ -147,16 +166,22 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
     funding = np.ascontiguousarray(funding, dtype=np.float64)
     start_idx, end_idx = window_indices(md.times, start_ms, end_ms)
     max_fills = max(1024, len(symbols) * (end_idx - start_idx) // 16)
-    state, fills, trades, equity = _run(md, params, wv, funding, initial_balance, init_state,
-                                        start_idx, end_idx, max_fills, max_fills, sub, resume)
+    state, fills, trades, equity, account = _run(md, params, wv, funding, initial_balance, init_state,
+                                                 start_idx, end_idx, max_fills, max_fills, sub, resume, with_equity)
     n_fills, n_trades = int(state.acct[A_NFILLS]), int(state.acct[A_TRADES])
     if n_fills > max_fills or n_trades > max_fills:   # buffers overflowed: rerun with exact sizes
-        state, fills, trades, equity = _run(md, params, wv, funding, initial_balance, init_state,
-                                            start_idx, end_idx, n_fills, n_trades, sub, resume)
+        state, fills, trades, equity, account = _run(md, params, wv, funding, initial_balance, init_state,
+                                                     start_idx, end_idx, n_fills, n_trades, sub, resume, with_equity)
     metrics = np.zeros(NM)
     KERNEL_CPU.write_metrics(state.acct, metrics)
     fills, trades = fills[:n_fills], trades[:n_trades]
-    return _report(cfg, md, metrics, state, fills, trades, equity, start_idx, end_idx, params, with_trades)
+    report = _report(cfg, md, metrics, state, fills, trades, equity, start_idx, end_idx, params, with_trades)
+    if with_equity:
+        first = max(start_idx, 1 if resume is not None else 0)
+        curve, sym_notional, start = account
+        report["equity_curve"] = equity_curve(md.times, md.interval_ms, equity, curve, sym_notional, symbols,
+                                              first, end_idx, start, report["final_balance"])
+    return report
 
 
 def _report(cfg, md, metrics, state, fills, trades, equity, start_idx, end_idx, params, with_trades):

@@ -213,6 +213,8 @@ def replay(
     init_state: Annotated[Path | None, typer.Option(help="State JSON from tools/export_state.py to continue from")] = None,
     lookback: Annotated[int, typer.Option(help="Warm-up bars loaded before --start")] = 400,
     trades: Annotated[bool, typer.Option("--trades", help="Embed the trade list and fill trace in the report")] = False,
+    equity: Annotated[bool, typer.Option("--equity", help="Embed the engine's per-bar equity curve (equity_curve) in the report")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Also write a self-contained HTML plot here (needs the [plots] extra)")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the JSON report here instead of stdout")] = None,
 ) -> None:
     """Replay a config over candle DBs with the canonical engine; JSON report out."""
@@ -220,6 +222,8 @@ def replay(
     try:
         if output is not None:
             check_output_path(output)
+        if plot is not None:
+            check_plot_output(plot)
         check_finite("--initial-balance", initial_balance, positive=True)
         check_finite("--slippage-bps", slippage_bps)
         if lookback < 0:
@@ -242,13 +246,47 @@ def replay(
         exit_md = load_exit_data(cfg, md, exit_candles_db)
         report = run_replay(cfg, md, funding=funding, initial_balance=initial_balance,
                             slippage_bps=slippage_bps, start_ms=start_ms, end_ms=end_ms,
-                            with_trades=trades, init_state=state, exit_md=exit_md)
+                            with_trades=trades or plot is not None, init_state=state, exit_md=exit_md,
+                            with_equity=equity or plot is not None)
+        if plot is not None:
+            write_plot(plot, report, md, cfg, sources)
     except user_errors() as exc:
         raise fail(str(exc) + note) from None
+    report = trim_report(report, trades, equity)
     write_output(json.dumps(report, sort_keys=True, indent=2), output)  # first: a failed write is one line
     if note:  # after the run, so that a failing run still prints exactly one line
         err.print(f"interval {report['interval']} (from the candles DB)", highlight=False)
     err.print(summary_table(report))
+
+
+def check_plot_output(path: Path) -> None:
+    """Refuse before replaying when the plot could never be written or plotly is missing."""
+    from reports.html import PlotsUnavailable, plotly
+
+    check_output_path(path, "--plot")
+    try:
+        plotly()
+    except PlotsUnavailable as exc:
+        raise CliError(f"--plot: {exc}") from None
+
+
+def write_plot(path: Path, report: dict, md, cfg, sources: str) -> None:
+    """The replay's HTML plot, labelled SYNTHETIC when the candles came from marketdata.demo."""
+    from marketdata.candles import resolve_sources
+    from reports.html import synthetic_note
+    from reports.replay_plot import replay_page
+
+    files = resolve_sources(sources)
+    wv = np.ascontiguousarray(cfg.windows(), dtype=np.int64)
+    text = replay_page(report, md, wv, synthetic_note(files))
+    write_output_file(path, text, "--plot")
+    err.print(f"plot written to {path}", highlight=False)
+
+
+def trim_report(report: dict, trades: bool, equity: bool) -> dict:
+    """Drop what --plot needed but the JSON was not asked to carry."""
+    drop = ([] if trades else ["trades", "fills"]) + ([] if equity else ["equity_curve"])
+    return {k: v for k, v in report.items() if k not in drop}
 
 
 def indicator_rows(md, symbol: str, wv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

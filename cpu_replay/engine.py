@@ -16,7 +16,19 @@ import numpy as np
 from strategy.features import NF
 from strategy.indicators import STREAM, stream_state_len
 from strategy.kernel import KERNEL_CPU
-from strategy.layout import A_EQUITY, A_NFILLS, NACCT, NFILL, NPOS, NTRADE, POS_LAST_CLOSE, POS_SIDE, R_SYSTEM
+from strategy.layout import (
+    A_BALANCE,
+    A_EQUITY,
+    A_NFILLS,
+    NACCT,
+    NFILL,
+    NPOS,
+    NTRADE,
+    POS_LAST_CLOSE,
+    POS_SIDE,
+    POS_SIZE,
+    R_SYSTEM,
+)
 from strategy.params import P_SLIPPAGE_BPS, P_TAKER_FEE_BPS
 
 _init_state = KERNEL_CPU.init_state
@@ -41,13 +53,41 @@ def advance_bar(bar_open_ms, interval_ms, bar, valid, prev_valid, funding, param
                   book, exit_bars)
 
 
+# per-bar account columns written by replay_loop beside the equity (cpu_replay.report.equity_curve)
+CURVE_BALANCE, CURVE_EXPOSURE, CURVE_OPEN = 0, 1, 2
+NCURVE = 3
+
+
+@numba.njit(cache=True)
+def record_bar(b, pos, acct, curve, sym_notional):
+    """The account at bar b's close, as the engine holds it: realised balance (cash), gross
+    exposure (sum of |size x mark|), open positions, and each symbol's signed notional at its mark
+    (only when ``sym_notional`` has bar columns: it costs nsym x nbar)."""
+    exposure = 0.0
+    n_open = 0.0
+    per_symbol = sym_notional.shape[1] > 0
+    for s in range(pos.shape[0]):
+        notional = 0.0
+        if pos[s, POS_SIDE] != 0.0:
+            notional = pos[s, POS_SIZE] * pos[s, POS_LAST_CLOSE] * pos[s, POS_SIDE]
+            exposure += abs(notional)
+            n_open += 1.0
+        if per_symbol:
+            sym_notional[s, b] = notional
+    curve[b, CURVE_BALANCE] = acct[A_BALANCE]
+    curve[b, CURVE_EXPOSURE] = exposure
+    curve[b, CURVE_OPEN] = n_open
+
+
 @numba.njit(cache=True)
 def replay_loop(times, interval_ms, bars, valid, funding, params, wv, btc_idx, states, feat, book, sub, equity,
-                first_idx, start_idx, end_idx):
+                first_idx, start_idx, end_idx, curve, sym_notional):
     """Replay bars [first_idx, end_idx): indicators warm up from first_idx, trading starts at
     start_idx. first_idx = 1 resumes a checkpoint whose last processed bar is bar 0.
     ``bars`` = (o, h, lo, c, v) [nsym, nbar]; ``sub`` = (sub_o, sub_h, sub_l, sub_valid [nsym, nbar, k],
-    sub_close_ms [nbar, k], k): the exit-interval bars of every bar."""
+    sub_close_ms [nbar, k], k): the exit-interval bars of every bar. ``equity[b]`` gets the equity
+    marked at bar b's close; ``curve`` [nbar, NCURVE] and ``sym_notional`` [nsym, nbar] the rest of
+    the account (record_bar) when they have rows, else nothing (a sweep-sized replay pays nothing)."""
     o, h, lo, c, v = bars
     sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub = sub
     pos, acct, _rank_score, _rank_idx, fills, trades = book
@@ -63,6 +103,8 @@ def replay_loop(times, interval_ms, bars, valid, funding, params, wv, btc_idx, s
                     (sub_o[:, b, :], sub_h[:, b, :], sub_l[:, b, :], sub_valid[:, b, :], sub_close_ms[b], nsub),
                     b >= start_idx)
         equity[b] = acct[A_EQUITY]
+        if curve.shape[0] > 0:
+            record_bar(b, pos, acct, curve, sym_notional)
     _finish(pos, acct, fills, trades, params)
 
 

@@ -54,3 +54,48 @@ def metrics_to_dict(metrics: np.ndarray) -> dict:
     out["fills"] = int(out["fills"])
     out["total_fees"] = out.pop("total_fees")
     return out
+
+
+def equity_curve(times: np.ndarray, interval_ms: int, equity: np.ndarray, curve: np.ndarray,
+                 sym_notional: np.ndarray, symbols: list[str], start_idx: int, end_idx: int, start: dict,
+                 final_balance: float) -> dict:
+    """The engine's per-bar account over the window, as the report's `equity_curve`.
+
+    Points: the account before the window (``start``, at the first bar's open), the account the
+    engine marked at each bar's close (cpu_replay.engine.replay_loop: ``equity``, and ``curve``'s
+    balance / exposure / open positions), then the flat account after the end-of-data closes at the
+    last close time. So the last equity is `final_balance` and the drawdown of the series from its
+    first value is exactly the kernel's `max_drawdown_pct` (same points, same arithmetic).
+    unrealised = equity - balance; exposure = sum of |size x mark|; exposure_by_symbol holds each
+    symbol's signed notional at its mark."""
+    from cpu_replay.engine import CURVE_BALANCE, CURVE_EXPOSURE, CURVE_OPEN
+
+    window = slice(start_idx, end_idx)
+    t_close = times[window].astype(np.int64) + int(interval_ms)
+    eq = equity[window]
+    balance = curve[window, CURVE_BALANCE]
+    out = {
+        "t_ms": [int(times[start_idx])] + t_close.tolist() + [int(t_close[-1])],
+        "equity": [start["equity"]] + eq.tolist() + [float(final_balance)],
+        "balance": [start["balance"]] + balance.tolist() + [float(final_balance)],
+        "unrealised": [start["equity"] - start["balance"]] + (eq - balance).tolist() + [0.0],
+        "exposure": [start["exposure"]] + curve[window, CURVE_EXPOSURE].tolist() + [0.0],
+        "open_positions": [int(start["open_positions"])] + curve[window, CURVE_OPEN].astype(int).tolist() + [0],
+    }
+    if sym_notional.shape[1]:
+        out["exposure_by_symbol"] = {sym: [float(start["by_symbol"][s])] + sym_notional[s, window].tolist() + [0.0]
+                                     for s, sym in enumerate(symbols) if np.any(sym_notional[s, window])}
+    return out
+
+
+def curve_drawdown(equity: list[float] | np.ndarray) -> float:
+    """Largest fall from the running peak as a fraction, peak starting at the first point (the
+    kernel's note_equity arithmetic)."""
+    peak, worst = float(equity[0]), 0.0
+    for e in equity:
+        e = float(e)
+        if e > peak:
+            peak = e
+        if peak > 0.0:
+            worst = max(worst, (peak - e) / peak)
+    return worst

@@ -217,6 +217,9 @@ def sweep_command(
         out.print(f"TPE: {sm['tpe_trials']:,} optuna trials x neighbourhood {sm['neighborhood']} -> "
                   f"{result.candidates_evaluated:,} candidates ({result.distinct_candidates:,} distinct, "
                   f"{sm['rejected_by_constraints']:,} neighbours dropped by constraints)", highlight=False)
+        from gpu.tpe import dashboard_hint
+
+        out.print(dashboard_hint(storage, study_name or "sweep"), highlight=False, soft_wrap=True)
     title = (f"top {min(show, len(result.rows))} of {result.candidates_evaluated} candidates "
              f"({result.backend}, {result.precision}, {result.candidates_per_s:,.0f} cand/s, "
              f"{result.elapsed_s:.1f} s)")

@@ -6,8 +6,12 @@ days inside optuna while the GPU idles. Here each optuna trial is one proposal P
 expands it into up to M candidates (P plus neighbours one to three axis steps away) and tells
 optuna the best objective of the neighbourhood. 1M candidates at M=256 are ~3,900 trials.
 
-Each axis is suggested as an integer index into its value list, so TPE sees the axis as ordered
-and every candidate is exactly one of the spec's values. A neighbourhood is drawn from a numpy
+Each axis is suggested in its own values, named by its config path (so optuna-dashboard shows
+`trade.sl_atr_mult = 2.25`, not an index): an evenly spaced numeric axis as an Int/FloatDistribution
+with that step (ordered for TPE, exactly like an index), any other list as a categorical; the
+value is mapped back to its index, so every candidate is exactly one of the spec's values. The
+study's metric name is the objective's. With neighbourhoods (M > 1) every evaluated candidate also
+goes to a companion study in ``<storage stem>.candidates.journal`` (see ``CandidateLog``). A neighbourhood is drawn from a numpy
 Generator seeded by (seed, trial number), so it is a pure function of the trial: a resumed study
 regenerates it exactly. With a storage URL the study survives a kill: told trials are kept and
 their neighbourhoods are regenerated and re-evaluated (one launch per batch of trials, never told
@@ -26,9 +30,11 @@ told PRUNED (and evaluates nothing), as before.
 
 from __future__ import annotations
 
+import shlex
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -41,6 +47,7 @@ MAX_AXES_MOVED = 3
 DRAW_ROUNDS = 8               # bounded attempts: at most DRAW_ROUNDS x block draws per neighbourhood
 LIMIT_ATTR, CANDIDATES_ATTR, NEIGHBORHOOD_ATTR = "limit", "candidates", "neighborhood"
 STALL_PROPOSALS = 2_000       # consecutive proposals with no valid candidate: the constraints win
+CANDIDATE_LOG_LIMIT = 100_000  # candidates kept in the companion study (~0.5 ms and ~1 kB each)
 
 
 # ----------------------------------------------------------------------------------- objective
@@ -165,11 +172,21 @@ class _Collector:
     numbers: list[np.ndarray] = field(default_factory=list)
     idx: list[np.ndarray] = field(default_factory=list)
     metrics: list[np.ndarray] = field(default_factory=list)
+    log: CandidateLog | None = None       # neighbourhood searches: every candidate for optuna-dashboard
+    unlogged: list = field(default_factory=list)
 
     def add(self, number: int, idx: np.ndarray, metrics: np.ndarray) -> None:
         self.numbers.append(np.full(len(idx), number, dtype=np.int64))
         self.idx.append(idx.astype(self.dtype))
         self.metrics.append(np.asarray(metrics, dtype=np.float64))
+        if self.log is not None:
+            self.unlogged.append((number, idx, np.asarray(metrics, dtype=np.float64)))
+
+    def flush(self) -> None:
+        """One companion-study write per launch (add_trials in bulk)."""
+        if self.log is not None and self.unlogged:
+            self.log.add(self.unlogged)
+        self.unlogged = []
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not self.idx:
@@ -180,17 +197,115 @@ class _Collector:
 # -------------------------------------------------------------------------------------- study
 
 def _param_name(i: int, path: str) -> str:
-    return f"a{i:02d}:{path}"
+    """The optuna parameter of axis i: its config path, so optuna-dashboard labels it as the YAML does."""
+    return path
+
+
+def _arithmetic_step(values: tuple) -> float | None:
+    """The common step of an ascending numeric value list (an evenly spaced axis), else None."""
+    if len(values) < 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        return None
+    diffs = np.diff(np.asarray(values, dtype=np.float64))
+    step = float(diffs[0])
+    if step <= 0 or not np.allclose(diffs, step, rtol=1e-9, atol=1e-12):
+        return None
+    return step
+
+
+def axis_distribution(axis):
+    """The optuna distribution of an axis, in the axis's own values (so the study and
+    optuna-dashboard show real values, not indices). An evenly spaced numeric axis becomes an
+    Int/FloatDistribution with that step, which TPE treats as ordered exactly like the index it
+    replaces; any other list (enums, bools, uneven numbers) becomes a categorical of its values."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    values = axis.values
+    step = _arithmetic_step(values)
+    if step is None:
+        return CategoricalDistribution(list(values))
+    if all(isinstance(v, int) for v in values):
+        return IntDistribution(int(values[0]), int(values[-1]), step=int(step))
+    return FloatDistribution(float(values[0]), float(values[-1]), step=step)
+
+
+def value_index(axis, dist, value) -> int:
+    """The index in ``axis.values`` of a value optuna stored (a step grid is snapped to it)."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices).index(value)
+    return int(min(max(round((float(value) - dist.low) / dist.step), 0), len(axis.values) - 1))
 
 
 def _trial_value_idx(spec: SweepSpec, params: dict) -> np.ndarray:
-    return np.array([params[_param_name(i, a.path)] for i, a in enumerate(spec.axes)], dtype=np.int64)
+    dists = _distributions(spec)
+    names = [_param_name(i, a.path) for i, a in enumerate(spec.axes)]
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(f"optuna study: trial has no parameter {missing[0]!r} (a study written by an older "
+                         "version or another spec; resume with the same spec or use a new --study-name)")
+    return np.array([value_index(a, dists[n], params[n]) for a, n in zip(spec.axes, names, strict=True)],
+                    dtype=np.int64)
+
+
+def _trial_params(spec: SweepSpec, dists: dict, value_idx: np.ndarray) -> dict:
+    """Axis values of one candidate as optuna parameters (the inverse of _trial_value_idx)."""
+    return {_param_name(i, a.path): _external(dists[_param_name(i, a.path)], a.values[int(value_idx[i])])
+            for i, a in enumerate(spec.axes)}
+
+
+def _external(dist, value):
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return value
+    return int(value) if isinstance(dist, IntDistribution) else float(value)
+
+
+_DIST_CACHE: dict[int, tuple[SweepSpec, dict]] = {}
 
 
 def _distributions(spec: SweepSpec) -> dict:
-    from optuna.distributions import IntDistribution
+    hit = _DIST_CACHE.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    dists = {_param_name(i, a.path): axis_distribution(a) for i, a in enumerate(spec.axes)}
+    _DIST_CACHE.clear()
+    _DIST_CACHE[id(spec)] = (spec, dists)
+    return dists
 
-    return {_param_name(i, a.path): IntDistribution(0, len(a.values) - 1) for i, a in enumerate(spec.axes)}
+
+OBJECTIVE_LABELS = {
+    "pnl": "total_pnl (USD, net of fees and funding)",
+    "sharpe": "sharpe (daily returns, annualised)",
+    "balanced": "balanced = return - 2 x max drawdown",
+}
+
+
+def metric_name(objective: str, neighborhood: int) -> str:
+    """The objective's name as optuna-dashboard shows it (instead of "Objective 0")."""
+    label = OBJECTIVE_LABELS.get(objective, objective)
+    return label if neighborhood <= 1 else f"best of neighbourhood: {label}"
+
+
+def dashboard_command(storage: str | None) -> str | None:
+    """The shell command that opens the study in optuna-dashboard (None without a storage)."""
+    if not storage:
+        return None
+    return f"optuna-dashboard {shlex.quote(storage)}"
+
+
+def dashboard_hint(storage: str | None, study_name: str | None = None) -> str:
+    """One line for the operator: how to browse the search (or how to make it browsable)."""
+    if not storage:
+        return ("optuna-dashboard: pass --storage sqlite:///sweep_optuna.db to keep the study and browse it "
+                "(pip install -e '.[plots]')")
+    name = f" (study {study_name!r})" if study_name else ""
+    line = f"optuna-dashboard: {dashboard_command(storage)}{name}"
+    journal = candidates_journal_path(storage)
+    if journal is not None and journal.exists():
+        line += f"; every candidate: optuna-dashboard {shlex.quote(str(journal))}"
+    return line
 
 
 def trial_sampler(seed: int, trial_number: int):
@@ -223,14 +338,95 @@ def check_storage(url: str) -> None:
         raise ValueError(f"--storage {url}: {reason}") from None
 
 
-def open_study(spec: SweepSpec, *, seed: int, storage: str | None, study_name: str | None):
-    """Create or load the study (the sampler is replaced per ask, see ``trial_sampler``)."""
+def open_study(spec: SweepSpec, *, seed: int, storage: str | None, study_name: str | None,
+               objective: str = "pnl", neighborhood: int = 1):
+    """Create or load the study (the sampler is replaced per ask, see ``trial_sampler``), named
+    for optuna-dashboard: the objective's metric name and what the study is."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name or "sweep"
-    return optuna.create_study(study_name=name, storage=storage, sampler=trial_sampler(seed, 0),
-                               direction="maximize", load_if_exists=storage is not None)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=trial_sampler(seed, 0),
+                                direction="maximize", load_if_exists=storage is not None)
+    label_study(study, spec, objective, neighborhood)
+    return study
+
+
+def label_study(study, spec: SweepSpec, objective: str, neighborhood: int) -> None:
+    """Metric name and a description in the study's user attrs (shown by optuna-dashboard)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric_name(objective, neighborhood)])
+    study.set_user_attr("objective", objective)
+    study.set_user_attr("sweep_spec", str(spec.source))
+    study.set_user_attr("axes", ", ".join(a.path for a in spec.axes))
+    if neighborhood > 1:
+        study.set_user_attr("about", f"each trial is a proposal; its value is the best of the {neighborhood} "
+                                     "candidates around it (every candidate: the .candidates.journal study)")
+
+
+def candidates_journal_path(storage: str | None) -> Path | None:
+    """Where a neighbourhood search keeps every candidate: beside a SQLite storage,
+    ``dir/x.sqlite3`` -> ``dir/x.candidates.journal``. None for in-memory or server storages."""
+    if not storage or not storage.startswith("sqlite:///"):
+        return None
+    path = Path(storage[len("sqlite:///"):].split("?", 1)[0])
+    return path.with_name(path.stem + ".candidates.journal") if path.name else None
+
+
+class CandidateLog:
+    """Every candidate a neighbourhood search evaluated, as one COMPLETE trial each (real axis
+    values, its own objective, the proposal it belongs to) in a companion optuna study.
+
+    Why a companion: the search study must hold one trial per proposal (optuna's cost per ask grows
+    with its trials), so neighbours are invisible there. Why a journal file: optuna's SQLite storage
+    takes ~7 ms per added trial, its journal file ~0.5 ms. At most ``limit`` candidates are kept
+    (the study's user attrs say how many were evaluated), so a million-candidate night stays cheap.
+    A resumed run skips proposals already logged."""
+
+    def __init__(self, spec: SweepSpec, path: Path, study_name: str, objective: str, initial_balance: float,
+                 limit: int = CANDIDATE_LOG_LIMIT):
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        self.spec, self.objective, self.initial_balance, self.limit = spec, objective, initial_balance, limit
+        self.dists = _distributions(spec)
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        self.study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
+                                         load_if_exists=True)
+        label_study(self.study, spec, objective, 1)
+        done = self.study.get_trials(deepcopy=False)
+        self.logged = {int(t.user_attrs.get("proposal", -1)) for t in done}
+        self.count = len(done)
+        self.evaluated = int(self.study.user_attrs.get("candidates_evaluated", 0))
+
+    def add(self, rows: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        """rows: (proposal trial number, value_idx [n, naxes], metrics [n, NM]) of one launch."""
+        from optuna.trial import create_trial
+
+        trials = []
+        for number, idx, metrics in rows:
+            if number in self.logged:
+                continue
+            self.logged.add(number)
+            self.evaluated += len(idx)
+            values = objective_values(metrics, self.objective, self.initial_balance)
+            for row, m, v in zip(idx, metrics, values, strict=True):
+                if self.count + len(trials) >= self.limit:
+                    break
+                trials.append(create_trial(
+                    params=_trial_params(self.spec, self.dists, row), distributions=self.dists, value=float(v),
+                    user_attrs={"proposal": int(number), "total_pnl": float(m[M_TOTAL_PNL]),
+                                "trades": int(m[M_TOTAL_TRADES]), "max_drawdown_pct": float(m[M_MAX_DD]),
+                                "sharpe": float(m[M_SHARPE])}))
+        if trials:
+            self.study.add_trials(trials)
+            self.count += len(trials)
+        self.study.set_user_attr("candidates_evaluated", self.evaluated)
+        self.study.set_user_attr("candidates_shown", self.count)
 
 
 def _resume_state(study, neighborhood: int, storage: str | None) -> tuple[int, int]:
@@ -276,12 +472,16 @@ def run_tpe(spec: SweepSpec, evaluate: Callable[[np.ndarray], np.ndarray], *, tr
     if storage is not None:
         check_storage(storage)
     dists = _distributions(spec)
-    study = open_study(spec, seed=seed, storage=storage, study_name=study_name)
+    study = open_study(spec, seed=seed, storage=storage, study_name=study_name, objective=objective,
+                       neighborhood=neighborhood)
     finished, done = _resume_state(study, neighborhood, storage)
     orphans = list(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
     hoods = Neighbourhoods(spec, seed, neighborhood)
     per_launch = max(1, batch // neighborhood)
     kept = _Collector(len(spec.axes), compact_index_dtype(spec))
+    journal = candidates_journal_path(storage) if neighborhood > 1 else None
+    if journal is not None:
+        kept.log = CandidateLog(spec, journal, study.study_name, objective, initial_balance)
     rejected = told = barren = 0
     before = done
     asker = _Asker(study, spec, dists, seed, len(study.get_trials(deepcopy=False)), neighborhood)
@@ -302,6 +502,7 @@ def run_tpe(spec: SweepSpec, evaluate: Callable[[np.ndarray], np.ndarray], *, tr
                 if n:
                     kept.add(p.number, c, metrics[start:start + n])
                 start += n
+            kept.flush()
             done += start
             told += len(pending)
             if on_batch is not None and start:
@@ -343,6 +544,7 @@ def _reevaluate_told(study, spec, hoods: Neighbourhoods, evaluate, kept: _Collec
             if len(c):
                 kept.add(t.number, c, metrics[start:start + len(c)])
             start += len(c)
+        kept.flush()
         if on_batch is not None:
             on_batch(start)
 

@@ -186,7 +186,7 @@ def test_api_health_summarises_both_modes(paper, tmp_path, desk_factory):
     live_db_with_fresh_halt(tmp_path / "live.db")
     status, body = desk_factory().json("/api/health")
     assert status == 200
-    assert body["modes"]["paper"] == {"db": "ok", "engine_up": True, "heartbeat": "ok",
+    assert body["modes"]["paper"] == {"db": "ok", "engine_up": True, "engine_status": "up", "heartbeat": "ok",
                                       "heartbeat_age_s": pytest.approx(HB_AGE_S, abs=3.0), "kill": "close_only",
                                       "kill_level": 1, "open_pos": 2, "config_id": "cfg0123abcd"}
     assert body["modes"]["live"]["kill"] == "halt_all" and body["modes"]["live"]["kill_level"] == 2

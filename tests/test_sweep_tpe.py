@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from gpu.spec import parse_sweep_spec
-from gpu.tpe import Neighbourhoods, objective_values, run_tpe
+from gpu.tpe import Neighbourhoods, _trial_value_idx, objective_values, run_tpe
 from strategy import layout as L
 from strategy.layout import M_TOTAL_PNL, NM
 
@@ -205,8 +205,8 @@ def test_tell_values_are_neighbourhood_maxima_and_neighbourhoods_regenerate(tmp_
             assert t.state == optuna.trial.TrialState.PRUNED
             continue
         assert t.value == pytest.approx(mine.max())
-        proposal = [t.params[k] for k in sorted(t.params)]  # a00:, a01:, a02: in axis order
-        np.testing.assert_array_equal(hoods.around(np.array(proposal), t.number, t.user_attrs["limit"]),
+        proposal = _trial_value_idx(parse_sweep_spec(SPEC), t.params)  # real axis values -> indices
+        np.testing.assert_array_equal(hoods.around(proposal, t.number, t.user_attrs["limit"]),
                                       out.value_idx[out.trial_numbers == t.number])  # a pure function of the trial
     assert study.user_attrs["neighborhood"] == 12
 

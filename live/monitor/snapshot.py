@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import math
 import sqlite3
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ KILL_EVENTS = ("RISK_KILL", "RISK_CLEAR")
 HISTORY_POINTS = 2_000                  # balance-curve points sent to the page (thinned beyond)
 DAILY_PNL_DAYS = 30
 ROUND_TRIPS = 100
+CHECKPOINT_KEY = "engine"               # live/checkpoint.py KEY
 
 
 class DbUnavailable(Exception):
@@ -172,8 +174,10 @@ def _primary_kill(heartbeat: dict[str, Any], audit_kill: dict[str, Any] | None) 
 
 def kill_state(heartbeat: dict[str, Any], latched: list[dict[str, Any]] | None,
                audit_kill: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The worst of the last heartbeat and the latched kills persisted in engine_state['risk'], fresh
-    heartbeat or not: a restarted daemon may report kill=off before it has restored those, and a
+    """The worst of the trader's last word (the newer of its heartbeat and its last RISK_KILL /
+    RISK_CLEAR audit row, so a kill shows within one poll instead of a heartbeat later) and the
+    latched kills persisted in engine_state['risk'], fresh heartbeat or not: a restarted daemon
+    may report kill=off before it has restored those, and a
     latched stop must never look like 'off'. `latched` None (persisted state unreadable) and no
     heartbeat at all both mean unknown, which has level None and never renders as off."""
     candidates = [k for k in (_primary_kill(heartbeat, audit_kill),) if k is not None]
@@ -282,13 +286,22 @@ def engine_marks(conn: sqlite3.Connection) -> dict[str, Any] | None:
     """From the trader's engine checkpoint (engine_state 'engine'): per symbol the last close the
     engine marked positions at, its stop and the funding the open round trip paid, plus the last
     bar processed. None before the first checkpoint."""
-    from live.checkpoint import decode, load
+    import base64
+    import io
+
+    import numpy as np
+
+    from live.trading_db import load_engine_state
     from strategy.layout import POS_LAST_CLOSE, POS_SIDE, POS_STOP, POS_TRADE_FUNDING
 
-    data = load(conn)
+    data = load_engine_state(conn, CHECKPOINT_KEY)
     if not data:
         return None
-    pos = decode(data).pos
+    # decoded here rather than by live.checkpoint, which would load the numba engine into the monitor
+    try:
+        pos = np.load(io.BytesIO(base64.b64decode(data["arrays"])), allow_pickle=False)["pos"]
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"engine checkpoint unreadable: {exc}") from None
     symbols = {sym: {"mark": finite(pos[i, POS_LAST_CLOSE]), "stop": finite(pos[i, POS_STOP]) if pos[i, POS_SIDE] else None,
                      "funding_paid": finite(pos[i, POS_TRADE_FUNDING]) if pos[i, POS_SIDE] else None}
                for i, sym in enumerate(data.get("symbols", []))}
@@ -396,17 +409,24 @@ def round_trips(conn: sqlite3.Connection, limit: int = ROUND_TRIPS) -> list[dict
     return out
 
 
+def is_safe_mode(kill: dict[str, Any], latched: list[dict[str, Any]] | None, heartbeat: dict[str, Any]) -> bool:
+    """The risk manager's drawdown safe mode (latched key `safe_mode`), even under a worse kill."""
+    texts = [str(kill.get("reason")), str(kill.get("source")), str(heartbeat["fields"].get("kill_reason"))]
+    texts += [str(k.get("source")) for k in latched or []]
+    return any("safe_mode" in t for t in texts)
+
+
 def banners(snap: dict[str, Any]) -> list[dict[str, str]]:
     """What must not be missed, most severe first: a kill, safe mode, an engine that is not up."""
     out = []
     kill, status = snap["kill"], snap["engine_status"]
     if kill["level"] is None:
-        out.append({"level": "warn", "text": f"KILL STATE UNKNOWN ({kill.get('reason') or kill['source']})"})
+        why = kill.get("reason") or ("no heartbeat and no persisted kill" if kill["source"] == "none" else kill["source"])
+        out.append({"level": "warn", "text": f"KILL STATE UNKNOWN ({why}): treat as not safe"})
     elif kill["level"] > 0:
         out.append({"level": "bad", "text": f"KILL {str(kill['mode']).upper()}: {kill.get('reason') or ''} "
                                             f"(source {kill['source']})"})
-    strategy = (snap["heartbeat"]["fields"] or {}).get("strategy_mode") or ""
-    if "safe" in str(kill.get("reason") or "") or "safe" in str(kill.get("source") or "") or strategy == "safe":
+    if snap.get("safe_mode"):
         out.append({"level": "bad", "text": "SAFE MODE: the trader only reduces risk"})
     if status != "up" and snap["db"]["status"] == STATUS_OK:
         age = snap["heartbeat"].get("age_s")
@@ -435,7 +455,7 @@ def empty_snapshot(mode: str, path: str | Path, at_ms: int, status: str, detail:
             "balance": None, "peak_balance": None, "drawdown_pct": None, "max_drawdown_pct": None,
             "equity": None, "unrealised_pnl": None,
             "pnl_today": None, "open_positions": [], "recent_trades": [], "round_trips": [], "recent_audit": [],
-            "data_lag": [], **FillHistory().series(), "warnings": [f"{status}: {detail}"]}
+            "data_lag": [], "safe_mode": False, **FillHistory().series(), "warnings": [f"{status}: {detail}"]}
     snap["banners"] = banners(snap)
     return snap
 
@@ -496,6 +516,7 @@ class DeskReader:
             **(history.series() if history is not None else FillHistory().series()),
             "warnings": warnings,
         }
+        snap["safe_mode"] = is_safe_mode(snap["kill"], latched, hb)
         snap["banners"] = banners(snap)
         if hb["status"] == "stale":
             warnings.append(f"heartbeat stale: {hb['age_s']:.0f}s old (limit {self.stale_after_s:.0f}s)")
