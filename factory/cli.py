@@ -80,6 +80,8 @@ def run(
     initial_balance: float = typer.Option(10_000.0, help="Initial balance (USD) for sweep and replays."),
     deploy_target: str = typer.Option(None, help="Paper config YAML the deploy step replaces."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    plot: bool = typer.Option(False, "--plot", help="Also write replays/<candidate>.replay.html for each "
+                                                    "replayed candidate (plotly; a few MB each)."),
 ) -> None:
     """Run the factory pipeline and write artifacts/<UTC date>/run_<run_id>/."""
     gate_list = _csv(gates)
@@ -116,6 +118,7 @@ def run(
         initial_balance=initial_balance,
         deploy_target=deploy_target,
         progress=progress,
+        plot=plot,
     )
     code = run_factory(opts)
     if code:

@@ -83,6 +83,7 @@ class RunOptions:
     initial_balance: float = 10_000.0
     deploy_target: str | None = None
     progress: bool = True
+    plot: bool = False  # replays/<stem>.replay.html for each replayed candidate (plotly, a few MB each)
     profiles_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -402,14 +403,39 @@ def make_replay_fn(inp: Inputs, initial_balance: float) -> Callable[..., dict[st
     return replay
 
 
-def step_replay(rd: RunDir, inp: Inputs, cand: dict[str, Any], replay_fn, log) -> dict[str, Any]:
+def step_replay(rd: RunDir, inp: Inputs, cand: dict[str, Any], replay_fn, log, plot: bool = False) -> dict[str, Any]:
+    """The canonical replay of one candidate, with its per-bar equity (report.html draws the
+    selected one's) and, with --plot, its own replay page."""
     from strategy.config import load_config
 
     cfg = load_config(cand["path"])
-    report = replay_fn(cfg, with_trades=True)
+    report = replay_fn(cfg, with_trades=True, with_equity=True)
     path = write_json_atomic(rd.path / "replays" / f"{cand['stem']}.replay.json", report)
     log.write(f"{cand['stem']}: pnl {report['total_pnl']:.4f} trades {report['total_trades']}\n")
-    return {"path": str(path.resolve())}
+    out = {"path": str(path.resolve())}
+    if plot:
+        from factory.report_html import write_candidate_plot
+
+        out["plot"] = str(write_candidate_plot(rd.path, cand["stem"], report, inp.md, cfg,
+                                               data_paths=_data_paths(inp)).resolve())
+    return out
+
+
+def _data_paths(inp: Inputs) -> list[Path]:
+    return [*inp.candle_sources, *inp.exit_sources, *([inp.funding_db] if inp.funding_db else [])]
+
+
+def step_report_html(rd: RunDir, inp: Inputs, log) -> dict[str, Any]:
+    """report.html beside report.md; without plotly the run goes on and says how to get it."""
+    from factory.report_html import write_report_html
+    from reports.html import PlotsUnavailable
+
+    try:
+        return {"report_html": str(write_report_html(rd.path, data_paths=_data_paths(inp)).resolve())}
+    except PlotsUnavailable as exc:
+        log.write(f"report.html skipped: {exc}\n")
+        _err(f"factory: note: report.html skipped: {exc}")
+        return {"report_html": None}
 
 
 def step_equivalence(rd: RunDir, inp: Inputs, cand: dict[str, Any], sweep: dict[str, Any], replay_path: str,
@@ -644,7 +670,8 @@ def execute(rd: RunDir, inp: Inputs, opts: RunOptions, console: Console) -> dict
                 bar.update(task, description=f"{stem}: {what}")
 
             tick("canonical replay")
-            rep = rd.run_step(f"replay_{stem}", ["replay", cand["path"]], lambda log, c=cand: step_replay(rd, inp, c, replay_fn, log))
+            rep = rd.run_step(f"replay_{stem}", ["replay", cand["path"]],
+                              lambda log, c=cand: step_replay(rd, inp, c, replay_fn, log, opts.plot))
             tick("replay equivalence")
             eq = rd.run_step(f"equivalence_{stem}", ["equivalence", rep["path"]],
                              lambda log, c=cand, r=rep: step_equivalence(rd, inp, c, sweep, r["path"], opts.initial_balance, log))
@@ -663,8 +690,10 @@ def execute(rd: RunDir, inp: Inputs, opts: RunOptions, console: Console) -> dict
     reports = rd.run_step("report", ["report"], lambda log: write_report(
         items, rd.path / "reports", run_id=meta["run_id"], profile=inp.profile.name, sweep=meta["sweep"],
         evidence=evidence))
+    html = rd.run_step("report_html", ["report_html"], lambda log: step_report_html(rd, inp, log))
     bundle = {"run_dir": str(rd.path.resolve()), "run_metadata_json": str(rd.metadata_path.resolve()),
               "report_json": reports["report_json"], "report_md": reports["report_md"],
+              **({"report_html": html["report_html"]} if html.get("report_html") else {}),
               "selection_json": str((rd.path / "reports" / "selection.json").resolve()),
               "selection_md": str((rd.path / "reports" / "selection.md").resolve())}
 
@@ -875,6 +904,12 @@ def print_summary(console: Console, rd: RunDir, sel: dict[str, Any]) -> None:
     if best:
         console.print(f"  replay_report: {best['replay_report_path']}", markup=False, highlight=False, soft_wrap=True)
         console.print(f"  replay_equivalence: {best['replay_equivalence_report_path']}", markup=False, highlight=False, soft_wrap=True)
+    tpe_db = rd.path / "state" / "tpe.sqlite3"
+    if tpe_db.exists():
+        from gpu.tpe import dashboard_hint
+
+        console.print(dashboard_hint(f"sqlite:///{tpe_db.resolve()}", f"factory_{rd.metadata['run_id']}"),
+                      markup=False, highlight=False, soft_wrap=True)
 
 
 def _fmt_opt(x: Any, spec: str) -> str:

@@ -51,9 +51,13 @@ def test_smoke_run_selects_a_replay_verified_candidate(demo, tmp_path):
     art = tmp_path / "artifacts"
     res = factory("--profile", "smoke", "--candles-db", str(demo["paths"]["candles_1h"]), "--funding-db",
                   str(demo["paths"]["funding"]), "--sweep-spec", str(demo["spec"]), "--shortlist", "4", "--replay", "2",
-                  "--artifacts-dir", str(art), "--run-id", "e2e", "--no-deploy", "--no-progress", *WINDOW, cwd=tmp_path)
+                  "--artifacts-dir", str(art), "--run-id", "e2e", "--no-deploy", "--no-progress", "--plot", *WINDOW,
+                  cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     rd = _run_dir(art, "e2e")
+    html = rd / "reports" / "report.html"  # beside report.md; opened in Chromium by tests/test_plots.py
+    assert html.is_file() and "plotly" in html.read_text()[:200_000].lower()
+    assert len(list((rd / "replays").glob("*.replay.html"))) == 2  # --plot: one page per replayed candidate
     sel = json.loads((rd / "reports" / "selection.json").read_text())
     # demo data: labelled synthetic everywhere; the advisory best failed gates, so it is never "selected"
     assert sel["selection_stage"] == "best_candidate_not_deployable" and sel["selected"] is None
@@ -115,6 +119,7 @@ def test_enforced_tpe_run_obeys_a_missing_release_blocker(demo, tmp_path):
     assert sel["selected"]["validation_gate"] == "replay_only"
     assert sel["deploy_stage"] == "skipped" and "release blocker" in sel["deploy_reason"]
     assert not (tmp_path / "paper.yaml").exists()
+    assert "optuna-dashboard: optuna-dashboard sqlite:///" in res.stdout and "factory_tpe" in res.stdout
 
 
 @pytest.mark.parametrize("args, needle, code", [
