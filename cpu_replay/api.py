@@ -11,7 +11,16 @@ import math
 import numpy as np
 
 from cpu_replay.engine import NCURVE, EngineState, replay_loop
-from cpu_replay.report import daily_returns, equity_curve, metrics_to_dict, per_symbol_stats, trace_checksum
+from cpu_replay.report import (
+    daily_returns,
+    equity_curve,
+    iso_utc,
+    metrics_to_dict,
+    per_symbol_stats,
+    trace_checksum,
+    utc_days,
+    with_utc,
+)
 from cpu_replay.state_io import apply_init_state
 from cpu_replay.subbars import SubBars, build_sub_bars
 from marketdata.candles import exclude_symbols
@@ -207,7 +216,9 @@ def _report(cfg, md, metrics, state, fills, trades, equity, start_idx, end_idx, 
         "daily_returns": daily_returns(md.times, equity, start_idx, end_idx, initial, final),
     }
     report["max_drawdown_pct"] = m["max_drawdown_pct"]
+    report["start_utc"], report["end_utc"] = iso_utc(report["start_ms"]), iso_utc(report["end_ms"])
+    report["daily_return_days"] = utc_days(md.times, start_idx, end_idx)
     if with_trades:
-        report["trades"] = trade_dicts(trades, symbols)
-        report["fills"] = fill_dicts(fills, symbols)
+        report["trades"] = [with_utc(t) for t in trade_dicts(trades, symbols)]
+        report["fills"] = [with_utc(f) for f in fill_dicts(fills, symbols)]
     return report

@@ -13,6 +13,7 @@ import json
 import math
 import sqlite3
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cpu_replay.api import ReplayError, run_replay
+from cpu_replay.report import iso_utc
 from cpu_replay.state_io import InitStateError, load_init_state
 from marketdata.intervals import parse_time_ms
 from strategy.cli_io import OutputError, ReadError, check_output_path, one_line, reading
@@ -183,16 +185,24 @@ def write_output(text: str, output: Path | None) -> None:
 
 
 def summary_table(report: dict) -> Table:
-    table = Table(title=f"replay {report['config_id'][:12]} · {report['interval']} · {len(report['symbols'])} symbols")
-    for col in ("total_pnl", "return_%", "trades", "win_rate", "profit_factor", "max_dd_%", "sharpe", "fees", "funding"):
-        table.add_column(col, justify="right")
-    table.add_row(
-        f"{report['total_pnl']:.2f}", f"{report['return_pct']:.2f}", str(report["total_trades"]),
-        f"{report['win_rate']:.3f}", f"{report['profit_factor']:.3f}",
-        f"{report['max_drawdown_pct'] * 100:.2f}", f"{report['sharpe']:.3f}", f"{report['total_fees']:.2f}",
-        f"{report['total_funding']:.2f}",
-    )
+    """The headline figures as label/value rows: fits 80 columns without cutting a number."""
+    table = Table(title=f"replay {report['config_id'][:12]} · {report['interval']} · {len(report['symbols'])} symbols",
+                  show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right", no_wrap=True)
+    rows = (("total PnL", f"{report['total_pnl']:,.2f}"), ("return", f"{report['return_pct']:.2f}%"),
+            ("trades", str(report["total_trades"])), ("win rate", f"{report['win_rate']:.1%}"),
+            ("profit factor", f"{report['profit_factor']:.3f}"),
+            ("max drawdown", f"{report['max_drawdown_pct'] * 100:.2f}%"), ("sharpe", f"{report['sharpe']:.3f}"),
+            ("fees", f"{report['total_fees']:,.2f}"), ("funding", f"{report['total_funding']:,.2f}"),
+            ("window", f"{_iso(report['start_ms'])} .. {_iso(report['end_ms'])}"))
+    for label, value in rows:
+        table.add_row(label, value)
     return table
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 @app.command()
@@ -251,12 +261,19 @@ def replay(
         if plot is not None:
             write_plot(plot, report, md, cfg, sources)
     except user_errors() as exc:
-        raise fail(str(exc) + note) from None
+        raise fail(str(exc) + (note if _about_data(str(exc)) else "")) from None
     report = trim_report(report, trades, equity)
     write_output(json.dumps(report, sort_keys=True, indent=2), output)  # first: a failed write is one line
+    err.print(f"config {cfg.source_path} (config_id {report['config_id'][:12]})", highlight=False, soft_wrap=True)
     if note:  # after the run, so that a failing run still prints exactly one line
         err.print(f"interval {report['interval']} (from the candles DB)", highlight=False)
     err.print(summary_table(report))
+
+
+def _about_data(message: str) -> bool:
+    """Whether the interval hint fits an error: only a missing or empty candle set can come from
+    reading the wrong interval, not a bad symbol, date or exit-candles DB."""
+    return message.startswith("no ") and "candles" in message
 
 
 def check_plot_output(path: Path) -> None:
@@ -323,9 +340,9 @@ def dump_indicators(
         raise fail(str(exc)) from None
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(("t",) + INDICATOR_COLUMNS)
+    writer.writerow(("t", "time_utc") + INDICATOR_COLUMNS)
     for t, row in zip(times, values, strict=True):
-        writer.writerow([int(t)] + ["" if np.isnan(x) else repr(float(x)) for x in row])
+        writer.writerow([int(t), iso_utc(int(t))] + ["" if np.isnan(x) else repr(float(x)) for x in row])
     write_output(buf.getvalue().rstrip("\n"), output)
     if from_db:
         err.print(f"interval {iv} (from the candles DB)", highlight=False)

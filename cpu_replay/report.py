@@ -6,6 +6,7 @@ checksum, per-symbol sums, daily returns and the metrics dict."""
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -46,6 +47,29 @@ def daily_returns(times: np.ndarray, equity: np.ndarray, start_idx: int, end_idx
         out.append(float(e / prev - 1.0) if prev > 0 else 0.0)
         prev = e
     return out
+
+
+def iso_utc(ms: int) -> str:
+    """Epoch ms as a person reads it: 2018-01-15T09:30:00Z."""
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_utc(row: dict) -> dict:
+    """A fill or trade record with an ISO UTC twin beside each epoch-ms time (t_ms -> time_utc,
+    entry_time_ms -> entry_time_utc): machines keep the ms, people read the date."""
+    out = dict(row)
+    for key, value in row.items():
+        if key.endswith("_ms") and isinstance(value, int):
+            out["time_utc" if key == "t_ms" else key[:-3] + "_utc"] = iso_utc(value)
+    return out
+
+
+def utc_days(times: np.ndarray, start_idx: int, end_idx: int) -> list[str]:
+    """The UTC date of each entry of daily_returns (same grouping: the days the window's bars touch)."""
+    if end_idx <= start_idx:
+        return []
+    days = np.unique(times[start_idx:end_idx] // MS_PER_DAY)
+    return [datetime.fromtimestamp(int(d) * 86_400, tz=UTC).strftime("%Y-%m-%d") for d in days]
 
 
 def metrics_to_dict(metrics: np.ndarray) -> dict:

@@ -629,6 +629,8 @@ def run_walk_forward_step(rd: RunDir, inp: Inputs, sweep: dict[str, Any], opts: 
 def execute(rd: RunDir, inp: Inputs, opts: RunOptions, console: Console) -> dict[str, Any]:
     """All steps in order; returns the selection document."""
     meta = rd.metadata
+    console.print(f"config {inp.config_path} (config_id {inp.base_cfg.config_id[:12]})", markup=False,
+                  highlight=False, soft_wrap=True)
     meta["data"] = data_label(_db_files(inp.candle_sources))
     if meta["data"]["synthetic"]:
         console.print(f"[bold red]{meta['data']['warning']}[/]")

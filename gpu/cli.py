@@ -105,9 +105,16 @@ def _universe(md, candles_db: str, universe_db: str | None, start_ms, end_ms):
     return _subset(md, keep)
 
 
-def _print_notes(backend: str, reason: str, exit_md) -> None:
+def _print_notes(backend: str, reason: str, exit_md, base) -> None:
     """What the sweep is about to use, shown before it starts (a long run should say so early). On
-    stdout with the closing table: stderr carries only the one-line refusal when something fails."""
+    stdout with the closing table: stderr carries only the one-line refusal when something fails.
+    The config comes first: a sweep from code defaults (no config file) says so."""
+    source = base.source_path
+    if source is None:
+        out.print(f"config: none found ({DEFAULT_CONFIG} absent): sweeping from the code defaults "
+                  f"(pass --config)", highlight=False, soft_wrap=True)
+    else:
+        out.print(f"config {source} (config_id {base.config_id[:12]})", highlight=False, soft_wrap=True)
     out.print(f"backend {backend}: {reason}", highlight=False)
     if exit_md is not None:
         out.print(f"stops/targets checked on {exit_md.interval} bars", highlight=False)
@@ -199,7 +206,7 @@ def sweep_command(
             funding = funding_matrix(funding_db, md) if funding_db is not None else None
         exit_md = load_exit_data(base, md, exit_candles_db, symbols)
         check_engine_settings(base, md.interval, exit_md, spec.axes)
-        _print_notes(name, reason, exit_md)  # only now: a refusal above stays one line
+        _print_notes(name, reason, exit_md, base)  # only now: a refusal above stays one line
         result = run_sweep(base, spec, md, funding, backend=name, precision=precision, tpe=tpe,
                            trials=trials, batch=batch, seed=seed, storage=storage, study_name=study_name,
                            objective=objective, top_n=top_n, progress=progress, start_ms=start_ms,

@@ -24,7 +24,6 @@ catch-up over old bars behave exactly like running through them live.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import os
 import signal
@@ -69,6 +68,7 @@ from marketdata.candles import MarketData, align_to_symbols, load_market_data
 from marketdata.funding import funding_matrix
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
 from marketdata.sanity import BadCandle
+from strategy.cli_io import did_you_mean
 from strategy.config import apply_overrides, load_config
 from strategy.kernel import KERNEL_CPU
 from strategy.layout import (
@@ -93,15 +93,6 @@ CHECKPOINT_EVERY_BARS = 500
 
 class DaemonError(RuntimeError):
     """A startup problem reported as one line (exit code 1)."""
-
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    """' (did you mean BTC?)' for a near miss such as 'btc' or 'BTCC', else ''."""
-    upper = {c.upper(): c for c in choices}
-    if word.upper() in upper:
-        return f" (did you mean {upper[word.upper()]}?)"
-    close = difflib.get_close_matches(word.upper(), list(upper), n=1, cutoff=0.6)
-    return f" (did you mean {upper[close[0]]}?)" if close else f" (it has {', '.join(choices[:12])})"
 
 
 class TraderDaemon:
@@ -227,7 +218,7 @@ class TraderDaemon:
                                      cooldown_s=s.mode_switch_cooldown_s, on_audit=self._audit)
         self.pinger = WatchdogPinger()
         self.log.info(f"trader starting: mode={s.mode} interval={self.interval} symbols={','.join(self.symbols)} "
-                      f"config_id={self.cfg.config_id[:12]} db={s.db_path}")
+                      f"config={s.strategy_yaml} config_id={self.cfg.config_id[:12]} db={s.db_path}")
         self.alerter.send("start", f"{s.mode} trader on {len(self.symbols)} symbols, {self.interval}, "
                                    f"config {self.cfg.config_id[:12]}, kill={self.risk.kill_mode}")
         if self.reconciler is not None and s.mode == "live":

@@ -22,6 +22,7 @@ import polars as pl
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
 from marketdata.sanity import BadCandle, bad_row_line, max_candle_price, problem_sql
 from marketdata.sqlite_store import connect, ensure_candles_schema, require_candles_table
+from strategy.cli_io import did_you_mean
 
 OUT_COLUMNS = ["symbol", "t", "t_close", "o", "h", "l", "c", "v"]
 _SCHEMA = {"symbol": pl.String, "t": pl.Int64, "t_close": pl.Int64, "o": pl.Float64,
@@ -209,7 +210,8 @@ def load_candles(sources, interval: str, symbols: Iterable[str] | None = None,
     if wanted is not None:
         unknown = [s for s in wanted if s not in known]
         if unknown:
-            raise MarketDataError(f"unknown symbol(s) {','.join(unknown)}: not in {label}")
+            raise MarketDataError(f"unknown symbol(s) {','.join(unknown)}: not in {label}"
+                                  f"{did_you_mean(unknown[0], known)}")
     merged = (pl.concat(frames)
               .sort(["symbol", "t", "_rank"])
               .unique(subset=["symbol", "t"], keep="first", maintain_order=True)

@@ -8,6 +8,7 @@ can all share it (gpu must not import cpu_replay, where the first `fail()` lived
 
 from __future__ import annotations
 
+import difflib
 import os
 import sqlite3
 import stat
@@ -96,3 +97,17 @@ def _is_special(path: Path) -> bool:
     except OSError:
         return False
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def did_you_mean(word: str, choices: list[str] | set[str]) -> str:
+    """' (did you mean BTC?)' for a near miss such as 'btc' or 'BTCC', else a short list of what
+    there is: an error that names the fix, not only the mistake."""
+    names = sorted(choices)
+    upper = {c.upper(): c for c in names}
+    if word.upper() in upper:
+        return f" (did you mean {upper[word.upper()]}?)"
+    close = difflib.get_close_matches(word.upper(), list(upper), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {upper[close[0]]}?)"
+    shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+    return f" (it has {shown})" if names else ""

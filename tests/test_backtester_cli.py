@@ -119,10 +119,15 @@ def test_interval_comes_from_a_single_interval_candles_db(shared_data, example_c
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["interval"] == "5m"
     assert "interval 5m (from the candles DB)" in proc.stderr
-    # a failing run still prints one line, naming where the interval came from
-    bad = backtester("replay", "--candles-db", str(db), "--config", str(example_config), "--symbols", "FOO")
+    assert proc.stderr.splitlines()[0].startswith(f"config {example_config} (config_id ")
+    assert "…" not in proc.stderr and "total PnL" in proc.stderr  # 80 columns, no number cut
+    # a failing run still prints one line, with the hint that names its fix (not the interval's)
+    bad = backtester("replay", "--candles-db", str(db), "--config", str(example_config), "--symbols", "eth")
     lines = [ln for ln in bad.stderr.strip().splitlines() if ln.strip()]
-    assert bad.returncode == 1 and len(lines) == 1 and "FOO" in lines[0] and "from the candles DB" in lines[0]
+    assert bad.returncode == 1 and len(lines) == 1 and "(did you mean ETH?)" in lines[0], bad.stderr
+    assert "--interval" not in lines[0]
+    late = backtester("replay", "--candles-db", str(db), "--config", str(example_config), "--start", "2030-01-01")
+    assert late.returncode == 1 and "(interval 5m from the candles DB; pass --interval to choose)" in late.stderr
     # a DB holding two intervals keeps the config's interval
     mixed = tmp_path / "mixed.db"
     with sqlite3.connect(mixed) as conn:
@@ -141,7 +146,8 @@ def test_dump_indicators_matches_ta(shared_data, example_config, tmp_path):
                       "--symbol", "ETH", "--config", str(example_config), "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["t", "close", "ema_fast", "ema_slow", "ema_macro", "adx", "adx_pos", "adx_neg",
+    assert rows[0]["time_utc"].endswith("Z") and rows[0]["time_utc"].startswith("2018-")
+    assert list(rows[0]) == ["t", "time_utc", "close", "ema_fast", "ema_slow", "ema_macro", "adx", "adx_pos", "adx_neg",
                              "adx_slope", "bb_upper", "bb_lower", "bb_width", "atr", "rsi", "macd_hist",
                              "stoch_rsi_k", "stoch_rsi_d", "vol_sma", "vol_trend"]
     close = pd.Series([float(r["close"]) for r in rows])

@@ -185,6 +185,10 @@ def test_sweep_cli_reads_the_exit_candles(data, shared_data, tmp_path, monkeypat
         in res.output.replace("\n", "")
     res = CliRunner().invoke(app, [*args, "--exit-candles-db", str(shared_data / "candles_5m.db")])
     assert res.exit_code == 0, res.output
+    assert res.output.startswith("config cfg.yaml (config_id ")  # the config a sweep used, first
+    bare = CliRunner().invoke(app, ["--candles-db", str(shared_data / "candles_1h.db"), "--sweep-spec", "s.yaml",
+                                    "--backend", "cpu", "--output", "bare.jsonl", "--no-progress"])
+    assert "sweeping from the code defaults (pass --config)" in bare.output.replace("\n", " ")
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     expected = {r["config_id"]: r for r in sweep(EXIT_5M, md, exit_md, grid)}
     assert len(rows) == 3
