@@ -12,6 +12,8 @@ Compilation is excluded: every engine is warmed up on a tiny input first.
 
 from __future__ import annotations
 
+import importlib.util
+
 import argparse
 import time
 from dataclasses import replace
@@ -122,7 +124,9 @@ def main() -> None:
     base = config_from_dict({})
     tiny = generated_market(3, 300)
     time_sweep(base, grid_spec(1, 1, 1, 50), tiny)  # compile / load the cached driver
-    time_vectorbt(tiny, grid_spec(1, 1, 1))
+    vectorbt = importlib.util.find_spec("vectorbt") is not None  # the [bench] extra
+    if vectorbt:
+        time_vectorbt(tiny, grid_spec(1, 1, 1))
 
     table = Table(title="sweep throughput (cpu backend; bar-steps = candidates x symbols x bars)")
     for col in ("workload", "engine", "candidates", "symbols x bars", "seconds", "bar-steps/s"):
@@ -146,12 +150,17 @@ def main() -> None:
     spec = grid_spec(4, 4, 4)
     secs, n = time_sweep(base, spec, gen)
     ours = add(f"generated {gen.nsym} sym x 1y 1h", "sweep cpu", n, gen, secs, gen.nbar - spec.lookback)
-    vsecs, vn = time_vectorbt(gen, spec)
-    theirs = add(f"generated {gen.nsym} sym x 1y 1h", "vectorbt from_signals", vn, gen, vsecs)
+    theirs = None
+    if vectorbt:
+        vsecs, vn = time_vectorbt(gen, spec)
+        theirs = add(f"generated {gen.nsym} sym x 1y 1h", "vectorbt from_signals", vn, gen, vsecs)
     console.print(table)
-    console.print(f"sweep / vectorbt throughput ratio: {ours / theirs:.2f}x  (the sweep runs the full "
-                  "strategy: 24 features, filters, ranking, pyramiding, partial TP, trailing; vectorbt "
-                  "runs an EMA cross with fixed stop/target)")
+    if theirs is None:
+        console.print("vectorbt row skipped: pip install -e '.[bench]' to compare against it")
+    else:
+        console.print(f"sweep / vectorbt throughput ratio: {ours / theirs:.2f}x  (the sweep runs the full "
+                      "strategy: 24 features, filters, ranking, pyramiding, partial TP, trailing; vectorbt "
+                      "runs an EMA cross with fixed stop/target)")
     small = replace(gen, times=gen.times[:2000], open=gen.open[:, :2000], high=gen.high[:, :2000],
                     low=gen.low[:, :2000], close=gen.close[:, :2000], volume=gen.volume[:, :2000],
                     valid=gen.valid[:, :2000])
