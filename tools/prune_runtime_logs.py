@@ -14,8 +14,9 @@ from pathlib import Path
 
 import typer
 
-from live.env import EnvError, env_int, env_path
+from live.env import EnvError, env_int
 from live.trading_db import iso_utc, now_ms
+from tools.trading_dbs import TradingDbUnavailable, daemon_db_path
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 BATCH = 5000
@@ -74,7 +75,7 @@ def _prune_once(db: Path, cutoff: int, dry_run: bool, vacuum: bool) -> int:
 @app.command()
 def main(
     keep_days: int = typer.Option(None, help="Keep this many days (default AI_QUANT_RUNTIME_LOG_KEEP_DAYS or 14)."),
-    db: Path = typer.Option(None, help="Trading DB (default AI_QUANT_DB_PATH or <repo>/trading_engine.db)."),
+    db: Path = typer.Option(None, help="Trading DB (default: the DB the daemon of this environment uses)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count the rows only."),
     vacuum: bool = typer.Option(False, "--vacuum", help="VACUUM after deleting (briefly locks the DB)."),
 ) -> None:
@@ -92,11 +93,11 @@ def main(
             fail(f"--db {db}: no such file")
     else:
         try:
-            db = env_path(os.environ, "AI_QUANT_DB_PATH", "trading_engine.db")
-        except EnvError as exc:
+            db = daemon_db_path()  # the DB this environment's daemon writes (mode-aware, like the trader)
+        except TradingDbUnavailable as exc:
             fail(str(exc))
         if not db.is_file():
-            print(f"nothing to prune: no DB at {db} (default: AI_QUANT_DB_PATH or <repo>/trading_engine.db)",
+            print(f"nothing to prune: no DB at {db} (the daemon's DB for this environment; pass --db)",
                   file=sys.stderr)
             return
     cutoff_iso = iso_utc(now_ms() - keep_days * 86_400_000)
