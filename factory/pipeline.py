@@ -825,8 +825,38 @@ def run_factory(opts: RunOptions, console: Console | None = None) -> int:
 
 
 def _run_in(rd: RunDir, opts: RunOptions, console: Console) -> int:
-    """The run proper: every outcome is one line and an exit code, and the run's metadata says why,
-    unless the disk that failed the run refuses that write too (then the line says so)."""
+    """The run proper, then its result to the operator's alert targets (AI_QUANT_ALERT_TARGETS)."""
+    code = _run_steps(rd, opts, console)
+    alert_factory_result(rd, code)
+    return code
+
+
+def alert_factory_result(rd: RunDir, code: int) -> None:
+    """The nightly run's verdict reaches a phone: selected / not deployable / failed, with the run id.
+    Alerting never changes the run's outcome: a bad alert setting is one note on stderr."""
+    from live.alerts import Alerter
+    from live.env import EnvError
+
+    try:
+        alerter = Alerter.from_env()
+    except EnvError as exc:
+        _err(f"factory: note: alerts off: {exc}")
+        return
+    if not alerter.enabled:
+        return
+    meta = rd.metadata
+    sel = meta.get("selection") or {}
+    verdict = (f"{sel.get('selection_stage')}, deploy {sel.get('deploy_stage')}" if code == 0
+               else f"{meta.get('status', 'failed')} (exit {code}): {meta.get('failure_reason') or ''}")
+    data = " [SYNTHETIC DEMO DATA]" if (meta.get("data") or {}).get("synthetic") else ""
+    alerter.send("factory_result", f"factory run {meta.get('run_id')}: {verdict}{data}; {rd.path}",
+                 severity="info" if code == 0 else "warning")
+    alerter.close(5.0)
+
+
+def _run_steps(rd: RunDir, opts: RunOptions, console: Console) -> int:
+    """Every outcome is one line and an exit code, and the run's metadata says why, unless the
+    disk that failed the run refuses that write too (then the line says so)."""
     rd.install_signal_handlers()
     started = time.monotonic()
     try:

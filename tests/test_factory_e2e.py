@@ -209,3 +209,21 @@ def test_daily_profile_on_real_data_writes_the_evidence_the_real_gate_checks(tmp
     assert names["walk_forward evidence present"] and names["overfitting.pbo in [0, 1]"]
     assert names["walk_forward passed out of sample"] is wf["passed"]
     assert out.returncode == (0 if all(names.values()) else 1)
+
+
+def test_factory_result_reaches_the_alert_webhook(demo, tmp_path):
+    from test_alerts import Receiver
+
+    rx = Receiver()
+    try:
+        art = tmp_path / "artifacts"
+        env = {"AI_QUANT_ALERT_TARGETS": "webhook", "AI_QUANT_ALERT_WEBHOOK_URL": f"{rx.base}/hook/k3y",
+               "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+        bad = factory("--profile", "smoke", "--candles-db", "/nonexistent/candles_1h.db", "--artifacts-dir", str(art),
+                      "--run-id", "al", cwd=tmp_path, env=env)
+        assert bad.returncode == 2
+        (_, body), = rx.requests
+        assert body["kind"] == "factory_result" and "factory run al: failed (exit 2)" in body["text"]
+        assert "/nonexistent/candles_1h.db" in body["text"] and "k3y" not in bad.stderr + bad.stdout
+    finally:
+        rx.close()
