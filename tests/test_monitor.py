@@ -203,6 +203,8 @@ def parse_prometheus(text: str) -> dict[tuple[str, str], float]:
     declared: dict[str, str] = {}
     samples = {}
     for line in text.splitlines():
+        if line.startswith(("aiq_", "# HELP aiq_", "# TYPE aiq_")):
+            continue  # the aiq_ families (counters, per-symbol labels): tests/test_monitor_metrics.py
         if line.startswith("# HELP "):
             name = line.split()[2]
             assert name not in declared, f"{name} declared twice"

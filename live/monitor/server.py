@@ -230,12 +230,13 @@ class MonitorHandler(BaseHTTPRequestHandler):
             modes = self._modes(query, default_all=True)
             if modes:
                 snaps = [cache.get(m) for m in modes]
-                self._data(200, {s["mode"]: {name: _gauge(getter, s) for name, _, getter in metrics.GAUGES}
-                                 for s in snaps})
+                self._data(200, {s["mode"]: {name: metrics.gauge_value(getter, s)
+                                             for name, _, getter in metrics.JSON_GAUGES} for s in snaps})
         elif path == "/metrics":
             modes = self._modes(query, default_all=True)
             if modes:
-                body = metrics.render([cache.get(m) for m in modes]).encode()
+                tallies = self.server.tallies
+                body = metrics.exposition(lambda: [metrics.ModeReading(cache.get(m), tallies[m].read()) for m in modes])
                 self._send(200, body, metrics.CONTENT_TYPE)
         else:
             self._error(404, f"no such path {path}")
@@ -250,13 +251,6 @@ class MonitorHandler(BaseHTTPRequestHandler):
         self._send(200, target.read_bytes(), ctype)
 
 
-def _gauge(getter, snap):
-    try:
-        return getter(snap)
-    except (KeyError, TypeError):
-        return None
-
-
 class MonitorServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -269,6 +263,7 @@ class MonitorServer(ThreadingHTTPServer):
         self.limiter = RateLimiter(settings.rate_rps, settings.rate_burst, settings.rate_max_ips)
         self.active = threading.BoundedSemaphore(settings.max_active_requests)
         self.cache = SnapshotCache(settings)
+        self.tallies = {mode: metrics.DbTally(path) for mode, path in settings.dbs.items()}  # /metrics counters
         self.known_paths = known_paths([*settings.dbs.values(), *([settings.candles_db] if settings.candles_db else [])])
         super().__init__((settings.bind.strip("[]"), settings.port), MonitorHandler)
 
