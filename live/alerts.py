@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import re
-import stat
 import threading
 import time
 from collections import deque
@@ -55,6 +54,7 @@ import requests
 import typer
 
 from live.env import EnvError, _raw, env_bool, env_float, env_int, env_path
+from live.secrets import read_private_file
 
 TITLES = {
     "kill": "Kill switch engaged",
@@ -275,24 +275,9 @@ class _SecretSource:
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:
-    """Open without following links, refuse group/other bits (as live/secrets.py does for the key)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        raise AlertConfigError(f"{path}: alert secrets file not found (AI_QUANT_ALERT_SECRETS_PATH)") from None
-    except OSError as exc:
-        raise AlertConfigError(f"{path}: cannot open alert secrets file ({exc.strerror}) "
-                               f"(AI_QUANT_ALERT_SECRETS_PATH)") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise AlertConfigError(f"{path}: alert secrets path is not a regular file (AI_QUANT_ALERT_SECRETS_PATH)")
-        if st.st_mode & 0o077:
-            raise AlertConfigError(f"{path}: permissions {oct(st.st_mode & 0o777)} let group/others read the alert "
-                                   f"secrets; run chmod 600 {path} (AI_QUANT_ALERT_SECRETS_PATH)")
-        raw = os.read(fd, MAX_SECRET_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
+    """Open without following links, refuse group/other bits (the trading key's rule, live/secrets.py)."""
+    raw = read_private_file(path, MAX_SECRET_FILE_BYTES, "alert secrets", "AI_QUANT_ALERT_SECRETS_PATH",
+                            AlertConfigError)
     return _parse_secrets(path, raw)
 
 

@@ -68,26 +68,31 @@ def secrets_path_from_env(env=None) -> Path:
     return Path(raw).expanduser() if raw else DEFAULT_SECRETS_PATH
 
 
-def load_secrets(path: str | os.PathLike) -> Secrets:
-    """Open O_RDONLY, refuse group/other permission bits, validate both fields."""
-    p = Path(path).expanduser()
+def read_private_file(path: Path, max_bytes: int, what: str, env_var: str, error: type[Exception]) -> bytes:
+    """At most max_bytes + 1 bytes of a secrets file: opened without following a final link,
+    refused (one line, `error`) unless it is a regular file with no group/other permission bits."""
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
-        raise SecretsError(f"{p}: secrets file not found (AI_QUANT_SECRETS_PATH)") from None
+        raise error(f"{path}: {what} file not found ({env_var})") from None
     except OSError as exc:
-        raise SecretsError(f"{p}: cannot open secrets file ({exc.strerror})") from None
+        raise error(f"{path}: cannot open {what} file ({exc.strerror}) ({env_var})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise SecretsError(f"{p}: secrets path is not a regular file")
+            raise error(f"{path}: {what} path is not a regular file ({env_var})")
         if st.st_mode & 0o077:
-            raise SecretsError(f"{p}: permissions {oct(st.st_mode & 0o777)} let group/others access the key; "
-                               f"run chmod 600 {p}")
-        raw = os.read(fd, MAX_BYTES + 1)
+            raise error(f"{path}: permissions {oct(st.st_mode & 0o777)} let group/others read the {what}; "
+                        f"run chmod 600 {path} ({env_var})")
+        return os.read(fd, max_bytes + 1)
     finally:
         os.close(fd)
-    return _parse(p, raw)
+
+
+def load_secrets(path: str | os.PathLike) -> Secrets:
+    """Open O_RDONLY, refuse group/other permission bits, validate both fields."""
+    p = Path(path).expanduser()
+    return _parse(p, read_private_file(p, MAX_BYTES, "secrets", "AI_QUANT_SECRETS_PATH", SecretsError))
 
 
 def _parse(p: Path, raw: bytes) -> Secrets:

@@ -99,7 +99,8 @@ def test_secrets_file_checks(tmp_path):
     loose = secrets_file(tmp_path / "loose.json", key, wallet.address, 0o644)
     with pytest.raises(SecretsError) as err:
         load_secrets(loose)
-    assert str(err.value) == f"{loose}: permissions 0o644 let group/others access the key; run chmod 600 {loose}"
+    assert str(err.value) == (f"{loose}: permissions 0o644 let group/others read the secrets; run chmod 600 {loose} "
+                              "(AI_QUANT_SECRETS_PATH)")
     bad = secrets_file(tmp_path / "bad.json", key[:-2], wallet.address)
     with pytest.raises(SecretsError, match="secret_key must be 64 hex") as err:
         load_secrets(bad)
