@@ -190,3 +190,16 @@ def test_v2_equals_cpu_and_replay_with_exit_sub_bars():
     assert res["nsub"] == 12
     assert res["v2/16/1/1"] == {"metrics_equal": True, "trades_equal": True, "cap": 16}
     _replay_check(vi, res["cpu"], EXIT_5M, exit_md=load_market_data(str(DATA / "candles_5m.db"), "5m"))
+
+
+@pytestmark_sim
+def test_gpu_check_script_at_simulator_size(tmp_path):
+    """bench/gpu_check.sh end to end under the simulator (what CI runs)."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHON=sys.executable, PYTHONPATH=str(REPO))
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), str(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=900, cwd=str(REPO))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["passed"] and report["simulator"]
+    assert {r["layout"] for r in report["equality"]} == {"v1", "v2"} and all(r["equal"] for r in report["equality"])
+    assert {(r["layout"], r["candidates"]) for r in report["throughput"]} >= {("v1", 2), ("v2", 2)}
