@@ -25,7 +25,7 @@ THREADS_PER_BLOCK = 128  # layout v1's block; v2 uses warps_per_block(cap) x 32
 LAYOUTS = ("v1", "v2")
 DEFAULT_LAYOUT = "v2"
 WAVES = 2               # resident lanes x 2: a second wave hides the tail of the first
-REGS_GUESS = {"v1": 128, "v2": 168}  # sm_90 offline compiles (reference gpu_design.md, section 2)
+REGS_GUESS = {"v1": 124, "v2": 166}  # sm_90 offline compiles (bench/gpu_offline_compile.py)
 MEM_FRACTION = 0.5      # of the device's free memory, for one dispatch's per-candidate arrays
 SIM_MAX_BATCH = 4096    # the simulator has no device facts
 

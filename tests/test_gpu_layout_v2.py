@@ -145,8 +145,8 @@ def test_capacity_buckets_and_warps_per_block():
 
 
 def test_dispatch_fills_an_h200():
-    """132 SMs at the offline 168 registers: >= 65,536 candidates per launch, bounded by memory."""
-    lanes = resident_lanes(132, 168, 128, 4 * 64 * 24 * 8)
+    """132 SMs at the offline 166 registers: >= 65,536 candidates per launch, bounded by memory."""
+    lanes = resident_lanes(132, 166, 128, 4 * 64 * 24 * 8)
     assert lanes == 132 * 3 * 128
     assert cuda_dispatch_batch(lanes, 140 * 2**30, 1_000) >= 65_536
     assert cuda_dispatch_batch(lanes, 10 * 2**20, 1_000) == 5 * 2**20 // 1_000  # memory-bound
