@@ -200,7 +200,7 @@ def _cuda_device_facts() -> dict:
         except Exception:
             return default
     return {"sm_count": attr("MULTIPROCESSOR_COUNT", 132),
-            "max_threads_per_sm": attr("MAX_THREADS_PER_MULTI_PROCESSOR", 2048),
+            "max_threads_per_sm": attr("MAX_THREADS_PER_MULTIPROCESSOR", 2048),
             "regs_per_sm": attr("MAX_REGISTERS_PER_MULTIPROCESSOR", 65536),
             "smem_per_sm": attr("MAX_SHARED_MEMORY_PER_MULTIPROCESSOR", 228 * 1024),
             "free_bytes": int(free), "total_bytes": int(total)}
@@ -236,6 +236,7 @@ class Evaluator:
             self.max_batch = self._cuda_max_batch()
         else:
             raise BackendError(f"unknown backend {backend!r}")
+        self._resize_after_compile = backend == "cuda" and max_batch is None
         if max_batch is not None:
             self.max_batch = max(1, int(max_batch))
 
@@ -356,8 +357,15 @@ class Evaluator:
         blocks = (m + threads - 1) // threads
         _cuda_driver()[blocks, threads](0, m, market, cands, self._run_spec(), scratch, d_metrics)
         cuda.synchronize()
+        self._resize()
         trades = scratch.trades.copy_to_host() if max_trades > 0 else None
         return d_metrics.copy_to_host(), trades
+
+    def _resize(self) -> None:
+        """Once the kernel is compiled, size later dispatches from its measured registers."""
+        if self._resize_after_compile:
+            self._resize_after_compile = False
+            self.max_batch = self._cuda_max_batch()
 
     @staticmethod
     def _device_static_args_v2(s: StaticInputs) -> tuple[MarketT, tuple]:
@@ -400,6 +408,7 @@ class Evaluator:
         make_cuda_driver_v2(self.cap, self.warps)[blocks, self.warps * WARP](lanes, market, cands,
                                                                                self._run_spec(), out)
         cuda.synchronize()
+        self._resize()
         trades = out.trades.copy_to_host() if max_trades > 0 else None
         return d_metrics.copy_to_host(), trades
 

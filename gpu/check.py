@@ -64,8 +64,8 @@ def device_facts() -> dict:
     free, total = cuda.current_context().get_memory_info()
     facts.update(device=name, compute_capability=list(dev.compute_capability), free_bytes=int(free),
                  total_bytes=int(total))
-    for attr in ("MULTIPROCESSOR_COUNT", "MAX_THREADS_PER_MULTI_PROCESSOR", "MAX_REGISTERS_PER_MULTIPROCESSOR",
-                 "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR", "MAX_SHARED_MEMORY_PER_BLOCK",
+    for attr in ("MULTIPROCESSOR_COUNT", "MAX_THREADS_PER_MULTIPROCESSOR", "MAX_REGISTERS_PER_MULTIPROCESSOR",
+                 "MAX_BLOCKS_PER_MULTIPROCESSOR", "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR", "MAX_SHARED_MEMORY_PER_BLOCK",
                  "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN", "L2_CACHE_SIZE", "CLOCK_RATE", "MEMORY_CLOCK_RATE",
                  "GLOBAL_MEMORY_BUS_WIDTH"):
         try:

@@ -152,6 +152,24 @@ def test_dispatch_fills_an_h200():
     assert cuda_dispatch_batch(lanes, 10 * 2**20, 1_000) == 5 * 2**20 // 1_000  # memory-bound
 
 
+def test_evaluator_sizes_a_cuda_dispatch_from_the_device(monkeypatch):
+    """The CUDA evaluator's batch on an H200's facts (no device here: the facts are given)."""
+    import gpu.backend as backend
+
+    h200 = {"sm_count": 132, "max_threads_per_sm": 2048, "regs_per_sm": 65536, "smem_per_sm": 228 * 1024,
+            "free_bytes": 140 * 2**30, "total_bytes": 141 * 2**30}
+    monkeypatch.setattr(backend, "_cuda_device_facts", lambda: h200)
+    monkeypatch.delenv("AI_QUANT_SWEEP_MAX_BATCH", raising=False)
+    ev = backend.Evaluator.__new__(backend.Evaluator)
+    ev.static = type("S", (), {"nsym": 50, "pcols": np.zeros(20, dtype=np.int64)})()
+    ev.layout, ev.cap, ev.warps = "v2", 64, 4
+    assert ev._cuda_max_batch() == 132 * 3 * 128 * 2 >= 65_536
+    ev.layout = "v1"
+    assert ev._cuda_max_batch() == 132 * 4 * 128 * 2  # 124 registers: 4 blocks of 128 per SM
+    monkeypatch.setenv("AI_QUANT_SWEEP_MAX_BATCH", "5000")
+    assert ev._cuda_max_batch() == 5000
+
+
 def test_profiles_fill_the_gpu():
     import yaml
 
