@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -143,6 +144,24 @@ def _slice(md, n):
                    close=md.close[:, :n], volume=md.volume[:, :n], valid=md.valid[:, :n])
 
 
+def _tail(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"[:400]
+
+
+def _evaluate(Evaluator, static, backend, layout, pvals, fidx, report):
+    """One layout's metrics; if the CuPy-owned pool fails, say so and retry with numba's own copy."""
+    try:
+        ev = Evaluator(static, backend, layout=layout)
+        return ev, ev.evaluate(pvals, fidx)[0]
+    except Exception as exc:
+        if backend != "cuda" or os.environ.get("AIQ_SWEEP_NO_CUPY") == "1":
+            raise
+        report["errors"].append(f"{layout} with the CuPy pool: {_tail(exc)}; retried with AIQ_SWEEP_NO_CUPY=1")
+        os.environ["AIQ_SWEEP_NO_CUPY"] = "1"
+        ev = Evaluator(static, backend, layout=layout)
+        return ev, ev.evaluate(pvals, fidx)[0]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="cuda == cpu and throughput, old vs new layout")
     ap.add_argument("outdir", type=Path)
@@ -183,6 +202,7 @@ def main(argv=None) -> int:
     print("== cuda == cpu (trade counts equal, metrics within 1e-9 relative)")
     report["equality"] = []
     report["kernels"] = {}
+    report["errors"] = []
     failed = False
     preps = {}
     for name, md, lookback in sets:
@@ -192,8 +212,13 @@ def main(argv=None) -> int:
         pvals, fidx = prep.kernel_vectors(vi)
         cpu = Evaluator(prep.static, "cpu").evaluate(pvals, fidx)[0]
         for layout in ("v2", "v1"):
-            ev = Evaluator(prep.static, backend, layout=layout)
-            got = ev.evaluate(pvals, fidx)[0]
+            try:
+                ev, got = _evaluate(Evaluator, prep.static, backend, layout, pvals, fidx, report)
+            except Exception as exc:  # keep going: one GPU session should bring back all it can
+                failed = True
+                report["errors"].append(f"equality {name} {layout}: {_tail(exc)}")
+                print(f"  {name:28s} {layout}: ERROR {_tail(exc)}")
+                continue
             res = compare(name, cpu, got, layout)
             report["equality"].append(res)
             report["kernels"][f"{layout} ({name})"] = kernel_resources(ev)
@@ -221,11 +246,18 @@ def main(argv=None) -> int:
                 report["throughput"].append({"layout": layout, "candidates": n, "skipped": "time budget"})
                 print(f"  {layout:6s} {n:>10,} skipped (time budget)")
                 continue
-            ev = Evaluator(prep.static, backend, layout=layout, max_batch=n)
-            ev.evaluate(pvals[:min(n, 32)], fidx[:min(n, 32)])  # compile / warm up
-            t = time.perf_counter()
-            ev.evaluate(pvals, fidx)
-            secs = time.perf_counter() - t
+            try:
+                ev = Evaluator(prep.static, backend, layout=layout, max_batch=n)
+                ev.evaluate(pvals[:min(n, 32)], fidx[:min(n, 32)])  # compile / warm up
+                t = time.perf_counter()
+                ev.evaluate(pvals, fidx)
+                secs = time.perf_counter() - t
+            except Exception as exc:
+                failed = True
+                report["errors"].append(f"throughput {layout} {n}: {_tail(exc)}")
+                report["throughput"].append({"layout": layout, "candidates": n, "error": _tail(exc)})
+                print(f"  {layout:6s} {n:>10,} ERROR {_tail(exc)}")
+                continue
             row = {"layout": layout, "candidates": n, "symbols": md.nsym, "bars": nbars, "seconds": secs,
                    "cand_per_s": n / secs, "cand_sym_bar_per_s": n * md.nsym * nbars / secs}
             report["throughput"].append(row)
@@ -235,6 +267,11 @@ def main(argv=None) -> int:
     if ("v1", top) in by and ("v2", top) in by:
         report["ratio_v2_over_v1_at_max"] = by[("v2", top)]["cand_per_s"] / by[("v1", top)]["cand_per_s"]
         print(f"  v2 / v1 at {top:,} candidates: {report['ratio_v2_over_v1_at_max']:.2f}x")
+    if report["errors"]:
+        failed = True
+        print("== errors")
+        for e in report["errors"]:
+            print(f"  {e}")
     report["elapsed_s"] = time.perf_counter() - started
     report["passed"] = not failed
     out = args.outdir / "gpu_check.json"
