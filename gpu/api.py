@@ -360,7 +360,8 @@ def _run_tpe_sweep(spec, prep: Prepared, evaluator, name: str, *, trials, batch,
         return evaluator.evaluate(pvals, fidx)[0]
 
     try:
-        out = run_tpe(spec, evaluate, trials=trials, batch=batch or min(trials, 1024), seed=seed,
+        default = evaluator.max_batch if name == "cuda" else 1024  # on CUDA: what fills the device
+        out = run_tpe(spec, evaluate, trials=trials, batch=batch or min(trials, default), seed=seed,
                       storage=storage, study_name=study_name, objective=objective,
                       initial_balance=prep.static.initial_balance, on_batch=bar.advance,
                       neighborhood=neighborhood)

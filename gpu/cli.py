@@ -150,7 +150,7 @@ def sweep_command(
     funding_db: Annotated[Path | None, typer.Option("--funding-db", help="Funding rates DB (default: no funding)")] = None,
     tpe: Annotated[bool, typer.Option("--tpe", help="Optuna TPE search instead of the full grid")] = False,
     trials: Annotated[int | None, typer.Option(help="TPE: candidates to evaluate (e.g. 1000000)")] = None,
-    batch: Annotated[int | None, typer.Option(help="TPE: candidates per kernel launch (default min(trials, 1024)); optuna proposals per launch = batch // neighborhood")] = None,
+    batch: Annotated[int | None, typer.Option(help="TPE: candidates per kernel launch (default min(trials, 1024); on CUDA min(trials, what fills the device)); optuna proposals per launch = batch // neighborhood")] = None,
     neighborhood: Annotated[int, typer.Option(help="TPE: candidates per optuna trial (the proposal + neighbours 1-3 axis steps away); 1 = one candidate per trial, 256+ for million-candidate runs")] = 1,
     seed: Annotated[int, typer.Option(help="TPE sampler seed")] = 42,
     storage: Annotated[str | None, typer.Option(help="TPE: optuna storage URL, e.g. sqlite:///sweep.db (resumable)")] = None,

@@ -135,3 +135,159 @@ def make_cuda_driver(kernel=None):
             run_candidate(c0 + i, i, market, cands, run, scratch, metrics)
 
     return sweep_cuda
+
+
+# --- layout v2: warp-shared feature rows, per-thread local state (docs/GPU.md, "Layout v2") ------
+
+MarketT = namedtuple("MarketT", "pool_t valid_t funding_t t_open t_close sub_o sub_h sub_l sub_valid "
+                                "sub_close_ms")
+"""Layout v2's market, bar-major: pool_t[bar, row, sym]; valid_t[1 + bar, sym] (row 0 all zero, row
+t + 1 = bar t, so valid_t[t] is the previous bar's row); funding_t[bar, sym]; the rest as Market."""
+Lanes = namedtuple("Lanes", "cand warp_combo combos")
+"""Layout v2's lane map: cand[lane] candidate (dispatch-relative) or -1 for an idle padding lane;
+warp_combo[warp] the warp's row of combos (-1: an all-idle warp); combos[k, NF] pool row per feature."""
+Outputs = namedtuple("Outputs", "metrics fills trades")
+"""metrics[n, NM] per candidate; fills / trades [n, max, ·] in trace mode, else [1, 0, ·]."""
+
+CAPACITY_BUCKETS = (8, 16, 32, 64, 128, 256)
+SHARED_BYTES_PER_BLOCK = 48 * 1024  # numba-cuda has no API for more dynamic/opt-in shared memory
+WARP = 32
+
+
+def capacity_bucket(nsym: int) -> int:
+    """The smallest compiled symbol capacity that holds ``nsym`` symbols (ValueError above 256)."""
+    for cap in CAPACITY_BUCKETS:
+        if nsym <= cap:
+            return cap
+    raise ValueError(f"{nsym} symbols exceed the largest capacity bucket ({CAPACITY_BUCKETS[-1]}); "
+                     "use layout v1")
+
+
+def local_rows(cap: int) -> int:
+    """Rows of the per-thread local arrays for capacity ``cap``: ``cap``, except 64 at cap 32. Compiled
+    offline for sm_90 (numba-cuda 0.30.4, ptxas 13.0), 32..48 local rows come out at 255 registers
+    with 832 B of spill stores where 8, 16, 64, 128 and 256 rows use 166 registers and no spill; the
+    extra rows cost 24 KB of local memory per thread and are never touched (arrays are sliced to nsym)."""
+    return 64 if cap == 32 else cap
+
+
+def warps_per_block(cap: int) -> int:
+    """Warps sharing one block's 48 KB of staged feature rows: 4 up to cap 64, 2 at 128, 1 at 256."""
+    return max(1, min(4, SHARED_BYTES_PER_BLOCK // (cap * NF * 8)))
+
+
+_V2_CACHE: dict = {}
+
+
+def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
+    """Layout v2 kernel ``sweep_v2[blocks, warps * 32](lanes, market_t, cands, run, out)`` compiled for
+    symbol capacity ``cap`` (cached per (cap, warps) in this process).
+
+    Per thread: params, pos, acct and the ranking rows are ``cuda.local.array`` sized by ``cap`` (see
+    ``local_rows``) and
+    sliced to nsym (the hardware interleaves local memory per lane, so a warp's access to one field
+    is coalesced; nothing lane-private lives in global memory). Per warp: the bar's feature rows are
+    gathered once, cooperatively and coalesced (consecutive lanes read consecutive symbols of
+    pool_t[t, row]), into shared memory, and every lane reads them there; all lanes of a warp share
+    one window combo (the host orders and pads the batch). valid/funding rows are read-only views.
+    Idle lanes (cand -1) help stage the rows and run no decision code.
+    ``cands`` is ``Candidates`` with ``fidx`` unused (the warp's row of ``lanes.combos`` replaces it)."""
+    global cuda
+    from numba import cuda, float64, int64
+
+    warps = warps_per_block(cap) if warps is None else int(warps)
+    key = (cap, warps, id(kernel))
+    if key in _V2_CACHE:
+        return _V2_CACHE[key]
+    if kernel is None:
+        from strategy.kernel import make_kernel
+
+        kernel = make_kernel(cuda.jit(device=True))
+    from strategy.layout import NACCT, NPOS
+    from strategy.params import NP
+
+    sk = make_sweep_kernels(cuda.jit(device=True), kernel)
+    load_params = sk.load_params
+    init_state = kernel.init_state
+    step_bar = kernel.step_bar
+    finish = kernel.finish
+    write_metrics = kernel.write_metrics
+    use_syncwarp = hasattr(cuda, "syncwarp")  # the simulator has none: a block barrier there
+    CAP = cap
+    LROWS = local_rows(cap)
+    WARPS = warps
+
+    @cuda.jit(device=True)
+    def warp_sync():
+        if use_syncwarp:
+            cuda.syncwarp()
+        else:
+            cuda.syncthreads()
+
+    @cuda.jit(device=True)
+    def stage_init(lane, t0, feat, row, pool_t, valid_t, combos):
+        """Each symbol's row as the engine holds it at t0: its last valid bar before t0, else NaN."""
+        nsym = feat.shape[0]
+        for k in range(lane, nsym * NF, WARP):
+            f = k // nsym
+            s = k - f * nsym
+            v = math.nan
+            t = t0 - 1
+            while t >= 0:
+                if valid_t[t + 1, s] != 0:
+                    v = pool_t[t, combos[row, f], s]
+                    break
+                t -= 1
+            feat[s, f] = v
+
+    @cuda.jit(device=True)
+    def stage_bar(lane, t, feat, row, pool_t, valid_t, combos):
+        """A missing bar keeps the symbol's previous row, as the streaming engine does."""
+        nsym = feat.shape[0]
+        for k in range(lane, nsym * NF, WARP):
+            f = k // nsym
+            s = k - f * nsym
+            if valid_t[t + 1, s] != 0:
+                feat[s, f] = pool_t[t, combos[row, f], s]
+
+    @cuda.jit
+    def sweep_v2(lanes, market, cands, run, out):
+        tid = cuda.threadIdx.x
+        wib = tid // WARP
+        lane = tid - wib * WARP
+        gw = cuda.blockIdx.x * WARPS + wib
+        c = lanes.cand[gw * WARP + lane]
+        row = lanes.warp_combo[gw]
+        nsym = market.valid_t.shape[1]
+        sh = cuda.shared.array((WARPS, CAP, NF), float64)
+        feat = sh[wib, :nsym]
+        params = cuda.local.array((LROWS, NP), float64)[:nsym]
+        pos = cuda.local.array((LROWS, NPOS), float64)[:nsym]
+        acct = cuda.local.array(NACCT, float64)
+        rank_score = cuda.local.array(LROWS, float64)[:nsym]
+        rank_idx = cuda.local.array(LROWS, int64)[:nsym]
+        k = c if out.trades.shape[0] > 1 else 0
+        fills = out.fills[k]
+        trades = out.trades[k]
+        book = (pos, acct, rank_score, rank_idx, fills, trades)
+        if c >= 0:
+            load_params(c, params, cands.pvals, cands.pcols, cands.preplace, cands.base_params)
+            init_state(pos, acct, run.initial_balance)
+        if row >= 0:
+            stage_init(lane, run.t0, feat, row, market.pool_t, market.valid_t, lanes.combos)
+        for t in range(run.t0, run.t1):
+            if row >= 0:
+                stage_bar(lane, t, feat, row, market.pool_t, market.valid_t, lanes.combos)
+            warp_sync()
+            if c >= 0:
+                exit_bars = (market.sub_o[:, t, :], market.sub_h[:, t, :], market.sub_l[:, t, :],
+                             market.sub_valid[:, t, :], market.sub_close_ms[t], run.nsub)
+                step_bar(market.t_open[t], market.t_close[t], feat, market.valid_t[t + 1], market.valid_t[t],
+                         market.funding_t[t], params, run.btc_idx, book, exit_bars)
+            warp_sync()
+        if c >= 0:
+            finish(pos, acct, fills, trades, params)
+            write_metrics(acct, out.metrics[c])
+
+    _V2_CACHE[key] = sweep_v2
+    return sweep_v2
