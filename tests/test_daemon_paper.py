@@ -136,8 +136,9 @@ def test_kill_minus_nine_then_restart_reaches_the_same_state(setup, tmp_path_fac
 
 def test_second_daemon_refuses_the_lock(setup):
     tmp_path, env = setup
+    log = (tmp_path / "first.log").open("wb")  # a file, not a pipe nobody reads: a catch-up logs every fill
     first = subprocess.Popen([sys.executable, "-m", "live", "--mode", "paper"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.DEVNULL, stderr=log)
     try:
         for _ in range(200):
             if (tmp_path / "paper.lock").exists() and (tmp_path / "paper.lock").read_text().strip():
@@ -150,6 +151,7 @@ def test_second_daemon_refuses_the_lock(setup):
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=60) == 0
+        log.close()
 
 
 def test_kill_file_close_only_then_halt_all_then_clear(setup, shared_data):
