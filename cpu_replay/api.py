@@ -112,7 +112,7 @@ def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_id
     book = (state.pos, state.acct, np.zeros(nsym), np.zeros(nsym, np.int64), fills, trades)
     replay_loop(md.times.astype(np.int64), int(md.interval_ms), (md.open, md.high, md.low, md.close, md.volume),
                 md.valid, funding, params, wv, symbols.index("BTC") if "BTC" in symbols else -1, state.states,
-                state.feat, book, (sub.open, sub.high, sub.low, sub.valid, sub.close_ms, sub.k), equity, first_idx,
+                state.feat, book, (sub.open, sub.high, sub.low, sub.close, sub.valid, sub.close_ms, sub.k), equity, first_idx,
                 max(start_idx, first_idx), end_idx)
     return state, fills, trades, equity
 

@@ -125,6 +125,7 @@ Percent100 = Annotated[float, Field(ge=0, le=100)]  # RSI and ADX live on a 0..1
 Leverage = Annotated[float, Field(ge=1, le=50)]
 Confidence = Literal["low", "medium", "high"]
 MacdMode = Literal["accel", "sign", "none"]
+ExitFill = Literal["close", "touch"]
 Interval = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d"]
 
 
@@ -267,6 +268,10 @@ class EngineConfig(_Section):
     interval: Interval = "1h"
     entry_interval: Interval | None = None
     exit_interval: Interval | None = None
+    # close: every exit is decided on the close of the bar (or exit sub-bar) and fills at that close,
+    # as the reference backtester does; touch: stops and targets fill at their level when the range
+    # reaches it (at the open on a gap).
+    exit_fill: ExitFill = "close"
     signal_on_candle_close: bool = True
     loop_target_s: Positive = 5.0
     candle_close_grace_ms: Annotated[Count, Field(ge=0)] = 2000

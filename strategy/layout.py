@@ -165,6 +165,8 @@ assert len(METRIC_NAMES) == M.N
 SIDE = enumeration("SIDE", (("long", 1.0), ("short", -1.0), ("flat", 0.0)), label=str.upper)
 CONF = enumeration("CONF", (("low", 0.0), ("medium", 1.0), ("high", 2.0)))
 MACD = enumeration("MACD", (("accel", 0.0), ("sign", 1.0), ("none", 2.0)))
+# engine.exit_fill: exits decided on the (sub-)bar close and filled there, or on the range at the level
+EXIT_FILL = enumeration("EXIT_FILL", (("close", 0.0), ("touch", 1.0)))
 ACT = enumeration("ACT", (("open", 1), ("add", 2), ("reduce", 3), ("close", 4), ("funding", 5)), label=str.upper)
 R = enumeration("R", (
     ("signal", 1), ("pyramid", 2), ("stop_loss", 3), ("trailing_stop", 4), ("take_profit_partial", 5),

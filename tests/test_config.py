@@ -63,6 +63,7 @@ def test_pydantic_defaults_equal_param_and_window_specs():
         "signal_on_candle_close": True,
         "loop_target_s": 5.0,
         "candle_close_grace_ms": 2000,
+        "exit_fill": "close",
     }
     assert defaults["watchlist_exclude"] == []
 

@@ -104,7 +104,7 @@ def run(row: Row) -> tuple[list[Fill], np.ndarray]:
     fills, trades = np.zeros((64, NFILL)), np.zeros((64, NTRADE))
     book = (pos, acct, np.zeros(nsym), np.zeros(nsym, np.int64), fills, trades)
     z = np.zeros((nsym, 0))
-    no_exit_bars = (z, z, z, np.zeros((nsym, 0), np.uint8), np.zeros(0), 0)
+    no_exit_bars = (z, z, z, z, np.zeros((nsym, 0), np.uint8), np.zeros(0), 0)
     feat = np.full((nsym, F.N), math.nan)
     valid = np.ones(nsym, np.uint8)
     btc_idx = symbols.index("BTC") if "BTC" in symbols else -1
@@ -271,36 +271,88 @@ CONFIDENCE = [
 
 # ----------------------------------------------------------------------------------------- exits
 NO_PARTIAL = {"trade": {"enable_partial_tp": False}}
+TOUCH = {"engine": {"exit_fill": "touch"}}
+
+
+def touch(config: dict | None = None) -> dict:
+    """A row's config with engine.exit_fill touch (stops and targets on the bar's range)."""
+    return deep_merge(TOUCH, config or {})
+
+
+# engine.exit_fill close (the default): one price per evaluation, the close; the first exit that
+# fires wins and fills at that close.
+CLOSE_EXITS = [
+    Row("close exits: a wick through the stop (96) with a close above it does not stop the long out",
+        bars({**QUIET, "low": 95.0, "close": 97.0}), (), start=(HELD_LONG,)),
+    Row("close exits: a close below the stop (96) closes the long at that close, not at the stop",
+        bars({**QUIET, "low": 94.5, "close": 95.0}), (closes(0, "stop_loss", 95.0),), start=(HELD_LONG,)),
+    Row("close exits: a close exactly at the stop closes the long there",
+        bars({**QUIET, "low": 95.5, "close": 96.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,)),
+    Row("close exits: a high through the take-profit (112) with a close under it does not take profit",
+        bars({**QUIET, "high": 113.0, "close": 101.5}), (), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("close exits: a close at or above the take-profit closes all at that close",
+        bars({**QUIET, "high": 113.0, "close": 112.5}), (closes(0, "take_profit", 112.5, size=10.0),),
+        start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("close exits: one exit per close: the partial (70 % at a close >= 102) fires, the take-profit waits "
+        "for the next close",
+        bars({**QUIET, "high": 113.0, "close": 112.5}, {**QUIET, "close": 112.2}),
+        (Fill(0, "REDUCE", "take_profit_partial", 112.5, size=7.0), closes(1, "take_profit", 112.2, size=3.0)),
+        start=(HELD_LONG,)),
+    Row("close exits: a partial on a close keeps the smart exits of that close from firing",
+        bars({**QUIET, "high": 102.6, "close": 102.5, "rsi": 85.0}, {**QUIET, "high": 102.6, "close": 102.0,
+                                                                       "rsi": 85.0}),
+        (Fill(0, "REDUCE", "take_profit_partial", 102.5, size=7.0), closes(1, "rsi_overextension", 102.0)),
+        start=(HELD_LONG,)),
+    Row("close exits: the trailing stop set on one close (103 behind 104) fires on a later close beyond it, "
+        "filled at that close",
+        bars({**QUIET, "high": 104.5, "close": 104.0}, {**QUIET, "low": 102.0, "close": 103.5},
+             {**QUIET, "low": 102.0, "close": 102.8}),
+        (closes(2, "trailing_stop", 102.8),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("close exits: the stop comes before a smart exit on the same close",
+        bars({**QUIET, "close": 95.0, "ema_fast": 97.0}), (closes(0, "stop_loss", 95.0),), start=(HELD_LONG,)),
+    Row("close exits: with no price exit, the trend flip still closes at the close",
+        bars({**QUIET, "ema_fast": 97.9, "close": 99.5}), (closes(0, "trend_flip", 99.5),), start=(HELD_LONG,)),
+]
+
 EXITS = [
-    Row("stop loss: a bar trading down through the stop (96) closes the long at the stop",
-        bars({**QUIET, "low": 95.5, "close": 97.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,)),
-    Row("stop loss: a bar opening below the stop (a gap) closes at the open, not at the stop",
+    Row("stop loss (touch): a bar trading down through the stop (96) closes the long at the stop",
+        bars({**QUIET, "low": 95.5, "close": 97.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,),
+        config=touch()),
+    Row("stop loss (touch): a bar opening below the stop (a gap) closes at the open, not at the stop",
         bars({**QUIET, "open": 94.0, "high": 95.0, "low": 93.0, "close": 94.5}),
-        (closes(0, "stop_loss", 94.0),), start=(HELD_LONG,)),
-    Row("stop before target: a bar touching both the stop (96) and the take-profit (112) closes at the stop",
-        bars({**QUIET, "high": 113.0, "low": 95.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,)),
-    Row("take-profit: partial first (70 % at 102), then the rest at the take-profit (112) on a later bar",
+        (closes(0, "stop_loss", 94.0),), start=(HELD_LONG,), config=touch()),
+    Row("stop before target (touch): a bar touching both the stop (96) and the take-profit (112) closes at "
+        "the stop",
+        bars({**QUIET, "high": 113.0, "low": 95.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,),
+        config=touch()),
+    Row("take-profit (touch): partial first (70 % at 102), then the rest at the take-profit (112) on a later bar",
         bars({**QUIET, "high": 102.5, "close": 101.0}, {**QUIET, "open": 101.0, "high": 112.5, "close": 101.0}),
         (Fill(0, "REDUCE", "take_profit_partial", 102.0, size=7.0), closes(1, "take_profit", 112.0, size=3.0)),
-        start=(HELD_LONG,)),
-    Row("take-profit: with partial TP off, a bar reaching 102 does nothing and 112 closes all",
+        start=(HELD_LONG,), config=touch()),
+    Row("take-profit (touch): with partial TP off, a bar reaching 102 does nothing and 112 closes all",
         bars({**QUIET, "high": 102.5, "close": 101.0}, {**QUIET, "open": 101.0, "high": 112.5, "close": 101.0}),
-        (closes(1, "take_profit", 112.0, size=10.0),), start=(HELD_LONG,), config=NO_PARTIAL),
-    Row("trailing stop: 2 ATR in profit it trails 1 ATR/2 behind the close, never loosens, and closes there",
+        (closes(1, "take_profit", 112.0, size=10.0),), start=(HELD_LONG,), config=touch(NO_PARTIAL)),
+    Row("trailing stop (touch): 2 ATR in profit it trails 1 ATR/2 behind the close, never loosens, and closes "
+        "there",
         bars({**QUIET, "high": 104.5, "close": 104.0},                      # trail to 103
              {**QUIET, "open": 104.0, "high": 106.5, "low": 103.5, "close": 106.0},   # trail to 105
              {**QUIET, "open": 106.0, "high": 106.0, "low": 105.2, "close": 105.5},   # 104.5 would loosen: stays 105
              {**QUIET, "open": 105.5, "high": 105.6, "low": 104.8, "close": 105.0}),  # hits 105
-        (closes(3, "trailing_stop", 105.0),), start=(HELD_LONG,), config=NO_PARTIAL),
-    Row("break-even: 0.5 ATR in profit the stop moves to entry + 0.05 ATR (100.1) and closes there",
+        (closes(3, "trailing_stop", 105.0),), start=(HELD_LONG,), config=touch(NO_PARTIAL)),
+    Row("break-even (touch): 0.5 ATR in profit the stop moves to entry + 0.05 ATR (100.1) and closes there",
         bars({**QUIET, "high": 101.2, "close": 101.0}, {**QUIET, "open": 100.8, "high": 100.9, "low": 100.0}),
         (closes(1, "breakeven_stop", 100.1),), start=(HELD_LONG,),
+        config=touch({"trade": {"enable_breakeven_stop": True, "trailing_start_atr": 10.0}})),
+    Row("break-even: on the close, a later close at or under entry + 0.05 ATR (100.1) closes at that close",
+        bars({**QUIET, "high": 101.2, "close": 101.0}, {**QUIET, "low": 99.9, "close": 100.05}),
+        (closes(1, "breakeven_stop", 100.05),), start=(HELD_LONG,),
         config={"trade": {"enable_breakeven_stop": True, "trailing_start_atr": 10.0}}),
     Row("break-even: off by default, the same bars leave the long open",
         bars({**QUIET, "high": 101.2, "close": 101.0}, {**QUIET, "open": 100.8, "high": 100.9, "low": 100.0}),
-        (), start=(HELD_LONG,), config={"trade": {"trailing_start_atr": 10.0}}),
+        (), start=(HELD_LONG,), config=touch({"trade": {"trailing_start_atr": 10.0}})),
     Row("trend flip: the fast EMA crossing under the slow one closes the long at the close",
-        bars({**QUIET, "ema_fast": 97.9, "close": 99.5}), (closes(0, "trend_flip", 99.5),), start=(HELD_LONG,)),
+        bars({**QUIET, "ema_fast": 97.9, "close": 99.5}), (closes(0, "trend_flip", 99.5),), start=(HELD_LONG,),
+        config=touch()),
     Row("RSI overextension: RSI above rsi_exit_ub_lo_profit (80) closes the long at the close",
         bars({**QUIET, "rsi": 80.1, "close": 100.5}), (closes(0, "rsi_overextension", 100.5),),
         start=(HELD_LONG,)),
@@ -331,10 +383,10 @@ RANKING = [
     Row("entry cooldown: stopped out on bar 0, the symbol may not re-enter for reentry_cooldown_minutes (90)",
         bars({**QUIET, "low": 95.5, "close": 97.0}, {"close": 97.5}, {"close": 97.5}),
         (closes(0, "stop_loss", 96.0), opens(2, 97.5)), start=(HELD_LONG,),
-        config={"trade": {"reentry_cooldown_minutes": 90.0}}),
+        config=touch({"trade": {"reentry_cooldown_minutes": 90.0}})),
     Row("entry cooldown: with the default 60 minutes it re-enters on the next bar",
         bars({**QUIET, "low": 95.5, "close": 97.0}, {"close": 97.5}),
-        (closes(0, "stop_loss", 96.0), opens(1, 97.5)), start=(HELD_LONG,)),
+        (closes(0, "stop_loss", 96.0), opens(1, 97.5)), start=(HELD_LONG,), config=touch()),
     Row("add cooldown: pyramiding adds once add_cooldown_minutes (90) have passed since the last open/add",
         bars({"close": 101.5, "high": 101.8}, {"close": 101.5, "high": 101.8}),
         (Fill(1, "ADD", "pyramid", 101.5),), start=({**HELD_LONG, "open_time_ms": T0},),
@@ -361,7 +413,7 @@ FUNDING = [
         funding_paid=0.0, config={"trade": {"simulate_funding": False}}),
 ]
 
-TABLE = ENTRY_GATES + CONFIDENCE + EXITS + RANKING + FUNDING
+TABLE = ENTRY_GATES + CONFIDENCE + CLOSE_EXITS + EXITS + RANKING + FUNDING
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.rule for r in TABLE])

@@ -3,9 +3,12 @@
 On every closed bar (spec/strategy.md, "Decisions on a closed bar"), ``step_bar``:
 1. books the previous UTC day's return when the bar opens a new day (equity.roll_day);
 2. per symbol with an open position: funding at the bar's open (book.charge_funding; a symbol
-   without a bar pays at its last close), then the range exits (exits.range_exits: stop, partial
-   and full take-profit; on the finer exit bars when every one of them is there), then, if still
-   open, the exits on the close (exits.close_exits: trailing, break-even, trend flip, RSI);
+   without a bar pays at its last close), then the exits as [engine.exit_fill] says
+   (``symbol_exits``): close -- stop, partial and full take-profit on each finer exit bar's close
+   (when every one of them is there) or on the bar's close, first that fires wins, the stop
+   tightening after each close, then the smart exits on the bar's close; touch -- the range exits
+   (exits.range_exits) on the finer exit bars or the bar itself, then, if still open, the exits on
+   the close (exits.close_exits: trailing, break-even, trend flip, RSI);
 3. marks equity, then ranks the entry candidates (``rank_entries``): symbols with a bar now and
    a bar before (no entry right after a missing bar), warmed up, with a signal
    (entries.entry_signal) not against an open position; by confidence x 100 + ADX, ties by symbol;
@@ -18,7 +21,7 @@ On every closed bar (spec/strategy.md, "Decisions on a closed bar"), ``step_bar`
 
 The per-run state travels as two tuples, the same in the canonical engine and the sweep:
   book      = (pos, acct, rank_score, rank_idx, fills, trades)
-  exit_bars = (o, h, lo, valid, close_ms, n): the n finer exit bars inside this bar, per symbol
+  exit_bars = (o, h, lo, c, valid, close_ms, n): the n finer exit bars inside this bar, per symbol
               ([nsym, k] arrays and close_ms[k]); n == 0 checks exits on the bar itself.
 """
 
@@ -30,9 +33,9 @@ from strategy.features import F
 from strategy.kernel.book import add_to_position, charge_funding, close_position, open_position
 from strategy.kernel.entries import entry_signal, features_ready, pack_signal, signal_conf, signal_side
 from strategy.kernel.equity import mark_equity, note_daily_return, note_equity, roll_day
-from strategy.kernel.exits import close_exits, range_exits
+from strategy.kernel.exits import close_exits, close_price_exits, range_exits, smart_exits, tighten_stop
 from strategy.kernel.registry import MS_PER_MINUTE, kernel_function
-from strategy.layout import POS, A, R
+from strategy.layout import EXIT_FILL, POS, A, R
 from strategy.params import P
 
 
@@ -99,10 +102,47 @@ def sub_bars_complete(sub_valid, s, nsub):
 
 @kernel_function
 def symbol_exits(t, feat, params, s, book, exit_bars):
-    """Range exits of symbol ``s`` on its finer exit bars (in time order) or on the bar itself,
+    """The exits of symbol ``s`` as [engine.exit_fill] says: on the closes (``close_exits_on_closes``)
+    or on the ranges (``touch_exits``)."""
+    if params[s, P.EXIT_FILL] == EXIT_FILL.CLOSE:
+        close_exits_on_closes(t, feat, params, s, book, exit_bars)
+    else:
+        touch_exits(t, feat, params, s, book, exit_bars)
+
+
+@kernel_function
+def close_exits_on_closes(t, feat, params, s, book, exit_bars):
+    """exit_fill close: the price exits on each finer exit bar's close (in time order), or on the
+    bar's close, each followed by the stop tightening on that close; then the smart exits on the
+    bar's close unless an exit fired on the last close evaluated."""
+    pos, acct, _rank_score, _rank_idx, fills, trades = book
+    _sub_o, _sub_h, _sub_l, sub_c, sub_valid, sub_close_ms, nsub = exit_bars
+    f = feat[s]
+    p = params[s]
+    ps = pos[s]
+    fired = 0
+    if nsub > 0 and sub_bars_complete(sub_valid, s, nsub):
+        for j in range(nsub):
+            fired = close_price_exits(pos, acct, params, s, float(sub_close_ms[j]), sub_c[s, j], f[F.ATR], f[F.ADX],
+                                      f[F.RSI], fills, trades)
+            if fired == 2:
+                return
+            tighten_stop(p, ps, sub_c[s, j])
+    else:
+        fired = close_price_exits(pos, acct, params, s, t, f[F.CLOSE], f[F.ATR], f[F.ADX], f[F.RSI], fills, trades)
+        if fired == 2:
+            return
+        tighten_stop(p, ps, f[F.CLOSE])
+    if fired == 0:
+        smart_exits(pos, acct, params, feat, s, t, fills, trades)
+
+
+@kernel_function
+def touch_exits(t, feat, params, s, book, exit_bars):
+    """exit_fill touch: range exits on the finer exit bars (in time order) or on the bar itself,
     then the exits on the close if it is still open."""
     pos, acct, _rank_score, _rank_idx, fills, trades = book
-    sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub = exit_bars
+    sub_o, sub_h, sub_l, _sub_c, sub_valid, sub_close_ms, nsub = exit_bars
     f = feat[s]
     closed = False
     if nsub > 0 and sub_bars_complete(sub_valid, s, nsub):

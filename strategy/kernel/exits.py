@@ -1,7 +1,18 @@
 """Exits: the stop, the targets, the trailing and break-even stops, the smart exits.
 
 Stops and targets are in units of the ATR at entry (``POS.ENTRY_ATR``), so they do not drift with
-later volatility. In the order they are checked on a bar (config keys in brackets):
+later volatility. [engine.exit_fill] chooses the price an exit sees:
+
+close (the default, as the reference backtester): each evaluation sees one price, the close of the
+bar or of each finer exit bar (``close_price_exits``): the stop (its level is the initial stop, or
+the trailing / break-even stop once one of those tightened it), then the partial and the full
+take-profit; the first that fires wins and fills at that close (moved by the slippage). A wick
+through the stop does not stop the position out; a close beyond it fills at that worse close.
+After each evaluation the trailing and break-even stops tighten on that close. The smart exits
+(6, 7) run on the main bar's close, where the main bar's indicators are known, unless an exit
+fired on that close.
+
+touch: in the order they are checked on a bar:
 
 On the bar's range (``range_exits``; on each finer exit bar instead when an exit interval is set):
 1. Stop: the bar reaches the stop level -> close all, reason stop_loss (or trailing_stop /
@@ -84,6 +95,38 @@ def range_exits(pos, acct, params, s, t, o, h, lo, atr, adx, rsi, fills, trades)
 
 
 @kernel_function
+def close_beyond(side, close, level, is_stop):
+    """The close is at or beyond ``level``: against the position for a stop, in its favour for a target."""
+    if (side > 0.0) == is_stop:
+        return close <= level
+    return close >= level
+
+
+@kernel_function
+def close_price_exits(pos, acct, params, s, t, close, atr, adx, rsi, fills, trades):
+    """Rules 1-3 on one close (exit_fill close): stop, partial, full take-profit; the first that
+    fires wins and fills at the close. Returns 0 (none), 1 (a partial fired) or 2 (closed)."""
+    p = params[s]
+    ps = pos[s]
+    side = ps[POS.SIDE]
+    if close_beyond(side, close, ps[POS.STOP], True):
+        close_position(pos, acct, params, s, t, close, 1.0, ps[POS.STOP_REASON], atr, adx, rsi, fills, trades)
+        return 2
+    entry = ps[POS.ENTRY]
+    entry_atr = ps[POS.ENTRY_ATR]
+    if p[P.ENABLE_PARTIAL_TP] != 0.0 and ps[POS.TP1_DONE] == 0.0:
+        if close_beyond(side, close, entry + side * p[P.TP_PARTIAL_ATR_MULT] * entry_atr, False):
+            ps[POS.TP1_DONE] = 1.0
+            close_position(pos, acct, params, s, t, close, p[P.TP_PARTIAL_PCT], R.TAKE_PROFIT_PARTIAL, atr, adx,
+                           rsi, fills, trades)
+            return 2 if ps[POS.SIDE] == 0.0 else 1
+    if close_beyond(side, close, entry + side * ps[POS.TP_MULT] * entry_atr, False):
+        close_position(pos, acct, params, s, t, close, 1.0, R.TAKE_PROFIT, atr, adx, rsi, fills, trades)
+        return 2
+    return 0
+
+
+@kernel_function
 def ratchet_trailing_stop(p, ps, close):
     """Rule 4 [trade.trailing_start_atr, trailing_distance_atr]: trail the stop behind the close."""
     side = ps[POS.SIDE]
@@ -129,14 +172,26 @@ def rsi_overextended(p, ps, f):
 
 
 @kernel_function
+def tighten_stop(p, ps, close):
+    """Rules 4-5: the trailing and break-even stops move on a close (they never loosen)."""
+    ratchet_trailing_stop(p, ps, close)
+    ratchet_breakeven_stop(p, ps, close)
+
+
+@kernel_function
 def close_exits(pos, acct, params, feat, s, t, fills, trades):
-    """Rules 4-7 on the close: tighten the stop (trailing, break-even), then the smart exits."""
+    """Rules 4-7 on the close (exit_fill touch): tighten the stop, then the smart exits."""
+    tighten_stop(params[s], pos[s], feat[s, F.CLOSE])
+    smart_exits(pos, acct, params, feat, s, t, fills, trades)
+
+
+@kernel_function
+def smart_exits(pos, acct, params, feat, s, t, fills, trades):
+    """Rules 6-7 on the main bar's close: trend flip, RSI overextension; filled at the close."""
     p = params[s]
     f = feat[s]
     ps = pos[s]
     close = f[F.CLOSE]
-    ratchet_trailing_stop(p, ps, close)
-    ratchet_breakeven_stop(p, ps, close)
     reason = 0.0
     if trend_flipped(ps, f):
         reason = R.TREND_FLIP
