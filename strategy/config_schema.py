@@ -53,7 +53,7 @@ OVERLAY_KEYS: tuple[str, ...] = ("global", "symbols")
 REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
     "trade": frozenset(
         """
-        leverage_max_cap use_bbo_for_fills adx_sizing_min_mult adx_sizing_full_adx
+        use_bbo_for_fills adx_sizing_min_mult adx_sizing_full_adx
         vol_baseline_pct vol_scalar_min vol_scalar_max tp_partial_min_notional_usd
         trailing_start_atr_low_conf trailing_distance_atr_low_conf enable_vol_buffered_trailing
         reentry_cooldown_min_mins reentry_cooldown_max_mins enable_reef_filter
@@ -163,6 +163,7 @@ class TradeConfig(_Section):
     leverage_low: Leverage = 1.0
     leverage_medium: Leverage = 5.0
     leverage_high: Leverage = 5.0
+    leverage_max_cap: Annotated[float, Field(ge=0, le=50)] = 0.0  # 0 = no cap
     enable_dynamic_sizing: bool = False
     confidence_mult_high: NonNeg = 1.0
     confidence_mult_medium: NonNeg = 0.7

@@ -234,10 +234,14 @@ ENTRY_GATES = [
     Row("gate 12 volume_confirms: required, a falling volume SMA refuses",
         bars({"vol_trend": 0.0}), (), config={"filters": {"require_volume_confirmation": True}}),
     # gate 13: minimum confidence
-    Row("gate 13 entry_min_confidence high: a high-confidence signal enters",
-        bars({"adx": 41.0, "volume": 2300.0}), (opens(0),), config={"trade": {"entry_min_confidence": "high"}}),
+    Row("gate 13 entry_min_confidence high: a high-confidence signal (volume spike) enters",
+        bars({"volume": 2300.0}), (opens(0),), config={"trade": {"entry_min_confidence": "high"}}),
     Row("gate 13 entry_min_confidence high: a medium-confidence signal does not",
         bars({}), (), config={"trade": {"entry_min_confidence": "high"}}),
+    Row("gate 13 entry_min_confidence gates new positions only: a medium signal still adds to a held long "
+        "(add_min_confidence medium)",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5),), start=(HELD_LONG,),
+        config={"trade": {"enable_pyramiding": True, "entry_min_confidence": "high"}}),
     # gate 14: reverse
     Row("gate 14 reverse_entry_signal: a long signal opens a short", bars({}), (opens(0, side="SHORT"),),
         config={"trade": {"reverse_entry_signal": True}}),
@@ -249,17 +253,26 @@ ENTRY_GATES = [
 ]
 
 # ------------------------------------------------------------------------- confidence and sizing
-# medium (ADX 30, volume confirmed); high (ADX 41 and volume > 2.5 x SMA); low (ADX 25, volume under SMA).
+# A standard entry is high on a volume spike (volume > high_conf_volume_mult 2.5 x its SMA 900, i.e.
+# > 2,250), else medium; ADX plays no part and a standard entry is never low.
 # Margin = 3 % of 10,000 = 300; notional = margin x leverage; size = notional / 100.
 CONFIDENCE = [
-    Row("tiers: low confidence takes leverage_low (1): notional 300", bars({"adx": 25.0, "volume": 800.0}),
-        (opens(0, size=3.0),)),
-    Row("tiers: medium confidence takes leverage_medium (5): notional 1,500", bars({}),
-        (opens(0, size=15.0),)),
-    Row("tiers: high confidence takes leverage_high (7 here): notional 2,100",
-        bars({"adx": 41.0, "volume": 2300.0}), (opens(0, size=21.0),), config={"trade": {"leverage_high": 7.0}}),
+    Row("tiers: without a volume spike a standard entry is medium (leverage_medium 5): notional 1,500",
+        bars({}), (opens(0, size=15.0),)),
+    Row("tiers: a weak entry (ADX 25, volume under its SMA) is still medium, never low: notional 1,500",
+        bars({"adx": 25.0, "volume": 800.0}), (opens(0, size=15.0),)),
+    Row("tiers: a strong ADX (45) without a volume spike is medium, not high: notional 1,500",
+        bars({"adx": 45.0, "volume": 2200.0}), (opens(0, size=15.0),), config={"trade": {"leverage_high": 7.0}}),
+    Row("tiers: a volume spike at ADX 30 is high (leverage_high 7 here): notional 2,100",
+        bars({"volume": 2300.0}), (opens(0, size=21.0),), config={"trade": {"leverage_high": 7.0}}),
+    Row("tiers: volume exactly 2.5 x its SMA is not a spike: medium",
+        bars({"volume": 2250.0}), (opens(0, size=15.0),), config={"trade": {"leverage_high": 7.0}}),
+    Row("tiers: leverage_max_cap (3) caps the tier leverage (5): notional 900",
+        bars({}), (opens(0, size=9.0),), config={"trade": {"leverage_max_cap": 3.0}}),
+    Row("tiers: leverage_max_cap 0 is no cap", bars({}), (opens(0, size=15.0),),
+        config={"trade": {"leverage_max_cap": 0.0}}),
     Row("tiers: without dynamic leverage every tier takes trade.leverage (2): notional 600",
-        bars({"adx": 41.0, "volume": 2300.0}), (opens(0, size=6.0),),
+        bars({"volume": 2300.0}), (opens(0, size=6.0),),
         config={"trade": {"enable_dynamic_leverage": False}}),
     Row("sizing: dynamic sizing scales a medium margin by confidence_mult_medium (0.7): notional 1,050",
         bars({}), (opens(0, size=10.5),), config={"trade": {"enable_dynamic_sizing": True}}),
@@ -369,8 +382,14 @@ RANKING = [
         bars({"AAA": {"adx": 31.0}, "BBB": {"adx": 35.0}, "CCC": {"adx": 33.0}}),
         (opens(0, symbol="BBB"), opens(0, symbol="CCC")), symbols=THREE,
         config={"trade": {"max_open_positions": 2}}),
-    Row("ranking: confidence outranks ADX (a high signal with ADX 41 before a medium one with ADX 45)",
-        bars({"AAA": {"adx": 45.0}, "BBB": {"adx": 41.0, "volume": 2300.0}, "CCC": QUIET}),
+    Row("ranking: confidence outranks ADX (a high signal with ADX 31 before a medium one with ADX 45)",
+        bars({"AAA": {"adx": 45.0}, "BBB": {"adx": 31.0, "volume": 2300.0}, "CCC": QUIET}),
+        (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
+    Row("ranking: the score reads the whole ADX: 31.9 ties with 31.2 and the tie goes by symbol order",
+        bars({"AAA": {"adx": 31.2}, "BBB": {"adx": 31.9}, "CCC": QUIET}),
+        (opens(0, symbol="AAA"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
+    Row("ranking: a whole point of ADX more ranks first (32.0 before 31.9)",
+        bars({"AAA": {"adx": 31.9}, "BBB": {"adx": 32.0}, "CCC": QUIET}),
         (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
     Row("ranking: equal scores go by symbol order", bars({"AAA": {}, "BBB": {}, "CCC": {}}),
         (opens(0, symbol="AAA"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),

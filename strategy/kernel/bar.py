@@ -11,9 +11,11 @@ On every closed bar (spec/strategy.md, "Decisions on a closed bar"), ``step_bar`
    the close (exits.close_exits: trailing, break-even, trend flip, RSI);
 3. marks equity, then ranks the entry candidates (``rank_entries``): symbols with a bar now and
    a bar before (no entry right after a missing bar), warmed up, with a signal
-   (entries.entry_signal) not against an open position; by confidence x 100 + ADX, ties by symbol;
+   (entries.entry_signal) not against an open position; by confidence x 100 + whole ADX, ties by
+   symbol;
 4. takes them in rank order (``take_entries``): an open position in the signal's direction is
-   pyramided (book.add_to_position); a new one opens when fewer than
+   pyramided (book.add_to_position); a new one opens when its tier is at least
+   [trade.entry_min_confidence], fewer than
    [trade.max_open_positions] are open and [trade.reentry_cooldown_minutes] have passed since the
    symbol's last full close (book.open_position, which applies the margin cap);
 5. marks equity again for drawdown at the close.
@@ -40,6 +42,13 @@ from strategy.params import P
 
 
 @kernel_function
+def rank_of(sig, adx):
+    """The ranking score of a signal: tier x 100 + the whole part of its ADX (the reference's
+    integer ADX: ADX 31.9 and 31.2 tie, and the tie goes by symbol order)."""
+    return signal_conf(sig) * 100.0 + math.floor(adx)
+
+
+@kernel_function
 def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx):
     """Collect entry candidates and insertion-sort them by (-score, symbol); returns their count."""
     n = 0
@@ -55,12 +64,12 @@ def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank
         if held != 0.0 and held != side:
             continue
         sig = pack_signal(side, conf)
-        score = signal_conf(sig) * 100.0 + feat[s, F.ADX]
+        score = rank_of(sig, feat[s, F.ADX])
         rank_score[s] = sig
         j = n
         while j > 0:
             other = rank_idx[j - 1]
-            o_score = signal_conf(rank_score[other]) * 100.0 + feat[other, F.ADX]
+            o_score = rank_of(rank_score[other], feat[other, F.ADX])
             if o_score >= score:
                 break
             rank_idx[j] = other
@@ -83,6 +92,8 @@ def take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fi
         if ps[POS.SIDE] != 0.0:
             add_to_position(pos, acct, params, feat, s, t, conf, equity, fills)
             continue
+        if conf < p[P.ENTRY_MIN_CONFIDENCE]:
+            continue  # gates new positions only: an add answers to add_min_confidence
         if acct[A.OPEN_COUNT] >= p[P.MAX_OPEN_POSITIONS]:
             continue
         if t - ps[POS.LAST_EXIT_T] < p[P.REENTRY_COOLDOWN_MINUTES] * MS_PER_MINUTE:

@@ -23,7 +23,8 @@ missing bar), the indicators its rules read are warmed up (``features_ready``), 
                         ADX > [thresholds.entry.btc_adx_override] (or BTC has no bar or is not warm)
 11. atr_above_min       ATR / close >= [trade.min_atr_pct]
 12. volume_confirms     [filters.require_volume_confirmation] volume > its SMA and the SMA rising
-13. confidence tier     high / medium / low (``confidence_tier``) >= [trade.entry_min_confidence]
+13. confidence tier     high on a volume spike, else medium (``confidence_tier``); a new position
+                        needs it >= [trade.entry_min_confidence] (bar.take_entries; adds do not)
 14. reverse             [trade.reverse_entry_signal] flips the side
 """
 
@@ -200,14 +201,13 @@ def volume_confirms(p, f):
 
 @kernel_function
 def confidence_tier(p, f):
-    """CONF.HIGH when ADX > [adx_strong_gt] and volume > [thresholds.entry.high_conf_volume_mult] x its
-    SMA; CONF.MEDIUM when ADX > [adx_weak_lt] or the volume is confirmed; else CONF.LOW."""
-    adx = f[F.ADX]
-    if adx > p[P.ADX_STRONG_GT] and f[F.VOLUME] > p[P.HIGH_CONF_VOLUME_MULT] * f[F.VOL_SMA]:
+    """A standard trend entry is CONF.HIGH on a volume spike (volume >
+    [thresholds.entry.high_conf_volume_mult] x its SMA), else CONF.MEDIUM; ADX plays no part and
+    a standard entry is never CONF.LOW (the reference's tiers: Low belongs to the pullback and
+    slow-drift entries only)."""
+    if f[F.VOLUME] > p[P.HIGH_CONF_VOLUME_MULT] * f[F.VOL_SMA]:
         return CONF.HIGH
-    if adx > p[P.ADX_WEAK_LT] or volume_confirmed(f):
-        return CONF.MEDIUM
-    return CONF.LOW
+    return CONF.MEDIUM
 
 
 @kernel_function
@@ -231,9 +231,7 @@ def entry_signal(feat, valid, params, s, btc_idx):
             and atr_above_min(p, f)                        # 11
             and volume_confirms(p, f)):                    # 12
         return SIDE.FLAT, CONF.LOW
-    conf = confidence_tier(p, f)                           # 13
-    if conf < p[P.ENTRY_MIN_CONFIDENCE]:
-        return SIDE.FLAT, CONF.LOW
+    conf = confidence_tier(p, f)                           # 13 (gated in bar.take_entries)
     if p[P.REVERSE_ENTRY_SIGNAL] != 0.0:                   # 14
         side = -side
     return side, conf

@@ -42,10 +42,15 @@ def confidence_mult(p, conf):
 
 @kernel_function
 def entry_leverage(p, conf):
-    """The leverage of a new position [trade.leverage, enable_dynamic_leverage, leverage_*]."""
-    if p[P.ENABLE_DYNAMIC_LEVERAGE] == 0.0:
-        return p[P.LEVERAGE]
-    return tier_value(p, conf, P.LEVERAGE_HIGH, P.LEVERAGE_MEDIUM, P.LEVERAGE_LOW)
+    """The leverage of a new position [trade.leverage, enable_dynamic_leverage, leverage_*], at
+    most [trade.leverage_max_cap] when that is above 0."""
+    lev = p[P.LEVERAGE]
+    if p[P.ENABLE_DYNAMIC_LEVERAGE] != 0.0:
+        lev = tier_value(p, conf, P.LEVERAGE_HIGH, P.LEVERAGE_MEDIUM, P.LEVERAGE_LOW)
+    cap = p[P.LEVERAGE_MAX_CAP]
+    if cap > 0.0 and lev > cap:
+        return cap
+    return lev
 
 
 @kernel_function
