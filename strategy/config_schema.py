@@ -54,8 +54,7 @@ REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
     "trade": frozenset(
         """
         use_bbo_for_fills adx_sizing_min_mult adx_sizing_full_adx
-        vol_baseline_pct vol_scalar_min vol_scalar_max tp_partial_min_notional_usd
-        trailing_start_atr_low_conf trailing_distance_atr_low_conf enable_vol_buffered_trailing
+        vol_baseline_pct vol_scalar_min vol_scalar_max
         reentry_cooldown_min_mins reentry_cooldown_max_mins enable_reef_filter
         reef_long_rsi_block_gt reef_short_rsi_block_lt reef_adx_threshold reef_long_rsi_extreme_gt
         reef_short_rsi_extreme_lt tsme_min_profit_atr tsme_require_adx_slope_negative
@@ -145,12 +144,16 @@ class TradeConfig(_Section):
     tp_atr_mult: Positive = 6.0
     trailing_start_atr: NonNeg = 1.0
     trailing_distance_atr: Positive = 0.5
+    trailing_start_atr_low_conf: NonNeg = 0.0  # 0 = low-confidence positions use trailing_start_atr
+    trailing_distance_atr_low_conf: NonNeg = 0.0  # 0 = they use trailing_distance_atr
+    enable_vol_buffered_trailing: bool = True
     enable_breakeven_stop: bool = False
     breakeven_start_atr: NonNeg = 0.5
     breakeven_buffer_atr: NonNeg = 0.05
     enable_partial_tp: bool = True
     tp_partial_pct: Annotated[float, Field(gt=0, lt=1)] = 0.7  # 0 sells nothing, 1 is the full target
-    tp_partial_atr_mult: Positive = 1.0
+    tp_partial_atr_mult: NonNeg = 1.0  # 0 = the partial at the full take-profit, and no full take-profit after it
+    tp_partial_min_notional_usd: NonNeg = 10.0
     enable_pyramiding: bool = True
     max_adds_per_symbol: Annotated[Count, Field(ge=0)] = 2
     add_fraction_of_base_margin: NonNeg = 0.5

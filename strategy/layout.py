@@ -73,6 +73,12 @@ POS = declare("POS", (
     ("entry_reason", "reason code of the opening fill (R.*)"),
     ("first_entry", "price of the opening fill"),
     ("stop_reason", "reason code a stop hit would carry (stop_loss / trailing_stop / breakeven_stop)"),
+    ("ind_adx", "ADX at the last main-bar close (what the exits on the next exit sub-bars read)"),
+    ("ind_adx_slope", "ADX slope at the last main-bar close"),
+    ("ind_atr", "ATR at the last main-bar close"),
+    ("ind_atr_slope", "ATR minus the ATR of the main-bar close before it"),
+    ("ind_bbw_ratio", "Bollinger width / its average at the last main-bar close (1 when undefined)"),
+    ("ind_rsi", "RSI at the last main-bar close"),
 ), globals(), "NPOS")
 
 # --- account state: acct[NACCT]

@@ -327,6 +327,64 @@ CLOSE_EXITS = [
         bars({**QUIET, "ema_fast": 97.9, "close": 99.5}), (closes(0, "trend_flip", 99.5),), start=(HELD_LONG,)),
 ]
 
+# The stop recomputed on every close from the average entry (sl_atr_mult 2 x ATR 2 = 4 below 100),
+# the trailing distance modifiers and the partial take-profit rules (reference §4 items 4, 5, 8).
+ADD_AVG = (10 * 100.0 + 500.0) / (10 + 500.0 / 101.5)  # HELD_LONG after a 500-notional add at 101.5
+STOPS_AND_TARGETS = [
+    Row("stop: ADX falling and the long underwater tighten the stop x0.8 (to 96.8): a close at 96.7 stops out",
+        bars({**QUIET, "adx_slope": -0.5, "low": 96.5, "close": 96.7}), (closes(0, "stop_loss", 96.7),),
+        start=(HELD_LONG,)),
+    Row("stop: with ADX rising the same close (96.7) keeps the long (stop at 96)",
+        bars({**QUIET, "adx_slope": 0.5, "low": 96.5, "close": 96.7}), (), start=(HELD_LONG,)),
+    Row("stop: ADX above 45 widens the stop x1.10 (to 95.6): a close at 95.8 keeps the long",
+        bars({**QUIET, "adx": 46.0, "low": 95.5, "close": 95.8}), (), start=(HELD_LONG,)),
+    Row("stop: ADX above 45, a close under the widened stop (95.5 < 95.6) stops out at that close",
+        bars({**QUIET, "adx": 46.0, "low": 95.4, "close": 95.5}), (closes(0, "stop_loss", 95.5),),
+        start=(HELD_LONG,)),
+    Row("stop: it is not ratcheted: tightened to 96.8 on one close, back at 96 on the next (a close at 96.5 "
+        "keeps the long)",
+        bars({**QUIET, "adx_slope": -0.5, "low": 96.8, "close": 97.0},
+             {**QUIET, "adx_slope": 0.5, "low": 96.4, "close": 96.5}), (), start=(HELD_LONG,)),
+    Row("stop (touch): after an add the stop-loss is measured from the new average entry",
+        bars({"close": 101.5, "high": 101.8}, {**QUIET, "open": 100.0, "low": 96.0, "close": 97.0}),
+        (Fill(0, "ADD", "pyramid", 101.5), closes(1, "stop_loss", ADD_AVG - 4.0)), start=(HELD_LONG,),
+        config=touch({"trade": {"enable_pyramiding": True}})),
+    Row("trailing: while RSI runs with the long (RSI 65) the distance is at least 0.7 ATR: trail at 102.6, "
+        "a close at 102.7 keeps the long, 102.5 closes it",
+        bars({**QUIET, "high": 104.5, "close": 104.0, "rsi": 65.0}, {**QUIET, "low": 102.6, "close": 102.7,
+                                                                      "rsi": 65.0},
+             {**QUIET, "low": 102.4, "close": 102.5, "rsi": 65.0}),
+        (closes(2, "trailing_stop", 102.5),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("trailing: a wide Bollinger width (1.3 x its average) buffers the distance x1.25 but ADX under 25 "
+        "re-chooses 0.7 x base, floored at 0.5 ATR: trail at 103",
+        bars({**QUIET, "high": 104.5, "close": 104.0, "bb_width": 0.13},
+             {**QUIET, "low": 102.9, "close": 103.0}),
+        (closes(1, "trailing_stop", 103.0),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("trailing: with ADX 30 a wide Bollinger width buffers a 1 ATR distance to 1.25 ATR: trail at 101.5",
+        bars({**QUIET, "adx": 30.0, "high": 104.5, "close": 104.0, "bb_width": 0.13},
+             {**QUIET, "adx": 30.0, "low": 101.6, "close": 101.6},
+             {**QUIET, "adx": 30.0, "low": 101.4, "close": 101.5}),
+        (closes(2, "trailing_stop", 101.5),), start=(HELD_LONG,),
+        config=deep_merge(NO_PARTIAL, {"trade": {"trailing_distance_atr": 1.0}})),
+    Row("partial take-profit: held while what it leaves (3 x 102.5 = 307.5) is under "
+        "tp_partial_min_notional_usd (400)",
+        bars({**QUIET, "high": 102.6, "close": 102.5}), (), start=(HELD_LONG,),
+        config={"trade": {"tp_partial_min_notional_usd": 400.0, "trailing_start_atr": 10.0}}),
+    Row("partial take-profit: taken when what it leaves (307.5) is at least the minimum (300)",
+        bars({**QUIET, "high": 102.6, "close": 102.5}), (Fill(0, "REDUCE", "take_profit_partial", 102.5, size=7.0),),
+        start=(HELD_LONG,), config={"trade": {"tp_partial_min_notional_usd": 300.0, "trailing_start_atr": 10.0}}),
+    Row("partial take-profit: with tp_partial_atr_mult 0 it sits at the take-profit (112) and no full "
+        "take-profit follows",
+        bars({**QUIET, "high": 111.0, "close": 110.0}, {**QUIET, "high": 112.6, "close": 112.5},
+             {**QUIET, "high": 114.0, "close": 113.0}),
+        (Fill(1, "REDUCE", "take_profit_partial", 112.5, size=7.0),), start=(HELD_LONG,),
+        config={"trade": {"tp_partial_atr_mult": 0.0, "trailing_start_atr": 10.0}}),
+    Row("partial take-profit: with tp_partial_atr_mult above 0 the full take-profit follows the partial",
+        bars({**QUIET, "high": 102.6, "close": 102.5}, {**QUIET, "high": 112.6, "close": 112.5}),
+        (Fill(0, "REDUCE", "take_profit_partial", 102.5, size=7.0), closes(1, "take_profit", 112.5, size=3.0)),
+        start=(HELD_LONG,), config={"trade": {"trailing_start_atr": 10.0}}),
+]
+
 EXITS = [
     Row("stop loss (touch): a bar trading down through the stop (96) closes the long at the stop",
         bars({**QUIET, "low": 95.5, "close": 97.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,),
@@ -432,7 +490,7 @@ FUNDING = [
         funding_paid=0.0, config={"trade": {"simulate_funding": False}}),
 ]
 
-TABLE = ENTRY_GATES + CONFIDENCE + CLOSE_EXITS + EXITS + RANKING + FUNDING
+TABLE = ENTRY_GATES + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + EXITS + RANKING + FUNDING
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.rule for r in TABLE])
@@ -463,3 +521,47 @@ def test_every_gate_is_a_kernel_function_called_directly():
         kept, f[col] = f[col], refusing
         assert not gate(*args), (gate, field_name, refusing)
         f[col] = kept
+
+
+def _held_row(**ind) -> np.ndarray:
+    """A position row of HELD_LONG (entry 100, ATR 2) with the noted main-bar indicators ``ind``."""
+    from strategy.layout import POS
+
+    ps = np.zeros(NPOS)
+    ps[POS.SIDE], ps[POS.SIZE], ps[POS.ENTRY], ps[POS.ENTRY_ATR], ps[POS.CONF] = 1.0, 10.0, 100.0, 2.0, 1.0
+    ps[POS.IND_BBW_RATIO] = 1.0
+    for k, v in ind.items():
+        ps[getattr(POS, k.upper())] = v
+    return ps
+
+
+def test_stop_loss_multiple_modifiers_in_the_reference_order():
+    """sl_atr_mult 2: x0.8 (ADX falling, underwater), x1.15 (ADX > 40 and > 0.5 ATR in profit),
+    x1.10 (ADX > 45); recomputed from the evaluation's price."""
+    p = config_from_dict({"global": COMMON}).params_for(None)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=30.0, ind_adx_slope=-1.0), 99.0) == pytest.approx(1.6)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=30.0, ind_adx_slope=-1.0), 101.0) == pytest.approx(2.0)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=41.0, ind_adx_slope=1.0), 101.2) == pytest.approx(2.3)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=41.0, ind_adx_slope=1.0), 101.0) == pytest.approx(2.0)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=46.0, ind_adx_slope=1.0), 102.0) == pytest.approx(2.0 * 1.15 * 1.1)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=46.0, ind_adx_slope=-1.0), 99.0) == pytest.approx(2.0 * 0.8 * 1.1)
+
+
+def test_trailing_distance_modifiers_and_floors():
+    """Base 1 ATR: above 2 ATRs in profit it is re-chosen (ADX > 35 and rising: 1; ATR rising: 0.75;
+    else 0.5); otherwise ADX < 25 gives 0.7; the floor is 0.7 with RSI running, else 0.5; low
+    confidence reads the _low_conf values when above 0."""
+    cfg = config_from_dict({"global": deep_merge(COMMON, {"trade": {"trailing_distance_atr": 1.0}})})
+    p = cfg.params_for(None)
+    d = K.trailing_distance
+    assert d(p, _held_row(ind_adx=36.0, ind_adx_slope=1.0, ind_rsi=50.0), 2.5) == pytest.approx(1.0)
+    assert d(p, _held_row(ind_adx=30.0, ind_atr_slope=0.1, ind_rsi=50.0), 2.5) == pytest.approx(0.75)
+    assert d(p, _held_row(ind_adx=30.0, ind_atr_slope=-0.1, ind_rsi=50.0), 2.5) == pytest.approx(0.5)
+    assert d(p, _held_row(ind_adx=30.0, ind_atr_slope=-0.1, ind_rsi=65.0), 2.5) == pytest.approx(0.7)
+    assert d(p, _held_row(ind_adx=20.0, ind_rsi=50.0), 1.5) == pytest.approx(0.7)
+    assert d(p, _held_row(ind_adx=30.0, ind_rsi=50.0, ind_bbw_ratio=1.3), 1.5) == pytest.approx(1.25)
+    assert d(p, _held_row(ind_adx=30.0, ind_rsi=50.0, ind_bbw_ratio=1.2), 1.5) == pytest.approx(1.0)
+    low = config_from_dict({"global": deep_merge(COMMON, {"trade": {"trailing_distance_atr": 1.0,
+                                                                    "trailing_distance_atr_low_conf": 2.0}})})
+    assert d(low.params_for(None), _held_row(ind_adx=30.0, ind_rsi=50.0, conf=0.0), 1.5) == pytest.approx(2.0)
+    assert d(low.params_for(None), _held_row(ind_adx=30.0, ind_rsi=50.0, conf=1.0), 1.5) == pytest.approx(1.0)

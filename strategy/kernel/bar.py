@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 
 from strategy.features import F
-from strategy.kernel.book import add_to_position, charge_funding, close_position, open_position
+from strategy.kernel.book import add_to_position, charge_funding, close_position, note_indicators, open_position
 from strategy.kernel.entries import entry_signal, features_ready, pack_signal, signal_conf, signal_side
 from strategy.kernel.equity import mark_equity, note_daily_return, note_equity, roll_day
 from strategy.kernel.exits import close_exits, close_price_exits, range_exits, smart_exits, tighten_stop
@@ -133,13 +133,16 @@ def close_exits_on_closes(t, feat, params, s, book, exit_bars):
     ps = pos[s]
     fired = 0
     if nsub > 0 and sub_bars_complete(sub_valid, s, nsub):
+        # the exit sub-bars read the indicators of the last main close (this bar's come at its close)
         for j in range(nsub):
             fired = close_price_exits(pos, acct, params, s, float(sub_close_ms[j]), sub_c[s, j], f[F.ATR], f[F.ADX],
                                       f[F.RSI], fills, trades)
             if fired == 2:
                 return
             tighten_stop(p, ps, sub_c[s, j])
+        note_indicators(ps, f)
     else:
+        note_indicators(ps, f)
         fired = close_price_exits(pos, acct, params, s, t, f[F.CLOSE], f[F.ATR], f[F.ADX], f[F.RSI], fills, trades)
         if fired == 2:
             return

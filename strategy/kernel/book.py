@@ -159,6 +159,21 @@ def resize_position(pos, acct, s, size, entry, opened_now):
 
 
 @kernel_function
+def note_indicators(ps, f):
+    """Keep the main bar's indicators the exits read (stop and trailing modifiers) on the position:
+    the exits on the next bar's exit sub-bars read them, as the bar's own are not known until its
+    close."""
+    prev_atr = ps[POS.IND_ATR]
+    ps[POS.IND_ATR_SLOPE] = f[F.ATR] - prev_atr if prev_atr > 0.0 else 0.0
+    ps[POS.IND_ATR] = f[F.ATR]
+    ps[POS.IND_ADX] = f[F.ADX]
+    ps[POS.IND_ADX_SLOPE] = f[F.ADX_SLOPE]
+    avg = f[F.BB_WIDTH_AVG]
+    ps[POS.IND_BBW_RATIO] = f[F.BB_WIDTH] / avg if avg > 0.0 else 1.0
+    ps[POS.IND_RSI] = f[F.RSI]
+
+
+@kernel_function
 def taker_entry_fill(acct, p, close, side, notional, margin):
     """Buy (long) or sell (short) ``notional`` worth at the close as a taker, for an open or an add:
     the price moves [trade.slippage_bps] against us, the fee is [trade.taker_fee_bps] of the filled
@@ -247,6 +262,7 @@ def open_position(pos, acct, params, feat, s, t, side, conf, equity, fills):
     ps[POS.LEVERAGE] = lev
     ps[POS.CONF] = conf
     ps[POS.TP_MULT] = take_profit_mult(p, f[F.ADX])
+    note_indicators(ps, f)
     ps[POS.TRADE_PNL] = 0.0
     ps[POS.TRADE_FEES] = fee
     ps[POS.TRADE_FUNDING] = 0.0
@@ -302,10 +318,23 @@ def add_to_position(pos, acct, params, feat, s, t, conf, equity, fills):
     ps[POS.MARGIN] += margin
     ps[POS.ADDS] += 1.0
     ps[POS.LAST_ADD_T] = t
+    reanchor_stop(p, ps)
     ps[POS.TRADE_FEES] += fee
     record_fill(fills, acct, t, s, ACT.ADD, side, price, close, size, fill_notional, fee, 0.0, R.PYRAMID, conf,
                 f[F.ATR], f[F.ADX], f[F.RSI])
     return True
+
+
+@kernel_function
+def reanchor_stop(p, ps):
+    """After an add, a stop that is still the stop-loss is measured from the new average entry, as
+    the targets are (never loosening it): risk per position does not grow with each add (the
+    review's §6.1). With exit_fill close the stop is recomputed from the average entry anyway."""
+    if ps[POS.STOP_REASON] != R.STOP_LOSS:
+        return
+    stop = ps[POS.ENTRY] - ps[POS.SIDE] * p[P.SL_ATR_MULT] * ps[POS.ENTRY_ATR]
+    if (stop - ps[POS.STOP]) * ps[POS.SIDE] > 0.0:
+        ps[POS.STOP] = stop
 
 
 @kernel_function
