@@ -40,7 +40,7 @@ from strategy.layout import (
     NM,
     NTRADE,
 )
-from strategy.params import P_SLIPPAGE_BPS
+from strategy.params import P_EXIT_SLIPPAGE_BPS, P_SLIPPAGE_BPS
 from strategy.records import fill_dicts, trade_dicts
 
 
@@ -76,7 +76,9 @@ def replay_params(cfg, symbols: list[str], slippage_bps: float | None) -> np.nda
     if slippage_bps is not None:
         if not (math.isfinite(slippage_bps) and slippage_bps >= 0):
             raise ReplayError(f"--slippage-bps must be a finite number >= 0 (got {slippage_bps})")
+        # a stress level is worse fills on both legs: entries and exits alike
         params[:, P_SLIPPAGE_BPS] = float(slippage_bps)
+        params[:, P_EXIT_SLIPPAGE_BPS] = float(slippage_bps)
     return params
 
 

@@ -17,7 +17,7 @@ from strategy.features import NF
 from strategy.indicators import STREAM, stream_state_len
 from strategy.kernel import KERNEL_CPU
 from strategy.layout import A_EQUITY, A_NFILLS, NACCT, NFILL, NPOS, NTRADE, POS_LAST_CLOSE, POS_SIDE, R_SYSTEM
-from strategy.params import P_SLIPPAGE_BPS, P_TAKER_FEE_BPS
+from strategy.params import P_EXIT_SLIPPAGE_BPS, P_SLIPPAGE_BPS, P_TAKER_FEE_BPS
 
 _init_state = KERNEL_CPU.init_state
 _step_bar = KERNEL_CPU.step_bar
@@ -160,6 +160,7 @@ class Engine:
         position is closed at `price` with no slippage or fee, as the tool recorded it."""
         params = self.params.copy()
         params[:, P_SLIPPAGE_BPS] = 0.0
+        params[:, P_EXIT_SLIPPAGE_BPS] = 0.0
         params[:, P_TAKER_FEE_BPS] = 0.0
         st = self.state
         before = st.acct[A_NFILLS]

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 from strategy.layout import (
-    POS,
     A_BALANCE,
     A_DAY_EQ,
     A_EQUITY,
@@ -19,6 +18,7 @@ from strategy.layout import (
     A_MARGIN_USED,
     A_OPEN_COUNT,
     A_PEAK,
+    POS,
     POS_ADDS,
     POS_BASE_MARGIN,
     POS_CONF,

@@ -175,7 +175,11 @@ class TradeConfig(_Section):
     rsi_exit_ub_lo_profit: Percent100 = 80.0
     rsi_exit_lb_lo_profit: Percent100 = 20.0
     reverse_entry_signal: bool = False
+    # Costs (docs/STRATEGY.md, "Fills and costs"): entries fill slippage_bps against us, exits
+    # exit_slippage_bps (the reference: 10 and 0.5); every fill pays taker_fee_bps (Hyperliquid's
+    # base-tier perp taker fee, 0.045 %; the reference hard-codes 3.5, a higher volume tier).
     slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 10.0
+    exit_slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 0.5
     size_multiplier: NonNeg = 1.0  # 0 = open no new risk (the `flat` mode uses it)
     taker_fee_bps: Annotated[float, Field(ge=0, le=100)] = 4.5
     maker_fee_bps: Annotated[float, Field(ge=-10, le=100)] = 1.5  # negative = rebate

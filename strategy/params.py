@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from strategy.config_schema import EngineConfig, FiltersConfig, IndicatorsConfig, ThresholdsConfig, TradeConfig
+from strategy.config_schema import (
+    EngineConfig,
+    FiltersConfig,
+    IndicatorsConfig,
+    ThresholdsConfig,
+    TradeConfig,
+)
 from strategy.layout import CONF, EXIT_FILL, MACD, declare
 
 

@@ -28,7 +28,7 @@ FIVE_MIN = market(M5, FIVE, "5m")
 POSITION = {"version": 1, "balance": 10_000.0, "positions": [
     {"symbol": "ETH", "side": "LONG", "size": 10.0, "entry_price": 100.0, "entry_atr": 2.0, "leverage": 2.0,
      "open_time_ms": T0 - H}]}
-CFG = {"global": {"trade": {"slippage_bps": 0.0, "tp_partial_atr_mult": 1.0, "tp_partial_pct": 0.7,
+CFG = {"global": {"trade": {"slippage_bps": 0.0, "exit_slippage_bps": 0.0, "tp_partial_atr_mult": 1.0, "tp_partial_pct": 0.7,
                             "sl_atr_mult": 2.0, "tp_atr_mult": 6.0, "trailing_start_atr": 50.0},
                   "engine": {"interval": "1h", "exit_fill": "touch"}}}
 

@@ -50,7 +50,7 @@ SHORT_BAR = {**LONG_BAR, "ema_fast": 101.0, "ema_slow": 102.0, "ema_macro": 105.
 QUIET = {**LONG_BAR, "adx": 10.0}  # ADX under min_adx: no entry; nothing in range of any exit level
 HELD_LONG = {"symbol": "ETH", "side": "LONG", "entry_price": 100.0, "size": 10.0, "entry_atr": 2.0,
              "leverage": 5.0, "open_time_ms": T0 - 100 * H}
-COMMON = {"trade": {"slippage_bps": 0.0, "taker_fee_bps": 0.0, "enable_pyramiding": False}}
+COMMON = {"trade": {"slippage_bps": 0.0, "exit_slippage_bps": 0.0, "taker_fee_bps": 0.0, "enable_pyramiding": False}}
 
 
 @dataclass(frozen=True)
@@ -490,7 +490,27 @@ FUNDING = [
         funding_paid=0.0, config={"trade": {"simulate_funding": False}}),
 ]
 
-TABLE = ENTRY_GATES + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + EXITS + RANKING + FUNDING
+# ----------------------------------------------------------------------------------------- costs
+COSTS_ON = {"trade": {"slippage_bps": 10.0, "exit_slippage_bps": 0.5, "taker_fee_bps": 4.5}}
+COSTS = [
+    Row("costs: an open fills slippage_bps (10) above the close (100.1); a stop on a close at 95 fills "
+        "exit_slippage_bps (0.5) below it (94.99525)",
+        bars({}, {**QUIET, "low": 94.5, "close": 95.0}),
+        (opens(0, 100.1, size=15.0), closes(1, "stop_loss", 95.0 * (1 - 0.5e-4), size=15.0)), config=COSTS_ON),
+    Row("costs: a short's exit fills exit_slippage_bps above the close (a take-profit close at 88: 88.0044)",
+        bars({**SHORT_BAR, "adx": 10.0, "close": 88.0, "low": 87.9}),
+        (closes(0, "take_profit", 88.0 * (1 + 0.5e-4), side="SHORT"),), start=({**HELD_LONG, "side": "SHORT", "entry_price": 100.0},),
+        base=SHORT_BAR, config=deep_merge(COSTS_ON, NO_PARTIAL)),
+]
+
+
+def test_taker_fee_is_charged_on_every_fill_notional():
+    """taker_fee_bps (4.5) of each fill's notional leaves the balance: 15 x 100.1 in, 15 x 94.99525 out."""
+    _, acct = run(COSTS[0])
+    assert acct[A.FEES] == pytest.approx(4.5e-4 * 15 * (100.1 + 95.0 * (1 - 0.5e-4)), rel=1e-12)
+
+
+TABLE = ENTRY_GATES + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + EXITS + RANKING + FUNDING + COSTS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.rule for r in TABLE])

@@ -32,7 +32,13 @@ from __future__ import annotations
 import math
 
 from strategy.features import F
-from strategy.kernel.book import add_to_position, charge_funding, close_position, note_indicators, open_position
+from strategy.kernel.book import (
+    add_to_position,
+    charge_funding,
+    close_position,
+    note_indicators,
+    open_position,
+)
 from strategy.kernel.entries import entry_signal, features_ready, pack_signal, signal_conf, signal_side
 from strategy.kernel.equity import mark_equity, note_daily_return, note_equity, roll_day
 from strategy.kernel.exits import close_exits, close_price_exits, range_exits, smart_exits, tighten_stop

@@ -2,7 +2,7 @@
 
 Rules (config keys in brackets):
 - Every order is a taker fill at the decision price moved against us by the slippage
-  [trade.slippage_bps]; its fee is [trade.taker_fee_bps] of the filled notional and leaves the
+  ([trade.slippage_bps] for opens and adds, [trade.exit_slippage_bps] for reduces and closes); its fee is [trade.taker_fee_bps] of the filled notional and leaves the
   balance at once. Opens and adds share one fill function (``taker_entry_fill``); reduces and
   closes fill in ``close_position``.
 - An open commits its margin (notional / leverage) and takes a place under
@@ -190,7 +190,9 @@ def taker_entry_fill(acct, p, close, side, notional, margin):
 
 @kernel_function
 def close_position(pos, acct, params, s, t, decision_price, fraction, reason, atr, adx, rsi, fills, trades):
-    """Sell (long) or buy back (short) ``fraction`` of the position; fraction >= 1 closes it."""
+    """Sell (long) or buy back (short) ``fraction`` of the position; fraction >= 1 closes it. The
+    fill is the decision price moved [trade.exit_slippage_bps] against us, the fee
+    [trade.taker_fee_bps] of the filled notional."""
     p = params[s]
     ps = pos[s]
     side = ps[POS.SIDE]
@@ -199,7 +201,7 @@ def close_position(pos, acct, params, s, t, decision_price, fraction, reason, at
     size = size_before if full else size_before * fraction
     if not full and not size > 0.0:
         return  # a zero-size reduce is no order: nothing to fill or record
-    price = decision_price * (1.0 - side * p[P.SLIPPAGE_BPS] * BPS)
+    price = decision_price * (1.0 - side * p[P.EXIT_SLIPPAGE_BPS] * BPS)
     notional = price * size
     fee = notional * p[P.TAKER_FEE_BPS] * BPS
     pnl = (price - ps[POS.ENTRY]) * size * side
