@@ -200,7 +200,7 @@ def apply_init_state(state, data: dict, symbols: list[str], params) -> None:
         pos[s, POS_TP1_DONE] = 1.0 if p["tp1"] else 0.0
         # no main-bar indicators seen yet: the stop and trailing modifiers stay neutral until the
         # first main close notes them
-        for col in (POS.IND_ADX, POS.IND_ADX_SLOPE, POS.IND_RSI):
+        for col in (POS.IND_ADX, POS.IND_ADX_SLOPE, POS.IND_RSI, POS.HIST_B1, POS.HIST_B2, POS.HIST_B3):
             pos[s, col] = math.nan
         pos[s, POS.IND_BBW_RATIO] = 1.0
         pos[s, POS.IND_ATR] = 0.0

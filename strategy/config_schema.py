@@ -57,12 +57,9 @@ REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
         vol_baseline_pct vol_scalar_min vol_scalar_max
         reentry_cooldown_min_mins reentry_cooldown_max_mins enable_reef_filter
         reef_long_rsi_block_gt reef_short_rsi_block_lt reef_adx_threshold reef_long_rsi_extreme_gt
-        reef_short_rsi_extreme_lt tsme_min_profit_atr tsme_require_adx_slope_negative
-        enable_ssf_filter rsi_exit_profit_atr_switch rsi_exit_ub_hi_profit rsi_exit_lb_hi_profit
-        rsi_exit_ub_lo_profit_low_conf rsi_exit_ub_hi_profit_low_conf
-        rsi_exit_lb_lo_profit_low_conf rsi_exit_lb_hi_profit_low_conf smart_exit_adx_exhaustion_lt
-        smart_exit_adx_exhaustion_lt_low_conf block_exits_on_extreme_dev glitch_price_dev_pct
-        glitch_atr_mult entry_cooldown_s exit_cooldown_s max_entry_orders_per_loop
+        reef_short_rsi_extreme_lt
+        enable_ssf_filter
+        entry_cooldown_s exit_cooldown_s max_entry_orders_per_loop
         """.split()
     ),
     "filters": frozenset({"enable_anomaly_filter", "vol_confirm_include_prev"}),
@@ -174,6 +171,20 @@ class TradeConfig(_Section):
     enable_rsi_overextension_exit: bool = True
     rsi_exit_ub_lo_profit: Percent100 = 80.0
     rsi_exit_lb_lo_profit: Percent100 = 20.0
+    rsi_exit_profit_atr_switch: NonNeg = 1.5  # at this many ATRs in profit the _hi_profit limits apply
+    rsi_exit_ub_hi_profit: Percent100 = 70.0
+    rsi_exit_lb_hi_profit: Percent100 = 30.0
+    rsi_exit_ub_lo_profit_low_conf: Percent100 = 0.0  # 0 = low-confidence positions use the main value
+    rsi_exit_ub_hi_profit_low_conf: Percent100 = 0.0
+    rsi_exit_lb_lo_profit_low_conf: Percent100 = 0.0
+    rsi_exit_lb_hi_profit_low_conf: Percent100 = 0.0
+    smart_exit_adx_exhaustion_lt: Percent100 = 0.0  # fallback exhaustion level (0 = off)
+    smart_exit_adx_exhaustion_lt_low_conf: Percent100 = 0.0
+    tsme_min_profit_atr: NonNeg = 1.0
+    tsme_require_adx_slope_negative: bool = True
+    block_exits_on_extreme_dev: bool = False
+    glitch_price_dev_pct: NonNeg = 0.40
+    glitch_atr_mult: NonNeg = 12.0
     reverse_entry_signal: bool = False
     # Costs (docs/STRATEGY.md, "Fills and costs"): entries fill slippage_bps against us, exits
     # exit_slippage_bps (the reference: 10 and 0.5); every fill pays taker_fee_bps (Hyperliquid's

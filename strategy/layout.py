@@ -79,6 +79,10 @@ POS = declare("POS", (
     ("ind_atr_slope", "ATR minus the ATR of the main-bar close before it"),
     ("ind_bbw_ratio", "Bollinger width / its average at the last main-bar close (1 when undefined)"),
     ("ind_rsi", "RSI at the last main-bar close"),
+    ("hist_b1", "MACD histogram one main bar before the last noted one (NaN until seen while open)"),
+    ("hist_b2", "... two bars before"),
+    ("hist_b3", "... three bars before"),
+    ("entry_adx_threshold", "the ADX the entry had to clear (the trend-exhaustion exit's level; 0 = none)"),
 ), globals(), "NPOS")
 
 # --- account state: acct[NACCT]
@@ -177,7 +181,8 @@ ACT = enumeration("ACT", (("open", 1), ("add", 2), ("reduce", 3), ("close", 4), 
 R = enumeration("R", (
     ("signal", 1), ("pyramid", 2), ("stop_loss", 3), ("trailing_stop", 4), ("take_profit_partial", 5),
     ("take_profit", 6), ("trend_flip", 7), ("rsi_overextension", 8), ("end_of_data", 9), ("funding", 10),
-    ("breakeven_stop", 11), ("system", 12),
+    ("breakeven_stop", 11), ("system", 12), ("trend_exhaustion", 13), ("ema_macro_breakdown", 14),
+    ("stagnation", 15), ("tsme", 16), ("mmde", 17), ("signal_flip", 18),
 ))
 
 ACT_OPEN, ACT_ADD, ACT_REDUCE, ACT_CLOSE, ACT_FUNDING = ACT.OPEN, ACT.ADD, ACT.REDUCE, ACT.CLOSE, ACT.FUNDING

@@ -158,8 +158,12 @@ ENTRY_GATES = [
     Row("gate 2 macro_aligned: with require_macro_alignment, a long below the macro EMA does not",
         bars({"ema_macro": 100.1}), (), config={"filters": {"require_macro_alignment": True}}),
     # gate 3: minimum ADX
-    Row("gate 3 adx_above_min: ADX equal to min_adx (22) admits", bars({"adx": 22.0}), (opens(0),)),
-    Row("gate 3 adx_above_min: ADX just under min_adx refuses", bars({"adx": 21.9}), ()),
+    Row("gate 3 adx_above_min: ADX must be strictly above min_adx: 22 refuses", bars({"adx": 22.0}), ()),
+    Row("gate 3 adx_above_min: ADX just above min_adx (22.1) admits", bars({"adx": 22.1}), (opens(0),)),
+    Row("gate 3 adx_above_min: ADX rising fast (slope 1 > 0.5) caps min_adx 30 at 25: ADX 26 admits",
+        bars({"adx": 26.0, "adx_slope": 1.0}), (opens(0),), config={"thresholds": {"entry": {"min_adx": 30.0}}}),
+    Row("gate 3 adx_above_min: ADX rising slowly (slope 0.4) leaves min_adx 30: ADX 26 refuses",
+        bars({"adx": 26.0, "adx_slope": 0.4}), (), config={"thresholds": {"entry": {"min_adx": 30.0}}}),
     # gate 4: ADX rising
     Row("gate 4 adx_rising: a falling ADX under adx_rising_saturation (40) refuses",
         bars({"adx_slope": -0.1}), ()),
@@ -385,6 +389,67 @@ STOPS_AND_TARGETS = [
         start=(HELD_LONG,), config={"trade": {"trailing_start_atr": 10.0}}),
 ]
 
+# Smart exits, on the main bar's close, in the reference's order (its kernel_exits §1-§7).
+MACRO = {"filters": {"require_macro_alignment": True}}
+SMART_EXITS = [
+    Row("trend exhaustion: ADX under the level the entry cleared (min_adx 22) closes the long at the close",
+        bars({}, {"adx": 21.5}), (opens(0), closes(1, "trend_exhaustion", 100.0))),
+    Row("trend exhaustion: ADX still above the entry's level (22.5) keeps the long", bars({}, {"adx": 22.5}),
+        (opens(0),)),
+    Row("trend exhaustion: a position without a stored level falls back to smart_exit_adx_exhaustion_lt (15)",
+        bars(QUIET), (closes(0, "trend_exhaustion", 100.0),), start=(HELD_LONG,),
+        config={"trade": {"smart_exit_adx_exhaustion_lt": 15.0}}),
+    Row("trend breakdown: a weak cross (EMAs within 0.1 % of the slow EMA) with ADX above 25 is no breakdown",
+        bars({**QUIET, "adx": 30.0, "ema_fast": 97.95}), (), start=(HELD_LONG,)),
+    Row("trend breakdown: the same weak cross with ADX 10 closes the long",
+        bars({**QUIET, "ema_fast": 97.95}), (closes(0, "trend_flip", 100.0),), start=(HELD_LONG,)),
+    Row("macro breakdown: with require_macro_alignment a close under the macro EMA (99) closes the long",
+        bars({**QUIET, "ema_macro": 99.0, "low": 98.4, "close": 98.5}), (closes(0, "ema_macro_breakdown", 98.5),),
+        start=(HELD_LONG,), config=MACRO),
+    Row("macro breakdown: without require_macro_alignment the same close keeps the long",
+        bars({**QUIET, "ema_macro": 99.0, "low": 98.4, "close": 98.5}), (), start=(HELD_LONG,)),
+    Row("stagnation: ATR under 70 % of the entry ATR (1.3 < 1.4) while underwater closes the long",
+        bars({**QUIET, "atr": 1.3, "close": 99.5}), (closes(0, "stagnation", 99.5),), start=(HELD_LONG,)),
+    Row("stagnation: the same low ATR in profit keeps the long", bars({**QUIET, "atr": 1.3, "close": 100.5}), (),
+        start=(HELD_LONG,)),
+    Row("stagnation: ATR at 75 % of the entry ATR while underwater keeps the long",
+        bars({**QUIET, "atr": 1.5, "close": 99.5}), (), start=(HELD_LONG,)),
+    Row("TSME: ADX above 50 and falling, 1.25 ATR in profit, the histogram fading two bars in a row closes",
+        bars({**QUIET, "adx": 51.0, "adx_slope": -0.5, "close": 102.5, "high": 102.6, "macd_hist": 0.5,
+              "macd_hist_prev": 0.6},
+             {**QUIET, "adx": 51.0, "adx_slope": -0.5, "close": 102.5, "high": 102.6, "macd_hist": 0.4,
+              "macd_hist_prev": 0.5}),
+        (closes(1, "tsme", 102.5),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("TSME: with ADX rising (tsme_require_adx_slope_negative) the same bars keep the long",
+        bars({**QUIET, "adx": 51.0, "adx_slope": 0.5, "close": 102.5, "high": 102.6, "macd_hist": 0.5,
+              "macd_hist_prev": 0.6},
+             {**QUIET, "adx": 51.0, "adx_slope": 0.5, "close": 102.5, "high": 102.6, "macd_hist": 0.4,
+              "macd_hist_prev": 0.5}),
+        (), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("MMDE: 1.75 ATR in profit, ADX above 35, the histogram fading three bars in a row closes",
+        bars(*({**QUIET, "adx": 36.0, "close": 103.5, "high": 103.6, "macd_hist": h, "macd_hist_prev": h + 0.1}
+               for h in (0.7, 0.6, 0.5))),
+        (closes(2, "mmde", 103.5),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("MMDE: a histogram that turns up on the last bar keeps the long",
+        bars(*({**QUIET, "adx": 36.0, "close": 103.5, "high": 103.6, "macd_hist": h, "macd_hist_prev": p}
+               for h, p in ((0.7, 0.8), (0.6, 0.7), (0.65, 0.6)))),
+        (), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("RSI overextension: from rsi_exit_profit_atr_switch (1.5 ATR) in profit a long exits above "
+        "rsi_exit_ub_hi_profit (70)",
+        bars({**QUIET, "close": 103.5, "high": 103.6, "rsi": 72.0}), (closes(0, "rsi_overextension", 103.5),),
+        start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("RSI overextension: under 1.5 ATR in profit RSI 72 keeps the long (the limit is 80)",
+        bars({**QUIET, "close": 101.5, "high": 101.6, "rsi": 72.0}), (), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("glitch guard: with block_exits_on_extreme_dev a close 50 % from the previous one decides no exit",
+        bars(QUIET, {**QUIET, "low": 49.0, "close": 50.0}), (), start=(HELD_LONG,),
+        config={"trade": {"block_exits_on_extreme_dev": True}}),
+    Row("glitch guard: a close more than glitch_atr_mult (12) x ATR (24) away decides no exit",
+        bars(QUIET, {**QUIET, "low": 74.0, "close": 75.0}), (), start=(HELD_LONG,),
+        config={"trade": {"block_exits_on_extreme_dev": True}}),
+    Row("glitch guard: off by default, the 50 % close stops the long out",
+        bars(QUIET, {**QUIET, "low": 49.0, "close": 50.0}), (closes(1, "stop_loss", 50.0),), start=(HELD_LONG,)),
+]
+
 EXITS = [
     Row("stop loss (touch): a bar trading down through the stop (96) closes the long at the stop",
         bars({**QUIET, "low": 95.5, "close": 97.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,),
@@ -510,7 +575,7 @@ def test_taker_fee_is_charged_on_every_fill_notional():
     assert acct[A.FEES] == pytest.approx(4.5e-4 * 15 * (100.1 + 95.0 * (1 - 0.5e-4)), rel=1e-12)
 
 
-TABLE = ENTRY_GATES + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + EXITS + RANKING + FUNDING + COSTS
+TABLE = ENTRY_GATES + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + SMART_EXITS + EXITS + RANKING + FUNDING + COSTS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.rule for r in TABLE])

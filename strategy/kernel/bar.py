@@ -41,7 +41,14 @@ from strategy.kernel.book import (
 )
 from strategy.kernel.entries import entry_signal, features_ready, pack_signal, signal_conf, signal_side
 from strategy.kernel.equity import mark_equity, note_daily_return, note_equity, roll_day
-from strategy.kernel.exits import close_exits, close_price_exits, range_exits, smart_exits, tighten_stop
+from strategy.kernel.exits import (
+    close_exits,
+    close_price_exits,
+    glitch,
+    range_exits,
+    smart_exits,
+    tighten_stop,
+)
 from strategy.kernel.registry import MS_PER_MINUTE, kernel_function
 from strategy.layout import EXIT_FILL, POS, A, R
 from strategy.params import P
@@ -138,17 +145,25 @@ def close_exits_on_closes(t, feat, params, s, book, exit_bars):
     p = params[s]
     ps = pos[s]
     fired = 0
+    prev = ps[POS.LAST_CLOSE]
     if nsub > 0 and sub_bars_complete(sub_valid, s, nsub):
         # the exit sub-bars read the indicators of the last main close (this bar's come at its close)
         for j in range(nsub):
-            fired = close_price_exits(pos, acct, params, s, float(sub_close_ms[j]), sub_c[s, j], f[F.ATR], f[F.ADX],
-                                      f[F.RSI], fills, trades)
-            if fired == 2:
-                return
-            tighten_stop(p, ps, sub_c[s, j])
+            close = sub_c[s, j]
+            if glitch(p, ps, close, prev):
+                fired = -1  # no exit is decided on a bad print
+            else:
+                fired = close_price_exits(pos, acct, params, s, float(sub_close_ms[j]), close, f[F.ATR], f[F.ADX],
+                                          f[F.RSI], fills, trades)
+                if fired == 2:
+                    return
+                tighten_stop(p, ps, close)
+            prev = close
         note_indicators(ps, f)
     else:
         note_indicators(ps, f)
+        if glitch(p, ps, f[F.CLOSE], prev):
+            return
         fired = close_price_exits(pos, acct, params, s, t, f[F.CLOSE], f[F.ATR], f[F.ADX], f[F.RSI], fills, trades)
         if fired == 2:
             return

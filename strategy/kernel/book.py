@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 from strategy.features import F
+from strategy.kernel.entries import effective_min_adx
 from strategy.kernel.registry import BPS, MS_PER_MINUTE, NEVER, kernel_function
 from strategy.kernel.sizing import capped_notional, confidence_mult, entry_leverage, take_profit_mult
 from strategy.layout import ACT, FL, POS, A, R, T
@@ -171,6 +172,9 @@ def note_indicators(ps, f):
     avg = f[F.BB_WIDTH_AVG]
     ps[POS.IND_BBW_RATIO] = f[F.BB_WIDTH] / avg if avg > 0.0 else 1.0
     ps[POS.IND_RSI] = f[F.RSI]
+    ps[POS.HIST_B3] = ps[POS.HIST_B2]
+    ps[POS.HIST_B2] = ps[POS.HIST_B1]
+    ps[POS.HIST_B1] = f[F.MACD_HIST_PREV]
 
 
 @kernel_function
@@ -264,6 +268,10 @@ def open_position(pos, acct, params, feat, s, t, side, conf, equity, fills):
     ps[POS.LEVERAGE] = lev
     ps[POS.CONF] = conf
     ps[POS.TP_MULT] = take_profit_mult(p, f[F.ADX])
+    ps[POS.ENTRY_ADX_THRESHOLD] = effective_min_adx(p, f)
+    ps[POS.HIST_B1] = math.nan  # the histogram history starts with this position
+    ps[POS.HIST_B2] = math.nan
+    ps[POS.HIST_B3] = math.nan
     note_indicators(ps, f)
     ps[POS.TRADE_PNL] = 0.0
     ps[POS.TRADE_FEES] = fee

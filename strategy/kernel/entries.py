@@ -37,6 +37,9 @@ from strategy.kernel.registry import kernel_function
 from strategy.layout import CONF, MACD, SIDE
 from strategy.params import P
 
+TMC_ADX_SLOPE = 0.5    # an ADX rising faster than this ...
+TMC_MAX_MIN_ADX = 25.0  # ... caps the entry's minimum ADX at 25
+
 
 @kernel_function
 def features_ready(feat, params, s):
@@ -80,9 +83,19 @@ def macro_aligned(p, f, side):
 
 
 @kernel_function
+def effective_min_adx(p, f):
+    """The ADX an entry must clear: [thresholds.entry.min_adx], at most 25 while ADX is rising
+    fast (slope above 0.5: the reference's TMC). The position keeps it for its trend-exhaustion exit."""
+    level = p[P.MIN_ADX]
+    if f[F.ADX_SLOPE] > TMC_ADX_SLOPE and level > TMC_MAX_MIN_ADX:
+        level = TMC_MAX_MIN_ADX
+    return level
+
+
+@kernel_function
 def adx_above_min(p, f):
-    """Gate 3 [thresholds.entry.min_adx]: the trend is strong enough."""
-    return not f[F.ADX] < p[P.MIN_ADX]
+    """Gate 3: ADX strictly above ``effective_min_adx`` (the trend is strong enough)."""
+    return f[F.ADX] > effective_min_adx(p, f)
 
 
 @kernel_function

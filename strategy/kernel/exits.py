@@ -4,34 +4,18 @@ Stops and targets are in units of the ATR at entry (``POS.ENTRY_ATR``), so they 
 later volatility. [engine.exit_fill] chooses the price an exit sees:
 
 close (the default, as the reference backtester): each evaluation sees one price, the close of the
-bar or of each finer exit bar (``close_price_exits``): the stop (its level is the initial stop, or
-the trailing / break-even stop once one of those tightened it), then the partial and the full
-take-profit; the first that fires wins and fills at that close (moved by the slippage). A wick
-through the stop does not stop the position out; a close beyond it fills at that worse close.
-After each evaluation the trailing and break-even stops tighten on that close. The smart exits
-(6, 7) run on the main bar's close, where the main bar's indicators are known, unless an exit
-fired on that close.
+bar or of each finer exit bar (``close_price_exits``): the stop-loss (recomputed from the average
+entry with its ADX modifiers, ``stop_loss_level``), the trailing / break-even stop once set, the
+partial and the full take-profit; the first that fires wins and fills at that close (moved by the
+exit slippage). After each evaluation the trailing and break-even stops tighten on that close.
+The glitch guard (``glitch``) skips an evaluation on a bad print. The smart exits
+(``smart_exit_reason``: trend breakdown, trend exhaustion, macro breakdown, stagnation, TSME,
+MMDE, RSI overextension) run on the main bar's close unless an exit fired on it.
 
-touch: in the order they are checked on a bar:
-
-On the bar's range (``range_exits``; on each finer exit bar instead when an exit interval is set):
-1. Stop: the bar reaches the stop level -> close all, reason stop_loss (or trailing_stop /
-   breakeven_stop once one of those moved the stop). The stop starts [trade.sl_atr_mult] ATRs
-   from the entry. A bar that touches both the stop and a target closes at the stop
-   (conservative: the range does not say which came first).
-2. Partial take-profit [trade.enable_partial_tp]: once per position, at [trade.tp_partial_atr_mult]
-   ATRs in profit, close [trade.tp_partial_pct] of the size (reason take_profit_partial).
-3. Take-profit: at the entry's take-profit multiple (sizing.take_profit_mult) -> close the rest.
-   A bar that opens beyond a level fills at the open (a gap), never at the level.
-
-On the close (``close_exits``), when the range exits left the position open:
-4. Trailing stop: once the close is [trade.trailing_start_atr] ATRs in profit, the stop moves to
-   [trade.trailing_distance_atr] ATRs behind the close; it never loosens (a ratchet).
-5. Break-even [trade.enable_breakeven_stop]: once [trade.breakeven_start_atr] ATRs in profit, the
-   stop moves to the entry plus [trade.breakeven_buffer_atr] ATRs (if that is tighter).
-6. Trend flip: the EMAs cross against the position -> close at the close (reason trend_flip).
-7. RSI overextension [trade.enable_rsi_overextension_exit]: RSI above [trade.rsi_exit_ub_lo_profit]
-   for a long, below [trade.rsi_exit_lb_lo_profit] for a short -> close at the close.
+touch: stop, partial and full take-profit on the bar's range (``range_exits``; on each finer exit
+bar when an exit interval is set), filled at the level (at the open on a gap; a bar touching the
+stop and a target closes at the stop); then, if still open, the trailing and break-even stops
+tighten on the close and the smart exits run (``close_exits``).
 """
 
 from __future__ import annotations
@@ -63,6 +47,13 @@ TRAIL_FLOOR_MOMENTUM = 0.7        # the distance is at least 0.7 ATR while RSI r
 TRAIL_FLOOR = 0.5                 # (long RSI > 60, short RSI < 40), else at least 0.5 ATR
 TRAIL_RSI_LONG = 60.0
 TRAIL_RSI_SHORT = 40.0
+# Smart exits (the reference's fixed constants)
+WEAK_CROSS_GAP = 0.001            # an EMA cross within 0.1 % of the slow EMA ...
+WEAK_CROSS_ADX = 25.0             # ... with ADX above 25 is not a breakdown
+STAGNATION_ATR_RATIO = 0.70       # ATR under 70 % of the entry ATR while underwater
+TSME_ADX = 50.0                   # trend saturation momentum exit: ADX above 50
+MMDE_ADX = 35.0                   # MACD momentum divergence exit: ADX above 35 ...
+MMDE_PROFIT_ATR = 1.5             # ... and more than 1.5 ATRs in profit
 
 
 @kernel_function
@@ -276,22 +267,122 @@ def ratchet_breakeven_stop(p, ps, close):
 
 @kernel_function
 def trend_flipped(ps, f):
-    """Rule 6: the fast EMA crossed the slow one against the position."""
+    """Trend breakdown: the fast EMA crossed the slow one against the position -- except a weak
+    cross (the EMAs within 0.1 % of the slow EMA while ADX is above 25)."""
     side = ps[POS.SIDE]
     fast = f[F.EMA_FAST]
     slow = f[F.EMA_SLOW]
-    return (side == SIDE.LONG and fast < slow) or (side == SIDE.SHORT and fast > slow)
+    if not ((side == SIDE.LONG and fast < slow) or (side == SIDE.SHORT and fast > slow)):
+        return False
+    return not (abs(fast - slow) / slow < WEAK_CROSS_GAP and f[F.ADX] > WEAK_CROSS_ADX)
+
+
+@kernel_function
+def trend_exhausted(p, ps, f):
+    """Trend exhaustion: ADX under the level the entry had to clear; for positions without one,
+    [trade.smart_exit_adx_exhaustion_lt_low_conf] (low confidence, when above 0) or
+    [trade.smart_exit_adx_exhaustion_lt] (0 = off)."""
+    level = ps[POS.ENTRY_ADX_THRESHOLD]
+    if not level > 0.0:
+        level = low_conf_or(p, ps, P.SMART_EXIT_ADX_EXHAUSTION_LT, P.SMART_EXIT_ADX_EXHAUSTION_LT_LOW_CONF)
+    return level > 0.0 and f[F.ADX] < level
+
+
+@kernel_function
+def macro_broken(p, ps, f):
+    """EMA macro breakdown [filters.require_macro_alignment]: the close crossed the macro EMA
+    against the position."""
+    if p[P.REQUIRE_MACRO_ALIGNMENT] == 0.0:
+        return False
+    side = ps[POS.SIDE]
+    return (f[F.CLOSE] - f[F.EMA_MACRO]) * side < 0.0
+
+
+@kernel_function
+def stagnant(ps, f):
+    """Stagnation: volatility has dried up (ATR under 70 % of the entry ATR) while underwater."""
+    return f[F.ATR] < STAGNATION_ATR_RATIO * ps[POS.ENTRY_ATR] and profit_atr(ps, f[F.CLOSE]) < 0.0
+
+
+@kernel_function
+def hist_fading(ps, f, bars):
+    """The MACD histogram moved against the position on each of the last ``bars`` bars (2 or 3)."""
+    side = ps[POS.SIDE]
+    if not (f[F.MACD_HIST] - f[F.MACD_HIST_PREV]) * side < 0.0:
+        return False
+    if not (f[F.MACD_HIST_PREV] - ps[POS.HIST_B2]) * side < 0.0:
+        return False
+    return bars < 3 or (ps[POS.HIST_B2] - ps[POS.HIST_B3]) * side < 0.0
+
+
+@kernel_function
+def saturated_trend_fading(p, ps, f):
+    """TSME: ADX above 50, at least [trade.tsme_min_profit_atr] ATRs in profit, ADX falling (with
+    [trade.tsme_require_adx_slope_negative]) and the histogram fading two bars in a row."""
+    if not f[F.ADX] > TSME_ADX or profit_atr(ps, f[F.CLOSE]) < p[P.TSME_MIN_PROFIT_ATR]:
+        return False
+    if p[P.TSME_REQUIRE_ADX_SLOPE_NEGATIVE] != 0.0 and not f[F.ADX_SLOPE] < 0.0:
+        return False
+    return hist_fading(ps, f, 2)
+
+
+@kernel_function
+def momentum_diverging(ps, f):
+    """MMDE: more than 1.5 ATRs in profit, ADX above 35 and the histogram fading three bars in a row."""
+    if not (profit_atr(ps, f[F.CLOSE]) > MMDE_PROFIT_ATR and f[F.ADX] > MMDE_ADX):
+        return False
+    return hist_fading(ps, f, 3)
 
 
 @kernel_function
 def rsi_overextended(p, ps, f):
-    """Rule 7 [trade.enable_rsi_overextension_exit, rsi_exit_ub_lo_profit, rsi_exit_lb_lo_profit]."""
+    """RSI overextension [trade.enable_rsi_overextension_exit]: under [rsi_exit_profit_atr_switch]
+    ATRs in profit a long exits above [rsi_exit_ub_lo_profit] (short: below rsi_exit_lb_lo_profit),
+    from it on above [rsi_exit_ub_hi_profit] (below rsi_exit_lb_hi_profit); the _low_conf values
+    replace them for a low-confidence position when above 0."""
     if p[P.ENABLE_RSI_OVEREXTENSION_EXIT] == 0.0:
         return False
     side = ps[POS.SIDE]
     rsi = f[F.RSI]
-    return (side == SIDE.LONG and rsi > p[P.RSI_EXIT_UB_LO_PROFIT]) or (
-        side == SIDE.SHORT and rsi < p[P.RSI_EXIT_LB_LO_PROFIT])
+    if profit_atr(ps, f[F.CLOSE]) < p[P.RSI_EXIT_PROFIT_ATR_SWITCH]:
+        ub = low_conf_or(p, ps, P.RSI_EXIT_UB_LO_PROFIT, P.RSI_EXIT_UB_LO_PROFIT_LOW_CONF)
+        lb = low_conf_or(p, ps, P.RSI_EXIT_LB_LO_PROFIT, P.RSI_EXIT_LB_LO_PROFIT_LOW_CONF)
+    else:
+        ub = low_conf_or(p, ps, P.RSI_EXIT_UB_HI_PROFIT, P.RSI_EXIT_UB_HI_PROFIT_LOW_CONF)
+        lb = low_conf_or(p, ps, P.RSI_EXIT_LB_HI_PROFIT, P.RSI_EXIT_LB_HI_PROFIT_LOW_CONF)
+    return (side == SIDE.LONG and rsi > ub) or (side == SIDE.SHORT and rsi < lb)
+
+
+@kernel_function
+def glitch(p, ps, close, prev_close):
+    """The glitch guard [trade.block_exits_on_extreme_dev]: a close more than
+    [glitch_price_dev_pct] from the previous close, or more than [glitch_atr_mult] ATRs away from
+    it, is taken for a bad print and no exit is decided on it."""
+    if p[P.BLOCK_EXITS_ON_EXTREME_DEV] == 0.0 or not prev_close > 0.0:
+        return False
+    move = abs(close - prev_close)
+    return move / prev_close > p[P.GLITCH_PRICE_DEV_PCT] or move > p[P.GLITCH_ATR_MULT] * ps[POS.IND_ATR]
+
+
+@kernel_function
+def smart_exit_reason(p, ps, f):
+    """The first smart exit that fires, in the reference's order (0 = none): trend breakdown,
+    trend exhaustion, macro breakdown, stagnation, TSME, MMDE, RSI overextension."""
+    if trend_flipped(ps, f):
+        return R.TREND_FLIP
+    if trend_exhausted(p, ps, f):
+        return R.TREND_EXHAUSTION
+    if macro_broken(p, ps, f):
+        return R.EMA_MACRO_BREAKDOWN
+    if stagnant(ps, f):
+        return R.STAGNATION
+    if saturated_trend_fading(p, ps, f):
+        return R.TSME
+    if momentum_diverging(ps, f):
+        return R.MMDE
+    if rsi_overextended(p, ps, f):
+        return R.RSI_OVEREXTENSION
+    return 0.0
 
 
 @kernel_function
@@ -311,15 +402,11 @@ def close_exits(pos, acct, params, feat, s, t, fills, trades):
 
 @kernel_function
 def smart_exits(pos, acct, params, feat, s, t, fills, trades):
-    """Rules 6-7 on the main bar's close: trend flip, RSI overextension; filled at the close."""
+    """The smart exits on the main bar's close (``smart_exit_reason``), filled at the close."""
     p = params[s]
     f = feat[s]
     ps = pos[s]
     close = f[F.CLOSE]
-    reason = 0.0
-    if trend_flipped(ps, f):
-        reason = R.TREND_FLIP
-    elif rsi_overextended(p, ps, f):
-        reason = R.RSI_OVEREXTENSION
+    reason = smart_exit_reason(p, ps, f)
     if reason != 0.0:
         close_position(pos, acct, params, s, t, close, 1.0, reason, f[F.ATR], f[F.ADX], f[F.RSI], fills, trades)
