@@ -55,7 +55,7 @@ REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
         """
         use_bbo_for_fills adx_sizing_min_mult adx_sizing_full_adx
         vol_baseline_pct vol_scalar_min vol_scalar_max
-        reentry_cooldown_min_mins reentry_cooldown_max_mins enable_reef_filter
+        enable_reef_filter
         reef_long_rsi_block_gt reef_short_rsi_block_lt reef_adx_threshold reef_long_rsi_extreme_gt
         reef_short_rsi_extreme_lt
         enable_ssf_filter
@@ -157,7 +157,9 @@ class TradeConfig(_Section):
     add_cooldown_minutes: NonNeg = 60.0
     add_min_profit_atr: NonNeg = 0.5
     add_min_confidence: Confidence = "medium"
-    reentry_cooldown_minutes: NonNeg = 60.0
+    reentry_cooldown_minutes: NonNeg = 60.0  # 0 switches the re-entry cooldown off; its length is below
+    reentry_cooldown_min_mins: NonNeg = 45.0  # the cooldown at ADX >= 40
+    reentry_cooldown_max_mins: NonNeg = 180.0  # the cooldown at ADX <= 25 (linear in between)
     entry_min_confidence: Confidence = "low"
     enable_dynamic_leverage: bool = True
     leverage_low: Leverage = 1.0

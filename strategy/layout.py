@@ -83,6 +83,8 @@ POS = declare("POS", (
     ("hist_b2", "... two bars before"),
     ("hist_b3", "... three bars before"),
     ("entry_adx_threshold", "the ADX the entry had to clear (the trend-exhaustion exit's level; 0 = none)"),
+    ("last_exit_side", "side of the last full close (re-entry cooldown); survives the close"),
+    ("last_exit_reason", "reason of the last full close (R.*); survives the close"),
 ), globals(), "NPOS")
 
 # --- account state: acct[NACCT]

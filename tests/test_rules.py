@@ -522,13 +522,32 @@ RANKING = [
     Row("max_open_positions: a held position counts, so with a cap of 1 a new signal does not open",
         bars({"AAA": QUIET, "BBB": {}, "CCC": QUIET}), (), symbols=THREE,
         start=({**HELD_LONG, "symbol": "AAA"},), config={"trade": {"max_open_positions": 1}}),
-    Row("entry cooldown: stopped out on bar 0, the symbol may not re-enter for reentry_cooldown_minutes (90)",
-        bars({**QUIET, "low": 95.5, "close": 97.0}, {"close": 97.5}, {"close": 97.5}),
-        (closes(0, "stop_loss", 96.0), opens(2, 97.5)), start=(HELD_LONG,),
-        config=touch({"trade": {"reentry_cooldown_minutes": 90.0}})),
-    Row("entry cooldown: with the default 60 minutes it re-enters on the next bar",
-        bars({**QUIET, "low": 95.5, "close": 97.0}, {"close": 97.5}),
-        (closes(0, "stop_loss", 96.0), opens(1, 97.5)), start=(HELD_LONG,), config=touch()),
+    # re-entry cooldown (PESC): ADX 30 -> 180 - (30 - 25) / 15 x (180 - 45) = 135 minutes
+    Row("re-entry cooldown: stopped out of a long on bar 0, a long at ADX 30 waits 135 minutes (bar 3)",
+        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 97.5}, {"close": 97.5}, {"close": 97.5}),
+        (closes(0, "stop_loss", 95.9), opens(3, 97.5)), start=(HELD_LONG,)),
+    Row("re-entry cooldown: at ADX 40 and above it is reentry_cooldown_min_mins (45): re-enters on the next bar",
+        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 97.5, "adx": 40.0}),
+        (closes(0, "stop_loss", 95.9), opens(1, 97.5)), start=(HELD_LONG,)),
+    Row("re-entry cooldown: the other side is never delayed (a short on the next bar)",
+        bars({**QUIET, "low": 95.5, "close": 95.9}, SHORT_BAR),
+        (closes(0, "stop_loss", 95.9), opens(1, side="SHORT")), start=(HELD_LONG,)),
+    Row("re-entry cooldown: reentry_cooldown_minutes 0 switches it off: re-enters on the next bar",
+        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 97.5}),
+        (closes(0, "stop_loss", 95.9), opens(1, 97.5)), start=(HELD_LONG,),
+        config={"trade": {"reentry_cooldown_minutes": 0.0}}),
+    # signal flip: an opposite signal closes the position at the close and may open the new side
+    Row("signal flip: a short signal on a held long (reverse_entry_signal) closes it and opens the short",
+        bars({}), (closes(0, "signal_flip", 100.0), opens(0, side="SHORT")), start=(HELD_LONG,),
+        config={"trade": {"reverse_entry_signal": True}}),
+    Row("signal flip: a short signal while the EMAs only weakly crossed (no breakdown) flips the long",
+        bars({"ema_fast": 97.95, "ema_slow": 98.0}), (closes(0, "signal_flip", 100.0), opens(0, side="SHORT")),
+        start=(HELD_LONG,), base=SHORT_BAR),
+    Row("signal flip: a trend breakdown comes first: the flipped short closes on the EMAs turning up "
+        "(trend_flip), and the reversed short signal then waits out the re-entry cooldown",
+        bars({}, {}), (closes(0, "signal_flip", 100.0), opens(0, side="SHORT"),
+                       closes(1, "trend_flip", 100.0, side="SHORT")),
+        start=(HELD_LONG,), config={"trade": {"reverse_entry_signal": True}}),
     Row("add cooldown: pyramiding adds once add_cooldown_minutes (90) have passed since the last open/add",
         bars({"close": 101.5, "high": 101.8}, {"close": 101.5, "high": 101.8}),
         (Fill(1, "ADD", "pyramid", 101.5),), start=({**HELD_LONG, "open_time_ms": T0},),
@@ -650,3 +669,21 @@ def test_trailing_distance_modifiers_and_floors():
                                                                     "trailing_distance_atr_low_conf": 2.0}})})
     assert d(low.params_for(None), _held_row(ind_adx=30.0, ind_rsi=50.0, conf=0.0), 1.5) == pytest.approx(2.0)
     assert d(low.params_for(None), _held_row(ind_adx=30.0, ind_rsi=50.0, conf=1.0), 1.5) == pytest.approx(1.0)
+
+
+def test_reentry_cooldown_is_not_held_after_a_signal_flip():
+    """PESC holds a same-side re-entry after a stop, never after a close by signal flip."""
+    from strategy.layout import POS, R
+
+    p = config_from_dict({"global": COMMON}).params_for(None)
+    ps = np.zeros(NPOS)
+    ps[POS.LAST_EXIT_T], ps[POS.LAST_EXIT_SIDE] = T0, 1.0
+    ps[POS.LAST_EXIT_REASON] = R.STOP_LOSS
+    assert K.reentry_blocked(p, ps, 1.0, 30.0, float(T0 + H))
+    assert not K.reentry_blocked(p, ps, -1.0, 30.0, float(T0 + H))
+    assert not K.reentry_blocked(p, ps, 1.0, 30.0, float(T0 + 3 * H))
+    ps[POS.LAST_EXIT_REASON] = R.SIGNAL_FLIP
+    assert not K.reentry_blocked(p, ps, 1.0, 30.0, float(T0 + H))
+    assert K.reentry_cooldown_ms(p, 30.0) == pytest.approx(135 * 60_000)
+    assert K.reentry_cooldown_ms(p, 20.0) == pytest.approx(180 * 60_000)
+    assert K.reentry_cooldown_ms(p, 45.0) == pytest.approx(45 * 60_000)

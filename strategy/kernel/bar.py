@@ -9,15 +9,15 @@ On every closed bar (spec/strategy.md, "Decisions on a closed bar"), ``step_bar`
    tightening after each close, then the smart exits on the bar's close; touch -- the range exits
    (exits.range_exits) on the finer exit bars or the bar itself, then, if still open, the exits on
    the close (exits.close_exits: trailing, break-even, trend flip, RSI);
-3. marks equity, then ranks the entry candidates (``rank_entries``): symbols with a bar now and
-   a bar before (no entry right after a missing bar), warmed up, with a signal
-   (entries.entry_signal) not against an open position; by confidence x 100 + whole ADX, ties by
+3. ranks the entry candidates (``rank_entries``): symbols with a bar now and a bar before (no
+   entry right after a missing bar), warmed up, with a signal (entries.entry_signal); a signal
+   against an open position first closes it at the close (signal_flip); then marks equity; by confidence x 100 + whole ADX, ties by
    symbol;
 4. takes them in rank order (``take_entries``): an open position in the signal's direction is
    pyramided (book.add_to_position); a new one opens when its tier is at least
    [trade.entry_min_confidence], fewer than
-   [trade.max_open_positions] are open and [trade.reentry_cooldown_minutes] have passed since the
-   symbol's last full close (book.open_position, which applies the margin cap);
+   [trade.max_open_positions] are open and the re-entry cooldown does not hold it
+   (``reentry_blocked``) (book.open_position, which applies the margin cap);
 5. marks equity again for drawdown at the close.
 ``finish`` closes what is still open at its last close (reason end_of_data) and books the last day.
 
@@ -53,6 +53,9 @@ from strategy.kernel.registry import MS_PER_MINUTE, kernel_function
 from strategy.layout import EXIT_FILL, POS, A, R
 from strategy.params import P
 
+PESC_FAST_ADX = 40.0  # the re-entry cooldown is shortest at ADX 40 and above ...
+PESC_SLOW_ADX = 25.0  # ... and longest at ADX 25 and below
+
 
 @kernel_function
 def rank_of(sig, adx):
@@ -62,8 +65,10 @@ def rank_of(sig, adx):
 
 
 @kernel_function
-def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx):
-    """Collect entry candidates and insertion-sort them by (-score, symbol); returns their count."""
+def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx, acct, t, fills, trades):
+    """Collect entry candidates and insertion-sort them by (-score, symbol); returns their count.
+    A signal against an open position closes it at the close first (reason signal_flip), and the
+    signal then competes as a new entry on the same bar."""
     n = 0
     for s in range(pos.shape[0]):
         if valid[s] == 0 or prev_valid[s] == 0:
@@ -75,7 +80,9 @@ def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank
             continue
         held = pos[s, POS.SIDE]
         if held != 0.0 and held != side:
-            continue
+            f = feat[s]
+            close_position(pos, acct, params, s, t, f[F.CLOSE], 1.0, R.SIGNAL_FLIP, f[F.ATR], f[F.ADX], f[F.RSI],
+                           fills, trades)
         sig = pack_signal(side, conf)
         score = rank_of(sig, feat[s, F.ADX])
         rank_score[s] = sig
@@ -90,6 +97,34 @@ def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank
         rank_idx[j] = s
         n += 1
     return n
+
+
+@kernel_function
+def reentry_cooldown_ms(p, adx):
+    """The re-entry cooldown for a candidate with this ADX: [trade.reentry_cooldown_min_mins] at
+    ADX >= 40, [reentry_cooldown_max_mins] at ADX <= 25, linear in between."""
+    lo = p[P.REENTRY_COOLDOWN_MIN_MINS]
+    hi = p[P.REENTRY_COOLDOWN_MAX_MINS]
+    if adx >= PESC_FAST_ADX:
+        mins = lo
+    elif not adx > PESC_SLOW_ADX:
+        mins = hi
+    else:
+        mins = hi + (adx - PESC_SLOW_ADX) / (PESC_FAST_ADX - PESC_SLOW_ADX) * (lo - hi)
+    return mins * MS_PER_MINUTE
+
+
+@kernel_function
+def reentry_blocked(p, ps, side, adx, t):
+    """The re-entry cooldown (the reference's PESC), switched on by [trade.reentry_cooldown_minutes]
+    != 0: a new position is refused while the symbol's last full close was on the same side, was
+    not a signal flip, and is more recent than ``reentry_cooldown_ms``. The other side is never
+    delayed."""
+    if p[P.REENTRY_COOLDOWN_MINUTES] == 0.0:
+        return False
+    if ps[POS.LAST_EXIT_SIDE] != side or ps[POS.LAST_EXIT_REASON] == R.SIGNAL_FLIP:
+        return False
+    return t - ps[POS.LAST_EXIT_T] < reentry_cooldown_ms(p, adx)
 
 
 @kernel_function
@@ -109,7 +144,7 @@ def take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fi
             continue  # gates new positions only: an add answers to add_min_confidence
         if acct[A.OPEN_COUNT] >= p[P.MAX_OPEN_POSITIONS]:
             continue
-        if t - ps[POS.LAST_EXIT_T] < p[P.REENTRY_COOLDOWN_MINUTES] * MS_PER_MINUTE:
+        if reentry_blocked(p, ps, side, feat[s, F.ADX], t):
             continue
         open_position(pos, acct, params, feat, s, t, side, conf, equity, fills)
 
@@ -196,7 +231,7 @@ def touch_exits(t, feat, params, s, book, exit_bars):
 @kernel_function
 def step_bar(bar_open_ms, bar_close_ms, feat, valid, prev_valid, funding_row, params, btc_idx, book, exit_bars):
     """Process one closed bar for every symbol (the order is in the module docstring)."""
-    pos, acct, rank_score, rank_idx, fills, _trades = book
+    pos, acct, rank_score, rank_idx, fills, trades = book
     t = float(bar_close_ms)
     roll_day(acct, bar_open_ms)
     for s in range(pos.shape[0]):
@@ -210,8 +245,8 @@ def step_bar(bar_open_ms, bar_close_ms, feat, valid, prev_valid, funding_row, pa
             charge_funding(pos, acct, params, s, funding_row[s], feat[s, F.OPEN])
             symbol_exits(t, feat, params, s, book, exit_bars)
         ps[POS.LAST_CLOSE] = feat[s, F.CLOSE]
+    n = rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx, acct, t, fills, trades)
     equity = mark_equity(pos, acct)
-    n = rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx)
     take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fills)
     note_equity(acct, mark_equity(pos, acct))
     acct[A.LAST_T] = t

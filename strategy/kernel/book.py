@@ -122,7 +122,7 @@ def drop_position(pos, acct, s):
     acct[A.MARGIN_USED] -= ps[POS.MARGIN]
     acct[A.OPEN_COUNT] -= 1.0
     for j in range(POS.N):
-        if j != POS.LAST_CLOSE and j != POS.LAST_EXIT_T:
+        if j != POS.LAST_CLOSE and j != POS.LAST_EXIT_T and j != POS.LAST_EXIT_SIDE and j != POS.LAST_EXIT_REASON:
             ps[j] = 0.0
     ps[POS.LAST_ADD_T] = NEVER
 
@@ -229,6 +229,8 @@ def close_position(pos, acct, params, s, t, decision_price, fraction, reason, at
         acct[A.MARGIN_USED] -= ps[POS.MARGIN]
         acct[A.OPEN_COUNT] -= 1.0
         reset_position(ps, t)
+        ps[POS.LAST_EXIT_SIDE] = side
+        ps[POS.LAST_EXIT_REASON] = reason
     else:
         released = ps[POS.MARGIN] * fraction
         ps[POS.MARGIN] -= released
