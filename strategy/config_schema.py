@@ -42,7 +42,9 @@ MODE_ALIASES: dict[str, str] = {
 }
 SYMBOL_SECTIONS: tuple[str, ...] = ("trade", "filters", "thresholds")
 # Caps over the whole portfolio: a per-symbol value would let one symbol break the global cap.
-PORTFOLIO_WIDE_KEYS: tuple[str, ...] = ("trade.max_open_positions", "trade.max_total_margin_pct")
+PORTFOLIO_WIDE_KEYS: tuple[str, ...] = (
+    "trade.max_open_positions", "trade.max_total_margin_pct", "trade.max_entry_orders_per_loop",
+)
 PORTFOLIO_WIDE_MESSAGE = "is a portfolio-wide cap (one limit over all symbols); set it under global.trade, not per symbol"
 TOP_LEVEL_KEYS: tuple[str, ...] = ("global", "symbols", "live", "modes")
 OVERLAY_KEYS: tuple[str, ...] = ("global", "symbols")
@@ -55,11 +57,7 @@ REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
         """
         use_bbo_for_fills adx_sizing_min_mult adx_sizing_full_adx
         vol_baseline_pct vol_scalar_min vol_scalar_max
-        enable_reef_filter
-        reef_long_rsi_block_gt reef_short_rsi_block_lt reef_adx_threshold reef_long_rsi_extreme_gt
-        reef_short_rsi_extreme_lt
-        enable_ssf_filter
-        entry_cooldown_s exit_cooldown_s max_entry_orders_per_loop
+        entry_cooldown_s exit_cooldown_s
         """.split()
     ),
     "filters": frozenset({"enable_anomaly_filter", "vol_confirm_include_prev"}),
@@ -160,6 +158,14 @@ class TradeConfig(_Section):
     reentry_cooldown_minutes: NonNeg = 60.0  # 0 switches the re-entry cooldown off; its length is below
     reentry_cooldown_min_mins: NonNeg = 45.0  # the cooldown at ADX >= 40
     reentry_cooldown_max_mins: NonNeg = 180.0  # the cooldown at ADX <= 25 (linear in between)
+    max_entry_orders_per_loop: Annotated[Count, Field(ge=0)] = 6  # new positions per bar, at most
+    enable_ssf_filter: bool = True  # a new long needs a positive MACD histogram, a short a negative one
+    enable_reef_filter: bool = True  # no new long / short at an extreme RSI
+    reef_adx_threshold: Percent100 = 45.0
+    reef_long_rsi_block_gt: Percent100 = 70.0
+    reef_short_rsi_block_lt: Percent100 = 30.0
+    reef_long_rsi_extreme_gt: Percent100 = 75.0
+    reef_short_rsi_extreme_lt: Percent100 = 25.0
     entry_min_confidence: Confidence = "low"
     enable_dynamic_leverage: bool = True
     leverage_low: Leverage = 1.0

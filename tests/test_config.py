@@ -137,7 +137,7 @@ def test_reference_key_not_implemented_and_typo_suggestion():
     probs = _problems(
         {
             "global": {
-                "trade": {"enable_reef_filter": True, "sl_atr_mul": 2.0},
+                "trade": {"entry_cooldown_s": 20, "sl_atr_mul": 2.0},
                 "thresholds": {"anomaly": {"price_change_pct_gt": 0.1}, "entry": {"ave_enabled": True}},
                 "market_regime": {"enable_regime_gate": False},
                 "filters": {"zzz": 1},
@@ -146,7 +146,7 @@ def test_reference_key_not_implemented_and_typo_suggestion():
         }
     )
     not_impl = "known key of the reference strategy, not implemented in this version (remove it)"
-    assert ("global.trade.enable_reef_filter", not_impl) in probs
+    assert ("global.trade.entry_cooldown_s", not_impl) in probs
     assert ("global.thresholds.anomaly", not_impl) in probs
     assert ("global.thresholds.entry.ave_enabled", not_impl) in probs
     assert ("global.market_regime.enable_regime_gate", not_impl) in probs
@@ -417,7 +417,7 @@ def test_apply_overrides_rejects_bad_paths_and_values():
     cfg = config_from_dict({}, mode=NO_MODE)
     cases = {
         "trade.sl_atr_mul": "unknown key (did you mean sl_atr_mult?)",
-        "trade.enable_reef_filter": "not implemented in this version",
+        "trade.entry_cooldown_s": "not implemented in this version",
         "symbols.BTC.indicators.adx_window": "cannot be set per symbol",
         "modes.flat.global.trade.leverage": "already applied",
         "trade.leverage": "must be <= 50 (got 80)",
@@ -439,7 +439,7 @@ def test_validate_override_path_checks_key_and_range_only():
     validate_override_path("live.symbols.BTC.trade.leverage", 3)
     validate_override_path("global.engine", {"interval": "30m", "entry_interval": "5m"})
     assert is_config_path("engine.interval") and is_config_path("global.thresholds.entry")
-    assert not is_config_path("trade.enable_reef_filter") and not is_config_path("modes.turbo.global.trade")
+    assert not is_config_path("trade.entry_cooldown_s") and not is_config_path("modes.turbo.global.trade")
     bad = [
         ("trade.sl_atr_mult", 0),
         ("trade.sl_atr_mul", 1.0),

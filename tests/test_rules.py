@@ -50,6 +50,7 @@ SHORT_BAR = {**LONG_BAR, "ema_fast": 101.0, "ema_slow": 102.0, "ema_macro": 105.
 QUIET = {**LONG_BAR, "adx": 10.0}  # ADX under min_adx: no entry; nothing in range of any exit level
 HELD_LONG = {"symbol": "ETH", "side": "LONG", "entry_price": 100.0, "size": 10.0, "entry_atr": 2.0,
              "leverage": 5.0, "open_time_ms": T0 - 100 * H}
+MACRO = {"filters": {"require_macro_alignment": True}}
 COMMON = {"trade": {"slippage_bps": 0.0, "exit_slippage_bps": 0.0, "taker_fee_bps": 0.0, "enable_pyramiding": False}}
 
 
@@ -152,11 +153,15 @@ ENTRY_GATES = [
     # gate 1: trend side
     Row("gate 1 trend_side: EMA fast equal to EMA slow gives no side, so no entry",
         bars({"ema_fast": 98.0}), ()),
+    Row("gate 1 trend_side: a long also needs the close above the fast EMA: a close under it (98.9) gives "
+        "no side", bars({"close": 98.9, "low": 98.5}), ()),
+    Row("gate 1 trend_side: a short needs the close under the fast EMA (101): a close at 101.2 gives no side",
+        bars({"close": 101.2, "high": 101.5}), (), base=SHORT_BAR),
     # gate 2: macro alignment
-    Row("gate 2 macro_aligned: with require_macro_alignment, a long above the macro EMA enters",
-        bars({"ema_macro": 99.9}), (opens(0),), config={"filters": {"require_macro_alignment": True}}),
-    Row("gate 2 macro_aligned: with require_macro_alignment, a long below the macro EMA does not",
-        bars({"ema_macro": 100.1}), (), config={"filters": {"require_macro_alignment": True}}),
+    Row("gate 2 macro_aligned: with require_macro_alignment, a long with the slow EMA (98) above the macro "
+        "EMA (97.9) enters", bars({"ema_macro": 97.9}), (opens(0),), config=MACRO),
+    Row("gate 2 macro_aligned: the slow EMA under the macro EMA (98.1) refuses a long, though the close is "
+        "above it", bars({"ema_macro": 98.1}), (), config=MACRO),
     # gate 3: minimum ADX
     Row("gate 3 adx_above_min: ADX must be strictly above min_adx: 22 refuses", bars({"adx": 22.0}), ()),
     Row("gate 3 adx_above_min: ADX just above min_adx (22.1) admits", bars({"adx": 22.1}), (opens(0),)),
@@ -185,9 +190,9 @@ ENTRY_GATES = [
     Row("gate 6 macd_confirms (sign): a negative histogram refuses a long",
         bars({"macd_hist": -0.1, "macd_hist_prev": -0.5}), (),
         config={"thresholds": {"entry": {"macd_hist_entry_mode": "sign"}}}),
-    Row("gate 6 macd_confirms (none): the histogram is not read",
+    Row("gate 6 macd_confirms (none): the histogram is not read by gate 6 (SSF off)",
         bars({"macd_hist": -0.4, "macd_hist_prev": 0.5}), (opens(0),),
-        config={"thresholds": {"entry": {"macd_hist_entry_mode": "none"}}}),
+        config={"thresholds": {"entry": {"macd_hist_entry_mode": "none"}}, "trade": {"enable_ssf_filter": False}}),
     # gate 7: stoch RSI
     Row("gate 7 stoch_rsi_allows: K equal to block_long_if_k_gt (0.85) admits a long",
         bars({"stoch_rsi_k": 0.85}), (opens(0),)),
@@ -205,15 +210,20 @@ ENTRY_GATES = [
         bars({"adx": 20.0, "bb_width": 0.07}), (opens(0),),
         config={"thresholds": {"entry": {"min_adx": 15.0}}, "filters": {"enable_ranging_filter": False}}),
     # gate 9: RSI momentum
-    Row("gate 9 rsi_momentum: a long needs RSI above rsi_long_weak (56) when ADX is not strong",
-        bars({"rsi": 56.0}), ()),
-    Row("gate 9 rsi_momentum: RSI just above rsi_long_weak admits", bars({"rsi": 56.1}), (opens(0),)),
-    Row("gate 9 rsi_momentum: with ADX above adx_strong_gt (40), RSI above rsi_long_strong (52) suffices",
+    # the limit slides with w = (ADX - min_adx 22) / (adx_strong_gt 40 - 22): ADX 30 -> w = 4/9
+    Row("gate 9 rsi_momentum: at ADX 30 a long needs RSI above 56 - 4/9 x 4 = 54.22: RSI 54.2 refuses",
+        bars({"rsi": 54.2}), ()),
+    Row("gate 9 rsi_momentum: at ADX 30 RSI 54.3 admits a long", bars({"rsi": 54.3}), (opens(0),)),
+    Row("gate 9 rsi_momentum: at ADX 22.5 (w = 1/36) the limit is nearly rsi_long_weak: RSI 55.8 refuses",
+        bars({"rsi": 55.8, "adx": 22.5}), ()),
+    Row("gate 9 rsi_momentum: from ADX adx_strong_gt (40) on, RSI above rsi_long_strong (52) suffices",
         bars({"rsi": 52.1, "adx": 41.0}), (opens(0),)),
     Row("gate 9 rsi_momentum: with a strong ADX, RSI at rsi_long_strong refuses",
         bars({"rsi": 52.0, "adx": 41.0}), ()),
-    Row("gate 9 rsi_momentum: a short needs RSI below rsi_short_weak (44)", bars({"rsi": 44.0}), (),
-        base=SHORT_BAR),
+    Row("gate 9 rsi_momentum: at ADX 30 a short needs RSI below 44 + 4/9 x 4 = 45.78: RSI 45.8 refuses",
+        bars({"rsi": 45.8}), (), base=SHORT_BAR),
+    Row("gate 9 rsi_momentum: at ADX 30 RSI 45.7 admits a short", bars({"rsi": 45.7}),
+        (opens(0, side="SHORT"),), base=SHORT_BAR),
     # gate 10: BTC alignment (BTC's own bar is quiet: ADX 10, no entry of its own)
     Row("gate 10 btc_allows: a long is refused while BTC's fast EMA is below its slow EMA",
         bars({"BTC": {"adx": 10.0, "ema_fast": 97.0}, "ETH": {}}), (), symbols=("BTC", "ETH")),
@@ -226,10 +236,28 @@ ENTRY_GATES = [
     Row("gate 10 btc_allows: with require_btc_alignment off, a bearish BTC does not refuse",
         bars({"BTC": {"adx": 10.0, "ema_fast": 97.0}, "ETH": {}}), (opens(0),), symbols=("BTC", "ETH"),
         config={"filters": {"require_btc_alignment": False}}),
-    # gate 11: minimum ATR
-    Row("gate 11 atr_above_min: ATR/close equal to min_atr_pct (0.3 %) admits", bars({"atr": 0.3}),
-        (opens(0),)),
-    Row("gate 11 atr_above_min: ATR/close under min_atr_pct refuses", bars({"atr": 0.29}), ()),
+    # min_atr_pct: an ATR floor, not a gate
+    Row("min_atr_pct: an ATR of 0.1 % still enters; its stop is 2 x the floor (0.3) below: a close at 99.35 "
+        "stops it out", bars({"atr": 0.1}, {**QUIET, "atr": 0.3, "low": 99.3, "close": 99.35}),
+        (opens(0), closes(1, "stop_loss", 99.35))),
+    Row("min_atr_pct: with the floored ATR a close at 99.45 is inside the stop (99.4)",
+        bars({"atr": 0.1}, {"atr": 0.3, "low": 99.4, "close": 99.45}), (opens(0),)),
+    # SSF and REEF: new positions only
+    Row("SSF: a new long needs a positive MACD histogram (accel mode admits -0.1 after -0.2; SSF refuses)",
+        bars({"macd_hist": -0.1, "macd_hist_prev": -0.2}), ()),
+    Row("SSF: with enable_ssf_filter off the same bar enters",
+        bars({"macd_hist": -0.1, "macd_hist_prev": -0.2}), (opens(0),), config={"trade": {"enable_ssf_filter": False}}),
+    Row("SSF: adds are not filtered (a held long adds on a negative histogram)",
+        bars({"close": 101.5, "high": 101.8, "macd_hist": -0.1, "macd_hist_prev": -0.2}),
+        (Fill(0, "ADD", "pyramid", 101.5),), start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True}}),
+    Row("REEF: below ADX 45 no new long above RSI 70", bars({"rsi": 70.5}), ()),
+    Row("REEF: below ADX 45 RSI 70 admits", bars({"rsi": 70.0}), (opens(0),)),
+    Row("REEF: from ADX 45 on the long limit is 75: RSI 72 admits, off the stoch filter",
+        bars({"rsi": 72.0, "adx": 45.0}), (opens(0),)),
+    Row("REEF: from ADX 45 on RSI 75.5 refuses a long", bars({"rsi": 75.5, "adx": 45.0}), ()),
+    Row("REEF: below ADX 45 no new short below RSI 30", bars({"rsi": 29.5}), (), base=SHORT_BAR),
+    Row("REEF: off, RSI 80 enters a long", bars({"rsi": 80.0}), (opens(0),),
+        config={"trade": {"enable_reef_filter": False}}),
     # gate 12: volume confirmation
     Row("gate 12 volume_confirms: required, volume above its SMA with a rising SMA admits",
         bars({}), (opens(0),), config={"filters": {"require_volume_confirmation": True}}),
@@ -247,8 +275,10 @@ ENTRY_GATES = [
         bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5),), start=(HELD_LONG,),
         config={"trade": {"enable_pyramiding": True, "entry_min_confidence": "high"}}),
     # gate 14: reverse
-    Row("gate 14 reverse_entry_signal: a long signal opens a short", bars({}), (opens(0, side="SHORT"),),
-        config={"trade": {"reverse_entry_signal": True}}),
+    Row("gate 14 reverse_entry_signal: a long signal opens a short (SSF off)", bars({}), (opens(0, side="SHORT"),),
+        config={"trade": {"reverse_entry_signal": True, "enable_ssf_filter": False}}),
+    Row("gate 14 reverse_entry_signal: SSF reads the reversed side: a positive histogram refuses the short",
+        bars({}), (), config={"trade": {"reverse_entry_signal": True}}),
     # readiness
     Row("readiness: an indicator that is not warmed up (NaN RSI) refuses the entry",
         bars({"rsi": math.nan}), ()),
@@ -390,7 +420,6 @@ STOPS_AND_TARGETS = [
 ]
 
 # Smart exits, on the main bar's close, in the reference's order (its kernel_exits §1-§7).
-MACRO = {"filters": {"require_macro_alignment": True}}
 SMART_EXITS = [
     Row("trend exhaustion: ADX under the level the entry cleared (min_adx 22) closes the long at the close",
         bars({}, {"adx": 21.5}), (opens(0), closes(1, "trend_exhaustion", 100.0))),
@@ -516,38 +545,47 @@ RANKING = [
         (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
     Row("ranking: equal scores go by symbol order", bars({"AAA": {}, "BBB": {}, "CCC": {}}),
         (opens(0, symbol="AAA"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
-    Row("margin cap: with max_total_margin_pct 5 %, one 3 % margin fits and the second-ranked is refused",
+    Row("margin cap: with max_total_margin_pct 5 %, one 3 % margin (300) fits and the second-ranked is "
+        "scaled down to the 200 left: notional 1,000",
         bars({"AAA": {"adx": 31.0}, "BBB": {"adx": 35.0}, "CCC": QUIET}),
-        (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_total_margin_pct": 0.05}}),
+        (opens(0, symbol="BBB", size=15.0), opens(0, symbol="AAA", size=10.0)), symbols=THREE,
+        config={"trade": {"max_total_margin_pct": 0.05}}),
+    Row("margin cap: a scaled-down entry under min_notional_usd is skipped (1 margin left: notional 5)",
+        bars({"AAA": {"adx": 31.0}, "BBB": {"adx": 35.0}, "CCC": QUIET}),
+        (opens(0, symbol="BBB", size=15.0),), symbols=THREE, config={"trade": {"max_total_margin_pct": 0.0301}}),
+    Row("max_entry_orders_per_loop: at most that many new positions per bar (1: the best of three)",
+        bars({"AAA": {"adx": 31.0}, "BBB": {"adx": 35.0}, "CCC": {"adx": 33.0}}),
+        (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_entry_orders_per_loop": 1}}),
     Row("max_open_positions: a held position counts, so with a cap of 1 a new signal does not open",
         bars({"AAA": QUIET, "BBB": {}, "CCC": QUIET}), (), symbols=THREE,
         start=({**HELD_LONG, "symbol": "AAA"},), config={"trade": {"max_open_positions": 1}}),
     # re-entry cooldown (PESC): ADX 30 -> 180 - (30 - 25) / 15 x (180 - 45) = 135 minutes
     Row("re-entry cooldown: stopped out of a long on bar 0, a long at ADX 30 waits 135 minutes (bar 3)",
-        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 97.5}, {"close": 97.5}, {"close": 97.5}),
-        (closes(0, "stop_loss", 95.9), opens(3, 97.5)), start=(HELD_LONG,)),
+        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 99.5}, {"close": 99.5}, {"close": 99.5}),
+        (closes(0, "stop_loss", 95.9), opens(3, 99.5)), start=(HELD_LONG,)),
     Row("re-entry cooldown: at ADX 40 and above it is reentry_cooldown_min_mins (45): re-enters on the next bar",
-        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 97.5, "adx": 40.0}),
-        (closes(0, "stop_loss", 95.9), opens(1, 97.5)), start=(HELD_LONG,)),
+        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 99.5, "adx": 40.0}),
+        (closes(0, "stop_loss", 95.9), opens(1, 99.5)), start=(HELD_LONG,)),
     Row("re-entry cooldown: the other side is never delayed (a short on the next bar)",
         bars({**QUIET, "low": 95.5, "close": 95.9}, SHORT_BAR),
         (closes(0, "stop_loss", 95.9), opens(1, side="SHORT")), start=(HELD_LONG,)),
     Row("re-entry cooldown: reentry_cooldown_minutes 0 switches it off: re-enters on the next bar",
-        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 97.5}),
-        (closes(0, "stop_loss", 95.9), opens(1, 97.5)), start=(HELD_LONG,),
+        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 99.5}),
+        (closes(0, "stop_loss", 95.9), opens(1, 99.5)), start=(HELD_LONG,),
         config={"trade": {"reentry_cooldown_minutes": 0.0}}),
     # signal flip: an opposite signal closes the position at the close and may open the new side
     Row("signal flip: a short signal on a held long (reverse_entry_signal) closes it and opens the short",
         bars({}), (closes(0, "signal_flip", 100.0), opens(0, side="SHORT")), start=(HELD_LONG,),
-        config={"trade": {"reverse_entry_signal": True}}),
+        config={"trade": {"reverse_entry_signal": True, "enable_ssf_filter": False}}),
     Row("signal flip: a short signal while the EMAs only weakly crossed (no breakdown) flips the long",
-        bars({"ema_fast": 97.95, "ema_slow": 98.0}), (closes(0, "signal_flip", 100.0), opens(0, side="SHORT")),
+        bars({"ema_fast": 97.95, "ema_slow": 98.0, "close": 97.5, "low": 97.4}),
+        (closes(0, "signal_flip", 97.5), opens(0, 97.5, side="SHORT")),
         start=(HELD_LONG,), base=SHORT_BAR),
     Row("signal flip: a trend breakdown comes first: the flipped short closes on the EMAs turning up "
         "(trend_flip), and the reversed short signal then waits out the re-entry cooldown",
         bars({}, {}), (closes(0, "signal_flip", 100.0), opens(0, side="SHORT"),
                        closes(1, "trend_flip", 100.0, side="SHORT")),
-        start=(HELD_LONG,), config={"trade": {"reverse_entry_signal": True}}),
+        start=(HELD_LONG,), config={"trade": {"reverse_entry_signal": True, "enable_ssf_filter": False}}),
     Row("add cooldown: pyramiding adds once add_cooldown_minutes (90) have passed since the last open/add",
         bars({"close": 101.5, "high": 101.8}, {"close": 101.5, "high": 101.8}),
         (Fill(1, "ADD", "pyramid", 101.5),), start=({**HELD_LONG, "open_time_ms": T0},),
@@ -618,7 +656,8 @@ def test_every_gate_is_a_kernel_function_called_directly():
         (K.macd_confirms, (p, f, long), "macd_hist", 0.3),
         (K.stoch_rsi_allows, (p, f, long), "stoch_rsi_k", 0.9),
         (K.rsi_momentum, (p, f, long), "rsi", 50.0),
-        (K.atr_above_min, (p, f), "atr", 0.1),
+        (K.momentum_sign_agrees, (p, f, long), "macd_hist", -0.1),
+        (K.rsi_not_extreme, (p, f, long), "rsi", 71.0),
     ):
         assert gate(*args), gate
         col = getattr(F, field_name.upper())

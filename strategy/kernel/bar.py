@@ -39,7 +39,15 @@ from strategy.kernel.book import (
     note_indicators,
     open_position,
 )
-from strategy.kernel.entries import entry_signal, features_ready, pack_signal, signal_conf, signal_side
+from strategy.kernel.entries import (
+    entry_signal,
+    features_ready,
+    momentum_sign_agrees,
+    pack_signal,
+    rsi_not_extreme,
+    signal_conf,
+    signal_side,
+)
 from strategy.kernel.equity import mark_equity, note_daily_return, note_equity, roll_day
 from strategy.kernel.exits import (
     close_exits,
@@ -129,7 +137,10 @@ def reentry_blocked(p, ps, side, adx, t):
 
 @kernel_function
 def take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fills):
-    """Adds and opens in rank order, under max_open_positions and the reentry cooldown."""
+    """Adds and opens in rank order: a new position needs entry_min_confidence, at most
+    [trade.max_entry_orders_per_loop] new positions per bar, the SSF and REEF filters, fewer than
+    max_open_positions open and no re-entry cooldown."""
+    opened = 0
     for i in range(n):
         s = rank_idx[i]
         p = params[s]
@@ -142,11 +153,16 @@ def take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fi
             continue
         if conf < p[P.ENTRY_MIN_CONFIDENCE]:
             continue  # gates new positions only: an add answers to add_min_confidence
+        if opened >= p[P.MAX_ENTRY_ORDERS_PER_LOOP]:
+            continue
+        if not (momentum_sign_agrees(p, feat[s], side) and rsi_not_extreme(p, feat[s], side)):
+            continue
         if acct[A.OPEN_COUNT] >= p[P.MAX_OPEN_POSITIONS]:
             continue
         if reentry_blocked(p, ps, side, feat[s, F.ADX], t):
             continue
-        open_position(pos, acct, params, feat, s, t, side, conf, equity, fills)
+        if open_position(pos, acct, params, feat, s, t, side, conf, equity, fills):
+            opened += 1
 
 
 @kernel_function

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 from strategy.features import F
-from strategy.kernel.entries import effective_min_adx
+from strategy.kernel.entries import effective_min_adx, entry_atr
 from strategy.kernel.registry import BPS, MS_PER_MINUTE, NEVER, kernel_function
 from strategy.kernel.sizing import capped_notional, confidence_mult, entry_leverage, take_profit_mult
 from strategy.layout import ACT, FL, POS, A, R, T
@@ -245,7 +245,7 @@ def open_position(pos, acct, params, feat, s, t, side, conf, equity, fills):
     f = feat[s]
     ps = pos[s]
     close = f[F.CLOSE]
-    atr = f[F.ATR]
+    atr = entry_atr(p, f)
     margin = equity * p[P.ALLOCATION_PCT] * confidence_mult(p, conf) * p[P.SIZE_MULTIPLIER]
     lev = entry_leverage(p, conf)
     notional = capped_notional(p, acct, margin, lev, equity)

@@ -4,9 +4,10 @@ A symbol may enter on a bar's close when it had a bar before this one too (no en
 missing bar), the indicators its rules read are warmed up (``features_ready``), and every gate of
 ``entry_signal`` admits it. The gates, in order (config keys in brackets):
 
- 1. trend_side          the fast EMA above the slow one gives a long, below a short, equal nothing
- 2. macro_aligned       [filters.require_macro_alignment] the close is on the side's side of the macro EMA
- 3. adx_above_min       ADX >= [thresholds.entry.min_adx]
+ 1. trend_side          fast EMA above the slow one and the close above the fast EMA: a long; the
+                        mirror: a short; else nothing
+ 2. macro_aligned       [filters.require_macro_alignment] the slow EMA is on the side's side of the macro EMA
+ 3. adx_above_min       ADX > effective_min_adx: [thresholds.entry.min_adx], at most 25 while ADX rises fast
  4. adx_rising          [filters.require_adx_rising] below [filters.adx_rising_saturation], ADX must be rising
  5. not_extended        [filters.enable_extension_filter] |close - fast EMA| / fast EMA <=
                         [thresholds.entry.max_dist_ema_fast]
@@ -17,15 +18,18 @@ missing bar), the indicators its rules read are warmed up (``features_ready``), 
  8. not_ranging         [filters.enable_ranging_filter] refused when at least
                         [thresholds.ranging.min_signals] of: ADX < [adx_below], Bollinger width <
                         [bb_width_ratio_below] x its average, [rsi_low] <= RSI <= [rsi_high]
- 9. rsi_momentum        RSI above [tp_and_momentum.rsi_long_strong] (ADX > adx_strong_gt) or
-                        [rsi_long_weak] for a long; below [rsi_short_strong | rsi_short_weak] for a short
+ 9. rsi_momentum        RSI beyond a limit sliding from [tp_and_momentum.rsi_long_weak] to
+                        [rsi_long_strong] (short: rsi_short_weak to rsi_short_strong) as ADX goes from
+                        min_adx to [adx_strong_gt]
 10. btc_allows          [filters.require_btc_alignment] BTC's EMAs agree with the side, unless BTC's
                         ADX > [thresholds.entry.btc_adx_override] (or BTC has no bar or is not warm)
-11. atr_above_min       ATR / close >= [trade.min_atr_pct]
+11. (none)              [trade.min_atr_pct] is an ATR floor of the new position (``entry_atr``), not a gate
 12. volume_confirms     [filters.require_volume_confirmation] volume > its SMA and the SMA rising
 13. confidence tier     high on a volume spike, else medium (``confidence_tier``); a new position
                         needs it >= [trade.entry_min_confidence] (bar.take_entries; adds do not)
 14. reverse             [trade.reverse_entry_signal] flips the side
+New positions only (bar.take_entries; adds are not filtered): SSF ``momentum_sign_agrees`` and
+REEF ``rsi_not_extreme``.
 """
 
 from __future__ import annotations
@@ -64,20 +68,23 @@ def features_ready(feat, params, s):
 
 @kernel_function
 def trend_side(f):
-    """Gate 1: SIDE.LONG when the fast EMA is above the slow one, SIDE.SHORT below, else FLAT."""
+    """Gate 1: SIDE.LONG when the fast EMA is above the slow one and the close above the fast EMA;
+    SIDE.SHORT for the mirror; else FLAT."""
     fast = f[F.EMA_FAST]
     slow = f[F.EMA_SLOW]
-    if fast > slow:
+    close = f[F.CLOSE]
+    if fast > slow and close > fast:
         return SIDE.LONG
-    if fast < slow:
+    if fast < slow and close < fast:
         return SIDE.SHORT
     return SIDE.FLAT
 
 
 @kernel_function
 def macro_aligned(p, f, side):
-    """Gate 2 [filters.require_macro_alignment]: the close is beyond the macro EMA in the side's direction."""
-    if p[P.REQUIRE_MACRO_ALIGNMENT] != 0.0 and (f[F.CLOSE] - f[F.EMA_MACRO]) * side <= 0.0:
+    """Gate 2 [filters.require_macro_alignment]: the slow EMA is beyond the macro EMA in the side's
+    direction (the longer trends agree)."""
+    if p[P.REQUIRE_MACRO_ALIGNMENT] != 0.0 and (f[F.EMA_SLOW] - f[F.EMA_MACRO]) * side <= 0.0:
         return False
     return True
 
@@ -158,19 +165,27 @@ def not_ranging(p, f):
 
 
 @kernel_function
+def trend_strength(p, f):
+    """How far ADX has come from [thresholds.entry.min_adx] towards [tp_and_momentum.adx_strong_gt],
+    0..1 (the reference's DRE weight; a strong level not above min_adx counts as min_adx + 1)."""
+    lo = p[P.MIN_ADX]
+    hi = p[P.ADX_STRONG_GT]
+    if not hi > lo:
+        hi = lo + 1.0
+    w = (f[F.ADX] - lo) / (hi - lo)
+    return 0.0 if w < 0.0 else (1.0 if w > 1.0 else w)
+
+
+@kernel_function
 def rsi_momentum(p, f, side):
-    """Gate 9 [thresholds.tp_and_momentum.rsi_long_strong/weak, rsi_short_strong/weak, adx_strong_gt]."""
-    strong = f[F.ADX] > p[P.ADX_STRONG_GT]
+    """Gate 9 [thresholds.tp_and_momentum.rsi_long_weak/strong, rsi_short_weak/strong]: the RSI limit
+    slides from the weak value to the strong one as ``trend_strength`` goes from 0 to 1; a long
+    needs RSI above it, a short below."""
+    w = trend_strength(p, f)
     rsi = f[F.RSI]
     if side > 0.0:
-        rsi_min = p[P.RSI_LONG_STRONG] if strong else p[P.RSI_LONG_WEAK]
-        if rsi <= rsi_min:
-            return False
-    else:
-        rsi_max = p[P.RSI_SHORT_STRONG] if strong else p[P.RSI_SHORT_WEAK]
-        if rsi >= rsi_max:
-            return False
-    return True
+        return rsi > p[P.RSI_LONG_WEAK] + w * (p[P.RSI_LONG_STRONG] - p[P.RSI_LONG_WEAK])
+    return rsi < p[P.RSI_SHORT_WEAK] + w * (p[P.RSI_SHORT_STRONG] - p[P.RSI_SHORT_WEAK])
 
 
 @kernel_function
@@ -195,9 +210,35 @@ def btc_allows(feat, valid, params, s, btc_idx, side):
 
 
 @kernel_function
-def atr_above_min(p, f):
-    """Gate 11 [trade.min_atr_pct]: the market moves enough (ATR / close)."""
-    return not f[F.ATR] / f[F.CLOSE] < p[P.MIN_ATR_PCT]
+def entry_atr(p, f):
+    """The ATR a new position measures its stops and targets in: at least [trade.min_atr_pct] of the
+    close (an ATR floor; it never refuses an entry)."""
+    floor = f[F.CLOSE] * p[P.MIN_ATR_PCT]
+    atr = f[F.ATR]
+    return atr if atr > floor else floor
+
+
+@kernel_function
+def momentum_sign_agrees(p, f, side):
+    """SSF [trade.enable_ssf_filter], new positions only: a long needs a positive MACD histogram, a
+    short a negative one."""
+    if p[P.ENABLE_SSF_FILTER] == 0.0:
+        return True
+    return f[F.MACD_HIST] * side > 0.0
+
+
+@kernel_function
+def rsi_not_extreme(p, f, side):
+    """REEF [trade.enable_reef_filter], new positions only: below ADX [reef_adx_threshold] no long
+    above RSI [reef_long_rsi_block_gt] and no short below [reef_short_rsi_block_lt]; from it on the
+    limits are [reef_long_rsi_extreme_gt] and [reef_short_rsi_extreme_lt]."""
+    if p[P.ENABLE_REEF_FILTER] == 0.0:
+        return True
+    rsi = f[F.RSI]
+    strong = not f[F.ADX] < p[P.REEF_ADX_THRESHOLD]
+    if side > 0.0:
+        return not rsi > (p[P.REEF_LONG_RSI_EXTREME_GT] if strong else p[P.REEF_LONG_RSI_BLOCK_GT])
+    return not rsi < (p[P.REEF_SHORT_RSI_EXTREME_LT] if strong else p[P.REEF_SHORT_RSI_BLOCK_LT])
 
 
 @kernel_function
@@ -241,7 +282,6 @@ def entry_signal(feat, valid, params, s, btc_idx):
             and not_ranging(p, f)                          # 8
             and rsi_momentum(p, f, side)                   # 9
             and btc_allows(feat, valid, params, s, btc_idx, side)  # 10
-            and atr_above_min(p, f)                        # 11
             and volume_confirms(p, f)):                    # 12
         return SIDE.FLAT, CONF.LOW
     conf = confidence_tier(p, f)                           # 13 (gated in bar.take_entries)

@@ -73,12 +73,19 @@ def sized_notional(p, margin, lev):
 
 @kernel_function
 def capped_notional(p, acct, margin, lev, equity):
-    """``sized_notional``, or 0 when its margin would break the cap [trade.max_total_margin_pct]."""
+    """``sized_notional`` within the margin cap [trade.max_total_margin_pct]: with no headroom left
+    nothing; an entry whose margin would break the cap is scaled down to the headroom, and skipped
+    when that is under the minimum notional (a bump would break the cap again)."""
     notional = sized_notional(p, margin, lev)
     if notional <= 0.0:
         return 0.0
-    if acct[A.MARGIN_USED] + notional / lev > p[P.MAX_TOTAL_MARGIN_PCT] * equity:
+    headroom = p[P.MAX_TOTAL_MARGIN_PCT] * equity - acct[A.MARGIN_USED]
+    if not headroom > 0.0:
         return 0.0
+    if notional / lev > headroom:
+        notional = headroom * lev
+        if notional < p[P.MIN_NOTIONAL_USD]:
+            return 0.0
     return notional
 
 
