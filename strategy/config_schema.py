@@ -55,9 +55,7 @@ OVERLAY_KEYS: tuple[str, ...] = ("global", "symbols")
 REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
     "trade": frozenset(
         """
-        use_bbo_for_fills adx_sizing_min_mult adx_sizing_full_adx
-        vol_baseline_pct vol_scalar_min vol_scalar_max
-        entry_cooldown_s exit_cooldown_s
+        adx_sizing_min_mult adx_sizing_full_adx vol_baseline_pct vol_scalar_min vol_scalar_max
         """.split()
     ),
     "filters": frozenset({"enable_anomaly_filter", "vol_confirm_include_prev"}),
@@ -75,11 +73,25 @@ REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
         """
         enable_regime_filter enable_auto_reverse breadth_block_short_above
         breadth_block_long_below auto_reverse_breadth_low auto_reverse_breadth_high
+        """.split()
+    ),
+}
+
+# Keys the reference's canonical backtester accepts and never reads (docs/STRATEGY.md, "Keys
+# accepted that do not act"): its live trader's keys (BBO fills, the regime gate), cooldowns in
+# seconds that are inert between bar closes, and the dynamic take-profit multiples it computes but
+# never applies. A config that carries them loads, with one warning line naming them.
+INERT_KEYS: dict[str, frozenset[str]] = {
+    "trade": frozenset({"use_bbo_for_fills", "entry_cooldown_s", "exit_cooldown_s"}),
+    "thresholds.tp_and_momentum": frozenset({"adx_weak_lt", "tp_mult_strong", "tp_mult_weak"}),
+    "market_regime": frozenset(
+        """
         enable_regime_gate regime_gate_breadth_low regime_gate_breadth_high
         regime_gate_btc_adx_min regime_gate_btc_atr_pct_min regime_gate_fail_open
         """.split()
     ),
 }
+INERT_MESSAGE = "accepted; the reference backtester never reads it, so it does not act here either"
 
 
 def interval_minutes(interval: str) -> int:
@@ -266,9 +278,6 @@ class RangingThresholds(_Section):
 
 class TpAndMomentumThresholds(_Section):
     adx_strong_gt: Percent100 = 40.0
-    adx_weak_lt: Percent100 = 30.0
-    tp_mult_strong: Positive = 7.0
-    tp_mult_weak: Positive = 3.0
     rsi_long_strong: Percent100 = 52.0
     rsi_long_weak: Percent100 = 56.0
     rsi_short_strong: Percent100 = 48.0
@@ -384,6 +393,8 @@ def key_problem(section_rel: str, key: str, candidates: tuple[str, ...]) -> str:
     """Why a key is not accepted in a section: not implemented yet, or unknown (with a hint)."""
     if key in REFERENCE_ONLY_KEYS.get(section_rel, ()):
         return "known key of the reference strategy, not implemented in this version (remove it)"
+    if key in INERT_KEYS.get(section_rel, ()):
+        return "a key the reference backtester never reads: it does not act, so it cannot be overridden or swept"
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     return f"unknown key (did you mean {close[0]}?)" if close else "unknown key"
 

@@ -11,8 +11,7 @@ Rules (config keys in brackets):
   "no new risk").
 - Margin cap: the order is refused when the margin in use plus its margin would exceed
   [trade.max_total_margin_pct] x equity.
-- Take-profit multiple fixed at entry: [thresholds.tp_and_momentum.tp_mult_strong] when ADX >
-  [adx_strong_gt], [tp_mult_weak] when ADX < [adx_weak_lt], else [trade.tp_atr_mult].
+- Take-profit multiple fixed at entry: [trade.tp_atr_mult].
 """
 
 from __future__ import annotations
@@ -91,10 +90,7 @@ def capped_notional(p, acct, margin, lev, equity):
 
 @kernel_function
 def take_profit_mult(p, adx):
-    """The take-profit ATR multiple fixed at entry [tp_and_momentum.adx_strong_gt, adx_weak_lt,
-    tp_mult_strong, tp_mult_weak; trade.tp_atr_mult]."""
-    if adx > p[P.ADX_STRONG_GT]:
-        return p[P.TP_MULT_STRONG]
-    if adx < p[P.ADX_WEAK_LT]:
-        return p[P.TP_MULT_WEAK]
+    """The take-profit ATR multiple of a new position: [trade.tp_atr_mult], for every position (the
+    reference backtester's rule; its ADX-tiered tp_mult_strong/weak are computed there but never
+    applied, and are accepted here as keys that do not act)."""
     return p[P.TP_ATR_MULT]
