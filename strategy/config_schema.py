@@ -55,11 +55,8 @@ OVERLAY_KEYS: tuple[str, ...] = ("global", "symbols")
 REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
     "trade": frozenset(
         """
-        adx_sizing_min_mult adx_sizing_full_adx vol_baseline_pct vol_scalar_min vol_scalar_max
         """.split()
     ),
-    "filters": frozenset({"enable_anomaly_filter", "vol_confirm_include_prev"}),
-    "thresholds": frozenset({"anomaly"}),
     "thresholds.entry": frozenset(
         """
         ave_enabled ave_atr_ratio_gt ave_adx_mult ave_avg_atr_window enable_pullback_entries
@@ -188,6 +185,11 @@ class TradeConfig(_Section):
     confidence_mult_high: NonNeg = 1.0
     confidence_mult_medium: NonNeg = 0.7
     confidence_mult_low: NonNeg = 0.5
+    adx_sizing_min_mult: Fraction = 0.6  # dynamic sizing: x clamp(ADX / adx_sizing_full_adx, this, 1)
+    adx_sizing_full_adx: Positive = 40.0
+    vol_baseline_pct: NonNeg = 0.01  # dynamic sizing: x clamp(this / (ATR / close), vol_scalar_min, vol_scalar_max)
+    vol_scalar_min: NonNeg = 0.5
+    vol_scalar_max: NonNeg = 1.0
     enable_rsi_overextension_exit: bool = True
     rsi_exit_ub_lo_profit: Percent100 = 80.0
     rsi_exit_lb_lo_profit: Percent100 = 20.0
@@ -250,6 +252,8 @@ class FiltersConfig(_Section):
     require_adx_rising: bool = True
     adx_rising_saturation: Percent100 = 40.0
     use_stoch_rsi_filter: bool = True
+    enable_anomaly_filter: bool = False  # no entry on a bar that jumped, or far from its fast EMA
+    vol_confirm_include_prev: bool = True  # volume confirmation: above its SMA *or* the SMA rising
 
 
 class EntryThresholds(_Section):
@@ -289,11 +293,17 @@ class StochRsiThresholds(_Section):
     block_short_if_k_lt: Fraction = 0.15
 
 
+class AnomalyThresholds(_Section):
+    price_change_pct_gt: NonNeg = 0.10  # |close / previous close - 1| above this is an anomaly
+    ema_fast_dev_pct_gt: NonNeg = 0.50  # |close - fast EMA| / fast EMA above this is an anomaly
+
+
 class ThresholdsConfig(_Section):
     entry: EntryThresholds = EntryThresholds()
     ranging: RangingThresholds = RangingThresholds()
     tp_and_momentum: TpAndMomentumThresholds = TpAndMomentumThresholds()
     stoch_rsi: StochRsiThresholds = StochRsiThresholds()
+    anomaly: AnomalyThresholds = AnomalyThresholds()
 
 
 class MarketRegimeConfig(_Section):

@@ -85,6 +85,7 @@ POS = declare("POS", (
     ("entry_adx_threshold", "the ADX the entry had to clear (the trend-exhaustion exit's level; 0 = none)"),
     ("last_exit_side", "side of the last full close (re-entry cooldown); survives the close"),
     ("last_exit_reason", "reason of the last full close (R.*); survives the close"),
+    ("prev_close", "the symbol's close before this bar's (the anomaly filter); survives the close"),
 ), globals(), "NPOS")
 
 # --- account state: acct[NACCT]

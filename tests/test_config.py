@@ -137,8 +137,8 @@ def test_reference_key_not_implemented_and_typo_suggestion():
     probs = _problems(
         {
             "global": {
-                "trade": {"adx_sizing_min_mult": 0.6, "sl_atr_mul": 2.0},
-                "thresholds": {"anomaly": {"price_change_pct_gt": 0.1}, "entry": {"ave_enabled": True}},
+                "trade": {"sl_atr_mul": 2.0},
+                "thresholds": {"entry": {"ave_enabled": True, "enable_pullback_entries": True}},
                 "market_regime": {"enable_auto_reverse": False},
                 "filters": {"zzz": 1},
             },
@@ -146,14 +146,13 @@ def test_reference_key_not_implemented_and_typo_suggestion():
         }
     )
     not_impl = "known key of the reference strategy, not implemented in this version (remove it)"
-    assert ("global.trade.adx_sizing_min_mult", not_impl) in probs
-    assert ("global.thresholds.anomaly", not_impl) in probs
+    assert ("global.thresholds.entry.enable_pullback_entries", not_impl) in probs
     assert ("global.thresholds.entry.ave_enabled", not_impl) in probs
     assert ("global.market_regime.enable_auto_reverse", not_impl) in probs
     assert ("global.trade.sl_atr_mul", "unknown key (did you mean sl_atr_mult?)") in probs
     assert ("global.filters.zzz", "unknown key") in probs
     assert ("symbolz", "unknown key (did you mean symbols?)") in probs
-    assert len(probs) == 7
+    assert len(probs) == 6
 
 
 def test_config_error_is_one_line_and_lists_all_problems():
@@ -417,7 +416,7 @@ def test_apply_overrides_rejects_bad_paths_and_values():
     cfg = config_from_dict({}, mode=NO_MODE)
     cases = {
         "trade.sl_atr_mul": "unknown key (did you mean sl_atr_mult?)",
-        "trade.adx_sizing_min_mult": "not implemented in this version",
+        "thresholds.entry.enable_pullback_entries": "not implemented in this version",
         "symbols.BTC.indicators.adx_window": "cannot be set per symbol",
         "modes.flat.global.trade.leverage": "already applied",
         "trade.leverage": "must be <= 50 (got 80)",
@@ -439,7 +438,7 @@ def test_validate_override_path_checks_key_and_range_only():
     validate_override_path("live.symbols.BTC.trade.leverage", 3)
     validate_override_path("global.engine", {"interval": "30m", "entry_interval": "5m"})
     assert is_config_path("engine.interval") and is_config_path("global.thresholds.entry")
-    assert not is_config_path("trade.adx_sizing_min_mult") and not is_config_path("modes.turbo.global.trade")
+    assert not is_config_path("thresholds.entry.enable_pullback_entries") and not is_config_path("modes.turbo.global.trade")
     bad = [
         ("trade.sl_atr_mult", 0),
         ("trade.sl_atr_mul", 1.0),

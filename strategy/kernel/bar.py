@@ -83,7 +83,7 @@ def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank
             continue
         if not features_ready(feat, params, s):
             continue
-        side, conf = entry_signal(feat, valid, params, s, btc_idx)
+        side, conf = entry_signal(feat, valid, params, s, btc_idx, pos[s, POS.PREV_CLOSE])
         if side == 0.0:
             continue
         held = pos[s, POS.SIDE]
@@ -260,6 +260,7 @@ def step_bar(bar_open_ms, bar_close_ms, feat, valid, prev_valid, funding_row, pa
         if ps[POS.SIDE] != 0.0:
             charge_funding(pos, acct, params, s, funding_row[s], feat[s, F.OPEN])
             symbol_exits(t, feat, params, s, book, exit_bars)
+        ps[POS.PREV_CLOSE] = ps[POS.LAST_CLOSE]
         ps[POS.LAST_CLOSE] = feat[s, F.CLOSE]
     n = rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx, acct, t, fills, trades)
     equity = mark_equity(pos, acct)

@@ -27,7 +27,13 @@ import math
 from strategy.features import F
 from strategy.kernel.entries import effective_min_adx, entry_atr
 from strategy.kernel.registry import BPS, MS_PER_MINUTE, NEVER, kernel_function
-from strategy.kernel.sizing import capped_notional, confidence_mult, entry_leverage, take_profit_mult
+from strategy.kernel.sizing import (
+    capped_notional,
+    confidence_mult,
+    entry_leverage,
+    market_size_mult,
+    take_profit_mult,
+)
 from strategy.layout import ACT, FL, POS, A, R, T
 from strategy.params import P
 
@@ -92,6 +98,7 @@ def init_state(pos, acct, initial_balance):
         ps[POS.LAST_EXIT_T] = NEVER
         ps[POS.LAST_ADD_T] = NEVER
         ps[POS.LAST_CLOSE] = math.nan
+        ps[POS.PREV_CLOSE] = math.nan
     for j in range(A.N):
         acct[j] = 0.0
     acct[A.BALANCE] = initial_balance
@@ -103,10 +110,18 @@ def init_state(pos, acct, initial_balance):
 
 
 @kernel_function
+def survives_close(j):
+    """Columns of a position row that belong to the symbol, not the position: kept when it closes."""
+    return (j == POS.LAST_CLOSE or j == POS.PREV_CLOSE or j == POS.LAST_EXIT_T or j == POS.LAST_EXIT_SIDE
+            or j == POS.LAST_EXIT_REASON)
+
+
+@kernel_function
 def reset_position(ps, t):
-    """A flat row after a full close at ``t``; the last close survives (marks), the reentry clock starts."""
+    """A flat row after a full close at ``t``; the symbol's columns survive (``survives_close``),
+    the reentry clock starts."""
     for j in range(POS.N):
-        if j != POS.LAST_CLOSE:
+        if not survives_close(j):
             ps[j] = 0.0
     ps[POS.LAST_EXIT_T] = t
     ps[POS.LAST_ADD_T] = NEVER
@@ -122,7 +137,7 @@ def drop_position(pos, acct, s):
     acct[A.MARGIN_USED] -= ps[POS.MARGIN]
     acct[A.OPEN_COUNT] -= 1.0
     for j in range(POS.N):
-        if j != POS.LAST_CLOSE and j != POS.LAST_EXIT_T and j != POS.LAST_EXIT_SIDE and j != POS.LAST_EXIT_REASON:
+        if not survives_close(j):
             ps[j] = 0.0
     ps[POS.LAST_ADD_T] = NEVER
 
@@ -246,7 +261,8 @@ def open_position(pos, acct, params, feat, s, t, side, conf, equity, fills):
     ps = pos[s]
     close = f[F.CLOSE]
     atr = entry_atr(p, f)
-    margin = equity * p[P.ALLOCATION_PCT] * confidence_mult(p, conf) * p[P.SIZE_MULTIPLIER]
+    margin = (equity * p[P.ALLOCATION_PCT] * confidence_mult(p, conf) * p[P.SIZE_MULTIPLIER]
+              * market_size_mult(p, f[F.ADX], atr, close))
     lev = entry_leverage(p, conf)
     notional = capped_notional(p, acct, margin, lev, equity)
     if notional <= 0.0:

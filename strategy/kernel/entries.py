@@ -24,7 +24,10 @@ missing bar), the indicators its rules read are warmed up (``features_ready``), 
 10. btc_allows          [filters.require_btc_alignment] BTC's EMAs agree with the side, unless BTC's
                         ADX > [thresholds.entry.btc_adx_override] (or BTC has no bar or is not warm)
 11. (none)              [trade.min_atr_pct] is an ATR floor of the new position (``entry_atr``), not a gate
-12. volume_confirms     [filters.require_volume_confirmation] volume > its SMA and the SMA rising
+12. volume_confirms     [filters.require_volume_confirmation] volume > its SMA and/or the SMA rising
+                        ([filters.vol_confirm_include_prev]: or)
+Before them all, ``not_anomalous`` [filters.enable_anomaly_filter]: no jump from the previous close
+and no close far from the fast EMA.
 13. confidence tier     high on a volume spike, else medium (``confidence_tier``); a new position
                         needs it >= [trade.entry_min_confidence] (bar.take_entries; adds do not)
 14. reverse             [trade.reverse_entry_signal] flips the side
@@ -242,15 +245,29 @@ def rsi_not_extreme(p, f, side):
 
 
 @kernel_function
-def volume_confirmed(f):
-    """Volume above its SMA and the SMA rising (gate 12 and the medium tier read it)."""
-    return f[F.VOLUME] > f[F.VOL_SMA] and f[F.VOL_TREND] > 0.0
+def volume_confirms(p, f):
+    """Gate 12 [filters.require_volume_confirmation]: volume above its SMA and the SMA rising; with
+    [filters.vol_confirm_include_prev] either suffices (the reference backtester's reading)."""
+    if p[P.REQUIRE_VOLUME_CONFIRMATION] == 0.0:
+        return True
+    above = f[F.VOLUME] > f[F.VOL_SMA]
+    rising = f[F.VOL_TREND] > 0.0
+    if p[P.VOL_CONFIRM_INCLUDE_PREV] != 0.0:
+        return above or rising
+    return above and rising
 
 
 @kernel_function
-def volume_confirms(p, f):
-    """Gate 12 [filters.require_volume_confirmation]."""
-    return p[P.REQUIRE_VOLUME_CONFIRMATION] == 0.0 or volume_confirmed(f)
+def not_anomalous(p, f, prev_close):
+    """[filters.enable_anomaly_filter]: no entry on a bar whose close moved more than
+    [thresholds.anomaly.price_change_pct_gt] from the previous close, or lies more than
+    [ema_fast_dev_pct_gt] from the fast EMA (a bad print or a spike, not a trend)."""
+    if p[P.ENABLE_ANOMALY_FILTER] == 0.0:
+        return True
+    close = f[F.CLOSE]
+    if prev_close > 0.0 and abs(close / prev_close - 1.0) > p[P.PRICE_CHANGE_PCT_GT]:
+        return False
+    return not abs(close - f[F.EMA_FAST]) / f[F.EMA_FAST] > p[P.EMA_FAST_DEV_PCT_GT]
 
 
 @kernel_function
@@ -265,7 +282,7 @@ def confidence_tier(p, f):
 
 
 @kernel_function
-def entry_signal(feat, valid, params, s, btc_idx):
+def entry_signal(feat, valid, params, s, btc_idx, prev_close):
     """(side, confidence tier) of an entry on this bar's close; side SIDE.FLAT = no entry.
     The gates of the module docstring, in that order; the first that refuses ends the check."""
     p = params[s]
@@ -273,7 +290,8 @@ def entry_signal(feat, valid, params, s, btc_idx):
     side = trend_side(f)                                   # 1
     if side == SIDE.FLAT:
         return SIDE.FLAT, CONF.LOW
-    if not (macro_aligned(p, f, side)                      # 2
+    if not (not_anomalous(p, f, prev_close)                # anomaly filter
+            and macro_aligned(p, f, side)                  # 2
             and adx_above_min(p, f)                        # 3
             and adx_rising(p, f)                           # 4
             and not_extended(p, f)                         # 5

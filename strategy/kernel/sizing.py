@@ -40,6 +40,27 @@ def confidence_mult(p, conf):
 
 
 @kernel_function
+def clamp(x, lo, hi):
+    return lo if x < lo else (hi if x > hi else x)
+
+
+@kernel_function
+def market_size_mult(p, adx, atr, close):
+    """With [trade.enable_dynamic_sizing] the margin also scales with the trend and the volatility:
+    x clamp(ADX / [adx_sizing_full_adx], [adx_sizing_min_mult], 1) (weaker trends smaller) x
+    clamp([vol_baseline_pct] / (ATR / close), [vol_scalar_min], [vol_scalar_max]) (wilder markets
+    smaller); 1 without dynamic sizing."""
+    if p[P.ENABLE_DYNAMIC_SIZING] == 0.0:
+        return 1.0
+    adx_mult = clamp(adx / p[P.ADX_SIZING_FULL_ADX], p[P.ADX_SIZING_MIN_MULT], 1.0)
+    atr_pct = atr / close
+    vol_mult = p[P.VOL_SCALAR_MAX]
+    if atr_pct > 0.0:
+        vol_mult = clamp(p[P.VOL_BASELINE_PCT] / atr_pct, p[P.VOL_SCALAR_MIN], p[P.VOL_SCALAR_MAX])
+    return adx_mult * vol_mult
+
+
+@kernel_function
 def entry_leverage(p, conf):
     """The leverage of a new position [trade.leverage, enable_dynamic_leverage, leverage_*], at
     most [trade.leverage_max_cap] when that is above 0."""
