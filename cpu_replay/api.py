@@ -148,6 +148,7 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
         funding = np.zeros(md.close.shape)
     funding = np.ascontiguousarray(funding, dtype=np.float64)
     start_idx, end_idx = window_indices(md.times, start_ms, end_ms)
+    end_idx = max(start_idx, min(end_idx, sub.covered))  # a bar whose exit bars are not all in waits
     max_fills = max(1024, len(symbols) * (end_idx - start_idx) // 16)
     state, fills, trades, equity = _run(md, params, wv, funding, initial_balance, init_state,
                                         start_idx, end_idx, max_fills, max_fills, sub, resume)

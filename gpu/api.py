@@ -182,6 +182,8 @@ def prepare(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, precis
         radix[i] = radix[i + 1] * sizes[i + 1]
     pre = precompute(md, universe, precision=precision)
     t0, t1 = _trading_range(md, spec.lookback, start_ms, end_ms)
+    if sub is not None and sub.covered >= 0:
+        t1 = max(t0, min(t1, sub.covered))  # as the replay: a bar whose exit bars are not all in waits
     times = np.ascontiguousarray(md.times, dtype=np.int64)
     fund = np.zeros(md.close.shape) if funding is None else np.ascontiguousarray(funding, dtype=np.float64)
     static = StaticInputs(
