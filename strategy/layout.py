@@ -86,6 +86,8 @@ POS = declare("POS", (
     ("last_exit_side", "side of the last full close (re-entry cooldown); survives the close"),
     ("last_exit_reason", "reason of the last full close (R.*); survives the close"),
     ("prev_close", "the symbol's close before this bar's (the anomaly filter); survives the close"),
+    ("last_ema_slow", "the symbol's slow EMA at its last close; survives the close"),
+    ("prev_ema_slow", "the symbol's slow EMA before this bar's (the BTC regime); survives the close"),
 ), globals(), "NPOS")
 
 # --- account state: acct[NACCT]

@@ -73,17 +73,36 @@ def rank_of(sig, adx):
 
 
 @kernel_function
+def btc_regime(pos, valid, btc_idx):
+    """The BTC regime entries read (gate 10), lagged one bar as the reference reads it: BTC's last
+    close before this bar above its slow EMA then -> +1, below -> -1; 0 (unknown) without BTC data."""
+    if btc_idx < 0:
+        return 0.0
+    b = pos[btc_idx]
+    close = b[POS.PREV_CLOSE] if valid[btc_idx] != 0 else b[POS.LAST_CLOSE]
+    slow = b[POS.PREV_EMA_SLOW] if valid[btc_idx] != 0 else b[POS.LAST_EMA_SLOW]
+    if not (close > 0.0 and slow > 0.0):
+        return 0.0
+    if close > slow:
+        return 1.0
+    if close < slow:
+        return -1.0
+    return 0.0
+
+
+@kernel_function
 def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx, acct, t, fills, trades):
     """Collect entry candidates and insertion-sort them by (-score, symbol); returns their count.
     A signal against an open position closes it at the close first (reason signal_flip), and the
     signal then competes as a new entry on the same bar."""
     n = 0
+    regime = btc_regime(pos, valid, btc_idx)
     for s in range(pos.shape[0]):
         if valid[s] == 0 or prev_valid[s] == 0:
             continue
         if not features_ready(feat, params, s):
             continue
-        side, conf = entry_signal(feat, valid, params, s, btc_idx, pos[s, POS.PREV_CLOSE])
+        side, conf = entry_signal(feat, valid, params, s, btc_idx, pos[s, POS.PREV_CLOSE], regime)
         if side == 0.0:
             continue
         held = pos[s, POS.SIDE]
@@ -262,6 +281,8 @@ def step_bar(bar_open_ms, bar_close_ms, feat, valid, prev_valid, funding_row, pa
             symbol_exits(t, feat, params, s, book, exit_bars)
         ps[POS.PREV_CLOSE] = ps[POS.LAST_CLOSE]
         ps[POS.LAST_CLOSE] = feat[s, F.CLOSE]
+        ps[POS.PREV_EMA_SLOW] = ps[POS.LAST_EMA_SLOW]
+        ps[POS.LAST_EMA_SLOW] = feat[s, F.EMA_SLOW]
     n = rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx, acct, t, fills, trades)
     equity = mark_equity(pos, acct)
     take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fills)

@@ -99,6 +99,8 @@ def init_state(pos, acct, initial_balance):
         ps[POS.LAST_ADD_T] = NEVER
         ps[POS.LAST_CLOSE] = math.nan
         ps[POS.PREV_CLOSE] = math.nan
+        ps[POS.LAST_EMA_SLOW] = math.nan
+        ps[POS.PREV_EMA_SLOW] = math.nan
     for j in range(A.N):
         acct[j] = 0.0
     acct[A.BALANCE] = initial_balance
@@ -113,7 +115,7 @@ def init_state(pos, acct, initial_balance):
 def survives_close(j):
     """Columns of a position row that belong to the symbol, not the position: kept when it closes."""
     return (j == POS.LAST_CLOSE or j == POS.PREV_CLOSE or j == POS.LAST_EXIT_T or j == POS.LAST_EXIT_SIDE
-            or j == POS.LAST_EXIT_REASON)
+            or j == POS.LAST_EXIT_REASON or j == POS.LAST_EMA_SLOW or j == POS.PREV_EMA_SLOW)
 
 
 @kernel_function

@@ -21,8 +21,9 @@ missing bar), the indicators its rules read are warmed up (``features_ready``), 
  9. rsi_momentum        RSI beyond a limit sliding from [tp_and_momentum.rsi_long_weak] to
                         [rsi_long_strong] (short: rsi_short_weak to rsi_short_strong) as ADX goes from
                         min_adx to [adx_strong_gt]
-10. btc_allows          [filters.require_btc_alignment] BTC's EMAs agree with the side, unless BTC's
-                        ADX > [thresholds.entry.btc_adx_override] (or BTC has no bar or is not warm)
+10. btc_allows          [filters.require_btc_alignment] BTC's last close before this bar vs its slow
+                        EMA then agrees with the side, unless the candidate's own ADX >
+                        [thresholds.entry.btc_adx_override] (or there is no BTC data yet)
 11. (none)              [trade.min_atr_pct] is an ATR floor of the new position (``entry_atr``), not a gate
 12. volume_confirms     [filters.require_volume_confirmation] volume > its SMA and/or the SMA rising
                         ([filters.vol_confirm_include_prev]: or)
@@ -192,24 +193,16 @@ def rsi_momentum(p, f, side):
 
 
 @kernel_function
-def btc_allows(feat, valid, params, s, btc_idx, side):
-    """Gate 10 [filters.require_btc_alignment, thresholds.entry.btc_adx_override]: BTC's EMA trend must
-    agree unless its ADX is above the override (when BTC has a warmed-up bar)."""
-    if params[s, P.REQUIRE_BTC_ALIGNMENT] == 0.0 or btc_idx < 0 or btc_idx == s:
+def btc_allows(feat, valid, params, s, btc_idx, side, btc_regime):
+    """Gate 10 [filters.require_btc_alignment, thresholds.entry.btc_adx_override]: the BTC regime
+    (``bar.btc_regime``: BTC's last close before this bar above its slow EMA then, +1, or below, -1)
+    must agree with the side, unless the regime is unknown (0: no BTC data), the symbol is BTC, or
+    the candidate's own ADX is above the override."""
+    if params[s, P.REQUIRE_BTC_ALIGNMENT] == 0.0 or btc_idx < 0 or btc_idx == s or btc_regime == 0.0:
         return True
-    if valid[btc_idx] == 0:
+    if feat[s, F.ADX] > params[s, P.BTC_ADX_OVERRIDE]:
         return True
-    b = feat[btc_idx]
-    b_fast = b[F.EMA_FAST]
-    b_slow = b[F.EMA_SLOW]
-    b_adx = b[F.ADX]
-    if math.isnan(b_fast) or math.isnan(b_slow) or math.isnan(b_adx):
-        return True
-    if b_adx > params[s, P.BTC_ADX_OVERRIDE]:
-        return True
-    if side > 0.0:
-        return b_fast > b_slow
-    return b_fast < b_slow
+    return btc_regime * side > 0.0
 
 
 @kernel_function
@@ -282,7 +275,7 @@ def confidence_tier(p, f):
 
 
 @kernel_function
-def entry_signal(feat, valid, params, s, btc_idx, prev_close):
+def entry_signal(feat, valid, params, s, btc_idx, prev_close, btc_regime):
     """(side, confidence tier) of an entry on this bar's close; side SIDE.FLAT = no entry.
     The gates of the module docstring, in that order; the first that refuses ends the check."""
     p = params[s]
@@ -299,7 +292,7 @@ def entry_signal(feat, valid, params, s, btc_idx, prev_close):
             and stoch_rsi_allows(p, f, side)               # 7
             and not_ranging(p, f)                          # 8
             and rsi_momentum(p, f, side)                   # 9
-            and btc_allows(feat, valid, params, s, btc_idx, side)  # 10
+            and btc_allows(feat, valid, params, s, btc_idx, side, btc_regime)  # 10
             and volume_confirms(p, f)):                    # 12
         return SIDE.FLAT, CONF.LOW
     conf = confidence_tier(p, f)                           # 13 (gated in bar.take_entries)
