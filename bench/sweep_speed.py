@@ -12,9 +12,8 @@ Compilation is excluded: every engine is warmed up on a tiny input first.
 
 from __future__ import annotations
 
-import importlib.util
-
 import argparse
+import importlib.util
 import time
 from dataclasses import replace
 from pathlib import Path

@@ -52,7 +52,7 @@ from strategy.layout import (
     POS_SIDE,
     POS_SIZE,
 )
-from strategy.params import P_SLIPPAGE_BPS
+from strategy.params import P_EXIT_SLIPPAGE_BPS, P_SLIPPAGE_BPS
 from strategy.records import fill_dicts, trade_dicts
 
 
@@ -88,7 +88,9 @@ def replay_params(cfg, symbols: list[str], slippage_bps: float | None) -> np.nda
     if slippage_bps is not None:
         if not (math.isfinite(slippage_bps) and slippage_bps >= 0):
             raise ReplayError(f"--slippage-bps must be a finite number >= 0 (got {slippage_bps})")
+        # a stress level is worse fills on both legs: entries and exits alike
         params[:, P_SLIPPAGE_BPS] = float(slippage_bps)
+        params[:, P_EXIT_SLIPPAGE_BPS] = float(slippage_bps)
     return params
 
 
@@ -128,8 +130,8 @@ def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_id
     book = (state.pos, state.acct, np.zeros(nsym), np.zeros(nsym, np.int64), fills, trades)
     replay_loop(md.times.astype(np.int64), int(md.interval_ms), (md.open, md.high, md.low, md.close, md.volume),
                 md.valid, funding, params, wv, symbols.index("BTC") if "BTC" in symbols else -1, state.states,
-                state.feat, book, (sub.open, sub.high, sub.low, sub.valid, sub.close_ms, sub.k), equity, first_idx,
-                max(start_idx, first_idx), end_idx, curve, sym_notional)
+                state.feat, book, (sub.open, sub.high, sub.low, sub.close, sub.valid, sub.close_ms, sub.k), equity,
+                first_idx, max(start_idx, first_idx), end_idx, curve, sym_notional)
     return state, fills, trades, equity, (curve, sym_notional, start_account)
 
 
@@ -174,6 +176,7 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
         funding = np.zeros(md.close.shape)
     funding = np.ascontiguousarray(funding, dtype=np.float64)
     start_idx, end_idx = window_indices(md.times, start_ms, end_ms)
+    end_idx = max(start_idx, min(end_idx, sub.covered))  # a bar whose exit bars are not all in waits
     max_fills = max(1024, len(symbols) * (end_idx - start_idx) // 16)
     state, fills, trades, equity, account = _run(md, params, wv, funding, initial_balance, init_state,
                                                  start_idx, end_idx, max_fills, max_fills, sub, resume, with_equity)

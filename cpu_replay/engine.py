@@ -29,7 +29,7 @@ from strategy.layout import (
     POS_SIZE,
     R_SYSTEM,
 )
-from strategy.params import P_SLIPPAGE_BPS, P_TAKER_FEE_BPS
+from strategy.params import P_EXIT_SLIPPAGE_BPS, P_SLIPPAGE_BPS, P_TAKER_FEE_BPS
 
 _init_state = KERNEL_CPU.init_state
 _step_bar = KERNEL_CPU.step_bar
@@ -84,12 +84,12 @@ def replay_loop(times, interval_ms, bars, valid, funding, params, wv, btc_idx, s
                 first_idx, start_idx, end_idx, curve, sym_notional):
     """Replay bars [first_idx, end_idx): indicators warm up from first_idx, trading starts at
     start_idx. first_idx = 1 resumes a checkpoint whose last processed bar is bar 0.
-    ``bars`` = (o, h, lo, c, v) [nsym, nbar]; ``sub`` = (sub_o, sub_h, sub_l, sub_valid [nsym, nbar, k],
+    ``bars`` = (o, h, lo, c, v) [nsym, nbar]; ``sub`` = (sub_o, sub_h, sub_l, sub_c, sub_valid [nsym, nbar, k],
     sub_close_ms [nbar, k], k): the exit-interval bars of every bar. ``equity[b]`` gets the equity
     marked at bar b's close; ``curve`` [nbar, NCURVE] and ``sym_notional`` [nsym, nbar] the rest of
     the account (record_bar) when they have rows, else nothing (a sweep-sized replay pays nothing)."""
     o, h, lo, c, v = bars
-    sub_o, sub_h, sub_l, sub_valid, sub_close_ms, nsub = sub
+    sub_o, sub_h, sub_l, sub_c, sub_valid, sub_close_ms, nsub = sub
     pos, acct, _rank_score, _rank_idx, fills, trades = book
     nsym = o.shape[0]
     valid_row = np.zeros(nsym, np.uint8)
@@ -100,7 +100,8 @@ def replay_loop(times, interval_ms, bars, valid, funding, params, wv, btc_idx, s
             prev_row[s] = 1 if (b > 0 and valid[s, b - 1]) else 0
         advance_bar(times[b], interval_ms, (o[:, b], h[:, b], lo[:, b], c[:, b], v[:, b]), valid_row, prev_row,
                     funding[:, b], params, wv, btc_idx, states, feat, book,
-                    (sub_o[:, b, :], sub_h[:, b, :], sub_l[:, b, :], sub_valid[:, b, :], sub_close_ms[b], nsub),
+                    (sub_o[:, b, :], sub_h[:, b, :], sub_l[:, b, :], sub_c[:, b, :], sub_valid[:, b, :],
+                     sub_close_ms[b], nsub),
                     b >= start_idx)
         equity[b] = acct[A_EQUITY]
         if curve.shape[0] > 0:
@@ -173,7 +174,7 @@ class Engine:
              trade: bool = True, sub=None) -> np.ndarray:
         """Process one closed bar; returns the fill rows it produced (copy, [k, NFILL]).
 
-        `sub` = (sub_o, sub_h, sub_l, sub_valid [nsym, k], sub_close_ms [k]) of the exit-interval
+        `sub` = (sub_o, sub_h, sub_l, sub_c, sub_valid [nsym, k], sub_close_ms [k]) of the exit-interval
         bars inside this bar, or None to check exits on the bar itself.
         """
         st = self.state
@@ -181,11 +182,12 @@ class Engine:
         funding_row = np.zeros(nsym) if funding is None else np.asarray(funding, dtype=np.float64)
         if sub is None:
             z = np.zeros((nsym, 0))
-            sub = (z, z, z, np.zeros((nsym, 0), np.uint8), np.zeros(0))
+            sub = (z, z, z, z, np.zeros((nsym, 0), np.uint8), np.zeros(0))
         before_fills = st.acct[A_NFILLS]
         st.acct[A_NFILLS] = 0.0
         book = (st.pos, st.acct, self._rank_score, self._rank_idx, self._fills, self._trades)
-        exit_bars = (_f64(sub[0]), _f64(sub[1]), _f64(sub[2]), _u8(sub[3]), _f64(sub[4]), int(sub[3].shape[1]))
+        exit_bars = (_f64(sub[0]), _f64(sub[1]), _f64(sub[2]), _f64(sub[3]), _u8(sub[4]), _f64(sub[5]),
+                     int(sub[4].shape[1]))
         advance_bar(int(bar_open_ms), self.interval_ms, (_f64(o), _f64(h), _f64(lo), _f64(c), _f64(v)),
                     _u8(valid), _u8(prev_valid), funding_row, self.params, self.wv, self.btc_idx, st.states,
                     st.feat, book, exit_bars, trade)
@@ -200,6 +202,7 @@ class Engine:
         position is closed at `price` with no slippage or fee, as the tool recorded it."""
         params = self.params.copy()
         params[:, P_SLIPPAGE_BPS] = 0.0
+        params[:, P_EXIT_SLIPPAGE_BPS] = 0.0
         params[:, P_TAKER_FEE_BPS] = 0.0
         st = self.state
         before = st.acct[A_NFILLS]

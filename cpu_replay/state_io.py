@@ -18,6 +18,7 @@ from strategy.layout import (
     A_MARGIN_USED,
     A_OPEN_COUNT,
     A_PEAK,
+    POS,
     POS_ADDS,
     POS_BASE_MARGIN,
     POS_CONF,
@@ -197,6 +198,13 @@ def apply_init_state(state, data: dict, symbols: list[str], params) -> None:
         pos[s, POS_STOP] = stop if stop is not None else entry - side * params[s, P_SL_ATR_MULT] * atr
         pos[s, POS_STOP_REASON] = R_STOP_LOSS if stop is None else R_TRAILING_STOP
         pos[s, POS_TP1_DONE] = 1.0 if p["tp1"] else 0.0
+        # no main-bar indicators seen yet: the stop and trailing modifiers stay neutral until the
+        # first main close notes them
+        for col in (POS.IND_ADX, POS.IND_ADX_SLOPE, POS.IND_RSI, POS.HIST_B1, POS.HIST_B2, POS.HIST_B3):
+            pos[s, col] = math.nan
+        pos[s, POS.IND_BBW_RATIO] = 1.0
+        pos[s, POS.IND_ATR] = 0.0
+        pos[s, POS.IND_ATR_SLOPE] = 0.0
         pos[s, POS_ADDS] = p["adds"]
         pos[s, POS_OPEN_T] = p["open_t"]
         pos[s, POS_LAST_ADD_T] = p["last_add_t"]

@@ -27,7 +27,7 @@ from gpu.spec import SweepSpec, SweepSpecError, parse_sweep_spec
 from marketdata.candles import exclude_symbols
 from marketdata.subbars import SubBarError, SubBars, build_sub_bars
 from strategy import layout as L
-from strategy.params import NW
+from strategy.params import NW, PARAM_INDEX
 from strategy.records import trade_dicts
 
 ROW_METRICS = (
@@ -73,7 +73,8 @@ def check_engine_settings(base_cfg, md_interval: str, exit_md, axes: tuple = ())
         raise SweepSpecError(f"global.engine.entry_interval={entry}: entries on another interval than the "
                              f"main interval ({md_interval}) are not supported; set it to null or {md_interval}")
     for axis in axes:
-        if axis.path.startswith("engine."):
+        # engine.exit_fill is a kernel parameter (a rule's switch); the other engine keys bind data
+        if axis.path.startswith("engine.") and axis.path not in PARAM_INDEX:
             raise SweepSpecError(f"axis {axis.path}: engine.* settings cannot be swept (the data binding is "
                                  "shared by every candidate); run one sweep per setting")
     exit_iv = base_cfg.exit_interval
@@ -181,6 +182,8 @@ def prepare(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, precis
         radix[i] = radix[i + 1] * sizes[i + 1]
     pre = precompute(md, universe, precision=precision)
     t0, t1 = _trading_range(md, spec.lookback, start_ms, end_ms)
+    if sub is not None and sub.covered >= 0:
+        t1 = max(t0, min(t1, sub.covered))  # as the replay: a bar whose exit bars are not all in waits
     times = np.ascontiguousarray(md.times, dtype=np.int64)
     fund = np.zeros(md.close.shape) if funding is None else np.ascontiguousarray(funding, dtype=np.float64)
     static = StaticInputs(

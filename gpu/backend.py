@@ -104,10 +104,11 @@ class StaticInputs:
         return int(self.valid.shape[0])
 
     def sub_arrays(self) -> tuple:
-        """(sub_o, sub_h, sub_l, sub_valid, sub_close_ms) contiguous, in the kernel's dtypes."""
+        """(sub_o, sub_h, sub_l, sub_c, sub_valid, sub_close_ms) contiguous, in the kernel's dtypes."""
         b = self.sub
         return (np.ascontiguousarray(b.open, dtype=np.float64), np.ascontiguousarray(b.high, dtype=np.float64),
-                np.ascontiguousarray(b.low, dtype=np.float64), np.ascontiguousarray(b.valid, dtype=np.uint8),
+                np.ascontiguousarray(b.low, dtype=np.float64), np.ascontiguousarray(b.close, dtype=np.float64),
+                np.ascontiguousarray(b.valid, dtype=np.uint8),
                 np.ascontiguousarray(b.close_ms, dtype=np.float64))
 
 

@@ -11,7 +11,7 @@ and the drivers ``sweep_*(c0, n, market, cands, run, scratch, metrics)`` take th
   c, slot   candidate row, scratch slot (the candidate's index inside its batch)
   Market    pool[row, sym, bar] precomputed indicators; valid uint8[nsym, nbar] bar mask; funding
             float64[nsym, nbar] rates (0 = none); t_open, t_close int64[nbar] bar times (ms);
-            sub_o, sub_h, sub_l float64[nsym, nbar, k], sub_valid uint8[nsym, nbar, k],
+            sub_o, sub_h, sub_l, sub_c float64[nsym, nbar, k], sub_valid uint8[nsym, nbar, k],
             sub_close_ms float64[nbar, k]: finer exit-interval bars (marketdata.subbars.SubBars), k = 0
             when exits are checked on the main bar
   Candidates  fidx[cand, NF] -> pool row per feature; pvals[cand, npax] swept parameter values;
@@ -35,7 +35,7 @@ from strategy.features import NF
 
 cuda = None  # numba.cuda, bound lazily by make_cuda_driver (nothing touches a GPU at import)
 
-Market = namedtuple("Market", "pool valid funding t_open t_close sub_o sub_h sub_l sub_valid sub_close_ms")
+Market = namedtuple("Market", "pool valid funding t_open t_close sub_o sub_h sub_l sub_c sub_valid sub_close_ms")
 Candidates = namedtuple("Candidates", "fidx pvals pcols preplace base_params")
 RunSpec = namedtuple("RunSpec", "nsub t0 t1 btc_idx initial_balance")
 Scratch = namedtuple("Scratch", "params feat pos acct rank_score rank_idx vrow pvrow frow fills trades")
@@ -111,7 +111,7 @@ def make_sweep_kernels(jit_device, kernel=None):
         for t in range(run.t0, run.t1):
             load_bar(c, t, pool, fidx, market.valid, market.funding, feat, vrow, pvrow, frow)
             exit_bars = (market.sub_o[:, t, :], market.sub_h[:, t, :], market.sub_l[:, t, :],
-                         market.sub_valid[:, t, :], market.sub_close_ms[t], run.nsub)
+                         market.sub_c[:, t, :], market.sub_valid[:, t, :], market.sub_close_ms[t], run.nsub)
             step_bar(market.t_open[t], market.t_close[t], feat, vrow, pvrow, frow, params, run.btc_idx, book,
                      exit_bars)
         finish(pos, acct, fills, trades, params)
@@ -139,7 +139,7 @@ def make_cuda_driver(kernel=None):
 
 # --- layout v2: warp-shared feature rows, per-thread local state (docs/GPU.md, "Layout v2") ------
 
-MarketT = namedtuple("MarketT", "pool_t valid_t funding_t t_open t_close sub_o sub_h sub_l sub_valid "
+MarketT = namedtuple("MarketT", "pool_t valid_t funding_t t_open t_close sub_o sub_h sub_l sub_c sub_valid "
                                 "sub_close_ms")
 """Layout v2's market, bar-major: pool_t[bar, row, sym]; valid_t[1 + bar, sym] (row 0 all zero, row
 t + 1 = bar t, so valid_t[t] is the previous bar's row); funding_t[bar, sym]; the rest as Market."""
@@ -281,7 +281,7 @@ def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
             warp_sync()
             if c >= 0:
                 exit_bars = (market.sub_o[:, t, :], market.sub_h[:, t, :], market.sub_l[:, t, :],
-                             market.sub_valid[:, t, :], market.sub_close_ms[t], run.nsub)
+                             market.sub_c[:, t, :], market.sub_valid[:, t, :], market.sub_close_ms[t], run.nsub)
                 step_bar(market.t_open[t], market.t_close[t], feat, market.valid_t[t + 1], market.valid_t[t],
                          market.funding_t[t], params, run.btc_idx, book, exit_bars)
             warp_sync()

@@ -370,7 +370,7 @@ class TraderDaemon:
         if self.sub is None:
             return None
         sb = self.sub
-        return sb.open[:, b], sb.high[:, b], sb.low[:, b], sb.valid[:, b], sb.close_ms[b]
+        return sb.open[:, b], sb.high[:, b], sb.low[:, b], sb.close[:, b], sb.valid[:, b], sb.close_ms[b]
 
     def _load_sub_bars(self, md, closed: np.ndarray) -> np.ndarray:
         """Exit-interval bars under each main bar; a main bar waits until its last exit bar is in."""

@@ -22,14 +22,18 @@ class SubBars:
     open: np.ndarray       # [nsym, nbar, k]
     high: np.ndarray
     low: np.ndarray
+    close: np.ndarray
     valid: np.ndarray      # uint8 [nsym, nbar, k]
     close_ms: np.ndarray   # float64 [nbar, k]: close time of each sub-bar
     k: int                 # sub-bars per main bar (0 = exits on the main bar)
+    # main bars [0, covered) lie inside the exit data; a later one is not decided yet (its last exit
+    # bar is not in), as the trading daemon waits for it
+    covered: int = -1
 
     @classmethod
     def none(cls, nsym: int, nbar: int) -> SubBars:
         z = np.zeros((nsym, nbar, 0))
-        return cls(z, z, z, np.zeros((nsym, nbar, 0), np.uint8), np.zeros((nbar, 0)), 0)
+        return cls(z, z, z, z, np.zeros((nsym, nbar, 0), np.uint8), np.zeros((nbar, 0)), 0, nbar)
 
 
 def build_sub_bars(main, exit_md) -> SubBars:
@@ -39,7 +43,7 @@ def build_sub_bars(main, exit_md) -> SubBars:
     k = main.interval_ms // exit_md.interval_ms
     nsym, nbar = len(main.symbols), len(main.times)
     shape = (nsym, nbar, k)
-    o, h, lo = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    o, h, lo, c = (np.full(shape, np.nan) for _ in range(4))
     valid = np.zeros(shape, np.uint8)
     close_ms = (main.times[:, None] + exit_md.interval_ms * (np.arange(k)[None, :] + 1)).astype(np.float64)
     rel = exit_md.times - main.times[0]
@@ -55,5 +59,9 @@ def build_sub_bars(main, exit_md) -> SubBars:
         o[s, b[cols], j[cols]] = exit_md.open[e, cols]
         h[s, b[cols], j[cols]] = exit_md.high[e, cols]
         lo[s, b[cols], j[cols]] = exit_md.low[e, cols]
+        c[s, b[cols], j[cols]] = exit_md.close[e, cols]
         valid[s, b[cols], j[cols]] = 1
-    return SubBars(o, h, lo, valid, close_ms, int(k))
+    last_open = int(exit_md.times[-1]) if len(exit_md.times) else None
+    covered = 0 if last_open is None else int(np.searchsorted(
+        main.times + main.interval_ms - exit_md.interval_ms, last_open, side="right"))
+    return SubBars(o, h, lo, c, valid, close_ms, int(k), covered)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,8 @@ import yaml
 from pydantic import ValidationError
 
 from strategy.config_schema import (
+    INERT_KEYS,
+    INERT_MESSAGE,
     MODE_ALIASES,
     MODE_NAMES,
     OVERLAY_KEYS,
@@ -42,6 +45,8 @@ from strategy.config_schema import (
 )
 from strategy.files import write_text_atomic
 from strategy.params import PARAM_PATHS, WINDOW_PATHS, encode_value
+
+_log = logging.getLogger("strategy.config")
 
 MODE_ENV = "AI_QUANT_STRATEGY_MODE"
 NO_MODE = "none"  # pass as `mode` to ignore AI_QUANT_STRATEGY_MODE and apply no overlay
@@ -161,6 +166,8 @@ def _check_section(
         sub = f"{path}.{key}"
         if not isinstance(key, str):
             problems.append((sub, "keys must be names (quote it)"))
+        elif key in INERT_KEYS.get(rel, ()):
+            problems.append((sub, INERT_MESSAGE))  # a warning, split off by config_from_dict
         elif key not in names:
             problems.append((sub, key_problem(rel, key, names)))
         elif only and key not in only:
@@ -373,8 +380,13 @@ def config_from_dict(
     checker = _Checker()
     glob, symbols = _build(doc, mode_name, live, checker)
     problems.extend(checker.problems)
+    inert = [path for path, msg in problems if msg == INERT_MESSAGE]
+    problems = [p for p in problems if p[1] != INERT_MESSAGE]
     if problems:
         raise ConfigError(source, problems)
+    if inert:
+        _log.warning("%s: keys the reference backtester never reads, accepted and not acting "
+                     "(docs/STRATEGY.md): %s", source, ", ".join(inert))
     return EffectiveConfig(glob, symbols, source_path=None, mode=mode_name, live=live)
 
 

@@ -42,7 +42,9 @@ MODE_ALIASES: dict[str, str] = {
 }
 SYMBOL_SECTIONS: tuple[str, ...] = ("trade", "filters", "thresholds")
 # Caps over the whole portfolio: a per-symbol value would let one symbol break the global cap.
-PORTFOLIO_WIDE_KEYS: tuple[str, ...] = ("trade.max_open_positions", "trade.max_total_margin_pct")
+PORTFOLIO_WIDE_KEYS: tuple[str, ...] = (
+    "trade.max_open_positions", "trade.max_total_margin_pct", "trade.max_entry_orders_per_loop",
+)
 PORTFOLIO_WIDE_MESSAGE = "is a portfolio-wide cap (one limit over all symbols); set it under global.trade, not per symbol"
 TOP_LEVEL_KEYS: tuple[str, ...] = ("global", "symbols", "live", "modes")
 OVERLAY_KEYS: tuple[str, ...] = ("global", "symbols")
@@ -53,21 +55,8 @@ OVERLAY_KEYS: tuple[str, ...] = ("global", "symbols")
 REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
     "trade": frozenset(
         """
-        leverage_max_cap use_bbo_for_fills adx_sizing_min_mult adx_sizing_full_adx
-        vol_baseline_pct vol_scalar_min vol_scalar_max tp_partial_min_notional_usd
-        trailing_start_atr_low_conf trailing_distance_atr_low_conf enable_vol_buffered_trailing
-        reentry_cooldown_min_mins reentry_cooldown_max_mins enable_reef_filter
-        reef_long_rsi_block_gt reef_short_rsi_block_lt reef_adx_threshold reef_long_rsi_extreme_gt
-        reef_short_rsi_extreme_lt tsme_min_profit_atr tsme_require_adx_slope_negative
-        enable_ssf_filter rsi_exit_profit_atr_switch rsi_exit_ub_hi_profit rsi_exit_lb_hi_profit
-        rsi_exit_ub_lo_profit_low_conf rsi_exit_ub_hi_profit_low_conf
-        rsi_exit_lb_lo_profit_low_conf rsi_exit_lb_hi_profit_low_conf smart_exit_adx_exhaustion_lt
-        smart_exit_adx_exhaustion_lt_low_conf block_exits_on_extreme_dev glitch_price_dev_pct
-        glitch_atr_mult entry_cooldown_s exit_cooldown_s max_entry_orders_per_loop
         """.split()
     ),
-    "filters": frozenset({"enable_anomaly_filter", "vol_confirm_include_prev"}),
-    "thresholds": frozenset({"anomaly"}),
     "thresholds.entry": frozenset(
         """
         ave_enabled ave_atr_ratio_gt ave_adx_mult ave_avg_atr_window enable_pullback_entries
@@ -81,11 +70,25 @@ REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
         """
         enable_regime_filter enable_auto_reverse breadth_block_short_above
         breadth_block_long_below auto_reverse_breadth_low auto_reverse_breadth_high
+        """.split()
+    ),
+}
+
+# Keys the reference's canonical backtester accepts and never reads (docs/STRATEGY.md, "Keys
+# accepted that do not act"): its live trader's keys (BBO fills, the regime gate), cooldowns in
+# seconds that are inert between bar closes, and the dynamic take-profit multiples it computes but
+# never applies. A config that carries them loads, with one warning line naming them.
+INERT_KEYS: dict[str, frozenset[str]] = {
+    "trade": frozenset({"use_bbo_for_fills", "entry_cooldown_s", "exit_cooldown_s"}),
+    "thresholds.tp_and_momentum": frozenset({"adx_weak_lt", "tp_mult_strong", "tp_mult_weak"}),
+    "market_regime": frozenset(
+        """
         enable_regime_gate regime_gate_breadth_low regime_gate_breadth_high
         regime_gate_btc_adx_min regime_gate_btc_atr_pct_min regime_gate_fail_open
         """.split()
     ),
 }
+INERT_MESSAGE = "accepted; the reference backtester never reads it, so it does not act here either"
 
 
 def interval_minutes(interval: str) -> int:
@@ -125,6 +128,7 @@ Percent100 = Annotated[float, Field(ge=0, le=100)]  # RSI and ADX live on a 0..1
 Leverage = Annotated[float, Field(ge=1, le=50)]
 Confidence = Literal["low", "medium", "high"]
 MacdMode = Literal["accel", "sign", "none"]
+ExitFill = Literal["close", "touch"]
 Interval = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d"]
 
 
@@ -144,33 +148,71 @@ class TradeConfig(_Section):
     tp_atr_mult: Positive = 6.0
     trailing_start_atr: NonNeg = 1.0
     trailing_distance_atr: Positive = 0.5
+    trailing_start_atr_low_conf: NonNeg = 0.0  # 0 = low-confidence positions use trailing_start_atr
+    trailing_distance_atr_low_conf: NonNeg = 0.0  # 0 = they use trailing_distance_atr
+    enable_vol_buffered_trailing: bool = True
     enable_breakeven_stop: bool = False
     breakeven_start_atr: NonNeg = 0.5
     breakeven_buffer_atr: NonNeg = 0.05
     enable_partial_tp: bool = True
     tp_partial_pct: Annotated[float, Field(gt=0, lt=1)] = 0.7  # 0 sells nothing, 1 is the full target
-    tp_partial_atr_mult: Positive = 1.0
+    tp_partial_atr_mult: NonNeg = 1.0  # 0 = the partial at the full take-profit, and no full take-profit after it
+    tp_partial_min_notional_usd: NonNeg = 10.0
     enable_pyramiding: bool = True
     max_adds_per_symbol: Annotated[Count, Field(ge=0)] = 2
     add_fraction_of_base_margin: NonNeg = 0.5
     add_cooldown_minutes: NonNeg = 60.0
     add_min_profit_atr: NonNeg = 0.5
     add_min_confidence: Confidence = "medium"
-    reentry_cooldown_minutes: NonNeg = 60.0
+    reentry_cooldown_minutes: NonNeg = 60.0  # 0 switches the re-entry cooldown off; its length is below
+    reentry_cooldown_min_mins: NonNeg = 45.0  # the cooldown at ADX >= 40
+    reentry_cooldown_max_mins: NonNeg = 180.0  # the cooldown at ADX <= 25 (linear in between)
+    max_entry_orders_per_loop: Annotated[Count, Field(ge=0)] = 6  # new positions per bar, at most
+    enable_ssf_filter: bool = True  # a new long needs a positive MACD histogram, a short a negative one
+    enable_reef_filter: bool = True  # no new long / short at an extreme RSI
+    reef_adx_threshold: Percent100 = 45.0
+    reef_long_rsi_block_gt: Percent100 = 70.0
+    reef_short_rsi_block_lt: Percent100 = 30.0
+    reef_long_rsi_extreme_gt: Percent100 = 75.0
+    reef_short_rsi_extreme_lt: Percent100 = 25.0
     entry_min_confidence: Confidence = "low"
     enable_dynamic_leverage: bool = True
     leverage_low: Leverage = 1.0
     leverage_medium: Leverage = 5.0
     leverage_high: Leverage = 5.0
+    leverage_max_cap: Annotated[float, Field(ge=0, le=50)] = 0.0  # 0 = no cap
     enable_dynamic_sizing: bool = False
     confidence_mult_high: NonNeg = 1.0
     confidence_mult_medium: NonNeg = 0.7
     confidence_mult_low: NonNeg = 0.5
+    adx_sizing_min_mult: Fraction = 0.6  # dynamic sizing: x clamp(ADX / adx_sizing_full_adx, this, 1)
+    adx_sizing_full_adx: Positive = 40.0
+    vol_baseline_pct: NonNeg = 0.01  # dynamic sizing: x clamp(this / (ATR / close), vol_scalar_min, vol_scalar_max)
+    vol_scalar_min: NonNeg = 0.5
+    vol_scalar_max: NonNeg = 1.0
     enable_rsi_overextension_exit: bool = True
     rsi_exit_ub_lo_profit: Percent100 = 80.0
     rsi_exit_lb_lo_profit: Percent100 = 20.0
+    rsi_exit_profit_atr_switch: NonNeg = 1.5  # at this many ATRs in profit the _hi_profit limits apply
+    rsi_exit_ub_hi_profit: Percent100 = 70.0
+    rsi_exit_lb_hi_profit: Percent100 = 30.0
+    rsi_exit_ub_lo_profit_low_conf: Percent100 = 0.0  # 0 = low-confidence positions use the main value
+    rsi_exit_ub_hi_profit_low_conf: Percent100 = 0.0
+    rsi_exit_lb_lo_profit_low_conf: Percent100 = 0.0
+    rsi_exit_lb_hi_profit_low_conf: Percent100 = 0.0
+    smart_exit_adx_exhaustion_lt: Percent100 = 0.0  # fallback exhaustion level (0 = off)
+    smart_exit_adx_exhaustion_lt_low_conf: Percent100 = 0.0
+    tsme_min_profit_atr: NonNeg = 1.0
+    tsme_require_adx_slope_negative: bool = True
+    block_exits_on_extreme_dev: bool = False
+    glitch_price_dev_pct: NonNeg = 0.40
+    glitch_atr_mult: NonNeg = 12.0
     reverse_entry_signal: bool = False
+    # Costs (docs/STRATEGY.md, "Fills and costs"): entries fill slippage_bps against us, exits
+    # exit_slippage_bps (the reference: 10 and 0.5); every fill pays taker_fee_bps (Hyperliquid's
+    # base-tier perp taker fee, 0.045 %; the reference hard-codes 3.5, a higher volume tier).
     slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 10.0
+    exit_slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 0.5
     size_multiplier: NonNeg = 1.0  # 0 = open no new risk (the `flat` mode uses it)
     taker_fee_bps: Annotated[float, Field(ge=0, le=100)] = 4.5
     maker_fee_bps: Annotated[float, Field(ge=-10, le=100)] = 1.5  # negative = rebate
@@ -210,6 +252,8 @@ class FiltersConfig(_Section):
     require_adx_rising: bool = True
     adx_rising_saturation: Percent100 = 40.0
     use_stoch_rsi_filter: bool = True
+    enable_anomaly_filter: bool = False  # no entry on a bar that jumped, or far from its fast EMA
+    vol_confirm_include_prev: bool = True  # volume confirmation: above its SMA *or* the SMA rising
 
 
 class EntryThresholds(_Section):
@@ -238,9 +282,6 @@ class RangingThresholds(_Section):
 
 class TpAndMomentumThresholds(_Section):
     adx_strong_gt: Percent100 = 40.0
-    adx_weak_lt: Percent100 = 30.0
-    tp_mult_strong: Positive = 7.0
-    tp_mult_weak: Positive = 3.0
     rsi_long_strong: Percent100 = 52.0
     rsi_long_weak: Percent100 = 56.0
     rsi_short_strong: Percent100 = 48.0
@@ -252,11 +293,17 @@ class StochRsiThresholds(_Section):
     block_short_if_k_lt: Fraction = 0.15
 
 
+class AnomalyThresholds(_Section):
+    price_change_pct_gt: NonNeg = 0.10  # |close / previous close - 1| above this is an anomaly
+    ema_fast_dev_pct_gt: NonNeg = 0.50  # |close - fast EMA| / fast EMA above this is an anomaly
+
+
 class ThresholdsConfig(_Section):
     entry: EntryThresholds = EntryThresholds()
     ranging: RangingThresholds = RangingThresholds()
     tp_and_momentum: TpAndMomentumThresholds = TpAndMomentumThresholds()
     stoch_rsi: StochRsiThresholds = StochRsiThresholds()
+    anomaly: AnomalyThresholds = AnomalyThresholds()
 
 
 class MarketRegimeConfig(_Section):
@@ -267,6 +314,10 @@ class EngineConfig(_Section):
     interval: Interval = "1h"
     entry_interval: Interval | None = None
     exit_interval: Interval | None = None
+    # close: every exit is decided on the close of the bar (or exit sub-bar) and fills at that close,
+    # as the reference backtester does; touch: stops and targets fill at their level when the range
+    # reaches it (at the open on a gap).
+    exit_fill: ExitFill = "close"
     signal_on_candle_close: bool = True
     loop_target_s: Positive = 5.0
     candle_close_grace_ms: Annotated[Count, Field(ge=0)] = 2000
@@ -352,6 +403,8 @@ def key_problem(section_rel: str, key: str, candidates: tuple[str, ...]) -> str:
     """Why a key is not accepted in a section: not implemented yet, or unknown (with a hint)."""
     if key in REFERENCE_ONLY_KEYS.get(section_rel, ()):
         return "known key of the reference strategy, not implemented in this version (remove it)"
+    if key in INERT_KEYS.get(section_rel, ()):
+        return "a key the reference backtester never reads: it does not act, so it cannot be overridden or swept"
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     return f"unknown key (did you mean {close[0]}?)" if close else "unknown key"
 

@@ -73,6 +73,21 @@ POS = declare("POS", (
     ("entry_reason", "reason code of the opening fill (R.*)"),
     ("first_entry", "price of the opening fill"),
     ("stop_reason", "reason code a stop hit would carry (stop_loss / trailing_stop / breakeven_stop)"),
+    ("ind_adx", "ADX at the last main-bar close (what the exits on the next exit sub-bars read)"),
+    ("ind_adx_slope", "ADX slope at the last main-bar close"),
+    ("ind_atr", "ATR at the last main-bar close"),
+    ("ind_atr_slope", "ATR minus the ATR of the main-bar close before it"),
+    ("ind_bbw_ratio", "Bollinger width / its average at the last main-bar close (1 when undefined)"),
+    ("ind_rsi", "RSI at the last main-bar close"),
+    ("hist_b1", "MACD histogram one main bar before the last noted one (NaN until seen while open)"),
+    ("hist_b2", "... two bars before"),
+    ("hist_b3", "... three bars before"),
+    ("entry_adx_threshold", "the ADX the entry had to clear (the trend-exhaustion exit's level; 0 = none)"),
+    ("last_exit_side", "side of the last full close (re-entry cooldown); survives the close"),
+    ("last_exit_reason", "reason of the last full close (R.*); survives the close"),
+    ("prev_close", "the symbol's close before this bar's (the anomaly filter); survives the close"),
+    ("last_ema_slow", "the symbol's slow EMA at its last close; survives the close"),
+    ("prev_ema_slow", "the symbol's slow EMA before this bar's (the BTC regime); survives the close"),
 ), globals(), "NPOS")
 
 # --- account state: acct[NACCT]
@@ -165,11 +180,14 @@ assert len(METRIC_NAMES) == M.N
 SIDE = enumeration("SIDE", (("long", 1.0), ("short", -1.0), ("flat", 0.0)), label=str.upper)
 CONF = enumeration("CONF", (("low", 0.0), ("medium", 1.0), ("high", 2.0)))
 MACD = enumeration("MACD", (("accel", 0.0), ("sign", 1.0), ("none", 2.0)))
+# engine.exit_fill: exits decided on the (sub-)bar close and filled there, or on the range at the level
+EXIT_FILL = enumeration("EXIT_FILL", (("close", 0.0), ("touch", 1.0)))
 ACT = enumeration("ACT", (("open", 1), ("add", 2), ("reduce", 3), ("close", 4), ("funding", 5)), label=str.upper)
 R = enumeration("R", (
     ("signal", 1), ("pyramid", 2), ("stop_loss", 3), ("trailing_stop", 4), ("take_profit_partial", 5),
     ("take_profit", 6), ("trend_flip", 7), ("rsi_overextension", 8), ("end_of_data", 9), ("funding", 10),
-    ("breakeven_stop", 11), ("system", 12),
+    ("breakeven_stop", 11), ("system", 12), ("trend_exhaustion", 13), ("ema_macro_breakdown", 14),
+    ("stagnation", 15), ("tsme", 16), ("mmde", 17), ("signal_flip", 18),
 ))
 
 ACT_OPEN, ACT_ADD, ACT_REDUCE, ACT_CLOSE, ACT_FUNDING = ACT.OPEN, ACT.ADD, ACT.REDUCE, ACT.CLOSE, ACT.FUNDING

@@ -14,8 +14,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from strategy.config_schema import FiltersConfig, IndicatorsConfig, ThresholdsConfig, TradeConfig
-from strategy.layout import CONF, MACD, declare
+from strategy.config_schema import (
+    EngineConfig,
+    FiltersConfig,
+    IndicatorsConfig,
+    ThresholdsConfig,
+    TradeConfig,
+)
+from strategy.layout import CONF, EXIT_FILL, MACD, declare
 
 
 def _schema_fields(model: type[BaseModel], prefix: str) -> tuple[tuple[str, object], ...]:
@@ -37,6 +43,8 @@ PARAM_SPECS: tuple[tuple[str, object], ...] = (
     *_schema_fields(TradeConfig, "trade."),
     *_schema_fields(FiltersConfig, "filters."),
     *_schema_fields(ThresholdsConfig, "thresholds."),
+    # the one engine key a rule reads (the intervals choose the data, not a rule)
+    *((p, d) for p, d in _schema_fields(EngineConfig, "engine.") if p in ("engine.exit_fill",)),
 )
 
 # Indicator windows are not in the parameter vector: they select which precomputed indicator
@@ -48,6 +56,7 @@ ENUMS: dict[str, dict[str, int]] = {
     "trade.add_min_confidence": CONF.CODES,
     "trade.entry_min_confidence": CONF.CODES,
     "thresholds.entry.macd_hist_entry_mode": MACD.CODES,
+    "engine.exit_fill": EXIT_FILL.CODES,
 }
 
 PARAM_PATHS: tuple[str, ...] = tuple(p for p, _ in PARAM_SPECS)

@@ -63,6 +63,7 @@ def test_pydantic_defaults_equal_param_and_window_specs():
         "signal_on_candle_close": True,
         "loop_target_s": 5.0,
         "candle_close_grace_ms": 2000,
+        "exit_fill": "close",
     }
     assert defaults["watchlist_exclude"] == []
 
@@ -136,23 +137,22 @@ def test_reference_key_not_implemented_and_typo_suggestion():
     probs = _problems(
         {
             "global": {
-                "trade": {"enable_reef_filter": True, "sl_atr_mul": 2.0},
-                "thresholds": {"anomaly": {"price_change_pct_gt": 0.1}, "entry": {"ave_enabled": True}},
-                "market_regime": {"enable_regime_gate": False},
+                "trade": {"sl_atr_mul": 2.0},
+                "thresholds": {"entry": {"ave_enabled": True, "enable_pullback_entries": True}},
+                "market_regime": {"enable_auto_reverse": False},
                 "filters": {"zzz": 1},
             },
             "symbolz": {},
         }
     )
     not_impl = "known key of the reference strategy, not implemented in this version (remove it)"
-    assert ("global.trade.enable_reef_filter", not_impl) in probs
-    assert ("global.thresholds.anomaly", not_impl) in probs
+    assert ("global.thresholds.entry.enable_pullback_entries", not_impl) in probs
     assert ("global.thresholds.entry.ave_enabled", not_impl) in probs
-    assert ("global.market_regime.enable_regime_gate", not_impl) in probs
+    assert ("global.market_regime.enable_auto_reverse", not_impl) in probs
     assert ("global.trade.sl_atr_mul", "unknown key (did you mean sl_atr_mult?)") in probs
     assert ("global.filters.zzz", "unknown key") in probs
     assert ("symbolz", "unknown key (did you mean symbols?)") in probs
-    assert len(probs) == 7
+    assert len(probs) == 6
 
 
 def test_config_error_is_one_line_and_lists_all_problems():
@@ -416,7 +416,7 @@ def test_apply_overrides_rejects_bad_paths_and_values():
     cfg = config_from_dict({}, mode=NO_MODE)
     cases = {
         "trade.sl_atr_mul": "unknown key (did you mean sl_atr_mult?)",
-        "trade.enable_reef_filter": "not implemented in this version",
+        "thresholds.entry.enable_pullback_entries": "not implemented in this version",
         "symbols.BTC.indicators.adx_window": "cannot be set per symbol",
         "modes.flat.global.trade.leverage": "already applied",
         "trade.leverage": "must be <= 50 (got 80)",
@@ -438,7 +438,7 @@ def test_validate_override_path_checks_key_and_range_only():
     validate_override_path("live.symbols.BTC.trade.leverage", 3)
     validate_override_path("global.engine", {"interval": "30m", "entry_interval": "5m"})
     assert is_config_path("engine.interval") and is_config_path("global.thresholds.entry")
-    assert not is_config_path("trade.enable_reef_filter") and not is_config_path("modes.turbo.global.trade")
+    assert not is_config_path("thresholds.entry.enable_pullback_entries") and not is_config_path("modes.turbo.global.trade")
     bad = [
         ("trade.sl_atr_mult", 0),
         ("trade.sl_atr_mul", 1.0),
@@ -511,3 +511,23 @@ def test_portfolio_wide_caps_cannot_be_set_per_symbol(key):
     with pytest.raises(ConfigError, match="portfolio-wide"):
         validate_override_path(f"modes.flat.symbols.ETH.trade.{key}", value)
     assert apply_overrides(cfg, {f"trade.{key}": value}).get(f"trade.{key}") == value  # global is fine
+
+
+def test_keys_the_reference_never_reads_load_with_one_warning_naming_them(caplog):
+    """Live-only keys, second-granularity cooldowns and the never-applied dynamic TP multiples are
+    accepted, do not act (the parameter vector is unchanged) and are named on one warning line."""
+    import logging
+
+    inert = {"trade": {"use_bbo_for_fills": True, "entry_cooldown_s": 20, "exit_cooldown_s": 15},
+             "thresholds": {"tp_and_momentum": {"adx_weak_lt": 30.0, "tp_mult_strong": 7.0, "tp_mult_weak": 3.0}},
+             "market_regime": {"enable_regime_gate": False, "regime_gate_fail_open": True}}
+    with caplog.at_level(logging.WARNING, logger="strategy.config"):
+        cfg = config_from_dict({"global": inert}, mode=NO_MODE)
+    lines = [r.getMessage() for r in caplog.records if r.name == "strategy.config"]
+    assert len(lines) == 1
+    for key in ("global.trade.use_bbo_for_fills", "global.trade.entry_cooldown_s", "global.trade.exit_cooldown_s",
+                "global.thresholds.tp_and_momentum.tp_mult_strong", "global.market_regime.enable_regime_gate"):
+        assert key in lines[0]
+    np.testing.assert_array_equal(cfg.params_for(None), config_from_dict({}, mode=NO_MODE).params_for(None))
+    with pytest.raises(ConfigError, match="never reads"):
+        apply_overrides(cfg, {"thresholds.tp_and_momentum.tp_mult_strong": 5.0})

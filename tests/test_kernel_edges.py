@@ -72,7 +72,7 @@ def test_zero_partial_fraction_records_no_zero_size_fill():
     apply_init_state(engine.state, state, ["ETH"], engine.params)
     one = np.ones(1)
     rows = [engine.step(T0, one * 100, one * 100.5, one * 99.5, one * 100, one * 1e6, [1], [0]),
-            engine.step(T0 + H, one * 100, one * 103, one * 99.5, one * 101, one * 1e6, [1], [1])]
+            engine.step(T0 + H, one * 100, one * 103, one * 99.5, one * 102.5, one * 1e6, [1], [1])]
     fills = np.concatenate(rows)
     assert len(fills) == 0, fills[:, FL_SIZE]
     assert engine.state.pos[0, POS_SIZE] == 10.0 and engine.state.pos[0, POS_TP1_DONE] == 1.0

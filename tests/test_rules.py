@@ -50,7 +50,8 @@ SHORT_BAR = {**LONG_BAR, "ema_fast": 101.0, "ema_slow": 102.0, "ema_macro": 105.
 QUIET = {**LONG_BAR, "adx": 10.0}  # ADX under min_adx: no entry; nothing in range of any exit level
 HELD_LONG = {"symbol": "ETH", "side": "LONG", "entry_price": 100.0, "size": 10.0, "entry_atr": 2.0,
              "leverage": 5.0, "open_time_ms": T0 - 100 * H}
-COMMON = {"trade": {"slippage_bps": 0.0, "taker_fee_bps": 0.0, "enable_pyramiding": False}}
+MACRO = {"filters": {"require_macro_alignment": True}}
+COMMON = {"trade": {"slippage_bps": 0.0, "exit_slippage_bps": 0.0, "taker_fee_bps": 0.0, "enable_pyramiding": False}}
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def run(row: Row) -> tuple[list[Fill], np.ndarray]:
     fills, trades = np.zeros((64, NFILL)), np.zeros((64, NTRADE))
     book = (pos, acct, np.zeros(nsym), np.zeros(nsym, np.int64), fills, trades)
     z = np.zeros((nsym, 0))
-    no_exit_bars = (z, z, z, np.zeros((nsym, 0), np.uint8), np.zeros(0), 0)
+    no_exit_bars = (z, z, z, z, np.zeros((nsym, 0), np.uint8), np.zeros(0), 0)
     feat = np.full((nsym, F.N), math.nan)
     valid = np.ones(nsym, np.uint8)
     btc_idx = symbols.index("BTC") if "BTC" in symbols else -1
@@ -152,14 +153,22 @@ ENTRY_GATES = [
     # gate 1: trend side
     Row("gate 1 trend_side: EMA fast equal to EMA slow gives no side, so no entry",
         bars({"ema_fast": 98.0}), ()),
+    Row("gate 1 trend_side: a long also needs the close above the fast EMA: a close under it (98.9) gives "
+        "no side", bars({"close": 98.9, "low": 98.5}), ()),
+    Row("gate 1 trend_side: a short needs the close under the fast EMA (101): a close at 101.2 gives no side",
+        bars({"close": 101.2, "high": 101.5}), (), base=SHORT_BAR),
     # gate 2: macro alignment
-    Row("gate 2 macro_aligned: with require_macro_alignment, a long above the macro EMA enters",
-        bars({"ema_macro": 99.9}), (opens(0),), config={"filters": {"require_macro_alignment": True}}),
-    Row("gate 2 macro_aligned: with require_macro_alignment, a long below the macro EMA does not",
-        bars({"ema_macro": 100.1}), (), config={"filters": {"require_macro_alignment": True}}),
+    Row("gate 2 macro_aligned: with require_macro_alignment, a long with the slow EMA (98) above the macro "
+        "EMA (97.9) enters", bars({"ema_macro": 97.9}), (opens(0),), config=MACRO),
+    Row("gate 2 macro_aligned: the slow EMA under the macro EMA (98.1) refuses a long, though the close is "
+        "above it", bars({"ema_macro": 98.1}), (), config=MACRO),
     # gate 3: minimum ADX
-    Row("gate 3 adx_above_min: ADX equal to min_adx (22) admits", bars({"adx": 22.0}), (opens(0),)),
-    Row("gate 3 adx_above_min: ADX just under min_adx refuses", bars({"adx": 21.9}), ()),
+    Row("gate 3 adx_above_min: ADX must be strictly above min_adx: 22 refuses", bars({"adx": 22.0}), ()),
+    Row("gate 3 adx_above_min: ADX just above min_adx (22.1) admits", bars({"adx": 22.1}), (opens(0),)),
+    Row("gate 3 adx_above_min: ADX rising fast (slope 1 > 0.5) caps min_adx 30 at 25: ADX 26 admits",
+        bars({"adx": 26.0, "adx_slope": 1.0}), (opens(0),), config={"thresholds": {"entry": {"min_adx": 30.0}}}),
+    Row("gate 3 adx_above_min: ADX rising slowly (slope 0.4) leaves min_adx 30: ADX 26 refuses",
+        bars({"adx": 26.0, "adx_slope": 0.4}), (), config={"thresholds": {"entry": {"min_adx": 30.0}}}),
     # gate 4: ADX rising
     Row("gate 4 adx_rising: a falling ADX under adx_rising_saturation (40) refuses",
         bars({"adx_slope": -0.1}), ()),
@@ -181,9 +190,9 @@ ENTRY_GATES = [
     Row("gate 6 macd_confirms (sign): a negative histogram refuses a long",
         bars({"macd_hist": -0.1, "macd_hist_prev": -0.5}), (),
         config={"thresholds": {"entry": {"macd_hist_entry_mode": "sign"}}}),
-    Row("gate 6 macd_confirms (none): the histogram is not read",
+    Row("gate 6 macd_confirms (none): the histogram is not read by gate 6 (SSF off)",
         bars({"macd_hist": -0.4, "macd_hist_prev": 0.5}), (opens(0),),
-        config={"thresholds": {"entry": {"macd_hist_entry_mode": "none"}}}),
+        config={"thresholds": {"entry": {"macd_hist_entry_mode": "none"}}, "trade": {"enable_ssf_filter": False}}),
     # gate 7: stoch RSI
     Row("gate 7 stoch_rsi_allows: K equal to block_long_if_k_gt (0.85) admits a long",
         bars({"stoch_rsi_k": 0.85}), (opens(0),)),
@@ -201,46 +210,108 @@ ENTRY_GATES = [
         bars({"adx": 20.0, "bb_width": 0.07}), (opens(0),),
         config={"thresholds": {"entry": {"min_adx": 15.0}}, "filters": {"enable_ranging_filter": False}}),
     # gate 9: RSI momentum
-    Row("gate 9 rsi_momentum: a long needs RSI above rsi_long_weak (56) when ADX is not strong",
-        bars({"rsi": 56.0}), ()),
-    Row("gate 9 rsi_momentum: RSI just above rsi_long_weak admits", bars({"rsi": 56.1}), (opens(0),)),
-    Row("gate 9 rsi_momentum: with ADX above adx_strong_gt (40), RSI above rsi_long_strong (52) suffices",
+    # the limit slides with w = (ADX - min_adx 22) / (adx_strong_gt 40 - 22): ADX 30 -> w = 4/9
+    Row("gate 9 rsi_momentum: at ADX 30 a long needs RSI above 56 - 4/9 x 4 = 54.22: RSI 54.2 refuses",
+        bars({"rsi": 54.2}), ()),
+    Row("gate 9 rsi_momentum: at ADX 30 RSI 54.3 admits a long", bars({"rsi": 54.3}), (opens(0),)),
+    Row("gate 9 rsi_momentum: at ADX 22.5 (w = 1/36) the limit is nearly rsi_long_weak: RSI 55.8 refuses",
+        bars({"rsi": 55.8, "adx": 22.5}), ()),
+    Row("gate 9 rsi_momentum: from ADX adx_strong_gt (40) on, RSI above rsi_long_strong (52) suffices",
         bars({"rsi": 52.1, "adx": 41.0}), (opens(0),)),
     Row("gate 9 rsi_momentum: with a strong ADX, RSI at rsi_long_strong refuses",
         bars({"rsi": 52.0, "adx": 41.0}), ()),
-    Row("gate 9 rsi_momentum: a short needs RSI below rsi_short_weak (44)", bars({"rsi": 44.0}), (),
-        base=SHORT_BAR),
-    # gate 10: BTC alignment (BTC's own bar is quiet: ADX 10, no entry of its own)
-    Row("gate 10 btc_allows: a long is refused while BTC's fast EMA is below its slow EMA",
-        bars({"BTC": {"adx": 10.0, "ema_fast": 97.0}, "ETH": {}}), (), symbols=("BTC", "ETH")),
-    Row("gate 10 btc_allows: a long is admitted while BTC's EMAs point up",
-        bars({"BTC": {"adx": 10.0}, "ETH": {}}), (opens(0),), symbols=("BTC", "ETH")),
-    Row("gate 10 btc_allows: BTC's ADX above btc_adx_override (40) waives the alignment",
-        bars({"BTC": {"adx": 41.0, "ema_fast": 97.0}, "ETH": {}}), (opens(0),), symbols=("BTC", "ETH")),
-    Row("gate 10 btc_allows: without a BTC bar the alignment is not checked",
-        bars({"BTC": MISSING, "ETH": {}}), (opens(0),), symbols=("BTC", "ETH")),
+    Row("gate 9 rsi_momentum: at ADX 30 a short needs RSI below 44 + 4/9 x 4 = 45.78: RSI 45.8 refuses",
+        bars({"rsi": 45.8}), (), base=SHORT_BAR),
+    Row("gate 9 rsi_momentum: at ADX 30 RSI 45.7 admits a short", bars({"rsi": 45.7}),
+        (opens(0, side="SHORT"),), base=SHORT_BAR),
+    # gate 10: BTC alignment on BTC's previous close vs its slow EMA (98) then; ETH enters on bar 1
+    Row("gate 10 btc_allows: a long is refused while BTC's previous close (97) was under its slow EMA, though "
+        "BTC's close now is above it",
+        bars({"BTC": {"adx": 10.0, "close": 97.0, "low": 96.5}, "ETH": QUIET}, {"BTC": {"adx": 10.0}, "ETH": {}}),
+        (), symbols=("BTC", "ETH")),
+    Row("gate 10 btc_allows: a long is admitted while BTC's previous close was above its slow EMA, though BTC's "
+        "close now is under it",
+        bars({"BTC": {"adx": 10.0}, "ETH": QUIET}, {"BTC": {"adx": 10.0, "close": 97.0, "low": 96.5}, "ETH": {}}),
+        (opens(1, symbol="ETH"),), symbols=("BTC", "ETH")),
+    Row("gate 10 btc_allows: the candidate's own ADX above btc_adx_override (40) waives the alignment",
+        bars({"BTC": {"adx": 10.0, "close": 97.0, "low": 96.5}, "ETH": QUIET},
+             {"BTC": {"adx": 10.0}, "ETH": {"adx": 41.0}}),
+        (opens(1, symbol="ETH"),), symbols=("BTC", "ETH")),
+    Row("gate 10 btc_allows: BTC's own ADX above the override does not waive it",
+        bars({"BTC": {"adx": 45.0, "close": 97.0, "low": 96.5}, "ETH": QUIET},
+             {"BTC": {"adx": 45.0, "close": 97.0, "low": 96.5}, "ETH": {}}),
+        (), symbols=("BTC", "ETH")),
+    Row("gate 10 btc_allows: without any BTC data the alignment is not checked",
+        bars({"BTC": MISSING, "ETH": QUIET}, {"BTC": MISSING, "ETH": {}}), (opens(1, symbol="ETH"),),
+        symbols=("BTC", "ETH")),
+    Row("gate 10 btc_allows: a short is refused while BTC's previous close was above its slow EMA",
+        bars({"BTC": {"adx": 10.0}, "ETH": {**SHORT_BAR, "adx": 10.0}}, {"BTC": {"adx": 10.0}, "ETH": SHORT_BAR}),
+        (), symbols=("BTC", "ETH")),
     Row("gate 10 btc_allows: with require_btc_alignment off, a bearish BTC does not refuse",
-        bars({"BTC": {"adx": 10.0, "ema_fast": 97.0}, "ETH": {}}), (opens(0),), symbols=("BTC", "ETH"),
-        config={"filters": {"require_btc_alignment": False}}),
-    # gate 11: minimum ATR
-    Row("gate 11 atr_above_min: ATR/close equal to min_atr_pct (0.3 %) admits", bars({"atr": 0.3}),
-        (opens(0),)),
-    Row("gate 11 atr_above_min: ATR/close under min_atr_pct refuses", bars({"atr": 0.29}), ()),
+        bars({"BTC": {"adx": 10.0, "close": 97.0, "low": 96.5}, "ETH": QUIET}, {"BTC": {"adx": 10.0}, "ETH": {}}),
+        (opens(1, symbol="ETH"),), symbols=("BTC", "ETH"), config={"filters": {"require_btc_alignment": False}}),
+    # min_atr_pct: an ATR floor, not a gate
+    Row("min_atr_pct: an ATR of 0.1 % still enters; its stop is 2 x the floor (0.3) below: a close at 99.35 "
+        "stops it out", bars({"atr": 0.1}, {**QUIET, "atr": 0.3, "low": 99.3, "close": 99.35}),
+        (opens(0), closes(1, "stop_loss", 99.35))),
+    Row("min_atr_pct: with the floored ATR a close at 99.45 is inside the stop (99.4)",
+        bars({"atr": 0.1}, {"atr": 0.3, "low": 99.4, "close": 99.45}), (opens(0),)),
+    # SSF and REEF: new positions only
+    Row("SSF: a new long needs a positive MACD histogram (accel mode admits -0.1 after -0.2; SSF refuses)",
+        bars({"macd_hist": -0.1, "macd_hist_prev": -0.2}), ()),
+    Row("SSF: with enable_ssf_filter off the same bar enters",
+        bars({"macd_hist": -0.1, "macd_hist_prev": -0.2}), (opens(0),), config={"trade": {"enable_ssf_filter": False}}),
+    Row("SSF: adds are not filtered (a held long adds on a negative histogram)",
+        bars({"close": 101.5, "high": 101.8, "macd_hist": -0.1, "macd_hist_prev": -0.2}),
+        (Fill(0, "ADD", "pyramid", 101.5),), start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True}}),
+    Row("REEF: below ADX 45 no new long above RSI 70", bars({"rsi": 70.5}), ()),
+    Row("REEF: below ADX 45 RSI 70 admits", bars({"rsi": 70.0}), (opens(0),)),
+    Row("REEF: from ADX 45 on the long limit is 75: RSI 72 admits, off the stoch filter",
+        bars({"rsi": 72.0, "adx": 45.0}), (opens(0),)),
+    Row("REEF: from ADX 45 on RSI 75.5 refuses a long", bars({"rsi": 75.5, "adx": 45.0}), ()),
+    Row("REEF: below ADX 45 no new short below RSI 30", bars({"rsi": 29.5}), (), base=SHORT_BAR),
+    Row("REEF: off, RSI 80 enters a long", bars({"rsi": 80.0}), (opens(0),),
+        config={"trade": {"enable_reef_filter": False}}),
     # gate 12: volume confirmation
     Row("gate 12 volume_confirms: required, volume above its SMA with a rising SMA admits",
         bars({}), (opens(0),), config={"filters": {"require_volume_confirmation": True}}),
-    Row("gate 12 volume_confirms: required, volume under its SMA refuses",
-        bars({"volume": 800.0}), (), config={"filters": {"require_volume_confirmation": True}}),
-    Row("gate 12 volume_confirms: required, a falling volume SMA refuses",
-        bars({"vol_trend": 0.0}), (), config={"filters": {"require_volume_confirmation": True}}),
+    Row("gate 12 volume_confirms: required (vol_confirm_include_prev), volume under its SMA with a rising SMA "
+        "admits", bars({"volume": 800.0}), (opens(0),), config={"filters": {"require_volume_confirmation": True}}),
+    Row("gate 12 volume_confirms: required (vol_confirm_include_prev), volume under a falling SMA refuses",
+        bars({"volume": 800.0, "vol_trend": 0.0}), (), config={"filters": {"require_volume_confirmation": True}}),
+    Row("gate 12 volume_confirms: required, without vol_confirm_include_prev volume under its SMA refuses",
+        bars({"volume": 800.0}), (),
+        config={"filters": {"require_volume_confirmation": True, "vol_confirm_include_prev": False}}),
+    Row("gate 12 volume_confirms: required, without vol_confirm_include_prev a falling volume SMA refuses",
+        bars({"vol_trend": 0.0}), (),
+        config={"filters": {"require_volume_confirmation": True, "vol_confirm_include_prev": False}}),
+    # anomaly filter: a bar 11 % above the previous close (EMAs moved with it, so gate 5 admits)
+    Row("anomaly filter: a close 11 % from the previous one refuses the entry",
+        bars(QUIET, {"close": 111.0, "high": 111.5, "ema_fast": 110.0, "ema_slow": 105.0, "ema_macro": 100.0}), (),
+        config={"filters": {"enable_anomaly_filter": True}}),
+    Row("anomaly filter: a close 9 % from the previous one admits",
+        bars(QUIET, {"close": 109.0, "high": 109.5, "ema_fast": 108.0, "ema_slow": 105.0, "ema_macro": 100.0}),
+        (opens(1, 109.0),), config={"filters": {"enable_anomaly_filter": True}}),
+    Row("anomaly filter: off by default, the 11 % bar enters",
+        bars(QUIET, {"close": 111.0, "high": 111.5, "ema_fast": 110.0, "ema_slow": 105.0, "ema_macro": 100.0}),
+        (opens(1, 111.0),)),
+    Row("anomaly filter: a close more than ema_fast_dev_pct_gt (50 %) from the fast EMA refuses (extension "
+        "filter off)", bars({"close": 151.0, "high": 152.0, "ema_fast": 100.0, "ema_slow": 98.0}), (),
+        config={"filters": {"enable_anomaly_filter": True, "enable_extension_filter": False}}),
     # gate 13: minimum confidence
-    Row("gate 13 entry_min_confidence high: a high-confidence signal enters",
-        bars({"adx": 41.0, "volume": 2300.0}), (opens(0),), config={"trade": {"entry_min_confidence": "high"}}),
+    Row("gate 13 entry_min_confidence high: a high-confidence signal (volume spike) enters",
+        bars({"volume": 2300.0}), (opens(0),), config={"trade": {"entry_min_confidence": "high"}}),
     Row("gate 13 entry_min_confidence high: a medium-confidence signal does not",
         bars({}), (), config={"trade": {"entry_min_confidence": "high"}}),
+    Row("gate 13 entry_min_confidence gates new positions only: a medium signal still adds to a held long "
+        "(add_min_confidence medium)",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5),), start=(HELD_LONG,),
+        config={"trade": {"enable_pyramiding": True, "entry_min_confidence": "high"}}),
     # gate 14: reverse
-    Row("gate 14 reverse_entry_signal: a long signal opens a short", bars({}), (opens(0, side="SHORT"),),
-        config={"trade": {"reverse_entry_signal": True}}),
+    Row("gate 14 reverse_entry_signal: a long signal opens a short (SSF off)", bars({}), (opens(0, side="SHORT"),),
+        config={"trade": {"reverse_entry_signal": True, "enable_ssf_filter": False}}),
+    Row("gate 14 reverse_entry_signal: SSF reads the reversed side: a positive histogram refuses the short",
+        bars({}), (), config={"trade": {"reverse_entry_signal": True}}),
     # readiness
     Row("readiness: an indicator that is not warmed up (NaN RSI) refuses the entry",
         bars({"rsi": math.nan}), ()),
@@ -249,20 +320,36 @@ ENTRY_GATES = [
 ]
 
 # ------------------------------------------------------------------------- confidence and sizing
-# medium (ADX 30, volume confirmed); high (ADX 41 and volume > 2.5 x SMA); low (ADX 25, volume under SMA).
+# A standard entry is high on a volume spike (volume > high_conf_volume_mult 2.5 x its SMA 900, i.e.
+# > 2,250), else medium; ADX plays no part and a standard entry is never low.
 # Margin = 3 % of 10,000 = 300; notional = margin x leverage; size = notional / 100.
 CONFIDENCE = [
-    Row("tiers: low confidence takes leverage_low (1): notional 300", bars({"adx": 25.0, "volume": 800.0}),
-        (opens(0, size=3.0),)),
-    Row("tiers: medium confidence takes leverage_medium (5): notional 1,500", bars({}),
-        (opens(0, size=15.0),)),
-    Row("tiers: high confidence takes leverage_high (7 here): notional 2,100",
-        bars({"adx": 41.0, "volume": 2300.0}), (opens(0, size=21.0),), config={"trade": {"leverage_high": 7.0}}),
+    Row("tiers: without a volume spike a standard entry is medium (leverage_medium 5): notional 1,500",
+        bars({}), (opens(0, size=15.0),)),
+    Row("tiers: a weak entry (ADX 25, volume under its SMA) is still medium, never low: notional 1,500",
+        bars({"adx": 25.0, "volume": 800.0}), (opens(0, size=15.0),)),
+    Row("tiers: a strong ADX (45) without a volume spike is medium, not high: notional 1,500",
+        bars({"adx": 45.0, "volume": 2200.0}), (opens(0, size=15.0),), config={"trade": {"leverage_high": 7.0}}),
+    Row("tiers: a volume spike at ADX 30 is high (leverage_high 7 here): notional 2,100",
+        bars({"volume": 2300.0}), (opens(0, size=21.0),), config={"trade": {"leverage_high": 7.0}}),
+    Row("tiers: volume exactly 2.5 x its SMA is not a spike: medium",
+        bars({"volume": 2250.0}), (opens(0, size=15.0),), config={"trade": {"leverage_high": 7.0}}),
+    Row("tiers: leverage_max_cap (3) caps the tier leverage (5): notional 900",
+        bars({}), (opens(0, size=9.0),), config={"trade": {"leverage_max_cap": 3.0}}),
+    Row("tiers: leverage_max_cap 0 is no cap", bars({}), (opens(0, size=15.0),),
+        config={"trade": {"leverage_max_cap": 0.0}}),
     Row("tiers: without dynamic leverage every tier takes trade.leverage (2): notional 600",
-        bars({"adx": 41.0, "volume": 2300.0}), (opens(0, size=6.0),),
+        bars({"volume": 2300.0}), (opens(0, size=6.0),),
         config={"trade": {"enable_dynamic_leverage": False}}),
-    Row("sizing: dynamic sizing scales a medium margin by confidence_mult_medium (0.7): notional 1,050",
-        bars({}), (opens(0, size=10.5),), config={"trade": {"enable_dynamic_sizing": True}}),
+    Row("sizing: dynamic sizing: x confidence_mult_medium 0.7 x ADX 30 / 40 x clamp(1 % / ATR 2 %, 0.5, 1): "
+        "margin 300 x 0.7 x 0.75 x 0.5, notional 393.75",
+        bars({}), (opens(0, size=3.9375),), config={"trade": {"enable_dynamic_sizing": True}}),
+    Row("sizing: dynamic sizing at ADX 45 (x1, capped) and ATR 1 % (x1): notional 300 x 0.7 x 5 = 1,050",
+        bars({"adx": 45.0, "atr": 1.0}), (opens(0, size=10.5),), config={"trade": {"enable_dynamic_sizing": True}}),
+    Row("sizing: dynamic sizing with ADX 23 / adx_sizing_full_adx 100 takes adx_sizing_min_mult (0.6), ATR 0.5 % "
+        "takes vol_scalar_max (1): notional 1,050 x 0.6 = 630",
+        bars({"adx": 23.0, "atr": 0.5}), (opens(0, size=6.3),),
+        config={"trade": {"enable_dynamic_sizing": True, "adx_sizing_full_adx": 100.0}}),
     Row("sizing: a notional under min_notional_usd is bumped to it (size_multiplier 0.001: 1.5 -> 10)",
         bars({}), (opens(0, size=0.1),), config={"trade": {"size_multiplier": 0.001}}),
     Row("sizing: without bump_to_min_notional a notional under the minimum is skipped",
@@ -271,36 +358,206 @@ CONFIDENCE = [
 
 # ----------------------------------------------------------------------------------------- exits
 NO_PARTIAL = {"trade": {"enable_partial_tp": False}}
+TOUCH = {"engine": {"exit_fill": "touch"}}
+
+
+def touch(config: dict | None = None) -> dict:
+    """A row's config with engine.exit_fill touch (stops and targets on the bar's range)."""
+    return deep_merge(TOUCH, config or {})
+
+
+# engine.exit_fill close (the default): one price per evaluation, the close; the first exit that
+# fires wins and fills at that close.
+CLOSE_EXITS = [
+    Row("close exits: a wick through the stop (96) with a close above it does not stop the long out",
+        bars({**QUIET, "low": 95.0, "close": 97.0}), (), start=(HELD_LONG,)),
+    Row("close exits: a close below the stop (96) closes the long at that close, not at the stop",
+        bars({**QUIET, "low": 94.5, "close": 95.0}), (closes(0, "stop_loss", 95.0),), start=(HELD_LONG,)),
+    Row("close exits: a close exactly at the stop closes the long there",
+        bars({**QUIET, "low": 95.5, "close": 96.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,)),
+    Row("close exits: a high through the take-profit (112) with a close under it does not take profit",
+        bars({**QUIET, "high": 113.0, "close": 101.5}), (), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("close exits: a close at or above the take-profit closes all at that close",
+        bars({**QUIET, "high": 113.0, "close": 112.5}), (closes(0, "take_profit", 112.5, size=10.0),),
+        start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("close exits: one exit per close: the partial (70 % at a close >= 102) fires, the take-profit waits "
+        "for the next close",
+        bars({**QUIET, "high": 113.0, "close": 112.5}, {**QUIET, "close": 112.2}),
+        (Fill(0, "REDUCE", "take_profit_partial", 112.5, size=7.0), closes(1, "take_profit", 112.2, size=3.0)),
+        start=(HELD_LONG,)),
+    Row("close exits: a partial on a close keeps the smart exits of that close from firing",
+        bars({**QUIET, "high": 102.6, "close": 102.5, "rsi": 85.0}, {**QUIET, "high": 102.6, "close": 102.0,
+                                                                       "rsi": 85.0}),
+        (Fill(0, "REDUCE", "take_profit_partial", 102.5, size=7.0), closes(1, "rsi_overextension", 102.0)),
+        start=(HELD_LONG,)),
+    Row("close exits: the trailing stop set on one close (103 behind 104) fires on a later close beyond it, "
+        "filled at that close",
+        bars({**QUIET, "high": 104.5, "close": 104.0}, {**QUIET, "low": 102.0, "close": 103.5},
+             {**QUIET, "low": 102.0, "close": 102.8}),
+        (closes(2, "trailing_stop", 102.8),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("close exits: the stop comes before a smart exit on the same close",
+        bars({**QUIET, "close": 95.0, "ema_fast": 97.0}), (closes(0, "stop_loss", 95.0),), start=(HELD_LONG,)),
+    Row("close exits: with no price exit, the trend flip still closes at the close",
+        bars({**QUIET, "ema_fast": 97.9, "close": 99.5}), (closes(0, "trend_flip", 99.5),), start=(HELD_LONG,)),
+]
+
+# The stop recomputed on every close from the average entry (sl_atr_mult 2 x ATR 2 = 4 below 100),
+# the trailing distance modifiers and the partial take-profit rules (reference §4 items 4, 5, 8).
+ADD_AVG = (10 * 100.0 + 500.0) / (10 + 500.0 / 101.5)  # HELD_LONG after a 500-notional add at 101.5
+STOPS_AND_TARGETS = [
+    Row("stop: ADX falling and the long underwater tighten the stop x0.8 (to 96.8): a close at 96.7 stops out",
+        bars({**QUIET, "adx_slope": -0.5, "low": 96.5, "close": 96.7}), (closes(0, "stop_loss", 96.7),),
+        start=(HELD_LONG,)),
+    Row("stop: with ADX rising the same close (96.7) keeps the long (stop at 96)",
+        bars({**QUIET, "adx_slope": 0.5, "low": 96.5, "close": 96.7}), (), start=(HELD_LONG,)),
+    Row("stop: ADX above 45 widens the stop x1.10 (to 95.6): a close at 95.8 keeps the long",
+        bars({**QUIET, "adx": 46.0, "low": 95.5, "close": 95.8}), (), start=(HELD_LONG,)),
+    Row("stop: ADX above 45, a close under the widened stop (95.5 < 95.6) stops out at that close",
+        bars({**QUIET, "adx": 46.0, "low": 95.4, "close": 95.5}), (closes(0, "stop_loss", 95.5),),
+        start=(HELD_LONG,)),
+    Row("stop: it is not ratcheted: tightened to 96.8 on one close, back at 96 on the next (a close at 96.5 "
+        "keeps the long)",
+        bars({**QUIET, "adx_slope": -0.5, "low": 96.8, "close": 97.0},
+             {**QUIET, "adx_slope": 0.5, "low": 96.4, "close": 96.5}), (), start=(HELD_LONG,)),
+    Row("stop (touch): after an add the stop-loss is measured from the new average entry",
+        bars({"close": 101.5, "high": 101.8}, {**QUIET, "open": 100.0, "low": 96.0, "close": 97.0}),
+        (Fill(0, "ADD", "pyramid", 101.5), closes(1, "stop_loss", ADD_AVG - 4.0)), start=(HELD_LONG,),
+        config=touch({"trade": {"enable_pyramiding": True}})),
+    Row("trailing: while RSI runs with the long (RSI 65) the distance is at least 0.7 ATR: trail at 102.6, "
+        "a close at 102.7 keeps the long, 102.5 closes it",
+        bars({**QUIET, "high": 104.5, "close": 104.0, "rsi": 65.0}, {**QUIET, "low": 102.6, "close": 102.7,
+                                                                      "rsi": 65.0},
+             {**QUIET, "low": 102.4, "close": 102.5, "rsi": 65.0}),
+        (closes(2, "trailing_stop", 102.5),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("trailing: a wide Bollinger width (1.3 x its average) buffers the distance x1.25 but ADX under 25 "
+        "re-chooses 0.7 x base, floored at 0.5 ATR: trail at 103",
+        bars({**QUIET, "high": 104.5, "close": 104.0, "bb_width": 0.13},
+             {**QUIET, "low": 102.9, "close": 103.0}),
+        (closes(1, "trailing_stop", 103.0),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("trailing: with ADX 30 a wide Bollinger width buffers a 1 ATR distance to 1.25 ATR: trail at 101.5",
+        bars({**QUIET, "adx": 30.0, "high": 104.5, "close": 104.0, "bb_width": 0.13},
+             {**QUIET, "adx": 30.0, "low": 101.6, "close": 101.6},
+             {**QUIET, "adx": 30.0, "low": 101.4, "close": 101.5}),
+        (closes(2, "trailing_stop", 101.5),), start=(HELD_LONG,),
+        config=deep_merge(NO_PARTIAL, {"trade": {"trailing_distance_atr": 1.0}})),
+    Row("partial take-profit: held while what it leaves (3 x 102.5 = 307.5) is under "
+        "tp_partial_min_notional_usd (400)",
+        bars({**QUIET, "high": 102.6, "close": 102.5}), (), start=(HELD_LONG,),
+        config={"trade": {"tp_partial_min_notional_usd": 400.0, "trailing_start_atr": 10.0}}),
+    Row("partial take-profit: taken when what it leaves (307.5) is at least the minimum (300)",
+        bars({**QUIET, "high": 102.6, "close": 102.5}), (Fill(0, "REDUCE", "take_profit_partial", 102.5, size=7.0),),
+        start=(HELD_LONG,), config={"trade": {"tp_partial_min_notional_usd": 300.0, "trailing_start_atr": 10.0}}),
+    Row("partial take-profit: with tp_partial_atr_mult 0 it sits at the take-profit (112) and no full "
+        "take-profit follows",
+        bars({**QUIET, "high": 111.0, "close": 110.0}, {**QUIET, "high": 112.6, "close": 112.5},
+             {**QUIET, "high": 114.0, "close": 113.0}),
+        (Fill(1, "REDUCE", "take_profit_partial", 112.5, size=7.0),), start=(HELD_LONG,),
+        config={"trade": {"tp_partial_atr_mult": 0.0, "trailing_start_atr": 10.0}}),
+    Row("partial take-profit: with tp_partial_atr_mult above 0 the full take-profit follows the partial",
+        bars({**QUIET, "high": 102.6, "close": 102.5}, {**QUIET, "high": 112.6, "close": 112.5}),
+        (Fill(0, "REDUCE", "take_profit_partial", 102.5, size=7.0), closes(1, "take_profit", 112.5, size=3.0)),
+        start=(HELD_LONG,), config={"trade": {"trailing_start_atr": 10.0}}),
+]
+
+# Smart exits, on the main bar's close, in the reference's order (its kernel_exits §1-§7).
+SMART_EXITS = [
+    Row("trend exhaustion: ADX under the level the entry cleared (min_adx 22) closes the long at the close",
+        bars({}, {"adx": 21.5}), (opens(0), closes(1, "trend_exhaustion", 100.0))),
+    Row("trend exhaustion: ADX still above the entry's level (22.5) keeps the long", bars({}, {"adx": 22.5}),
+        (opens(0),)),
+    Row("trend exhaustion: a position without a stored level falls back to smart_exit_adx_exhaustion_lt (15)",
+        bars(QUIET), (closes(0, "trend_exhaustion", 100.0),), start=(HELD_LONG,),
+        config={"trade": {"smart_exit_adx_exhaustion_lt": 15.0}}),
+    Row("trend breakdown: a weak cross (EMAs within 0.1 % of the slow EMA) with ADX above 25 is no breakdown",
+        bars({**QUIET, "adx": 30.0, "ema_fast": 97.95}), (), start=(HELD_LONG,)),
+    Row("trend breakdown: the same weak cross with ADX 10 closes the long",
+        bars({**QUIET, "ema_fast": 97.95}), (closes(0, "trend_flip", 100.0),), start=(HELD_LONG,)),
+    Row("macro breakdown: with require_macro_alignment a close under the macro EMA (99) closes the long",
+        bars({**QUIET, "ema_macro": 99.0, "low": 98.4, "close": 98.5}), (closes(0, "ema_macro_breakdown", 98.5),),
+        start=(HELD_LONG,), config=MACRO),
+    Row("macro breakdown: without require_macro_alignment the same close keeps the long",
+        bars({**QUIET, "ema_macro": 99.0, "low": 98.4, "close": 98.5}), (), start=(HELD_LONG,)),
+    Row("stagnation: ATR under 70 % of the entry ATR (1.3 < 1.4) while underwater closes the long",
+        bars({**QUIET, "atr": 1.3, "close": 99.5}), (closes(0, "stagnation", 99.5),), start=(HELD_LONG,)),
+    Row("stagnation: the same low ATR in profit keeps the long", bars({**QUIET, "atr": 1.3, "close": 100.5}), (),
+        start=(HELD_LONG,)),
+    Row("stagnation: ATR at 75 % of the entry ATR while underwater keeps the long",
+        bars({**QUIET, "atr": 1.5, "close": 99.5}), (), start=(HELD_LONG,)),
+    Row("TSME: ADX above 50 and falling, 1.25 ATR in profit, the histogram fading two bars in a row closes",
+        bars({**QUIET, "adx": 51.0, "adx_slope": -0.5, "close": 102.5, "high": 102.6, "macd_hist": 0.5,
+              "macd_hist_prev": 0.6},
+             {**QUIET, "adx": 51.0, "adx_slope": -0.5, "close": 102.5, "high": 102.6, "macd_hist": 0.4,
+              "macd_hist_prev": 0.5}),
+        (closes(1, "tsme", 102.5),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("TSME: with ADX rising (tsme_require_adx_slope_negative) the same bars keep the long",
+        bars({**QUIET, "adx": 51.0, "adx_slope": 0.5, "close": 102.5, "high": 102.6, "macd_hist": 0.5,
+              "macd_hist_prev": 0.6},
+             {**QUIET, "adx": 51.0, "adx_slope": 0.5, "close": 102.5, "high": 102.6, "macd_hist": 0.4,
+              "macd_hist_prev": 0.5}),
+        (), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("MMDE: 1.75 ATR in profit, ADX above 35, the histogram fading three bars in a row closes",
+        bars(*({**QUIET, "adx": 36.0, "close": 103.5, "high": 103.6, "macd_hist": h, "macd_hist_prev": h + 0.1}
+               for h in (0.7, 0.6, 0.5))),
+        (closes(2, "mmde", 103.5),), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("MMDE: a histogram that turns up on the last bar keeps the long",
+        bars(*({**QUIET, "adx": 36.0, "close": 103.5, "high": 103.6, "macd_hist": h, "macd_hist_prev": p}
+               for h, p in ((0.7, 0.8), (0.6, 0.7), (0.65, 0.6)))),
+        (), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("RSI overextension: from rsi_exit_profit_atr_switch (1.5 ATR) in profit a long exits above "
+        "rsi_exit_ub_hi_profit (70)",
+        bars({**QUIET, "close": 103.5, "high": 103.6, "rsi": 72.0}), (closes(0, "rsi_overextension", 103.5),),
+        start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("RSI overextension: under 1.5 ATR in profit RSI 72 keeps the long (the limit is 80)",
+        bars({**QUIET, "close": 101.5, "high": 101.6, "rsi": 72.0}), (), start=(HELD_LONG,), config=NO_PARTIAL),
+    Row("glitch guard: with block_exits_on_extreme_dev a close 50 % from the previous one decides no exit",
+        bars(QUIET, {**QUIET, "low": 49.0, "close": 50.0}), (), start=(HELD_LONG,),
+        config={"trade": {"block_exits_on_extreme_dev": True}}),
+    Row("glitch guard: a close more than glitch_atr_mult (12) x ATR (24) away decides no exit",
+        bars(QUIET, {**QUIET, "low": 74.0, "close": 75.0}), (), start=(HELD_LONG,),
+        config={"trade": {"block_exits_on_extreme_dev": True}}),
+    Row("glitch guard: off by default, the 50 % close stops the long out",
+        bars(QUIET, {**QUIET, "low": 49.0, "close": 50.0}), (closes(1, "stop_loss", 50.0),), start=(HELD_LONG,)),
+]
+
 EXITS = [
-    Row("stop loss: a bar trading down through the stop (96) closes the long at the stop",
-        bars({**QUIET, "low": 95.5, "close": 97.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,)),
-    Row("stop loss: a bar opening below the stop (a gap) closes at the open, not at the stop",
+    Row("stop loss (touch): a bar trading down through the stop (96) closes the long at the stop",
+        bars({**QUIET, "low": 95.5, "close": 97.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,),
+        config=touch()),
+    Row("stop loss (touch): a bar opening below the stop (a gap) closes at the open, not at the stop",
         bars({**QUIET, "open": 94.0, "high": 95.0, "low": 93.0, "close": 94.5}),
-        (closes(0, "stop_loss", 94.0),), start=(HELD_LONG,)),
-    Row("stop before target: a bar touching both the stop (96) and the take-profit (112) closes at the stop",
-        bars({**QUIET, "high": 113.0, "low": 95.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,)),
-    Row("take-profit: partial first (70 % at 102), then the rest at the take-profit (112) on a later bar",
+        (closes(0, "stop_loss", 94.0),), start=(HELD_LONG,), config=touch()),
+    Row("stop before target (touch): a bar touching both the stop (96) and the take-profit (112) closes at "
+        "the stop",
+        bars({**QUIET, "high": 113.0, "low": 95.0}), (closes(0, "stop_loss", 96.0),), start=(HELD_LONG,),
+        config=touch()),
+    Row("take-profit (touch): partial first (70 % at 102), then the rest at the take-profit (112) on a later bar",
         bars({**QUIET, "high": 102.5, "close": 101.0}, {**QUIET, "open": 101.0, "high": 112.5, "close": 101.0}),
         (Fill(0, "REDUCE", "take_profit_partial", 102.0, size=7.0), closes(1, "take_profit", 112.0, size=3.0)),
-        start=(HELD_LONG,)),
-    Row("take-profit: with partial TP off, a bar reaching 102 does nothing and 112 closes all",
+        start=(HELD_LONG,), config=touch()),
+    Row("take-profit (touch): with partial TP off, a bar reaching 102 does nothing and 112 closes all",
         bars({**QUIET, "high": 102.5, "close": 101.0}, {**QUIET, "open": 101.0, "high": 112.5, "close": 101.0}),
-        (closes(1, "take_profit", 112.0, size=10.0),), start=(HELD_LONG,), config=NO_PARTIAL),
-    Row("trailing stop: 2 ATR in profit it trails 1 ATR/2 behind the close, never loosens, and closes there",
+        (closes(1, "take_profit", 112.0, size=10.0),), start=(HELD_LONG,), config=touch(NO_PARTIAL)),
+    Row("trailing stop (touch): 2 ATR in profit it trails 1 ATR/2 behind the close, never loosens, and closes "
+        "there",
         bars({**QUIET, "high": 104.5, "close": 104.0},                      # trail to 103
              {**QUIET, "open": 104.0, "high": 106.5, "low": 103.5, "close": 106.0},   # trail to 105
              {**QUIET, "open": 106.0, "high": 106.0, "low": 105.2, "close": 105.5},   # 104.5 would loosen: stays 105
              {**QUIET, "open": 105.5, "high": 105.6, "low": 104.8, "close": 105.0}),  # hits 105
-        (closes(3, "trailing_stop", 105.0),), start=(HELD_LONG,), config=NO_PARTIAL),
-    Row("break-even: 0.5 ATR in profit the stop moves to entry + 0.05 ATR (100.1) and closes there",
+        (closes(3, "trailing_stop", 105.0),), start=(HELD_LONG,), config=touch(NO_PARTIAL)),
+    Row("break-even (touch): 0.5 ATR in profit the stop moves to entry + 0.05 ATR (100.1) and closes there",
         bars({**QUIET, "high": 101.2, "close": 101.0}, {**QUIET, "open": 100.8, "high": 100.9, "low": 100.0}),
         (closes(1, "breakeven_stop", 100.1),), start=(HELD_LONG,),
+        config=touch({"trade": {"enable_breakeven_stop": True, "trailing_start_atr": 10.0}})),
+    Row("break-even: on the close, a later close at or under entry + 0.05 ATR (100.1) closes at that close",
+        bars({**QUIET, "high": 101.2, "close": 101.0}, {**QUIET, "low": 99.9, "close": 100.05}),
+        (closes(1, "breakeven_stop", 100.05),), start=(HELD_LONG,),
         config={"trade": {"enable_breakeven_stop": True, "trailing_start_atr": 10.0}}),
     Row("break-even: off by default, the same bars leave the long open",
         bars({**QUIET, "high": 101.2, "close": 101.0}, {**QUIET, "open": 100.8, "high": 100.9, "low": 100.0}),
-        (), start=(HELD_LONG,), config={"trade": {"trailing_start_atr": 10.0}}),
+        (), start=(HELD_LONG,), config=touch({"trade": {"trailing_start_atr": 10.0}})),
     Row("trend flip: the fast EMA crossing under the slow one closes the long at the close",
-        bars({**QUIET, "ema_fast": 97.9, "close": 99.5}), (closes(0, "trend_flip", 99.5),), start=(HELD_LONG,)),
+        bars({**QUIET, "ema_fast": 97.9, "close": 99.5}), (closes(0, "trend_flip", 99.5),), start=(HELD_LONG,),
+        config=touch()),
     Row("RSI overextension: RSI above rsi_exit_ub_lo_profit (80) closes the long at the close",
         bars({**QUIET, "rsi": 80.1, "close": 100.5}), (closes(0, "rsi_overextension", 100.5),),
         start=(HELD_LONG,)),
@@ -317,24 +574,58 @@ RANKING = [
         bars({"AAA": {"adx": 31.0}, "BBB": {"adx": 35.0}, "CCC": {"adx": 33.0}}),
         (opens(0, symbol="BBB"), opens(0, symbol="CCC")), symbols=THREE,
         config={"trade": {"max_open_positions": 2}}),
-    Row("ranking: confidence outranks ADX (a high signal with ADX 41 before a medium one with ADX 45)",
-        bars({"AAA": {"adx": 45.0}, "BBB": {"adx": 41.0, "volume": 2300.0}, "CCC": QUIET}),
+    Row("ranking: confidence outranks ADX (a high signal with ADX 31 before a medium one with ADX 45)",
+        bars({"AAA": {"adx": 45.0}, "BBB": {"adx": 31.0, "volume": 2300.0}, "CCC": QUIET}),
+        (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
+    Row("ranking: the score reads the whole ADX: 31.9 ties with 31.2 and the tie goes by symbol order",
+        bars({"AAA": {"adx": 31.2}, "BBB": {"adx": 31.9}, "CCC": QUIET}),
+        (opens(0, symbol="AAA"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
+    Row("ranking: a whole point of ADX more ranks first (32.0 before 31.9)",
+        bars({"AAA": {"adx": 31.9}, "BBB": {"adx": 32.0}, "CCC": QUIET}),
         (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
     Row("ranking: equal scores go by symbol order", bars({"AAA": {}, "BBB": {}, "CCC": {}}),
         (opens(0, symbol="AAA"),), symbols=THREE, config={"trade": {"max_open_positions": 1}}),
-    Row("margin cap: with max_total_margin_pct 5 %, one 3 % margin fits and the second-ranked is refused",
+    Row("margin cap: with max_total_margin_pct 5 %, one 3 % margin (300) fits and the second-ranked is "
+        "scaled down to the 200 left: notional 1,000",
         bars({"AAA": {"adx": 31.0}, "BBB": {"adx": 35.0}, "CCC": QUIET}),
-        (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_total_margin_pct": 0.05}}),
+        (opens(0, symbol="BBB", size=15.0), opens(0, symbol="AAA", size=10.0)), symbols=THREE,
+        config={"trade": {"max_total_margin_pct": 0.05}}),
+    Row("margin cap: a scaled-down entry under min_notional_usd is skipped (1 margin left: notional 5)",
+        bars({"AAA": {"adx": 31.0}, "BBB": {"adx": 35.0}, "CCC": QUIET}),
+        (opens(0, symbol="BBB", size=15.0),), symbols=THREE, config={"trade": {"max_total_margin_pct": 0.0301}}),
+    Row("max_entry_orders_per_loop: at most that many new positions per bar (1: the best of three)",
+        bars({"AAA": {"adx": 31.0}, "BBB": {"adx": 35.0}, "CCC": {"adx": 33.0}}),
+        (opens(0, symbol="BBB"),), symbols=THREE, config={"trade": {"max_entry_orders_per_loop": 1}}),
     Row("max_open_positions: a held position counts, so with a cap of 1 a new signal does not open",
         bars({"AAA": QUIET, "BBB": {}, "CCC": QUIET}), (), symbols=THREE,
         start=({**HELD_LONG, "symbol": "AAA"},), config={"trade": {"max_open_positions": 1}}),
-    Row("entry cooldown: stopped out on bar 0, the symbol may not re-enter for reentry_cooldown_minutes (90)",
-        bars({**QUIET, "low": 95.5, "close": 97.0}, {"close": 97.5}, {"close": 97.5}),
-        (closes(0, "stop_loss", 96.0), opens(2, 97.5)), start=(HELD_LONG,),
-        config={"trade": {"reentry_cooldown_minutes": 90.0}}),
-    Row("entry cooldown: with the default 60 minutes it re-enters on the next bar",
-        bars({**QUIET, "low": 95.5, "close": 97.0}, {"close": 97.5}),
-        (closes(0, "stop_loss", 96.0), opens(1, 97.5)), start=(HELD_LONG,)),
+    # re-entry cooldown (PESC): ADX 30 -> 180 - (30 - 25) / 15 x (180 - 45) = 135 minutes
+    Row("re-entry cooldown: stopped out of a long on bar 0, a long at ADX 30 waits 135 minutes (bar 3)",
+        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 99.5}, {"close": 99.5}, {"close": 99.5}),
+        (closes(0, "stop_loss", 95.9), opens(3, 99.5)), start=(HELD_LONG,)),
+    Row("re-entry cooldown: at ADX 40 and above it is reentry_cooldown_min_mins (45): re-enters on the next bar",
+        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 99.5, "adx": 40.0}),
+        (closes(0, "stop_loss", 95.9), opens(1, 99.5)), start=(HELD_LONG,)),
+    Row("re-entry cooldown: the other side is never delayed (a short on the next bar)",
+        bars({**QUIET, "low": 95.5, "close": 95.9}, SHORT_BAR),
+        (closes(0, "stop_loss", 95.9), opens(1, side="SHORT")), start=(HELD_LONG,)),
+    Row("re-entry cooldown: reentry_cooldown_minutes 0 switches it off: re-enters on the next bar",
+        bars({**QUIET, "low": 95.5, "close": 95.9}, {"close": 99.5}),
+        (closes(0, "stop_loss", 95.9), opens(1, 99.5)), start=(HELD_LONG,),
+        config={"trade": {"reentry_cooldown_minutes": 0.0}}),
+    # signal flip: an opposite signal closes the position at the close and may open the new side
+    Row("signal flip: a short signal on a held long (reverse_entry_signal) closes it and opens the short",
+        bars({}), (closes(0, "signal_flip", 100.0), opens(0, side="SHORT")), start=(HELD_LONG,),
+        config={"trade": {"reverse_entry_signal": True, "enable_ssf_filter": False}}),
+    Row("signal flip: a short signal while the EMAs only weakly crossed (no breakdown) flips the long",
+        bars({"ema_fast": 97.95, "ema_slow": 98.0, "close": 97.5, "low": 97.4}),
+        (closes(0, "signal_flip", 97.5), opens(0, 97.5, side="SHORT")),
+        start=(HELD_LONG,), base=SHORT_BAR),
+    Row("signal flip: a trend breakdown comes first: the flipped short closes on the EMAs turning up "
+        "(trend_flip), and the reversed short signal then waits out the re-entry cooldown",
+        bars({}, {}), (closes(0, "signal_flip", 100.0), opens(0, side="SHORT"),
+                       closes(1, "trend_flip", 100.0, side="SHORT")),
+        start=(HELD_LONG,), config={"trade": {"reverse_entry_signal": True, "enable_ssf_filter": False}}),
     Row("add cooldown: pyramiding adds once add_cooldown_minutes (90) have passed since the last open/add",
         bars({"close": 101.5, "high": 101.8}, {"close": 101.5, "high": 101.8}),
         (Fill(1, "ADD", "pyramid", 101.5),), start=({**HELD_LONG, "open_time_ms": T0},),
@@ -361,7 +652,27 @@ FUNDING = [
         funding_paid=0.0, config={"trade": {"simulate_funding": False}}),
 ]
 
-TABLE = ENTRY_GATES + CONFIDENCE + EXITS + RANKING + FUNDING
+# ----------------------------------------------------------------------------------------- costs
+COSTS_ON = {"trade": {"slippage_bps": 10.0, "exit_slippage_bps": 0.5, "taker_fee_bps": 4.5}}
+COSTS = [
+    Row("costs: an open fills slippage_bps (10) above the close (100.1); a stop on a close at 95 fills "
+        "exit_slippage_bps (0.5) below it (94.99525)",
+        bars({}, {**QUIET, "low": 94.5, "close": 95.0}),
+        (opens(0, 100.1, size=15.0), closes(1, "stop_loss", 95.0 * (1 - 0.5e-4), size=15.0)), config=COSTS_ON),
+    Row("costs: a short's exit fills exit_slippage_bps above the close (a take-profit close at 88: 88.0044)",
+        bars({**SHORT_BAR, "adx": 10.0, "close": 88.0, "low": 87.9}),
+        (closes(0, "take_profit", 88.0 * (1 + 0.5e-4), side="SHORT"),), start=({**HELD_LONG, "side": "SHORT", "entry_price": 100.0},),
+        base=SHORT_BAR, config=deep_merge(COSTS_ON, NO_PARTIAL)),
+]
+
+
+def test_taker_fee_is_charged_on_every_fill_notional():
+    """taker_fee_bps (4.5) of each fill's notional leaves the balance: 15 x 100.1 in, 15 x 94.99525 out."""
+    _, acct = run(COSTS[0])
+    assert acct[A.FEES] == pytest.approx(4.5e-4 * 15 * (100.1 + 95.0 * (1 - 0.5e-4)), rel=1e-12)
+
+
+TABLE = ENTRY_GATES + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + SMART_EXITS + EXITS + RANKING + FUNDING + COSTS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.rule for r in TABLE])
@@ -385,10 +696,73 @@ def test_every_gate_is_a_kernel_function_called_directly():
         (K.macd_confirms, (p, f, long), "macd_hist", 0.3),
         (K.stoch_rsi_allows, (p, f, long), "stoch_rsi_k", 0.9),
         (K.rsi_momentum, (p, f, long), "rsi", 50.0),
-        (K.atr_above_min, (p, f), "atr", 0.1),
+        (K.momentum_sign_agrees, (p, f, long), "macd_hist", -0.1),
+        (K.rsi_not_extreme, (p, f, long), "rsi", 71.0),
     ):
         assert gate(*args), gate
         col = getattr(F, field_name.upper())
         kept, f[col] = f[col], refusing
         assert not gate(*args), (gate, field_name, refusing)
         f[col] = kept
+
+
+def _held_row(**ind) -> np.ndarray:
+    """A position row of HELD_LONG (entry 100, ATR 2) with the noted main-bar indicators ``ind``."""
+    from strategy.layout import POS
+
+    ps = np.zeros(NPOS)
+    ps[POS.SIDE], ps[POS.SIZE], ps[POS.ENTRY], ps[POS.ENTRY_ATR], ps[POS.CONF] = 1.0, 10.0, 100.0, 2.0, 1.0
+    ps[POS.IND_BBW_RATIO] = 1.0
+    for k, v in ind.items():
+        ps[getattr(POS, k.upper())] = v
+    return ps
+
+
+def test_stop_loss_multiple_modifiers_in_the_reference_order():
+    """sl_atr_mult 2: x0.8 (ADX falling, underwater), x1.15 (ADX > 40 and > 0.5 ATR in profit),
+    x1.10 (ADX > 45); recomputed from the evaluation's price."""
+    p = config_from_dict({"global": COMMON}).params_for(None)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=30.0, ind_adx_slope=-1.0), 99.0) == pytest.approx(1.6)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=30.0, ind_adx_slope=-1.0), 101.0) == pytest.approx(2.0)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=41.0, ind_adx_slope=1.0), 101.2) == pytest.approx(2.3)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=41.0, ind_adx_slope=1.0), 101.0) == pytest.approx(2.0)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=46.0, ind_adx_slope=1.0), 102.0) == pytest.approx(2.0 * 1.15 * 1.1)
+    assert K.stop_loss_mult(p, _held_row(ind_adx=46.0, ind_adx_slope=-1.0), 99.0) == pytest.approx(2.0 * 0.8 * 1.1)
+
+
+def test_trailing_distance_modifiers_and_floors():
+    """Base 1 ATR: above 2 ATRs in profit it is re-chosen (ADX > 35 and rising: 1; ATR rising: 0.75;
+    else 0.5); otherwise ADX < 25 gives 0.7; the floor is 0.7 with RSI running, else 0.5; low
+    confidence reads the _low_conf values when above 0."""
+    cfg = config_from_dict({"global": deep_merge(COMMON, {"trade": {"trailing_distance_atr": 1.0}})})
+    p = cfg.params_for(None)
+    d = K.trailing_distance
+    assert d(p, _held_row(ind_adx=36.0, ind_adx_slope=1.0, ind_rsi=50.0), 2.5) == pytest.approx(1.0)
+    assert d(p, _held_row(ind_adx=30.0, ind_atr_slope=0.1, ind_rsi=50.0), 2.5) == pytest.approx(0.75)
+    assert d(p, _held_row(ind_adx=30.0, ind_atr_slope=-0.1, ind_rsi=50.0), 2.5) == pytest.approx(0.5)
+    assert d(p, _held_row(ind_adx=30.0, ind_atr_slope=-0.1, ind_rsi=65.0), 2.5) == pytest.approx(0.7)
+    assert d(p, _held_row(ind_adx=20.0, ind_rsi=50.0), 1.5) == pytest.approx(0.7)
+    assert d(p, _held_row(ind_adx=30.0, ind_rsi=50.0, ind_bbw_ratio=1.3), 1.5) == pytest.approx(1.25)
+    assert d(p, _held_row(ind_adx=30.0, ind_rsi=50.0, ind_bbw_ratio=1.2), 1.5) == pytest.approx(1.0)
+    low = config_from_dict({"global": deep_merge(COMMON, {"trade": {"trailing_distance_atr": 1.0,
+                                                                    "trailing_distance_atr_low_conf": 2.0}})})
+    assert d(low.params_for(None), _held_row(ind_adx=30.0, ind_rsi=50.0, conf=0.0), 1.5) == pytest.approx(2.0)
+    assert d(low.params_for(None), _held_row(ind_adx=30.0, ind_rsi=50.0, conf=1.0), 1.5) == pytest.approx(1.0)
+
+
+def test_reentry_cooldown_is_not_held_after_a_signal_flip():
+    """PESC holds a same-side re-entry after a stop, never after a close by signal flip."""
+    from strategy.layout import POS, R
+
+    p = config_from_dict({"global": COMMON}).params_for(None)
+    ps = np.zeros(NPOS)
+    ps[POS.LAST_EXIT_T], ps[POS.LAST_EXIT_SIDE] = T0, 1.0
+    ps[POS.LAST_EXIT_REASON] = R.STOP_LOSS
+    assert K.reentry_blocked(p, ps, 1.0, 30.0, float(T0 + H))
+    assert not K.reentry_blocked(p, ps, -1.0, 30.0, float(T0 + H))
+    assert not K.reentry_blocked(p, ps, 1.0, 30.0, float(T0 + 3 * H))
+    ps[POS.LAST_EXIT_REASON] = R.SIGNAL_FLIP
+    assert not K.reentry_blocked(p, ps, 1.0, 30.0, float(T0 + H))
+    assert K.reentry_cooldown_ms(p, 30.0) == pytest.approx(135 * 60_000)
+    assert K.reentry_cooldown_ms(p, 20.0) == pytest.approx(180 * 60_000)
+    assert K.reentry_cooldown_ms(p, 45.0) == pytest.approx(45 * 60_000)

@@ -28,7 +28,8 @@ GRID = {
         {"path": "trade.sl_atr_mult", "values": [1.5, 2.5, 3.5]},
         {"path": "trade.tp_atr_mult", "values": [3.0, 6.0]},
         {"path": "indicators.ema_fast_window", "values": [8, 12, 20]},
-        {"path": "thresholds.entry.min_adx", "values": [15, 22, 30]},
+        {"path": "thresholds.entry.min_adx", "values": [15, 22]},
+        {"path": "engine.exit_fill", "values": ["close", "touch"]},
     ],
     "lookback": 60,
     "initial_balance": 10_000,
@@ -64,7 +65,7 @@ def base():
 @pytest.fixture(scope="module")
 def cpu_rows(md, base):
     res = run_sweep(base, parse_sweep_spec(GRID), md, None, backend="cpu", progress=False)
-    assert res.backend == "cpu" and res.candidates_evaluated == 54
+    assert res.backend == "cpu" and res.candidates_evaluated == 72
     return res.rows
 
 
@@ -88,7 +89,7 @@ def test_cpu_sweep_equals_canonical_replay_for_every_candidate(md, base, cpu_row
         for f in ("max_drawdown_pct", "win_rate", "profit_factor"):
             assert row[f] == pytest.approx(rep[f], rel=1e-9, abs=1e-12), (f, row["overrides"])
         traded += row["total_trades"] > 0
-    assert traded >= 40  # the grid exercises real trading, not 54 idle candidates
+    assert traded >= 54  # the grid exercises real trading, not 72 idle candidates
 
 
 def test_trace_mode_trade_lists_equal_replay(md, base, cpu_rows):
@@ -106,8 +107,8 @@ def test_trace_mode_trade_lists_equal_replay(md, base, cpu_rows):
 
 def test_cudasim_backend_equals_cpu_backend(md, base):
     """The CUDA kernel itself (numba's simulator) on a slice: same trades, PnL to 1e-9 relative."""
-    spec = {**GRID, "axes": [GRID["axes"][0], GRID["axes"][2]]}
-    spec["axes"] = [{**spec["axes"][0], "values": [1.5, 3.5]}, {**spec["axes"][1], "values": [8, 20]}]
+    spec = {**GRID, "axes": [GRID["axes"][0], GRID["axes"][2], GRID["axes"][4]]}
+    spec["axes"] = [{**spec["axes"][0], "values": [1.5]}, {**spec["axes"][1], "values": [8, 20]}, spec["axes"][2]]
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT, str(DATA / "candles_1h.db"), str(SIM_BARS),
                            json.dumps(spec)], capture_output=True, text=True, env=env, timeout=120)

@@ -2,7 +2,7 @@
 
 Rules (config keys in brackets):
 - Every order is a taker fill at the decision price moved against us by the slippage
-  [trade.slippage_bps]; its fee is [trade.taker_fee_bps] of the filled notional and leaves the
+  ([trade.slippage_bps] for opens and adds, [trade.exit_slippage_bps] for reduces and closes); its fee is [trade.taker_fee_bps] of the filled notional and leaves the
   balance at once. Opens and adds share one fill function (``taker_entry_fill``); reduces and
   closes fill in ``close_position``.
 - An open commits its margin (notional / leverage) and takes a place under
@@ -25,8 +25,15 @@ from __future__ import annotations
 import math
 
 from strategy.features import F
+from strategy.kernel.entries import effective_min_adx, entry_atr
 from strategy.kernel.registry import BPS, MS_PER_MINUTE, NEVER, kernel_function
-from strategy.kernel.sizing import capped_notional, confidence_mult, entry_leverage, take_profit_mult
+from strategy.kernel.sizing import (
+    capped_notional,
+    confidence_mult,
+    entry_leverage,
+    market_size_mult,
+    take_profit_mult,
+)
 from strategy.layout import ACT, FL, POS, A, R, T
 from strategy.params import P
 
@@ -91,6 +98,9 @@ def init_state(pos, acct, initial_balance):
         ps[POS.LAST_EXIT_T] = NEVER
         ps[POS.LAST_ADD_T] = NEVER
         ps[POS.LAST_CLOSE] = math.nan
+        ps[POS.PREV_CLOSE] = math.nan
+        ps[POS.LAST_EMA_SLOW] = math.nan
+        ps[POS.PREV_EMA_SLOW] = math.nan
     for j in range(A.N):
         acct[j] = 0.0
     acct[A.BALANCE] = initial_balance
@@ -102,10 +112,18 @@ def init_state(pos, acct, initial_balance):
 
 
 @kernel_function
+def survives_close(j):
+    """Columns of a position row that belong to the symbol, not the position: kept when it closes."""
+    return (j == POS.LAST_CLOSE or j == POS.PREV_CLOSE or j == POS.LAST_EXIT_T or j == POS.LAST_EXIT_SIDE
+            or j == POS.LAST_EXIT_REASON or j == POS.LAST_EMA_SLOW or j == POS.PREV_EMA_SLOW)
+
+
+@kernel_function
 def reset_position(ps, t):
-    """A flat row after a full close at ``t``; the last close survives (marks), the reentry clock starts."""
+    """A flat row after a full close at ``t``; the symbol's columns survive (``survives_close``),
+    the reentry clock starts."""
     for j in range(POS.N):
-        if j != POS.LAST_CLOSE:
+        if not survives_close(j):
             ps[j] = 0.0
     ps[POS.LAST_EXIT_T] = t
     ps[POS.LAST_ADD_T] = NEVER
@@ -121,7 +139,7 @@ def drop_position(pos, acct, s):
     acct[A.MARGIN_USED] -= ps[POS.MARGIN]
     acct[A.OPEN_COUNT] -= 1.0
     for j in range(POS.N):
-        if j != POS.LAST_CLOSE and j != POS.LAST_EXIT_T:
+        if not survives_close(j):
             ps[j] = 0.0
     ps[POS.LAST_ADD_T] = NEVER
 
@@ -159,6 +177,24 @@ def resize_position(pos, acct, s, size, entry, opened_now):
 
 
 @kernel_function
+def note_indicators(ps, f):
+    """Keep the main bar's indicators the exits read (stop and trailing modifiers) on the position:
+    the exits on the next bar's exit sub-bars read them, as the bar's own are not known until its
+    close."""
+    prev_atr = ps[POS.IND_ATR]
+    ps[POS.IND_ATR_SLOPE] = f[F.ATR] - prev_atr if prev_atr > 0.0 else 0.0
+    ps[POS.IND_ATR] = f[F.ATR]
+    ps[POS.IND_ADX] = f[F.ADX]
+    ps[POS.IND_ADX_SLOPE] = f[F.ADX_SLOPE]
+    avg = f[F.BB_WIDTH_AVG]
+    ps[POS.IND_BBW_RATIO] = f[F.BB_WIDTH] / avg if avg > 0.0 else 1.0
+    ps[POS.IND_RSI] = f[F.RSI]
+    ps[POS.HIST_B3] = ps[POS.HIST_B2]
+    ps[POS.HIST_B2] = ps[POS.HIST_B1]
+    ps[POS.HIST_B1] = f[F.MACD_HIST_PREV]
+
+
+@kernel_function
 def taker_entry_fill(acct, p, close, side, notional, margin):
     """Buy (long) or sell (short) ``notional`` worth at the close as a taker, for an open or an add:
     the price moves [trade.slippage_bps] against us, the fee is [trade.taker_fee_bps] of the filled
@@ -175,7 +211,9 @@ def taker_entry_fill(acct, p, close, side, notional, margin):
 
 @kernel_function
 def close_position(pos, acct, params, s, t, decision_price, fraction, reason, atr, adx, rsi, fills, trades):
-    """Sell (long) or buy back (short) ``fraction`` of the position; fraction >= 1 closes it."""
+    """Sell (long) or buy back (short) ``fraction`` of the position; fraction >= 1 closes it. The
+    fill is the decision price moved [trade.exit_slippage_bps] against us, the fee
+    [trade.taker_fee_bps] of the filled notional."""
     p = params[s]
     ps = pos[s]
     side = ps[POS.SIDE]
@@ -184,7 +222,7 @@ def close_position(pos, acct, params, s, t, decision_price, fraction, reason, at
     size = size_before if full else size_before * fraction
     if not full and not size > 0.0:
         return  # a zero-size reduce is no order: nothing to fill or record
-    price = decision_price * (1.0 - side * p[P.SLIPPAGE_BPS] * BPS)
+    price = decision_price * (1.0 - side * p[P.EXIT_SLIPPAGE_BPS] * BPS)
     notional = price * size
     fee = notional * p[P.TAKER_FEE_BPS] * BPS
     pnl = (price - ps[POS.ENTRY]) * size * side
@@ -208,6 +246,8 @@ def close_position(pos, acct, params, s, t, decision_price, fraction, reason, at
         acct[A.MARGIN_USED] -= ps[POS.MARGIN]
         acct[A.OPEN_COUNT] -= 1.0
         reset_position(ps, t)
+        ps[POS.LAST_EXIT_SIDE] = side
+        ps[POS.LAST_EXIT_REASON] = reason
     else:
         released = ps[POS.MARGIN] * fraction
         ps[POS.MARGIN] -= released
@@ -222,8 +262,9 @@ def open_position(pos, acct, params, feat, s, t, side, conf, equity, fills):
     f = feat[s]
     ps = pos[s]
     close = f[F.CLOSE]
-    atr = f[F.ATR]
-    margin = equity * p[P.ALLOCATION_PCT] * confidence_mult(p, conf) * p[P.SIZE_MULTIPLIER]
+    atr = entry_atr(p, f)
+    margin = (equity * p[P.ALLOCATION_PCT] * confidence_mult(p, conf) * p[P.SIZE_MULTIPLIER]
+              * market_size_mult(p, f[F.ADX], atr, close))
     lev = entry_leverage(p, conf)
     notional = capped_notional(p, acct, margin, lev, equity)
     if notional <= 0.0:
@@ -247,6 +288,11 @@ def open_position(pos, acct, params, feat, s, t, side, conf, equity, fills):
     ps[POS.LEVERAGE] = lev
     ps[POS.CONF] = conf
     ps[POS.TP_MULT] = take_profit_mult(p, f[F.ADX])
+    ps[POS.ENTRY_ADX_THRESHOLD] = effective_min_adx(p, f)
+    ps[POS.HIST_B1] = math.nan  # the histogram history starts with this position
+    ps[POS.HIST_B2] = math.nan
+    ps[POS.HIST_B3] = math.nan
+    note_indicators(ps, f)
     ps[POS.TRADE_PNL] = 0.0
     ps[POS.TRADE_FEES] = fee
     ps[POS.TRADE_FUNDING] = 0.0
@@ -302,10 +348,23 @@ def add_to_position(pos, acct, params, feat, s, t, conf, equity, fills):
     ps[POS.MARGIN] += margin
     ps[POS.ADDS] += 1.0
     ps[POS.LAST_ADD_T] = t
+    reanchor_stop(p, ps)
     ps[POS.TRADE_FEES] += fee
     record_fill(fills, acct, t, s, ACT.ADD, side, price, close, size, fill_notional, fee, 0.0, R.PYRAMID, conf,
                 f[F.ATR], f[F.ADX], f[F.RSI])
     return True
+
+
+@kernel_function
+def reanchor_stop(p, ps):
+    """After an add, a stop that is still the stop-loss is measured from the new average entry, as
+    the targets are (never loosening it): risk per position does not grow with each add (the
+    review's §6.1). With exit_fill close the stop is recomputed from the average entry anyway."""
+    if ps[POS.STOP_REASON] != R.STOP_LOSS:
+        return
+    stop = ps[POS.ENTRY] - ps[POS.SIDE] * p[P.SL_ATR_MULT] * ps[POS.ENTRY_ATR]
+    if (stop - ps[POS.STOP]) * ps[POS.SIDE] > 0.0:
+        ps[POS.STOP] = stop
 
 
 @kernel_function

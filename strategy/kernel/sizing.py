@@ -11,8 +11,7 @@ Rules (config keys in brackets):
   "no new risk").
 - Margin cap: the order is refused when the margin in use plus its margin would exceed
   [trade.max_total_margin_pct] x equity.
-- Take-profit multiple fixed at entry: [thresholds.tp_and_momentum.tp_mult_strong] when ADX >
-  [adx_strong_gt], [tp_mult_weak] when ADX < [adx_weak_lt], else [trade.tp_atr_mult].
+- Take-profit multiple fixed at entry: [trade.tp_atr_mult].
 """
 
 from __future__ import annotations
@@ -41,11 +40,37 @@ def confidence_mult(p, conf):
 
 
 @kernel_function
+def clamp(x, lo, hi):
+    return lo if x < lo else (hi if x > hi else x)
+
+
+@kernel_function
+def market_size_mult(p, adx, atr, close):
+    """With [trade.enable_dynamic_sizing] the margin also scales with the trend and the volatility:
+    x clamp(ADX / [adx_sizing_full_adx], [adx_sizing_min_mult], 1) (weaker trends smaller) x
+    clamp([vol_baseline_pct] / (ATR / close), [vol_scalar_min], [vol_scalar_max]) (wilder markets
+    smaller); 1 without dynamic sizing."""
+    if p[P.ENABLE_DYNAMIC_SIZING] == 0.0:
+        return 1.0
+    adx_mult = clamp(adx / p[P.ADX_SIZING_FULL_ADX], p[P.ADX_SIZING_MIN_MULT], 1.0)
+    atr_pct = atr / close
+    vol_mult = p[P.VOL_SCALAR_MAX]
+    if atr_pct > 0.0:
+        vol_mult = clamp(p[P.VOL_BASELINE_PCT] / atr_pct, p[P.VOL_SCALAR_MIN], p[P.VOL_SCALAR_MAX])
+    return adx_mult * vol_mult
+
+
+@kernel_function
 def entry_leverage(p, conf):
-    """The leverage of a new position [trade.leverage, enable_dynamic_leverage, leverage_*]."""
-    if p[P.ENABLE_DYNAMIC_LEVERAGE] == 0.0:
-        return p[P.LEVERAGE]
-    return tier_value(p, conf, P.LEVERAGE_HIGH, P.LEVERAGE_MEDIUM, P.LEVERAGE_LOW)
+    """The leverage of a new position [trade.leverage, enable_dynamic_leverage, leverage_*], at
+    most [trade.leverage_max_cap] when that is above 0."""
+    lev = p[P.LEVERAGE]
+    if p[P.ENABLE_DYNAMIC_LEVERAGE] != 0.0:
+        lev = tier_value(p, conf, P.LEVERAGE_HIGH, P.LEVERAGE_MEDIUM, P.LEVERAGE_LOW)
+    cap = p[P.LEVERAGE_MAX_CAP]
+    if cap > 0.0 and lev > cap:
+        return cap
+    return lev
 
 
 @kernel_function
@@ -68,21 +93,25 @@ def sized_notional(p, margin, lev):
 
 @kernel_function
 def capped_notional(p, acct, margin, lev, equity):
-    """``sized_notional``, or 0 when its margin would break the cap [trade.max_total_margin_pct]."""
+    """``sized_notional`` within the margin cap [trade.max_total_margin_pct]: with no headroom left
+    nothing; an entry whose margin would break the cap is scaled down to the headroom, and skipped
+    when that is under the minimum notional (a bump would break the cap again)."""
     notional = sized_notional(p, margin, lev)
     if notional <= 0.0:
         return 0.0
-    if acct[A.MARGIN_USED] + notional / lev > p[P.MAX_TOTAL_MARGIN_PCT] * equity:
+    headroom = p[P.MAX_TOTAL_MARGIN_PCT] * equity - acct[A.MARGIN_USED]
+    if not headroom > 0.0:
         return 0.0
+    if notional / lev > headroom:
+        notional = headroom * lev
+        if notional < p[P.MIN_NOTIONAL_USD]:
+            return 0.0
     return notional
 
 
 @kernel_function
 def take_profit_mult(p, adx):
-    """The take-profit ATR multiple fixed at entry [tp_and_momentum.adx_strong_gt, adx_weak_lt,
-    tp_mult_strong, tp_mult_weak; trade.tp_atr_mult]."""
-    if adx > p[P.ADX_STRONG_GT]:
-        return p[P.TP_MULT_STRONG]
-    if adx < p[P.ADX_WEAK_LT]:
-        return p[P.TP_MULT_WEAK]
+    """The take-profit ATR multiple of a new position: [trade.tp_atr_mult], for every position (the
+    reference backtester's rule; its ADX-tiered tp_mult_strong/weak are computed there but never
+    applied, and are accepted here as keys that do not act)."""
     return p[P.TP_ATR_MULT]
