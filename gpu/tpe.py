@@ -34,6 +34,7 @@ import shlex
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -206,8 +207,11 @@ def _arithmetic_step(values: tuple) -> float | None:
     if len(values) < 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
         return None
     diffs = np.diff(np.asarray(values, dtype=np.float64))
-    step = float(diffs[0])
+    step = float(f"{float(diffs[0]):.12g}")  # 0.5 - 0.4 is 0.09999999999999998: the axis means 0.1
     if step <= 0 or not np.allclose(diffs, step, rtol=1e-9, atol=1e-12):
+        return None
+    span = Decimal(str(float(values[-1]))) - Decimal(str(float(values[0])))
+    if span % Decimal(str(step)) != 0:  # optuna would move `high` off the last value (and refuse it)
         return None
     return step
 

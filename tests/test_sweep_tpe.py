@@ -384,3 +384,23 @@ def test_unusable_storage_is_one_line_and_exit_2(tmp_path, url, reason):
     spec = parse_sweep_spec(SPEC)
     with pytest.raises(ValueError, match=r"^--storage "):
         run_tpe(spec, lambda idx: fake_metrics(spec, idx), trials=4, batch=4, storage=url)
+
+
+def test_every_axis_of_the_shipped_specs_is_a_distribution_holding_all_its_values():
+    """A float step read off the values (0.5 - 0.4 = 0.09999999999999998) once made optuna move
+    `high` below the last value and refuse it mid-run: every shipped axis must hold all its values."""
+    import warnings
+
+    from gpu.spec import load_sweep_spec
+    from gpu.tpe import axis_distribution
+    from strategy.config import config_from_dict
+
+    base = config_from_dict({})
+    for name in ("smoke.yaml", "full.yaml"):
+        spec = load_sweep_spec(Path(__file__).resolve().parents[1] / "config" / "sweeps" / name, base)
+        for axis in spec.axes:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                dist = axis_distribution(axis)
+            for value in axis.values:
+                assert dist._contains(dist.to_internal_repr(value)), (name, axis.path, value, dist)
