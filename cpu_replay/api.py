@@ -14,7 +14,6 @@ from cpu_replay.engine import NCURVE, EngineState, replay_loop
 from cpu_replay.report import (
     daily_returns,
     equity_curve,
-    iso_utc,
     metrics_to_dict,
     per_symbol_stats,
     trace_checksum,
@@ -24,6 +23,7 @@ from cpu_replay.report import (
 from cpu_replay.state_io import apply_init_state
 from cpu_replay.subbars import SubBars, build_sub_bars
 from marketdata.candles import exclude_symbols
+from marketdata.sanity import iso_ms
 from strategy.kernel import KERNEL_CPU
 from strategy.layout import (
     A_BALANCE,
@@ -219,7 +219,7 @@ def _report(cfg, md, metrics, state, fills, trades, equity, start_idx, end_idx, 
         "daily_returns": daily_returns(md.times, equity, start_idx, end_idx, initial, final),
     }
     report["max_drawdown_pct"] = m["max_drawdown_pct"]
-    report["start_utc"], report["end_utc"] = iso_utc(report["start_ms"]), iso_utc(report["end_ms"])
+    report["start_utc"], report["end_utc"] = iso_ms(report["start_ms"]), iso_ms(report["end_ms"])
     report["daily_return_days"] = utc_days(md.times, start_idx, end_idx)
     if with_trades:
         report["trades"] = [with_utc(t) for t in trade_dicts(trades, symbols)]

@@ -13,7 +13,6 @@ import json
 import math
 import sqlite3
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -24,9 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 from cpu_replay.api import ReplayError, run_replay
-from cpu_replay.report import iso_utc
 from cpu_replay.state_io import InitStateError, load_init_state
 from marketdata.intervals import parse_time_ms
+from marketdata.sanity import iso_ms
 from strategy.cli_io import OutputError, ReadError, check_output_path, one_line, reading
 from strategy.cli_io import write_output as write_output_file
 
@@ -195,14 +194,10 @@ def summary_table(report: dict) -> Table:
             ("profit factor", f"{report['profit_factor']:.3f}"),
             ("max drawdown", f"{report['max_drawdown_pct'] * 100:.2f}%"), ("sharpe", f"{report['sharpe']:.3f}"),
             ("fees", f"{report['total_fees']:,.2f}"), ("funding", f"{report['total_funding']:,.2f}"),
-            ("window", f"{_iso(report['start_ms'])} .. {_iso(report['end_ms'])}"))
+            ("window", f"{iso_ms(report['start_ms'])} .. {iso_ms(report['end_ms'])}"))
     for label, value in rows:
         table.add_row(label, value)
     return table
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 @app.command()
@@ -342,7 +337,7 @@ def dump_indicators(
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(("t", "time_utc") + INDICATOR_COLUMNS)
     for t, row in zip(times, values, strict=True):
-        writer.writerow([int(t), iso_utc(int(t))] + ["" if np.isnan(x) else repr(float(x)) for x in row])
+        writer.writerow([int(t), iso_ms(int(t))] + ["" if np.isnan(x) else repr(float(x)) for x in row])
     write_output(buf.getvalue().rstrip("\n"), output)
     if from_db:
         err.print(f"interval {iv} (from the candles DB)", highlight=False)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from marketdata.sanity import iso_ms
 from strategy.layout import METRIC_NAMES, T_FEES, T_FUNDING, T_PNL, T_SYM
 
 MS_PER_DAY = 86_400_000
@@ -49,18 +50,13 @@ def daily_returns(times: np.ndarray, equity: np.ndarray, start_idx: int, end_idx
     return out
 
 
-def iso_utc(ms: int) -> str:
-    """Epoch ms as a person reads it: 2018-01-15T09:30:00Z."""
-    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def with_utc(row: dict) -> dict:
     """A fill or trade record with an ISO UTC twin beside each epoch-ms time (t_ms -> time_utc,
     entry_time_ms -> entry_time_utc): machines keep the ms, people read the date."""
     out = dict(row)
     for key, value in row.items():
         if key.endswith("_ms") and isinstance(value, int):
-            out["time_utc" if key == "t_ms" else key[:-3] + "_utc"] = iso_utc(value)
+            out["time_utc" if key == "t_ms" else key[:-3] + "_utc"] = iso_ms(value)
     return out
 
 

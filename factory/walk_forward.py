@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from cpu_replay.report import iso_utc
+from marketdata.sanity import iso_ms
 
 DAY_MS = 86_400_000
 
@@ -142,7 +142,7 @@ def run_fold(fold: Fold, md, funding, exit_md, *, sweep_fn: SweepFn, pick_fn: Pi
         row[f"{side}_daily_return"] = row[key]["daily_return"]
     row["oos_day_end_ms"] = _day_ends(md.times[fold.oos_start:fold.oos_end], row["oos_end_ms"])
     for key in ("data_start_ms", "is_start_ms", "is_end_ms", "oos_start_ms", "oos_end_ms"):
-        row[key[:-3] + "_utc"] = iso_utc(row[key])  # the windows as a person reads them
+        row[key[:-3] + "_utc"] = iso_ms(row[key])  # the windows as a person reads them
     return row
 
 

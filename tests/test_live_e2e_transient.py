@@ -27,12 +27,15 @@ def test_one_failed_read_of_each_kind_is_retried_and_trading_goes_on(tmp_path):
     world = quick_retries(LiveWorld(tmp_path))
     try:
         world.start()
-        for action in ("meta", "updateLeverage", "clearinghouseState", "userFills"):
+        kinds = ("meta", "updateLeverage", "userFills")  # read on the way to the first position
+        for action in kinds:
             world.ex.faults.fail_next(action, status=502)
         run_until_position(world)
-        world.ex.faults.fail_next("clearinghouseState", status=502)
+        assert [world.ex.faults.take(a) for a in kinds] == [None] * 3, "every planted 502 was met by a read"
+        world.ex.faults.fail_next("clearinghouseState", status=502)  # read by the close's size check
         for _ in range(40):  # through the first close as well
             world.step()
+        assert world.ex.faults.take("clearinghouseState") is None, "the planted 502 was met by a read"
         assert_agree(world)
         assert audits(tmp_path / "live.db", "EXCHANGE_UNREACHABLE") == []
     finally:
