@@ -344,9 +344,9 @@ def summary_line(res: dict) -> str:
     text = f"exits {res['matched']}/{res['exits_total']} matched"
     if d["median"] is not None:
         text += (f", delay median {d['median'] / 1000:.1f} s worst {d['worst'] / 1000:.1f} s "
-                 f"(limits {lim['max_median_delay_ms'] / 1000:.0f}/{lim['max_delay_ms'] / 1000:.0f} s), "
+                 f"(limits {lim['max_median_delay_ms'] / 1000:g} s median, {lim['max_delay_ms'] / 1000:g} s each), "
                  f"adverse median {p['median']:.1f} bps worst {p['worst']:.1f} bps "
-                 f"(limits {lim['max_median_adverse_bps']:g}/{lim['max_adverse_bps']:g} bps)")
+                 f"(limits {lim['max_median_adverse_bps']:g} bps median, {lim['max_adverse_bps']:g} bps each)")
     return text
 
 

@@ -5,6 +5,7 @@ and limits. The expected numbers are worked by hand from the rows below."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -204,3 +205,132 @@ def test_limits_cannot_be_disabled():
     for bad in (float("nan"), float("inf"), -1.0):
         with pytest.raises(ValueError, match="must be a finite number >= 0"):
             ea.Limits(bad, 1.0, 1.0, 1.0).check()
+
+
+# --- the scheduled gate, for real -------------------------------------------------------------
+def gate(tmp_path, env_over: dict, *flags: str, now_ms: int):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_promotion_replay_gate import TOOL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AI_QUANT_", "HL_"))}
+    env.update({"AI_QUANT_REPLAY_GATE_BUNDLE_ROOT": str(tmp_path / "gate"),
+                "AI_QUANT_REPLAY_GATE_BLOCKER_FILE": str(tmp_path / "gate" / "release_blocker.json"), **env_over})
+    res = subprocess.run([sys.executable, str(TOOL), "--now-ms", str(now_ms), *flags], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    blocker = json.loads((tmp_path / "gate" / "release_blocker.json").read_text())
+    report = json.loads((tmp_path / "gate" / "release_blocker.json").parent.joinpath(
+        blocker["report_path"]).read_text())
+    return res, blocker, report
+
+
+def test_cli_a_corrupt_exit_row_blocks_in_one_line(tmp_path):
+    from tests.test_promotion_replay_gate import _inputs
+
+    env = _inputs(tmp_path, b"")
+    with sqlite3.connect(env["AI_QUANT_REPLAY_GATE_PAPER_DB"]) as con:
+        con.execute("INSERT INTO trades (timestamp, symbol, type, action, price, size) "
+                    "VALUES ('2025-06-15T11:00:05', 'BTC', 'LONG', 'CLOSE', NULL, 1.0)")
+    res, blocker, report = gate(tmp_path, env, now_ms=T0 + 2 * M)
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert blocker["blocked"] is True and blocker["reason_codes"] == ["state_initialisation_gap"]
+    assert blocker["detail"].endswith("trades id 2: exit price None is not a positive number")
+    assert report["blocked"] is True and "exit_alignment" not in report and "exit_alignment" not in blocker
+    text = (tmp_path / "gate").glob("bundle_*/alignment_report.txt").__next__().read_text()
+    assert text.startswith("Replay alignment gate: BLOCKED (state_initialisation_gap)")
+
+
+@pytest.mark.parametrize("flags, env, message", [
+    (("--max-exit-delay-s", "abc"), {}, "--max-exit-delay-s 'abc' is not a number"),
+    (("--max-exit-adverse-bps", "-5"), {}, "--max-exit-adverse-bps=-5.0 must be a finite number >= 0"),
+    ((), {"AI_QUANT_REPLAY_GATE_MAX_MEDIAN_EXIT_DELAY_S": "nan"},
+     "AI_QUANT_REPLAY_GATE_MAX_MEDIAN_EXIT_DELAY_S=nan must be a finite number >= 0"),
+])
+def test_cli_a_bad_exit_limit_blocks_in_one_line(tmp_path, flags, env, message):
+    from tests.test_promotion_replay_gate import _inputs
+
+    res, blocker, _ = gate(tmp_path, {**_inputs(tmp_path, b""), **env}, *flags, now_ms=T0 + 2 * M)
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert blocker["blocked"] is True and blocker["reason_codes"] == ["scheduler_unhandled_exception"]
+    assert message in blocker["detail"]
+
+
+def _trader_db(path, fills, late: dict[int, tuple[int, float]], drop: set[int]):
+    """A paper-style trading DB of the replay's fills; fill i gets (delay ms, adverse bps) from `late`
+    (default 5 s, 0 bps) and is left out when in `drop`."""
+    con = open_trading_db(path)
+    insert_trade(con, {"timestamp": iso_utc(fills[0]["t_ms"] - 7 * IV), "symbol": "SYSTEM", "action": "SYSTEM",
+                       "balance": 10_000.0})
+    for i, f in enumerate(fills):
+        if i in drop:
+            continue
+        delay, bps = late.get(i, (5_000, 0.0))
+        worse = -1 if (f["side"] == "LONG") == (f["action"] in ("REDUCE", "CLOSE")) else 1
+        insert_trade(con, {"timestamp": iso_utc(f["t_ms"] + delay), "symbol": f["symbol"], "type": f["side"],
+                           "action": f["action"], "price": f["price"] * (1 + worse * bps / 1e4), "size": f["size"],
+                           "reason": f["reason"], "balance": f["balance"], "entry_atr": f["atr"]})
+    con.commit()
+    con.close()
+    return path
+
+
+def test_cli_reports_exit_delays_and_prices_on_real_candles(tmp_path, shared_data):
+    """Real Hyperliquid BTC candles, the canonical replay, and trading DBs made of its fills: one
+    faithful (5 s late, same prices) passes with the exit table in the report; one with an exit
+    50 bps worse, one 4 min late and one missing fails with the figures worked out below."""
+    from cpu_replay.api import run_replay
+    from marketdata.candles import load_market_data
+    from strategy.config import config_from_dict
+
+    candles = shared_data / "hyperliquid" / "candles_1h.db"
+    md = load_market_data(str(candles), "1h")
+    fills = [f for f in run_replay(config_from_dict({"global": {"engine": {"interval": "1h"}}}), md)["fills"]
+             if f["action"] != "FUNDING"]
+    # a flat moment followed, within ten bars, by at least three exits
+    held, lo = set(), None
+    for i, f in enumerate(fills[:-1]):
+        held.symmetric_difference_update({f["symbol"]} if f["action"] in ("OPEN", "CLOSE") else set())
+        nxt = fills[i + 1]["t_ms"]
+        if not held and sum(nxt <= g["t_ms"] <= nxt + 9 * IV and g["action"] in ("REDUCE", "CLOSE") for g in fills) >= 3:
+            lo = nxt
+            break
+    assert lo is not None
+    hi = lo + 9 * IV
+    window = [f for f in fills if f["t_ms"] <= hi]
+    exits = [i for i, f in enumerate(window) if lo <= f["t_ms"] and f["action"] in ("REDUCE", "CLOSE")]
+    (tmp_path / "cfg.yaml").write_text("global:\n  engine:\n    interval: 1h\n")
+    env = {"AI_QUANT_REPLAY_GATE_CANDLES_DB": str(candles), "AI_QUANT_REPLAY_GATE_CONFIG": str(tmp_path / "cfg.yaml"),
+           "AI_QUANT_REPLAY_GATE_WARMUP_BARS": "5000", "AI_QUANT_REPLAY_GATE_WINDOW_MINUTES": "600"}
+
+    db = _trader_db(tmp_path / "faithful.db", window, {}, set())
+    res, blocker, report = gate(tmp_path, {**env, "AI_QUANT_REPLAY_GATE_PAPER_DB": str(db)}, now_ms=hi + 2 * M)
+    assert res.returncode == 0, res.stderr
+    ex = report["exit_alignment"]
+    assert ex["ok"] and ex["matched"] == ex["exits_total"] == len(exits) >= 3
+    assert ex["delay_ms"] == {"median": 5_000.0, "worst": 5_000.0} and ex["adverse_bps"]["worst"] == pytest.approx(0)
+    assert ex["limits"]["max_delay_ms"] == IV + 2_000       # no exit interval: one main bar + 2 s grace
+    assert blocker["exit_alignment"]["matched"] == len(exits) and "exits" not in blocker["exit_alignment"]
+    assert f"exits {len(exits)}/{len(exits)} matched, delay median 5.0 s worst 5.0 s" in res.stdout
+
+    first, second, third = exits[:3]
+    db = _trader_db(tmp_path / "drifted.db", window, {first: (5_000, 50.0), second: (240_000, 0.0)}, {third})
+    res, blocker, report = gate(tmp_path, {**env, "AI_QUANT_REPLAY_GATE_PAPER_DB": str(db)},
+                                "--max-exit-delay-s", "120", now_ms=hi + 2 * M)
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    ex = report["exit_alignment"]
+    # matched: 5 s / 50 bps, 240 s / 0 bps (+ any later exits at 5 s / 0): the missing one fails on its own
+    delays = sorted([5_000, 240_000] + [5_000] * (len(exits) - 3))
+    assert ex["matched"] == len(exits) - 1 and ex["replay_only"] == 1
+    assert ex["delay_ms"]["worst"] == 240_000 and ex["adverse_bps"]["worst"] == pytest.approx(50.0)
+    assert ex["delay_ms"]["median"] == pytest.approx(sorted(delays)[len(delays) // 2] if len(delays) % 2 else
+                                                     (delays[len(delays) // 2 - 1] + delays[len(delays) // 2]) / 2)
+    assert ex["limits"]["max_delay_ms"] == 120_000
+    assert {"exit_unmatched", "exit_delay_limit_exceeded"} <= set(blocker["reason_codes"])
+    assert ("exit_price_limit_exceeded" in blocker["reason_codes"]) == (len(exits) == 3)  # median 25 bps > 20
+    missing = [x for x in ex["exits"] if x["status"] == "replay_only"]
+    assert [x["replay"]["t_ms"] for x in missing] == [window[third]["t_ms"]]
+    text = (Path(blocker["bundle_dir"]) / "alignment_report.txt").read_text()
+    assert "replay_only" in text and "max_delay_ms" in text and "verdict: FAIL" in text
