@@ -128,6 +128,10 @@ def test_exits_on_one_side_only_are_reported_and_fail(tmp_path):
     assert not res["ok"]
     ltc = [x for x in res["exits"] if x["symbol"] == "LTC"][0]
     assert ltc["entry_ms"] is None and ltc["breaks"] == ["unmatched"]
+    text = ea.text_table(res)
+    assert "\nlive_only   LTC      LONG  ?" in text and "verdict: FAIL: exit_unmatched, exit_delay" in text
+    sol_line = [line for line in text.splitlines() if line.startswith("matched     SOL")][0]
+    assert "263.16" in sol_line and "stop_loss / protective_stop" in sol_line and sol_line.endswith("max_adverse_bps")
 
 
 def test_limits_decide_the_verdict(tmp_path):

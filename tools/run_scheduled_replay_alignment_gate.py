@@ -365,7 +365,11 @@ def main(now_ms: int = typer.Option(None, "--now-ms", help="evaluate as of this 
     result.setdefault("window", window)
     payload = {"generated_at_ms": now, "blocked": blocked, **result}
     write_json_atomic(report_path, payload)
-    write_text_atomic(bundle / "alignment_report.txt", human_report(payload))
+    try:
+        text = human_report(payload)
+    except Exception as exc:  # noqa: BLE001 - the people's copy must never keep the blocker from being written
+        text = f"Replay alignment gate: {'BLOCKED' if blocked else 'PASS'} (see {report_path}; text report failed: {exc!r})\n"
+    write_text_atomic(bundle / "alignment_report.txt", text)
     last_passed = now if not blocked else _previous_last_passed(blocker)
     write_blocker(blocker, blocked, codes, str(report_path), result.get("window") or window, last_passed,
                   bundle_dir=str(bundle), generated_at_ms=now, detail=detail, exit_alignment=_exit_summary(result))
