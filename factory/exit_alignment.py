@@ -248,10 +248,20 @@ def adverse_bps(side: str, live_price: float, replay_price: float) -> float:
     return diff / replay_price * 1e4
 
 
-def _key(e: Exit, grid_ms: int):
-    if e.entry_ms is None:
-        return None
-    return (e.symbol, e.side, entry_bar(e.entry_ms, grid_ms), e.action, e.ordinal)
+def _keyed(exits: list[Exit], grid_ms: int) -> list[tuple[tuple | None, Exit]]:
+    """(symbol, side, entry bar, action, n-th of that action in the position) for each exit, in order;
+    None when its position is unknown. Counting on the rounded entry keeps keys unique even if two
+    positions' entries round to one boundary."""
+    counts: dict[tuple, int] = {}
+    out = []
+    for e in exits:
+        if e.entry_ms is None:
+            out.append((None, e))
+            continue
+        base = (e.symbol, e.side, entry_bar(e.entry_ms, grid_ms), e.action)
+        counts[base] = counts.get(base, 0) + 1
+        out.append((base + (counts[base],), e))
+    return out
 
 
 def _side_dict(e: Exit | None) -> dict | None:
@@ -280,30 +290,18 @@ def compare_exits(live: list[Exit], replay: list[Exit], *, entry_grid_ms: int, i
     def in_span(t: int) -> bool:
         return span[0] < t <= span[1]
 
-    live_by_key: dict = {}
-    for e in live:
-        k = _key(e, entry_grid_ms)
-        if k is not None:
-            live_by_key.setdefault(k, e)
-    replay_keys = {_key(r, entry_grid_ms) for r in replay} - {None}
-    used: set[int] = set()
-    rows = []
-    for r in replay:
-        if not in_span(r.t_ms):
-            continue
-        k = _key(r, entry_grid_ms)
-        lf = live_by_key.get(k) if k is not None else None
-        if lf is not None:
-            used.add(id(lf))
-        rows.append((lf, r))
+    live_keyed = _keyed(live, entry_grid_ms)
+    replay_keyed = _keyed(replay, entry_grid_ms)
+    live_by_key = {k: e for k, e in live_keyed if k is not None}
+    replay_keys = {k for k, _ in replay_keyed if k is not None}
+    rows = [(k, live_by_key.get(k) if k is not None else None, r) for k, r in replay_keyed if in_span(r.t_ms)]
     # a live exit whose partner the replay booked outside the window is that window's to judge
-    rows += [(e, None) for e in live if id(e) not in used and in_span(e.t_ms)
-             and _key(e, entry_grid_ms) not in replay_keys]
+    rows += [(k, e, None) for k, e in live_keyed if in_span(e.t_ms) and (k is None or k not in replay_keys)]
     exits, delays, prices = [], [], []
-    for lf, rf in rows:
+    for k, lf, rf in rows:
         ref = rf or lf
         row = {"symbol": ref.symbol, "side": ref.side, "entry_ms": ref.entry_ms, "action": ref.action,
-               "ordinal": ref.ordinal, "live": _side_dict(lf), "replay": _side_dict(rf), "delay_ms": None,
+               "ordinal": k[-1] if k else ref.ordinal, "live": _side_dict(lf), "replay": _side_dict(rf), "delay_ms": None,
                "adverse_bps": None, "breaks": []}
         if lf is None or rf is None:
             row["status"] = "replay_only" if lf is None else "live_only"

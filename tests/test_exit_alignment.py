@@ -338,3 +338,17 @@ def test_cli_reports_exit_delays_and_prices_on_real_candles(tmp_path, shared_dat
     assert [x["replay"]["t_ms"] for x in missing] == [window[third]["t_ms"]]
     text = (Path(blocker["bundle_dir"]) / "alignment_report.txt").read_text()
     assert "replay_only" in text and "max_delay_ms" in text and "verdict: FAIL" in text
+
+
+def test_two_positions_on_one_entry_boundary_are_both_judged(tmp_path):
+    """Entries 1 s and 10 min after T0 both round to T0 on the 1h grid: the second position's close
+    counts as the position's 2nd CLOSE, so it is reported (live_only), never silently dropped."""
+    live = ea.read_live_exits(live_db(tmp_path / "live.db", [
+        (T0 + 1_000, "BTC", "LONG", "OPEN", 100.0, 1.0, "signal", None),
+        (T0 + 5 * M, "BTC", "LONG", "CLOSE", 99.0, 1.0, "stop_loss", None),
+        (T0 + 10 * M, "BTC", "LONG", "OPEN", 99.5, 1.0, "signal", None),
+        (T0 + 20 * M, "BTC", "LONG", "CLOSE", 99.0, 1.0, "stop_loss", None)]))
+    replay = ea.replay_exits([rfill(T0, "BTC", "LONG", "OPEN", 100.0, 1.0, "signal"),
+                              rfill(T0 + 5 * M, "BTC", "LONG", "CLOSE", 99.0, 1.0, "stop_loss")], [])
+    res = ea.compare_exits(live, replay, entry_grid_ms=IV, interval_ms=IV, lo=T0 + IV, hi=T0 + IV, limits=LIMITS)
+    assert [(x["status"], x["ordinal"], x["delay_ms"]) for x in res["exits"]] == [("matched", 1, 0), ("live_only", 2, None)]
