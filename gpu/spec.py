@@ -1,7 +1,13 @@
 """Sweep specs: which config paths vary, over which values, under which constraints.
 
-A spec is validated completely (paths, every value, constraints) before any data is loaded, so a
-typo costs a second, not a night. Errors are one line: ``<file>: <field>: <problem>``.
+A spec is validated completely (paths, every value, gates, constraints) before any data is loaded,
+so a typo costs a second, not a night. Errors are one line: ``<file>: <field>: <problem>``.
+
+Two forms come from the earlier implementation's specs (../shared/spec/reference/sweep_*.yaml):
+numeric codes for booleans and enumerations (decoded in gpu/spec_codes.py) and conditional axes,
+``gate: {path: P, eq: V}``: the axis varies only in candidates where axis P holds V and keeps the
+base config's value elsewhere (docs/GPU.md, "Sweep specs"). Axes over keys that do not act
+(strategy.config_schema.INERT_KEYS) are held out and named in ``SweepSpec.inert``.
 """
 
 from __future__ import annotations
