@@ -1,6 +1,6 @@
 """The sweep as a library: run_sweep (grid or TPE) and trace_candidates (trade lists for a few).
 
-Flow: spec -> candidates -> window universe -> indicator pool (once) -> backend batches ->
+Flow: spec -> candidates -> window keys per feature -> indicator pool (once) -> backend batches ->
 metrics -> rows. Every row carries the config_id of the EFFECTIVE config (base + overrides), so
 the factory can hand exactly that config to the canonical replay.
 

@@ -137,6 +137,14 @@ class SweepSpec:
             off[:, k] = value_idx[:, gate.axis] != gate.eq_index
         return off
 
+    def close_gates(self, value_idx: np.ndarray) -> np.ndarray:
+        """``value_idx`` (in place and returned) with every gated axis whose gate is off moved to
+        its base slot: any row of value indices becomes a candidate of this spec."""
+        off = self.gate_off(value_idx)
+        for k in self.gated:
+            value_idx[off[:, k], k] = self.axes[k].base_slot
+        return value_idx
+
     def satisfies(self, encoded_columns: np.ndarray) -> np.ndarray:
         """Boolean mask over rows of encoded axis values [n, naxes] that pass every constraint."""
         ok = np.ones(encoded_columns.shape[0], dtype=bool)

@@ -153,10 +153,7 @@ class Neighbourhoods:
         moved = base + delta
         moved = np.where((moved < 0) | (moved > hi), base - delta, moved)
         rows[:, self.movable] = np.clip(moved, 0, hi)
-        if self.gated.size:
-            off = self.spec.gate_off(rows)
-            rows[off] = np.broadcast_to(self.axis_sizes, rows.shape)[off]  # base slot = len(values)
-        return rows
+        return self.spec.close_gates(rows) if self.gated.size else rows
 
 
 # ------------------------------------------------------------------------------------ outcome
