@@ -244,3 +244,36 @@ def test_144v_tpe_64_candidates_cpu_equals_cudasim(variant, tmp_path):
         for f in ("total_pnl", "win_rate", "profit_factor", "max_drawdown_pct", "sharpe", "total_fees",
                   "final_balance"):
             assert twin[f] == pytest.approx(row[f], rel=1e-9, abs=1e-9), f
+
+
+def test_gated_candidates_equal_the_replay_of_their_effective_config():
+    """"Elsewhere it keeps the base value", end to end: each row's config (base + the overrides,
+    where a switched-off gated axis is absent) replayed by the canonical engine gives the sweep's
+    figures, for candidates with gates both open and closed (windows included: stoch RSI)."""
+    _needs_data()
+    import cpu_replay.api as cpu_replay
+    from gpu.api import run_sweep
+    from marketdata.candles import load_market_data
+    from marketdata.intervals import parse_time_ms
+    from strategy.config import apply_overrides
+
+    spec = parse_sweep_spec(without_pending("sweep_full_144v"), "144v")
+    md = load_market_data(str(DATA / "candles_1h.db"), "1h", symbols=SYMBOLS.split(","),
+                          end_ms=parse_time_ms(SMALL_END, "--end"))
+    base = config_from_dict({})
+    res = run_sweep(base, spec, md, None, backend="cpu", tpe=True, trials=12, batch=12, seed=11, progress=False)
+    rows = res.rows
+    assert len(rows) == 12
+    _check_gates(spec, rows)
+    stoch = "indicators.stoch_rsi_window"
+    assert {stoch in r["overrides"] for r in rows} == {True, False}
+    tol = 1e-6 * spec.initial_balance
+    for row in rows:
+        cfg = apply_overrides(base, row["overrides"])
+        assert row["config_id"] == cfg.config_id
+        rep = cpu_replay.run_replay(cfg, md, initial_balance=spec.initial_balance,
+                                    start_ms=int(md.times[spec.lookback]), with_trades=False)
+        assert row["total_trades"] == rep["total_trades"], row["overrides"]
+        for f in ("total_pnl", "total_fees", "final_balance"):
+            assert abs(row[f] - rep[f]) <= tol, (f, row["overrides"])
+    assert sum(r["total_trades"] > 0 for r in rows) >= 6
