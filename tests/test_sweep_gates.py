@@ -241,3 +241,21 @@ def test_a_gated_spec_needs_its_base_before_encoding():
     with pytest.raises(SweepSpecError, match="needs the base config"):
         expand_grid(spec)
     assert len(expand_grid(bind_base(spec, BASE))) == 120
+
+
+def test_cli_refuses_a_bad_gate_with_one_line_and_exit_2(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from gpu.cli import sweep_command
+
+    app = typer.Typer()
+    app.command()(sweep_command)
+    spec = _write(tmp_path, "axes: [{path: trade.leverage, values: [1, 2], gate: {path: trade.enable_pyramiding, eq: 1}}]\n")
+    out = tmp_path / "rows.jsonl"
+    res = CliRunner().invoke(app, ["--candles-db", str(tmp_path / "none.db"), "--sweep-spec", str(spec),
+                                   "--output", str(out), "--no-progress"])
+    assert res.exit_code == 2
+    assert "axes[0].gate.path: 'trade.enable_pyramiding' is not an axis of this spec" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert not out.exists()
