@@ -273,6 +273,9 @@ class SandboxExchange:
         if kind in ("cancel", "cancelByCloid"):
             statuses = v.cancel(user, _list(action.get("cancels")), by_cloid=kind == "cancelByCloid")
             return {"status": "ok", "response": {"type": "cancel", "data": {"statuses": statuses}}}
+        if kind == "batchModify":
+            statuses = v.modify(user, _list(action.get("modifies")))
+            return {"status": "ok", "response": {"type": "order", "data": {"statuses": statuses}}}
         if kind == "updateLeverage":
             v.update_leverage(user, action.get("asset"), bool(action.get("isCross", True)), action.get("leverage"))
             return {"status": "ok", "response": {"type": "default"}}
