@@ -150,6 +150,10 @@ class SandboxExchange:
         """Reveal n bars: resting orders fill, candles/mids/books and user events are pushed."""
         return self._call(lambda: self.venue.advance(n_bars))
 
+    def replace_bar(self, coin: str, t: int, o: float, h: float, low: float, c: float, v: float = 10.0) -> None:
+        """Move the price of a bar not revealed yet (tests: a crash through a resting stop)."""
+        self._call(lambda: self.venue.path.replace_future(coin, Bar(int(t), o, h, low, c, v)))
+
     def positions(self, user: str) -> dict[str, dict[str, float]]:
         def read() -> dict[str, dict[str, float]]:
             acct = self.venue.accounts.get(user.lower())

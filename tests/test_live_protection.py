@@ -1,0 +1,110 @@
+"""Resting protective orders (live/protection.py) in live mode against the sandbox, real SDK.
+
+exit_fill close: every engine position holds a reduce-only stop-market trigger at
+POS.STOP - side x k x POS.ENTRY_ATR (k = AI_QUANT_LIVE_PROTECTIVE_STOP_ATR), sized to the position
+and following it bar by bar; the trader dies, the price crashes through that stop, the exchange
+closes the position; on restart the engine books the close with reason protective_stop at the
+exchange's price, and engine, trading DB and exchange agree with no second close sent."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from test_live_e2e import HOUR, LiveWorld, append_bars, assert_agree, audits, run_until_position
+
+from live.hl_broker import round_price
+from live.protection import protective_level
+from strategy.layout import POS_SIDE, POS_SIZE
+
+
+def triggers(world) -> list[dict]:
+    return [o for o in world.ex.open_orders(world.wallet.address) if o["isTrigger"]]
+
+
+def assert_protected(world, k: float = 1.5) -> dict:
+    """The exchange holds exactly the engine position's catastrophe stop."""
+    ps = world.daemon.engine.state.pos[0]
+    held = world.ex.positions(world.wallet.address)
+    if ps[POS_SIDE] == 0:
+        assert triggers(world) == [] and not held
+        return {}
+    order, = triggers(world)
+    level = round_price(protective_level(ps, k), 5)
+    assert float(order["triggerPx"]) == level and order["orderType"] == "Stop Market" and order["reduceOnly"]
+    assert float(order["sz"]) == pytest.approx(abs(held["BTC"]["szi"]), abs=1e-9)
+    assert order["side"] == ("A" if ps[POS_SIDE] > 0 else "B")
+    return order
+
+
+def crash_through(world, order: dict) -> tuple:
+    """The next bar gaps 3% through the resting stop (exchange and candle DB alike)."""
+    t, o = world.rows[world.next_bar][2], world.rows[world.next_bar][4]
+    stop = float(order["triggerPx"])
+    if order["side"] == "A":   # a long's sell stop: the price falls through it
+        low = stop * 0.97
+        bar = (min(o, stop * 0.99), min(o, stop * 0.99), low, low * 1.005)
+    else:
+        high = stop * 1.03
+        bar = (max(o, stop * 1.01), high, max(o, stop * 1.01), high * 0.995)
+    o2, h2, l2, c2 = bar[0], max(bar), min(bar), bar[3]
+    world.ex.replace_bar("BTC", t, o2, h2, l2, c2)
+    row = list(world.rows[world.next_bar])
+    row[4:8] = [o2, h2, l2, c2]
+    world.rows[world.next_bar] = tuple(row)
+    return tuple(row)
+
+
+def test_close_mode_stop_rests_follows_the_position_and_a_crash_while_down_is_booked_on_restart(tmp_path):
+    world = LiveWorld(tmp_path)
+    try:
+        daemon = world.start()
+        run_until_position(world, limit=150)
+        order = assert_protected(world)
+        hb = daemon.protection.heartbeat()
+        assert hb == {"protect": f"BTC:stop@{float(order['triggerPx']):g}#{order['oid']}", "unprotected": "none"}
+        moved = set()
+        for _ in range(6):   # it follows the engine's stop and size while the position lasts
+            world.step()
+            order = assert_protected(world)
+            if not order:
+                run_until_position(world, limit=150)
+                order = assert_protected(world)
+            moved.add(order["triggerPx"])
+        intent_id, cloid = daemon.conn.execute(
+            "SELECT intent_id, client_order_id FROM oms_intents WHERE action = 'PROTECT' AND status = 'SENT'").fetchone()
+        assert order["cloid"] == cloid
+        size = float(daemon.engine.state.pos[0, POS_SIZE])
+
+        world.crash()                                   # the trader is gone; its stop is not
+        row = crash_through(world, order)
+        before = len(world.ex.fills(world.wallet.address))
+        world.ex.advance(1)
+        append_bars(world.candles, [row])
+        world.wall.set_wall_ms(row[2] + HOUR + 2_500)
+        world.next_bar += 1
+        fills = world.ex.fills(world.wallet.address)[before:]
+        assert fills and all(f["cloid"] == cloid for f in fills) and world.ex.positions(world.wallet.address) == {}
+
+        daemon = world.start()                          # restart: booked before the bar runs
+        trades = daemon.conn.execute("SELECT reason, price, size, pnl, fee_usd, fill_hash, fill_tid FROM trades "
+                                     "WHERE reason = 'protective_stop'").fetchall()
+        assert [(t[5], t[6]) for t in trades] == [(f["hash"], f["tid"]) for f in fills]
+        assert sum(t[2] for t in trades) == pytest.approx(size, abs=1e-9)
+        assert sum(t[3] for t in trades) == pytest.approx(sum(float(f["closedPnl"]) for f in fills))
+        assert daemon.oms.get(intent_id).status == "FILLED"
+        assert [a["intent_id"] for a in audits(tmp_path / "live.db", "PROTECTIVE_STOP_FILLED")] == [intent_id]
+        after = world.ex.fills(world.wallet.address)[before + len(fills):]
+        assert not [f for f in after if f["dir"].startswith("Close")], "a second close was sent"
+        assert_agree(world)
+        assert_protected(world)
+        with sqlite3.connect(tmp_path / "live.db") as conn:
+            open_statuses = conn.execute("SELECT COUNT(*) FROM oms_intents WHERE status IN ('NEW', 'UNKNOWN')").fetchone()
+            n_trades = conn.execute("SELECT COUNT(*) FROM trades").fetchone()[0]
+            reasons = json.dumps(conn.execute("SELECT DISTINCT reason FROM trades").fetchall())
+        assert open_statuses == (0,)
+        assert n_trades == len(world.ex.fills(world.wallet.address)), reasons
+        print(f"protective stop: {len(moved)} levels while held, crash fill {fills[0]['px']} x {size:g}")
+    finally:
+        world.stop()
