@@ -62,6 +62,8 @@ from strategy.params import P
 ACTION = "PROTECT"
 ACTIVE = ("NEW", "SENT", "UNKNOWN", "PARTIAL")
 ROLE_STOP, ROLE_TP1, ROLE_TP = "stop", "tp1", "tp"
+ROLE_OF_REASON = {"stop_loss": ROLE_STOP, "trailing_stop": ROLE_STOP, "breakeven_stop": ROLE_STOP,
+                  "take_profit_partial": ROLE_TP1, "take_profit": ROLE_TP}
 
 
 @dataclass(frozen=True)
@@ -370,6 +372,10 @@ class Protection:
             if intent.status in ("SENT", "PARTIAL"):
                 self._ask(intent)
         found = self._unbooked(req.symbol)
+        role = ROLE_OF_REASON.get(str(req.reason))
+        same = [x for x in found if x[0].meta.get("role") == role]
+        if req.action == "REDUCE" and same:
+            found = same  # a partial take-profit is its own order's fill, not the stop's or the target's
         if not found:
             return None
         ex = Execution(found[0][0], [f for _, f in found])

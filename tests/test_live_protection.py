@@ -108,3 +108,55 @@ def test_close_mode_stop_rests_follows_the_position_and_a_crash_while_down_is_bo
         print(f"protective stop: {len(moved)} levels while held, crash fill {fills[0]['px']} x {size:g}")
     finally:
         world.stop()
+
+
+TOUCH_CONFIG = """
+global:
+  trade: {entry_min_confidence: low, reentry_cooldown_minutes: 30, add_cooldown_minutes: 30,
+          slippage_bps: 1.0, exit_slippage_bps: 1.0}
+  thresholds: {entry: {min_adx: 18.0, macd_hist_entry_mode: sign}}
+  filters: {enable_ranging_filter: false, require_adx_rising: false}
+  engine: {interval: 1h, exit_fill: touch}
+"""
+LEVEL_EXITS = ("stop_loss", "trailing_stop", "breakeven_stop", "take_profit", "take_profit_partial")
+
+
+def test_touch_mode_exits_are_trigger_fills_at_the_level_and_the_replay_books_the_same(tmp_path):
+    """exit_fill touch: the stop and the targets rest as sl/tp triggers; every stop/target exit of the
+    live run is one of their fills, at the level moved by the sandbox's 1 bp half-spread (the
+    config's exit_slippage_bps says the same 1 bp), and the replay of the same bars from the same
+    engine state books the same exits at the same bars."""
+    from cpu_replay.api import run_replay
+    from marketdata.candles import load_market_data
+    from strategy.config import load_config
+
+    world = LiveWorld(tmp_path)
+    (tmp_path / "cfg.yaml").write_text(TOUCH_CONFIG)
+    try:
+        daemon = world.start()
+        start_state, start_t = daemon.engine.state.copy(), daemon.last_bar_t
+        kinds = set()
+        for _ in range(140):
+            world.step()
+            kinds |= {(o["orderType"], o["triggerCondition"].split()[1]) for o in triggers(world)}
+        conn = daemon.conn
+        live = conn.execute(
+            "SELECT t.bar_t_ms, t.reason, t.action, t.price, i.action, i.meta_json FROM trades t "
+            "LEFT JOIN oms_intents i ON i.intent_id = json_extract(t.meta_json, '$.intent_id') "
+            f"WHERE t.reason IN ({','.join('?' * len(LEVEL_EXITS))}) ORDER BY t.id", LEVEL_EXITS).fetchall()
+        assert live and all(r[4] == "PROTECT" for r in live), live   # every level exit is a trigger fill
+        assert {"Stop Market", "Take Profit Market"} <= {k for k, _ in kinds}
+        end_t = daemon.last_bar_t
+        assert_agree(world)
+    finally:
+        world.stop()
+    cfg = load_config(tmp_path / "cfg.yaml")
+    md = load_market_data(str(world.candles), "1h", start_ms=start_t, end_ms=end_t)
+    report = run_replay(cfg, md, resume=start_state, with_trades=True)
+    replay = [(f["t_ms"] - HOUR, f["reason"], f["action"], f["price"]) for f in report["fills"]
+              if f["reason"] in LEVEL_EXITS]
+    assert [(b, r, a) for b, r, a, *_ in live] == [(b, r, a) for b, r, a, _ in replay]
+    for (_, _, _, px, _, _), (_, _, _, replay_px) in zip(live, replay, strict=True):
+        assert px == pytest.approx(replay_px, rel=1.2e-4)   # the level, 1 bp and a tick of rounding apart
+    print(f"touch: {len(live)} level exits, all trigger fills, same bars as the replay: "
+          f"{sorted({r for _, r, *_ in live})}")

@@ -436,9 +436,11 @@ class Venue:
         return bar.t + self.path.interval_ms - 1
 
     def _run_triggers(self, coin: str, bar: Bar) -> None:
-        for oid in list(self.open_oids):
-            o = self.orders[oid]
-            if o.coin != coin or not o.is_trigger:
+        """A bar only says how far the price went, not in which order: stops fire before take-profits
+        (the replay's rule for a bar touching both) and, within a kind, the trigger nearer the open first."""
+        mine = [self.orders[oid] for oid in self.open_oids if self.orders[oid].coin == coin and self.orders[oid].is_trigger]
+        for o in sorted(mine, key=lambda o: (o.tpsl != "sl", abs(o.trigger_px - bar.o))):
+            if o.oid not in self.open_oids:
                 continue
             sell_side_hit = bar.l <= o.trigger_px if o.tpsl == "sl" else bar.h >= o.trigger_px
             buy_side_hit = bar.h >= o.trigger_px if o.tpsl == "sl" else bar.l <= o.trigger_px
