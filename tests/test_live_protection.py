@@ -160,3 +160,93 @@ def test_touch_mode_exits_are_trigger_fills_at_the_level_and_the_replay_books_th
         assert px == pytest.approx(replay_px, rel=1.2e-4)   # the level, 1 bp and a tick of rounding apart
     print(f"touch: {len(live)} level exits, all trigger fills, same bars as the replay: "
           f"{sorted({r for _, r, *_ in live})}")
+
+
+def engine_pos(db) -> tuple[float, float]:
+    from test_live_e2e_kill import db_rows
+
+    from live import checkpoint
+
+    rows = db_rows(db, "SELECT value_json FROM engine_state WHERE key = 'engine'")
+    if not rows:
+        return 0.0, 0.0
+    pos = checkpoint.decode(json.loads(rows[0][0])).pos
+    return float(pos[0, POS_SIDE]), float(pos[0, POS_SIZE])
+
+
+def test_sigkill_while_holding_then_the_exchange_stop_fills_and_the_restart_books_it_once(tmp_path):
+    """A real kill -9 of `python -m live --mode live` while it holds a position; the sandbox price then
+    crashes through the resting protective stop and the exchange closes the position; the restarted
+    trader books that close (protective_stop) and sends nothing: engine, trading DB and exchange agree."""
+    import time
+
+    from test_live_e2e import WARM
+    from test_live_e2e_kill import Child, db_rows, drive, last_bar
+
+    from live.trading_db import open_positions
+
+    world = LiveWorld(tmp_path)
+    db, log = tmp_path / "live.db", tmp_path / "daemon.log"
+    last_warm_close_ms = world.rows[WARM - 1][2] + HOUR
+    max_age_s = (time.time() * 1000 - last_warm_close_ms) / 1000 - 1800   # bars after the warm-up trade
+    world.env.update({"AI_QUANT_LIVE_MAX_BAR_AGE_S": f"{max_age_s:.0f}", "AI_QUANT_LOOP_TARGET_SECS": "0.5",
+                      "AI_QUANT_HEARTBEAT_SECS": "1", "AI_QUANT_LIVE_BACKFILL_MS": str(20 * 365 * 24 * HOUR),
+                      "AI_QUANT_LIVE_REST_FILLS_SYNC_SECS": "1", "PYTHONUNBUFFERED": "1"})
+    child = Child(world.env, log)
+    try:
+        deadline = time.monotonic() + 60
+        while last_bar(db) != world.rows[world.next_bar - 1][2]:
+            assert child.alive() and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        for _ in range(150):
+            drive(world, child, db, log)
+            if engine_pos(db)[0] != 0:
+                break
+        side, size = engine_pos(db)
+        assert side != 0, "no position to protect"
+        deadline = time.monotonic() + 20
+        while not triggers(world):
+            assert child.alive() and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.02)
+        order, = triggers(world)
+        child.kill9()
+
+        row = crash_through(world, order)
+        before = len(world.ex.fills(world.wallet.address))
+        world.ex.advance(1)
+        append_bars(world.candles, [row])
+        world.next_bar += 1
+        stop_fills = world.ex.fills(world.wallet.address)[before:]
+        assert stop_fills and {f["cloid"] for f in stop_fills} == {order["cloid"]}
+        assert world.ex.positions(world.wallet.address) == {}
+
+        child = Child(world.env, log)
+        deadline = time.monotonic() + 60
+        while not db_rows(db, "SELECT 1 FROM trades WHERE reason = 'protective_stop'") \
+                or last_bar(db) != world.rows[world.next_bar - 1][2]:
+            assert child.alive() and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        drive(world, child, db, log)          # one more bar: nothing is sent for the booked close
+        assert child.stop() == 0, log.read_text()[-3000:]
+    finally:
+        if child.alive():
+            child.kill9()
+        world.ex.stop()
+
+    after = world.ex.fills(world.wallet.address)[before + len(stop_fills):]
+    assert not [f for f in after if f["dir"].startswith("Close")], "a second close was sent"
+    booked = db_rows(db, "SELECT fill_hash, fill_tid, size FROM trades WHERE reason = 'protective_stop'")
+    assert [(h, t) for h, t, _ in booked] == [(f["hash"], f["tid"]) for f in stop_fills]
+    assert sum(s for *_, s in booked) == pytest.approx(size, abs=1e-9)
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        db_pos = {p["symbol"]: p["size"] for p in open_positions(conn)}
+    exchange = {c: p["szi"] for c, p in world.ex.positions(world.wallet.address).items()}
+    engine_side, engine_size = engine_pos(db)
+    assert db_pos.keys() == exchange.keys() == ({"BTC"} if engine_side else set())
+    for coin, szi in exchange.items():
+        assert engine_side * engine_size == pytest.approx(szi, abs=5e-6) and db_pos[coin] == pytest.approx(abs(szi))
+    n_fills = len(world.ex.fills(world.wallet.address))
+    assert db_rows(db, "SELECT COUNT(*) FROM trades") == [(n_fills,)] == db_rows(db, "SELECT COUNT(*) FROM oms_fills")
+    assert db_rows(db, "SELECT status FROM oms_intents WHERE client_order_id = ?".replace("?", f"'{order['cloid']}'")) \
+        == [("FILLED",)]
