@@ -38,6 +38,30 @@ def assert_protected(world, k: float = 1.5) -> dict:
     return order
 
 
+def assert_monitor_shows(daemon, tmp_path, order: dict) -> None:
+    """`trader monitor` and the heartbeat show the resting order (price, oid); a position whose
+    order is gone is flagged (on a copy of the DB where the order's intent is no longer open)."""
+    from live.monitor.snapshot import build_snapshot
+
+    daemon._heartbeat(0.0)
+    daemon.log.flush()
+    snap = build_snapshot("live", tmp_path / "live.db")
+    pos, = snap["open_positions"]
+    assert pos["unprotected"] is False
+    assert pos["protection"] == [{"role": "stop", "trigger_px": float(order["triggerPx"]), "size": float(order["sz"]),
+                                  "oid": str(order["oid"])}]
+    fields = snap["heartbeat"]["fields"]
+    assert fields["protect"] == f"BTC:stop@{float(order['triggerPx']):g}#{order['oid']}"
+    assert fields["unprotected"] is None
+    bare = tmp_path / "bare.db"
+    with sqlite3.connect(tmp_path / "live.db") as src, sqlite3.connect(bare) as dst:
+        src.backup(dst)
+        dst.execute("UPDATE oms_intents SET status = 'CANCELLED' WHERE action = 'PROTECT'")
+    snap = build_snapshot("live", bare)
+    assert snap["open_positions"][0]["unprotected"] is True
+    assert any(b["text"].startswith("UNPROTECTED: BTC") for b in snap["banners"])
+
+
 def crash_through(world, order: dict) -> tuple:
     """The next bar gaps 3% through the resting stop (exchange and candle DB alike)."""
     t, o = world.rows[world.next_bar][2], world.rows[world.next_bar][4]
@@ -64,6 +88,7 @@ def test_close_mode_stop_rests_follows_the_position_and_a_crash_while_down_is_bo
         order = assert_protected(world)
         hb = daemon.protection.heartbeat()
         assert hb == {"protect": f"BTC:stop@{float(order['triggerPx']):g}#{order['oid']}", "unprotected": "none"}
+        assert_monitor_shows(daemon, tmp_path, order)
         moved = set()
         for _ in range(6):   # it follows the engine's stop and size while the position lasts
             world.step()
@@ -250,3 +275,71 @@ def test_sigkill_while_holding_then_the_exchange_stop_fills_and_the_restart_book
     assert db_rows(db, "SELECT COUNT(*) FROM trades") == [(n_fills,)] == db_rows(db, "SELECT COUNT(*) FROM oms_fills")
     assert db_rows(db, "SELECT status FROM oms_intents WHERE client_order_id = ?".replace("?", f"'{order['cloid']}'")) \
         == [("FILLED",)]
+
+
+# ------------------------------------------------------------------ what rests, from the rule's wording
+def _params(tmp_path, engine: str = "close", **trade) -> object:
+    from strategy.config import load_config
+
+    body = {"enable_partial_tp": True, "tp_partial_pct": 0.5, "tp_partial_atr_mult": 2.0, **trade}
+    text = "global:\n  trade: {" + ", ".join(f"{k}: {str(v).lower()}" for k, v in body.items()) + "}\n" \
+        f"  engine: {{interval: 1h, exit_fill: {engine}}}\n"
+    (tmp_path / "p.yaml").write_text(text)
+    return load_config(tmp_path / "p.yaml").params_matrix(["BTC"])[0]
+
+
+def _pos(side: float, stop: float, size: float = 2.0, tp1_done: float = 0.0):
+    import numpy as np
+
+    from strategy.layout import NPOS, POS_ENTRY, POS_ENTRY_ATR, POS_OPEN_T, POS_STOP, POS_TP1_DONE, POS_TP_MULT
+
+    ps = np.zeros(NPOS)
+    ps[[POS_SIDE, POS_SIZE, POS_ENTRY, POS_ENTRY_ATR, POS_STOP, POS_TP_MULT, POS_TP1_DONE, POS_OPEN_T]] = \
+        [side, size, 100.0, 2.0, stop, 6.0, tp1_done, 1_700_000_000_000]
+    return ps
+
+
+@pytest.mark.parametrize(("side", "stop", "k", "want"), [
+    (1.0, 96.0, 1.5, [("stop", "sl", False, 2.0, 93.0)]),          # long: k x entry ATR below the stop
+    (-1.0, 104.0, 1.5, [("stop", "sl", True, 2.0, 107.0)]),        # short: above it, a buy stop
+    (1.0, 100.0, 1.5, [("stop", "sl", False, 2.0, 97.0)]),         # stop at break-even: the gap stays k ATRs
+    (1.0, 96.0, 0.0, []),                                          # k = 0: nothing rests
+])
+def test_close_mode_rests_one_catastrophe_stop_k_entry_atrs_beyond_the_engine_stop(tmp_path, side, stop, k, want):
+    from live.protection import wanted_for
+
+    got = wanted_for("BTC", _params(tmp_path), _pos(side, stop), k, 5)
+    assert [(w.role, w.tpsl, w.is_buy, w.size, w.trigger_px) for w in got] == want
+
+
+@pytest.mark.parametrize(("side", "tp1_done", "trade", "want"), [
+    # long, partial pending: the stop, half the size at entry + 2 ATR, the full size at entry + 6 ATR
+    (1.0, 0.0, {}, [("stop", "sl", 96.0, 2.0), ("tp1", "tp", 104.0, 1.0), ("tp", "tp", 112.0, 2.0)]),
+    (-1.0, 0.0, {}, [("stop", "sl", 104.0, 2.0), ("tp1", "tp", 96.0, 1.0), ("tp", "tp", 88.0, 2.0)]),
+    # partial taken: the stop and the full target
+    (1.0, 1.0, {}, [("stop", "sl", 96.0, 2.0), ("tp", "tp", 112.0, 2.0)]),
+    # tp_partial_atr_mult 0: the partial sits at the target and no target follows it
+    (1.0, 0.0, {"tp_partial_atr_mult": 0.0}, [("stop", "sl", 96.0, 2.0), ("tp1", "tp", 112.0, 1.0)]),
+    # a partial that would leave less than the minimum notional is held, the target with it
+    (1.0, 0.0, {"tp_partial_min_notional_usd": 1000.0}, [("stop", "sl", 96.0, 2.0)]),
+    # no partials: the stop and the target
+    (1.0, 0.0, {"enable_partial_tp": False}, [("stop", "sl", 96.0, 2.0), ("tp", "tp", 112.0, 2.0)]),
+])
+def test_touch_mode_rests_the_stop_and_the_targets_themselves(tmp_path, side, tp1_done, trade, want):
+    from live.protection import wanted_for
+
+    p = _params(tmp_path, "touch", **trade)
+    got = wanted_for("BTC", p, _pos(side, 100.0 - side * 4.0, tp1_done=tp1_done), 1.5, 5)
+    assert [(w.role, w.tpsl, w.trigger_px, w.size) for w in got] == want
+    assert all(w.is_buy == (side < 0) for w in got)
+
+
+@pytest.mark.parametrize(("raw", "needle"), [("abc", "is not a number"), ("-1", "must be >= 0"),
+                                             ("nan", "must be finite")])
+def test_protective_stop_atr_env_is_checked_with_one_line(raw, needle):
+    from live.env import EnvError, load_settings
+
+    assert load_settings({}).live.protective_stop_atr == 1.5
+    assert load_settings({"AI_QUANT_LIVE_PROTECTIVE_STOP_ATR": "0"}).live.protective_stop_atr == 0.0
+    with pytest.raises(EnvError, match=f"AI_QUANT_LIVE_PROTECTIVE_STOP_ATR={raw!r} {needle}"):
+        load_settings({"AI_QUANT_LIVE_PROTECTIVE_STOP_ATR": raw})
