@@ -291,7 +291,15 @@ def _params(tmp_path, engine: str = "close", **trade) -> object:
 def _pos(side: float, stop: float, size: float = 2.0, tp1_done: float = 0.0):
     import numpy as np
 
-    from strategy.layout import NPOS, POS_ENTRY, POS_ENTRY_ATR, POS_OPEN_T, POS_STOP, POS_TP1_DONE, POS_TP_MULT
+    from strategy.layout import (
+        NPOS,
+        POS_ENTRY,
+        POS_ENTRY_ATR,
+        POS_OPEN_T,
+        POS_STOP,
+        POS_TP1_DONE,
+        POS_TP_MULT,
+    )
 
     ps = np.zeros(NPOS)
     ps[[POS_SIDE, POS_SIZE, POS_ENTRY, POS_ENTRY_ATR, POS_STOP, POS_TP_MULT, POS_TP1_DONE, POS_OPEN_T]] = \
