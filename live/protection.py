@@ -38,14 +38,17 @@ oid or cloid) or through a status question asked here; it is booked into the eng
   the bar the fill happened in, e.g. a fill while the trader was down) closes the engine's
   position by the filled fraction with reason ``protective_stop`` (``Engine.close_external``, the
   kernel's close_position, then the exchange's real price, fee and pnl via apply_real_fills).
-On start every resting order of ours is asked about first, so a stop that filled while the
-trader was down is booked before any bar runs. Trigger orders of ours on a symbol the engine does
-not hold are cancelled; a position without its order gets one.
+On start, and every reconcile period, the exchange's trigger orders are checked against ours
+(``verify``): one of ours no longer resting is asked about (so a stop that filled while the trader
+was down is booked before any bar runs, and one cancelled behind our back is replaced), and a
+trigger order with our cloid prefix that no open intent owns, on a symbol the engine does not
+hold, is cancelled as an orphan. A position without its order gets one.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,7 +56,7 @@ from live.exchange_errors import is_transient
 from live.fill_adjust import apply_real_fills
 from live.fill_intake import exchange_trade_row
 from live.hl_broker import OrderRefused, round_price, round_size
-from live.oms import Execution, Intent, OrderRequest, dedupe_key
+from live.oms import Execution, Intent, OrderRequest, dedupe_key, is_our_cloid
 from live.trading_db import audit, transaction
 from strategy.kernel import KERNEL_CPU
 from strategy.layout import EXIT_FILL, FL_FEE, FL_PNL, POS, A, R
@@ -140,9 +143,11 @@ class Protection:
     """Resting protective orders of one live daemon (``host``: its engine, symbols, OMS, broker,
     executor, trade recorder, trading DB connection and checkpoint)."""
 
-    def __init__(self, host, k_atr: float) -> None:
+    def __init__(self, host, k_atr: float, verify_every_s: float = 10.0) -> None:
         self.host = host
         self.k = float(k_atr)
+        self.verify_every_s = verify_every_s
+        self._next_verify = 0.0
         self.refused: dict[tuple[str, str], tuple[float, float]] = {}  # not retried until the level/size moves
         self.claims: dict[tuple, Execution] = {}  # exits of the bar being run that took trigger fills
         self.failures = 0
@@ -152,7 +157,7 @@ class Protection:
         """Live mode only: wrap the daemon's executor and the reconciler's position alignment."""
         if host.settings.mode != "live" or host.executor is None:
             return None
-        prot = cls(host, host.settings.live.protective_stop_atr)
+        prot = cls(host, host.settings.live.protective_stop_atr, host.settings.live.reconcile_secs)
         host.executor = Guarded(host.executor, prot)
         host.reconciler.align = prot.aligner(host.reconciler.align)
         return prot
@@ -180,14 +185,15 @@ class Protection:
         if self.k <= 0 and not all(self._touch(s) for s in range(len(self.host.symbols))):
             self._log("warning", "AI_QUANT_LIVE_PROTECTIVE_STOP_ATR=0: no protective stop rests on the exchange; "
                       "while the trader is down its positions are unprotected")
-        for intent in self.active_intents():
-            if intent.status in ("SENT", "PARTIAL"):
-                self._ask(intent)
+        self.verify()
         self.sync()
 
     def sync(self) -> None:
-        """Once per loop, after the bars and the fill intake: book, then converge."""
+        """Once per loop, after the bars and the fill intake: (every reconcile period) check the
+        exchange's trigger orders against ours, book what filled, then place / move / cancel."""
         try:
+            if time.monotonic() >= self._next_verify:
+                self.verify()
             self.settle()
             self.converge()
         except Exception as exc:  # only exchange trouble is ridden out; anything else is a bug and raises
@@ -225,6 +231,31 @@ class Protection:
                  if o["trigger_px"] is not None]
         bare = [sym for sym in held if sym not in rest]
         return {"protect": ",".join(items) or "none", "unprotected": ",".join(sorted(bare)) or "none"}
+
+    def verify(self) -> None:
+        """The exchange's resting trigger orders against ours: one of ours that is no longer resting
+        (filled, or cancelled behind our back) is asked about (fills recorded; converge then places a
+        new one if the position still needs it); a trigger order with our cloid prefix that no open
+        intent owns, on a symbol the engine does not hold, is an orphan and is cancelled."""
+        self._next_verify = time.monotonic() + self.verify_every_s
+        orders = self.host.hl.trigger_orders()
+        resting = {str(o.get("cloid") or "").lower() for o in orders}
+        mine = self.active_intents()
+        for intent in mine:
+            if intent.status in ("SENT", "PARTIAL") and intent.client_order_id.lower() not in resting:
+                self._ask(intent)
+        owned = {i.client_order_id.lower() for i in mine}
+        held = self.host._engine_positions()
+        for o in orders:
+            cloid = str(o.get("cloid") or "")
+            if not is_our_cloid(cloid, self.host.oms.prefix) or cloid.lower() in owned or o["coin"] in held:
+                continue
+            ok, text = self.host.hl.cancel_by_cloid(o["coin"], cloid)
+            self.host.oms.reconcile_event("CANCEL_ORPHAN_TRIGGER", symbol=o["coin"], cloid=cloid, oid=o.get("oid"),
+                                          result="success" if ok else "error",
+                                          detail={"reply": text, "triggerPx": o.get("triggerPx")})
+            self._log("warning", f"orphan trigger order {o['coin']} oid={o.get('oid')} trigger={o.get('triggerPx')} "
+                                 f"on a flat symbol: {'cancelled' if ok else text}")
 
     # ---------------------------------------------------------------- converge
     def converge(self) -> None:

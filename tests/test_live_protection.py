@@ -351,3 +351,71 @@ def test_protective_stop_atr_env_is_checked_with_one_line(raw, needle):
     assert load_settings({"AI_QUANT_LIVE_PROTECTIVE_STOP_ATR": "0"}).live.protective_stop_atr == 0.0
     with pytest.raises(EnvError, match=f"AI_QUANT_LIVE_PROTECTIVE_STOP_ATR={raw!r} {needle}"):
         load_settings({"AI_QUANT_LIVE_PROTECTIVE_STOP_ATR": raw})
+
+
+def test_a_stop_cancelled_behind_our_back_is_replaced_lost_replies_resolved_orphans_cancelled(tmp_path):
+    """The OMS treats resting orders like the rest: a protective order cancelled by hand is noticed
+    and replaced (its placement reply lost: UNKNOWN, resolved by cloid, not sent twice); a lost
+    modify reply is resolved by asking; a trigger order with our cloid prefix that no intent owns is
+    cancelled once the symbol is flat."""
+    from hyperliquid.exchange import Exchange
+    from hyperliquid.utils.signing import Cloid
+
+    from live.oms import cloid_for
+
+    world = LiveWorld(tmp_path)
+    try:
+        daemon = world.start()
+        run_until_position(world, limit=150)
+        first = assert_protected(world)
+        x = Exchange(world.wallet, world.ex.base_url)
+        assert x.cancel("BTC", first["oid"])["response"]["data"]["statuses"] == ["success"]
+        world.ex.faults.drop_next("order")             # the replacement lands, its reply is lost
+        daemon.protection.verify()
+        daemon.protection.sync()
+        second = assert_protected(world)
+        assert second["cloid"] != first["cloid"] and second["triggerPx"] == first["triggerPx"]
+        rows = daemon.conn.execute("SELECT client_order_id, status FROM oms_intents WHERE action = 'PROTECT' "
+                                   "ORDER BY created_ts_ms").fetchall()
+        assert [tuple(r) for r in rows][-2:] == [(first["cloid"], "CANCELLED"), (second["cloid"], "SENT")]
+        kinds = [r[0] for r in daemon.conn.execute("SELECT kind FROM oms_reconcile_events")]
+        assert "RESOLVE_UNKNOWN" in kinds
+        orphan = cloid_for("PROTECT:BTC:X:0:stop#9", daemon.oms.prefix)
+        held = world.ex.positions(world.wallet.address)["BTC"]["szi"]
+        far = round_price(float(second["triggerPx"]) * (0.8 if held > 0 else 1.2), 5)
+        kind = {"trigger": {"isMarket": True, "triggerPx": far, "tpsl": "sl"}}
+        x.order("BTC", held < 0, abs(held), far, kind, reduce_only=True, cloid=Cloid(orphan))
+        world.ex.faults.drop_next("batchModify")        # a move whose reply is lost
+        for _ in range(150):
+            world.step()
+            if not daemon._engine_positions():
+                break
+            order, = [o for o in triggers(world) if o["cloid"] != orphan]
+            want = round_price(protective_level(daemon.engine.state.pos[0], 1.5), 5)
+            assert float(order["triggerPx"]) == want
+        assert not daemon._engine_positions()
+        daemon.protection.verify()
+        assert triggers(world) == []
+        events = daemon.conn.execute("SELECT kind, client_order_id FROM oms_reconcile_events "
+                                     "WHERE kind = 'CANCEL_ORPHAN_TRIGGER'").fetchall()
+        assert [tuple(e) for e in events] == [("CANCEL_ORPHAN_TRIGGER", orphan)]
+        lost = daemon.conn.execute("SELECT COUNT(*) FROM oms_orders WHERE order_type = 'trigger_sl_modify' "
+                                   "AND status = 'UNKNOWN'").fetchone()[0]
+        assert lost == 1   # the move whose reply was lost: the exchange was asked, the level above held
+    finally:
+        world.stop()
+
+
+def test_k_zero_rests_nothing_says_so_at_start_and_flags_the_position(tmp_path):
+    world = LiveWorld(tmp_path)
+    world.env["AI_QUANT_LIVE_PROTECTIVE_STOP_ATR"] = "0"
+    try:
+        daemon = world.start()
+        daemon.log.flush()
+        warned = [m for (m,) in daemon.conn.execute("SELECT message FROM runtime_logs WHERE level = 'WARNING'")
+                  if "AI_QUANT_LIVE_PROTECTIVE_STOP_ATR=0" in m]
+        assert len(warned) == 1 and "unprotected" in warned[0]
+        run_until_position(world, limit=150)
+        assert triggers(world) == [] and daemon.protection.heartbeat() == {"protect": "none", "unprotected": "BTC"}
+    finally:
+        world.stop()
