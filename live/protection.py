@@ -185,7 +185,7 @@ class Protection:
         if self.k <= 0 and not all(self._touch(s) for s in range(len(self.host.symbols))):
             self._log("warning", "AI_QUANT_LIVE_PROTECTIVE_STOP_ATR=0: no protective stop rests on the exchange; "
                       "while the trader is down its positions are unprotected")
-        self.verify()
+        self._next_verify = 0.0  # verify now, inside sync: an unreachable exchange must not stop the start
         self.sync()
 
     def sync(self) -> None:
