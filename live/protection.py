@@ -57,7 +57,7 @@ from live.fill_adjust import apply_real_fills
 from live.fill_intake import exchange_trade_row
 from live.hl_broker import OrderRefused, round_price, round_size
 from live.oms import Execution, Intent, OrderRequest, dedupe_key, is_our_cloid
-from live.trading_db import audit, transaction
+from live.trading_db import transaction
 from strategy.kernel import KERNEL_CPU
 from strategy.layout import EXIT_FILL, FL_FEE, FL_PNL, POS, A, R
 from strategy.params import P
@@ -500,6 +500,5 @@ class Protection:
                                             "size": w.size, **extra})
 
     def _audit_event(self, event: str, symbol: str, data: dict) -> None:
-        with transaction(self._conn):
-            audit(self._conn, event, symbol, "warning" if "REFUSED" in event else "info", data)
-        self._log("info", f"{event} {symbol} {data}")
+        """The daemon's audit: the row, a log line and, for PROTECTION_REFUSED, an unprotected_position alert."""
+        self.host._audit(event, symbol, data)
