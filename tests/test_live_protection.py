@@ -38,6 +38,19 @@ def assert_protected(world, k: float = 1.5) -> dict:
     return order
 
 
+def assert_rests_what_the_engine_says(world) -> None:
+    """After each bar the exchange's trigger orders are exactly wanted_for(engine state): level, size,
+    kind, side (resized on adds and partial closes, moved with the stop, gone with the position)."""
+    from live.protection import wanted_for
+
+    daemon = world.daemon
+    want = sorted((w.tpsl, w.trigger_px, w.size, "B" if w.is_buy else "A")
+                  for w in wanted_for("BTC", daemon.engine.params[0], daemon.engine.state.pos[0], 1.5, 5))
+    got = sorted(("sl" if o["orderType"] == "Stop Market" else "tp", float(o["triggerPx"]), float(o["sz"]), o["side"])
+                 for o in triggers(world))
+    assert got == want
+
+
 def assert_monitor_shows(daemon, tmp_path, order: dict) -> None:
     """`trader monitor` and the heartbeat show the resting order (price, oid); a position whose
     order is gone is flagged (on a copy of the DB where the order's intent is no longer open)."""
@@ -164,6 +177,7 @@ def test_touch_mode_exits_are_trigger_fills_at_the_level_and_the_replay_books_th
         for _ in range(140):
             world.step()
             kinds |= {(o["orderType"], o["triggerCondition"].split()[1]) for o in triggers(world)}
+            assert_rests_what_the_engine_says(world)
         conn = daemon.conn
         live = conn.execute(
             "SELECT t.bar_t_ms, t.reason, t.action, t.price, i.action, i.meta_json FROM trades t "
@@ -171,6 +185,9 @@ def test_touch_mode_exits_are_trigger_fills_at_the_level_and_the_replay_books_th
             f"WHERE t.reason IN ({','.join('?' * len(LEVEL_EXITS))}) ORDER BY t.id", LEVEL_EXITS).fetchall()
         assert live and all(r[4] == "PROTECT" for r in live), live   # every level exit is a trigger fill
         assert {"Stop Market", "Take Profit Market"} <= {k for k, _ in kinds}
+        modified = dict(conn.execute("SELECT order_type, COUNT(*) FROM oms_orders WHERE order_type LIKE '%modify' "
+                                     "GROUP BY order_type").fetchall())
+        assert modified.get("trigger_sl_modify", 0) > 0 and modified.get("trigger_tp_modify", 0) > 0
         end_t = daemon.last_bar_t
         assert_agree(world)
     finally:
