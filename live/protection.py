@@ -362,6 +362,8 @@ class Protection:
             return
         order, status = st["order"]["order"], str(st["order"]["status"])
         oid = int(order["oid"])
+        if status == "triggered":
+            return  # fired, its market order not done yet: its fills come next (intake or the next ask)
         if status == "open":
             px = float(order.get("triggerPx") or intent.meta.get("trigger_px") or 0.0)
             self._update(intent, float(order.get("sz") or intent.requested_size), px, oid)
