@@ -329,6 +329,8 @@ class Protection:
         self._audit("PROTECTION_PLACED", w, {"oid": res.oid, "cloid": intent.client_order_id})
 
     def _modify(self, cur: Intent, w: Want) -> None:
+        if not self._raw.gate.may_send()[0]:
+            return  # the hard kill blocks every order: the resting one stays as it is
         res = self.host.hl.modify_trigger(w.symbol, w.is_buy, w.size, w.trigger_px, tpsl=w.tpsl,
                                           cloid=cur.client_order_id)
         self.host.oms.record_order(cur, order_type=f"trigger_{w.tpsl}_modify", size=w.size, status=res.status,
