@@ -93,8 +93,13 @@ def crash_through(world, order: dict) -> tuple:
     return tuple(row)
 
 
-def test_close_mode_stop_rests_follows_the_position_and_a_crash_while_down_is_booked_on_restart(tmp_path):
-    world = LiveWorld(tmp_path)
+@pytest.mark.parametrize("thin", [False, True], ids=["deep_book", "thin_book"])
+def test_close_mode_stop_rests_follows_the_position_and_a_crash_while_down_is_booked_on_restart(tmp_path, thin):
+    """thin: the book (3 levels of $400) cannot absorb the whole stop: the exchange closes part of the
+    position, the engine books that fraction as protective_stop and keeps (and re-protects) the rest."""
+    from live.sandbox import BookSpec
+
+    world = LiveWorld(tmp_path, book=BookSpec(depth_levels=3, level_notional=400.0) if thin else BookSpec())
     try:
         daemon = world.start()
         run_until_position(world, limit=150)
@@ -123,18 +128,25 @@ def test_close_mode_stop_rests_follows_the_position_and_a_crash_while_down_is_bo
         world.wall.set_wall_ms(row[2] + HOUR + 2_500)
         world.next_bar += 1
         fills = world.ex.fills(world.wallet.address)[before:]
-        assert fills and all(f["cloid"] == cloid for f in fills) and world.ex.positions(world.wallet.address) == {}
+        filled = sum(float(f["sz"]) for f in fills)
+        assert fills and all(f["cloid"] == cloid for f in fills)
+        left = world.ex.positions(world.wallet.address)
+        assert (filled < size - 1e-9 and abs(left["BTC"]["szi"]) == pytest.approx(size - filled, abs=1e-9)) if thin \
+            else (filled == pytest.approx(size, abs=1e-9) and left == {})
 
         daemon = world.start()                          # restart: booked before the bar runs
         trades = daemon.conn.execute("SELECT reason, price, size, pnl, fee_usd, fill_hash, fill_tid FROM trades "
                                      "WHERE reason = 'protective_stop'").fetchall()
         assert [(t[5], t[6]) for t in trades] == [(f["hash"], f["tid"]) for f in fills]
-        assert sum(t[2] for t in trades) == pytest.approx(size, abs=1e-9)
+        assert sum(t[2] for t in trades) == pytest.approx(filled, abs=1e-9)
         assert sum(t[3] for t in trades) == pytest.approx(sum(float(f["closedPnl"]) for f in fills))
         assert daemon.oms.get(intent_id).status == "FILLED"
         assert [a["intent_id"] for a in audits(tmp_path / "live.db", "PROTECTIVE_STOP_FILLED")] == [intent_id]
         after = world.ex.fills(world.wallet.address)[before + len(fills):]
-        assert not [f for f in after if f["dir"].startswith("Close")], "a second close was sent"
+        closed_after = sum(float(f["sz"]) for f in after if f["dir"].startswith("Close"))
+        assert filled + closed_after <= size + 1e-9, "a second close was sent for what the stop closed"
+        if not thin:
+            assert closed_after == 0
         assert_agree(world)
         assert_protected(world)
         with sqlite3.connect(tmp_path / "live.db") as conn:
