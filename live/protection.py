@@ -262,7 +262,10 @@ class Protection:
         host = self.host
         pos, params = host.engine.state.pos, host.engine.params
         want: dict[tuple[str, str], Want] = {}
+        pending = {i.symbol for i, _ in self._unbooked()}  # filled, the engine books it at its bar: hands off
         for s, sym in enumerate(host.symbols):
+            if sym in pending:
+                continue
             for w in wanted_for(sym, params[s], pos[s], self.k, host.hl.sz_decimals(sym)):
                 want[(sym, w.role)] = w
         have: dict[tuple[str, str], Intent] = {}
@@ -285,7 +288,8 @@ class Protection:
             elif (cur.meta.get("trigger_px"), cur.requested_size) != (w.trigger_px, w.size):
                 self._modify(cur, w)
         for cur in have.values():
-            self._cancel(cur, "position closed")
+            if cur.symbol not in pending:
+                self._cancel(cur, "position closed")
 
     def _resolve(self, intent: Intent) -> Intent | None:
         """A NEW (crash between commit and send) or UNKNOWN intent: what the exchange says about its

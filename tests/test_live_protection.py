@@ -448,3 +448,47 @@ def test_k_zero_rests_nothing_says_so_at_start_and_flags_the_position(tmp_path):
         assert triggers(world) == [] and daemon.protection.heartbeat() == {"protect": "none", "unprotected": "BTC"}
     finally:
         world.stop()
+
+
+def test_touch_stop_filled_before_the_trader_steps_its_bar_is_left_for_the_engine(tmp_path):
+    """exit_fill touch, the stop fires at 10:05 and the trader only steps that bar after 11:00: in
+    between, the fill intake and the reconciler see the exchange flat. Nothing is re-placed or
+    refused, the engine position is not dropped; when the bar is stepped the engine's own stop exit
+    is that fill (its reason, its bar), and nothing is sent."""
+    world = LiveWorld(tmp_path)
+    (tmp_path / "cfg.yaml").write_text(TOUCH_CONFIG)
+    try:
+        daemon = world.start()
+        run_until_position(world, limit=150)
+        stop, = [o for o in triggers(world) if o["orderType"] == "Stop Market"]
+        n_intents = daemon.conn.execute("SELECT COUNT(*) FROM oms_intents WHERE action = 'PROTECT'").fetchone()[0]
+        row = crash_through(world, stop)
+        before = len(world.ex.fills(world.wallet.address))
+        world.ex.advance(1)                              # the exchange moves; the candle is not in yet
+        fills = world.ex.fills(world.wallet.address)[before:]
+        assert fills and {f["cloid"] for f in fills} == {stop["cloid"]} and not world.ex.positions(world.wallet.address)
+        daemon.intake.backfill()
+        daemon.reconciler.run()
+        daemon.protection.sync()
+        assert daemon._engine_positions(), "the engine position was dropped before its bar"
+        assert daemon.conn.execute("SELECT COUNT(*) FROM oms_intents WHERE action = 'PROTECT'").fetchone()[0] \
+            == n_intents
+        assert audits(tmp_path / "live.db", "PROTECTION_REFUSED") == []
+        aligned = daemon.conn.execute("SELECT result FROM oms_reconcile_events WHERE kind = 'POSITION_ALIGNED'").fetchall()
+        assert [r[0] for r in aligned] == ["left for the engine: a protective order filled inside a bar it has not "
+                                           "processed"]
+        append_bars(world.candles, [row])                # the bar closes; the trader steps it
+        world.wall.set_wall_ms(row[2] + HOUR + 2_500)
+        world.next_bar += 1
+        daemon.loop_once()
+        booked = daemon.conn.execute("SELECT reason, bar_t_ms, fill_hash FROM trades WHERE fill_hash IN "
+                                     f"({','.join('?' * len(fills))})", [f["hash"] for f in fills]).fetchall()
+        assert {r[0] for r in booked} <= {"stop_loss", "trailing_stop", "breakeven_stop"} and len(booked) == len(fills)
+        assert {r[1] for r in booked} == {row[2]}
+        after = world.ex.fills(world.wallet.address)[before + len(fills):]
+        assert not [f for f in after if f["dir"].startswith("Close")]
+        assert audits(tmp_path / "live.db", "PROTECTIVE_STOP_FILLED") == []   # the engine's exit, not a fallback
+        assert_agree(world)
+        assert_rests_what_the_engine_says(world)
+    finally:
+        world.stop()
