@@ -426,7 +426,11 @@ class Protection:
     def settle(self) -> None:
         """Book the trigger fills no engine exit claimed (close mode at once; touch mode once the
         engine has processed the bar they happened in) as a `protective_stop` close."""
-        self.claims = {k: ex for k, ex in self.claims.items() if self._unbooked_any(ex)}
+        # a claim lives until its bar is recorded (booked) or the engine moved past that bar without
+        # recording it (a re-run that decided otherwise): then its fills are released to the fallback
+        last = self.host.last_bar_t
+        self.claims = {k: ex for k, ex in self.claims.items()
+                       if self._unbooked_any(ex) and (last is None or k[1] > last)}
         by_symbol: dict[str, list[tuple[Intent, dict]]] = {}
         for intent, fill in self._unbooked():
             by_symbol.setdefault(intent.symbol, []).append((intent, fill))
@@ -470,14 +474,14 @@ class Protection:
                 if host.last_bar_t is not None:
                     host._save_checkpoint(host.last_bar_t)
             else:
-                self._record_only(sym, ex, bar_t)
+                self._record_only(ex)
         if adjusted is not None:
             host._risk_now().note_fill(float(adjusted[0, FL_PNL]) - float(adjusted[0, FL_FEE]), True, t)
         self._audit_event("PROTECTIVE_STOP_FILLED", sym, {
             "intent_id": intent.intent_id, "role": intent.meta.get("role"), "size": ex.filled_sz, "px": ex.avg_px,
             "fee": ex.fee, "pnl": ex.closed_pnl, "engine": "closed" if adjusted is not None else "already flat"})
 
-    def _record_only(self, sym: str, ex: Execution, bar_t: int) -> None:
+    def _record_only(self, ex: Execution) -> None:
         for f in ex.fills:
             exchange_trade_row(self._conn, ex.intent, f, via="cloid", source="protection", mode="live",
                                reason="protective_stop")
