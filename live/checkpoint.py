@@ -26,14 +26,18 @@ HISTORY_EVERY_MS = 3_600_000
 HISTORY_HOURS = 72
 
 
-def encode(state: EngineState, *, last_bar_t: int, symbols: list[str], windows: np.ndarray,
-           config_id: str, epoch: str, flatten_seen: int = 0) -> dict:
+def encode(state: EngineState, *, last_bar_t: int | None, symbols: list[str], windows: np.ndarray,
+           config_id: str, epoch: str, flatten_seen: int = 0, last_sub_t: int | None = None) -> dict:
+    """`last_bar_t`: open of the last main bar whose close the engine stepped; `last_sub_t`: open of
+    the last sub-bar (exit / entry interval) stepped after it, None at a main-bar boundary
+    (live/substep.py: a restart continues with the next sub-bar)."""
     buf = io.BytesIO()
     np.savez(buf, states=state.states, feat=state.feat, pos=state.pos, acct=state.acct)
     return {
         "version": 1,
         "epoch": epoch,
-        "last_bar_t": int(last_bar_t),
+        "last_bar_t": None if last_bar_t is None else int(last_bar_t),
+        "last_sub_t": None if last_sub_t is None else int(last_sub_t),
         "symbols": list(symbols),
         "windows": [int(w) for w in windows],
         "config_id": config_id,
@@ -58,7 +62,10 @@ def load(conn) -> dict | None:
 
 
 def save_history(conn, data: dict) -> None:
-    """Keep `data` (an encoded checkpoint) if its hour has none yet; drop the ones past retention."""
+    """Keep `data` (an encoded checkpoint) if its hour has none yet; drop the ones past retention.
+    Only main-bar boundaries are kept: the alignment gate resumes a replay after a whole bar."""
+    if data.get("last_sub_t") is not None or data.get("last_bar_t") is None:
+        return
     t = int(data["last_bar_t"])
     hour = t // HISTORY_EVERY_MS
     newest = conn.execute("SELECT MAX(bar_t_ms) FROM engine_checkpoints").fetchone()[0]
