@@ -688,16 +688,16 @@ class TraderDaemon:
                 if self.executor is not None:
                     self._dry_live_intents(fills, step)
             self._record(step, fills)
-            summary.add_bar(step.bar_t, fills)
+            summary.add_step(step, fills)
             self.pinger.maybe_ping()
             if self.stop_requested:
                 break
         with transaction(self.conn):
             self._save_checkpoint()
-        if summary.bars > 1 or (summary.bars and self.until_caught_up):
+        if summary.bars + summary.subs > 1 or (summary.bars + summary.subs and self.until_caught_up):
             self.log.info(summary.line(self.engine.state.acct, self.engine.state.pos, self.symbols,
                                        self.risk.kill_mode))
-        return summary.bars
+        return summary.bars + summary.subs
 
     # ------------------------------------------------------------------ loop
     def _reload_config(self) -> None:

@@ -176,9 +176,20 @@ class Batch:
     funding: np.ndarray | None       # [nsym, nbar] of md
     sub_md: MarketData | None        # sub-interval bars from the first due sub-bar
     steps: list[Step]
+    nsym: int
 
     def main_index(self, step: Step) -> int:
-        return int((step.bar_t - int(self.md.times[0])) // self.md.interval_ms)
+        return self.main_index_at(step.bar_t)
+
+    def main_index_at(self, bar_t: int) -> int:
+        return int((bar_t - int(self.md.times[0])) // self.md.interval_ms)
+
+    def valid_at(self, bar_t: int) -> np.ndarray:
+        """The valid row of main bar bar_t (all False when it is not loaded): a sub-bar entry needs
+        the previous main bar, as at a main close."""
+        if self.md is not None and self.md.times[0] <= bar_t <= self.md.times[-1]:
+            return self.md.valid[:, self.main_index_at(bar_t)]
+        return np.zeros(self.nsym, bool)
 
 
 class SubStepper:
@@ -235,10 +246,14 @@ class SubStepper:
         if not steps:
             return None
         funding = self.funding_of(md) if md is not None else None
-        return Batch(md, funding, sub_md, steps)
+        return Batch(md, funding, sub_md, steps, len(self.symbols))
 
     def run(self, engine, batch: Batch, step: Step, trade: bool) -> np.ndarray:
-        """Take `step` on the engine (the replay's functions); returns its fill rows."""
+        """Take `step` on the engine (the functions the replay loop runs); returns its fill rows.
+
+        `trade` False (halt_all, a bar too old to trade, a refused exit's re-run): a sub-bar is still
+        stepped, with no symbol's bar in it (no decision; the funding owed at the hour's open is
+        charged), so the engine keeps its sub-bar order; a main close updates only the indicators."""
         nsym = len(self.symbols)
         if step.is_close:
             md, b = batch.md, batch.main_index(step)
@@ -246,7 +261,32 @@ class SubStepper:
             return engine.step_close(step.bar_t, md.open[:, b], md.high[:, b], md.low[:, b], md.close[:, b],
                                      md.volume[:, b], md.valid[:, b], prev, batch.funding[:, b], trade=trade)
         o, h, lo, c, _v, valid = row_at(batch.sub_md, step.open_ms, nsym)
-        return engine.step_sub(step.bar_t, step.j, step.close_ms, o, h, lo, c, valid, trade=trade)
+        if not trade:
+            valid = np.zeros(nsym, bool)
+        return engine.step_sub(step.bar_t, step.j, o, h, lo, c, valid, step.close_ms,
+                               funding=self.bar_funding(batch, step.bar_t), prev_valid=batch.valid_at(step.bar_t - self.iv_ms))
+
+    def bar_funding(self, batch: Batch, bar_t: int) -> np.ndarray:
+        """The funding rates of the main bar opening at bar_t (charged at its first sub-bar, before the
+        main candle exists: read from the funding DB for that hour)."""
+        if batch.md is not None and batch.md.times[0] <= bar_t <= batch.md.times[-1]:
+            return batch.funding[:, batch.main_index_at(bar_t)]
+        one = MarketData(self.interval, self.iv_ms, self.symbols, np.array([bar_t], np.int64),
+                         *(np.zeros((len(self.symbols), 1)) for _ in range(5)), np.zeros((len(self.symbols), 1), bool))
+        return self.funding_of(one)[:, 0]
+
+    def check_engine(self, engine) -> str | None:
+        """A problem line when the engine's own sub-bar position disagrees with the cursor (the two are
+        saved in one checkpoint, so this means a checkpoint from another build or a hand-edited DB)."""
+        c = self.cursor
+        want = (None, 0) if c.last_sub_t is None else (
+            c.last_sub_t // self.iv_ms * self.iv_ms, (c.last_sub_t % self.iv_ms) // self.sub_ms + 1)
+        bar, done = engine.sub_position
+        got = (bar if done else None, done)
+        if got != want:
+            return (f"engine checkpoint: the engine is at sub-bar {got} but the trader's cursor at {want} "
+                    f"({c.text()}); use a new AI_QUANT_DB_PATH")
+        return None
 
     def lag(self, now_ms: int) -> tuple[str, int] | None:
         """(candle DB, ms since its newest bar closed) when a DB the steps need is > 2 of its bars
