@@ -251,20 +251,32 @@ class SubStepper:
     def run(self, engine, batch: Batch, step: Step, trade: bool) -> np.ndarray:
         """Take `step` on the engine (the functions the replay loop runs); returns its fill rows.
 
-        `trade` False (halt_all, a bar too old to trade, a refused exit's re-run): a sub-bar is still
-        stepped, with no symbol's bar in it (no decision; the funding owed at the hour's open is
-        charged), so the engine keeps its sub-bar order; a main close updates only the indicators."""
+        `trade` False (warm-up on bars too old to trade, halt_all, a refused exit's re-run): no
+        decision. A main close then only feeds the indicators, as the replay's warm-up does; a
+        sub-bar is skipped, unless the engine is already inside this main bar, when it is stepped
+        with no symbol's bar in it so that the engine keeps its sub-bar order. A traded sub-bar after
+        skipped ones first steps those the same empty way (funding owed at the hour's open is still
+        charged, at the last close)."""
         nsym = len(self.symbols)
         if step.is_close:
             md, b = batch.md, batch.main_index(step)
             prev = md.valid[:, b - 1] if b > 0 else np.zeros(nsym, bool)
             return engine.step_close(step.bar_t, md.open[:, b], md.high[:, b], md.low[:, b], md.close[:, b],
                                      md.volume[:, b], md.valid[:, b], prev, batch.funding[:, b], trade=trade)
+        bar, done = engine.sub_position
+        inside = done > 0 and bar == step.bar_t
+        if not trade and not inside:
+            return np.zeros((0, engine._fills.shape[1]))
+        funding = self.bar_funding(batch, step.bar_t)
+        prev = batch.valid_at(step.bar_t - self.iv_ms)
+        nan, none = np.full(nsym, np.nan), np.zeros(nsym, bool)
+        rows = [engine.step_sub(step.bar_t, j, nan, nan, nan, nan, none, step.bar_t + (j + 1) * self.sub_ms,
+                                funding=funding, prev_valid=prev)       # sub-bars passed over while not trading
+                for j in range(done if inside else 0, step.j)]
         o, h, lo, c, _v, valid = row_at(batch.sub_md, step.open_ms, nsym)
-        if not trade:
-            valid = np.zeros(nsym, bool)
-        return engine.step_sub(step.bar_t, step.j, o, h, lo, c, valid, step.close_ms,
-                               funding=self.bar_funding(batch, step.bar_t), prev_valid=batch.valid_at(step.bar_t - self.iv_ms))
+        rows.append(engine.step_sub(step.bar_t, step.j, o, h, lo, c, valid if trade else none, step.close_ms,
+                                    funding=funding, prev_valid=prev))
+        return rows[0] if len(rows) == 1 else np.concatenate(rows)
 
     def bar_funding(self, batch: Batch, bar_t: int) -> np.ndarray:
         """The funding rates of the main bar opening at bar_t (charged at its first sub-bar, before the
