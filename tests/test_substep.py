@@ -101,3 +101,12 @@ def test_the_finest_interval_is_stepped(main, exit_iv, entry_iv, want):
 def test_intervals_the_engine_cannot_step_are_refused(main, exit_iv, entry_iv, message):
     with pytest.raises(SubStepError, match=message):
         sub_interval(main, exit_iv, entry_iv)
+
+
+def test_the_monitor_shows_the_last_step():
+    from live.monitor.snapshot import last_step
+
+    assert last_step(None) is None
+    assert last_step({"last_bar_t": T10, "last_sub_t": None, "symbols": {}}) == {"kind": "bar", "t": T10}
+    assert last_step({"last_bar_t": T10, "last_sub_t": T10 + H + M5, "symbols": {}}) == {"kind": "sub-bar",
+                                                                                        "t": T10 + H + M5}
