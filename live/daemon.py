@@ -356,11 +356,11 @@ class TraderDaemon:
         the config uses (exit / entry sub-bars), then the main close, each once it has closed."""
         s = self.settings
         try:
-            sub_iv = sub_interval(self.interval, self.cfg.exit_interval, self.cfg.entry_interval)
-            SubStepper.check_dbs(self.interval, sub_iv, s.candles_db_dir)
+            plan = sub_interval(self.interval, self.cfg.exit_interval, self.cfg.entry_interval)
+            SubStepper.check_dbs(self.interval, plan[0], s.candles_db_dir)
         except SubStepError as exc:
             raise DaemonError(str(exc)) from None
-        return SubStepper(interval=self.interval, sub_iv=sub_iv, candles_dir=s.candles_db_dir, symbols=self.symbols,
+        return SubStepper(interval=self.interval, plan=plan, candles_dir=s.candles_db_dir, symbols=self.symbols,
                           grace_ms=s.candle_close_grace_ms, load=self._load_checked, first_bar_t=self.first_bar_t,
                           funding_of=lambda md: funding_matrix(str(s.funding_db) if s.funding_db else None, md))
 
@@ -385,7 +385,11 @@ class TraderDaemon:
         balance = self.settings.paper_balance  # a fresh engine's cash; dry_live / live use the account
         if state is None and self.hl is not None and getattr(self, "account_value", 0.0) > 0:
             balance = float(self.account_value)  # dry_live / live size from the real account
-        self.engine = Engine(params, wv, self.symbols, self.iv_ms, balance, state=state)
+        self.engine = Engine(params, wv, self.symbols, self.iv_ms, balance, state=state,
+                             sub_exits=self.steps.exit_sub, sub_entries=self.steps.entry_sub)
+        problem = self.steps.check_engine(self.engine)
+        if problem is not None:
+            raise DaemonError(f"{self.settings.db_path}: {problem}")
         self.base_params = self.engine.params.copy()
 
     def _audit(self, event: str, symbol: str | None, data: dict) -> None:

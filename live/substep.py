@@ -108,28 +108,25 @@ class Cursor:
         return f"{bar}, sub-bar {iso_utc(self.last_sub_t)} (t={self.last_sub_t})"
 
 
-def sub_interval(interval: str, exit_interval: str | None, entry_interval: str | None) -> str | None:
-    """The finest interval the engine steps below the main one (None: main bars only). Exit and
-    entry sub-intervals must divide the main interval, and the coarser must be a multiple of the
-    finer (the kernel sees one sub-bar grid)."""
+def sub_interval(interval: str, exit_interval: str | None, entry_interval: str | None) -> tuple[str | None, bool, bool]:
+    """(the sub-bar interval the engine steps below the main one or None, exits on it, entries on
+    it). The kernel sees one sub-bar grid: an exit and an entry interval both finer than the main
+    one must be the same (the reference's 30m/3m/3m), and it must divide the main interval."""
     main_ms = interval_ms(interval)
-    finer = []
+    finer = {}
     for key, iv in (("exit_interval", exit_interval), ("entry_interval", entry_interval)):
-        if not iv:
+        if not iv or interval_ms(iv) == main_ms:
             continue
         iv = normalize_interval(iv)
-        ms = interval_ms(iv)
-        if ms == main_ms:
-            continue
-        if ms > main_ms or main_ms % ms:
+        if interval_ms(iv) > main_ms or main_ms % interval_ms(iv):
             raise SubStepError(f"global.engine.{key}={iv} must divide the main interval {interval}")
-        finer.append(iv)
-    if not finer:
-        return None
-    finest = min(finer, key=interval_ms)
-    if any(interval_ms(iv) % interval_ms(finest) for iv in finer):
-        raise SubStepError(f"global.engine: exit and entry intervals {' and '.join(finer)} do not nest")
-    return finest
+        finer[key] = iv
+    if len(set(finer.values())) > 1:
+        raise SubStepError(f"global.engine.entry_interval={finer['entry_interval']} and exit_interval="
+                           f"{finer['exit_interval']}: sub-bars are one grid; set both to the same interval, "
+                           f"or one of them to {interval}")
+    sub = next(iter(finer.values()), None)
+    return sub, "exit_interval" in finer, "entry_interval" in finer
 
 
 def due_steps(cursor: Cursor, *, now_ms: int, grace_ms: int, iv_ms: int, sub_ms: int, first_bar_t: int,
@@ -195,9 +192,10 @@ class Batch:
 class SubStepper:
     """The step schedule of one trader: candle DBs, intervals, cursor; runs a step on the Engine."""
 
-    def __init__(self, *, interval: str, sub_iv: str | None, candles_dir: Path, symbols: list[str],
+    def __init__(self, *, interval: str, plan: tuple[str | None, bool, bool], candles_dir: Path, symbols: list[str],
                  grace_ms: int, load, funding_of, first_bar_t: int):
         self.interval, self.iv_ms = interval, interval_ms(interval)
+        sub_iv, self.exit_sub, self.entry_sub = plan   # sub_interval(): what the Engine decides on sub-bars
         self.sub_iv = sub_iv
         self.sub_ms = interval_ms(sub_iv) if sub_iv else 0
         self.main_db = str(candles_dir / f"candles_{interval}.db")

@@ -83,11 +83,11 @@ def test_cursor_advances_and_round_trips_through_the_checkpoint():
 
 
 @pytest.mark.parametrize(("main", "exit_iv", "entry_iv", "want"), [
-    ("1h", "5m", None, "5m"),
-    ("1h", None, None, None),
-    ("1h", "1h", None, None),
-    ("30m", "3m", "3m", "3m"),
-    ("1h", "15m", "5m", "5m"),
+    ("1h", "5m", None, ("5m", True, False)),
+    ("1h", None, None, (None, False, False)),
+    ("1h", "1h", None, (None, False, False)),
+    ("30m", "3m", "3m", ("3m", True, True)),
+    ("1h", "1h", "5m", ("5m", False, True)),
 ])
 def test_the_finest_interval_is_stepped(main, exit_iv, entry_iv, want):
     assert sub_interval(main, exit_iv, entry_iv) == want
@@ -96,7 +96,7 @@ def test_the_finest_interval_is_stepped(main, exit_iv, entry_iv, want):
 @pytest.mark.parametrize(("main", "exit_iv", "entry_iv", "message"), [
     ("1h", "2h", None, "exit_interval=2h must divide the main interval 1h"),
     ("15m", "30m", None, "exit_interval=30m must divide the main interval 15m"),
-    ("30m", "5m", "3m", "do not nest"),
+    ("30m", "5m", "3m", "sub-bars are one grid"),
 ])
 def test_intervals_the_engine_cannot_step_are_refused(main, exit_iv, entry_iv, message):
     with pytest.raises(SubStepError, match=message):
