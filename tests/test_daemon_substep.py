@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from test_daemon_paper import CONFIG, copy_candles, db_fills
 
 from live.clock import ManualClock
@@ -25,6 +26,7 @@ from live.trading_db import iso_utc
 REPO = Path(__file__).resolve().parents[1]
 H, M5, GRACE = 3_600_000, 300_000, 2_000
 SUB_CONFIG = CONFIG.replace("engine: {interval: 15m}", "engine: {interval: 1h, exit_interval: 5m}")
+ENTRY_SUB_CONFIG = CONFIG.replace("engine: {interval: 15m}", "engine: {interval: 1h, exit_interval: 5m, entry_interval: 5m}")
 
 
 def hours(shared: Path) -> list[int]:
@@ -43,7 +45,7 @@ def world(tmp_path: Path, shared: Path, *, before_ms: int, config: str = SUB_CON
     env.update({"AI_QUANT_STRATEGY_YAML": str(tmp_path / "cfg.yaml"), "AI_QUANT_CANDLES_DB_DIR": str(dbs),
                 "AI_QUANT_DB_PATH": str(tmp_path / "paper.db"), "AI_QUANT_LOCK_PATH": str(tmp_path / "paper.lock"),
                 "AI_QUANT_RISK_MAX_DAILY_LOSS_PCT": "0", "AI_QUANT_RISK_SAFE_MODE_DRAWDOWN_PCT": "0",
-                "AI_QUANT_MODE": "paper", "AI_QUANT_LOOP_TARGET_SECS": "0.2", "AI_QUANT_HEARTBEAT_SECS": "1",
+                "AI_QUANT_MODE": "paper", "AI_QUANT_LOOP_TARGET_SECS": "0.5", "AI_QUANT_HEARTBEAT_SECS": "1",
                 "AI_QUANT_CANDLE_CLOSE_GRACE_MS": str(GRACE)})
     return env
 
@@ -86,15 +88,19 @@ def cursor_of(db: Path) -> tuple[int | None, int | None]:
     return data["last_bar_t"], data.get("last_sub_t")
 
 
-def test_paper_catch_up_with_5m_exits_equals_replay_fill_for_fill(tmp_path, shared_data):
+@pytest.mark.parametrize("config", [pytest.param(SUB_CONFIG, marks=pytest.mark.slow), ENTRY_SUB_CONFIG],
+                         ids=["5m exits", "5m exits and entries"])
+def test_paper_catch_up_with_5m_sub_bars_equals_replay_fill_for_fill(tmp_path, shared_data, config):
     end = hours(shared_data)[-1]          # the last hour lacks its 04:55 bar: stop before it
-    env = world(tmp_path, shared_data, before_ms=end)
+    env = world(tmp_path, shared_data, before_ms=end, config=config)
     proc = subprocess.run([sys.executable, "-m", "live", "--mode", "paper", "--until-caught-up"], env=env,
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got, want = paper(tmp_path / "paper.db"), replay(tmp_path, env)
-    assert len(want) > 30 and any(not t.endswith(":00:00.000+00:00") for _, _, t, *_ in want), \
-        "the replay must book some exits on 5m bars inside the hour"
+    inside = {a for _, a, t, *_ in want if not t.endswith(":00:00.000+00:00")}
+    assert len(want) > 30 and {"CLOSE"} <= inside, "the replay must book some exits on 5m bars inside the hour"
+    if config == ENTRY_SUB_CONFIG:
+        assert "OPEN" in inside, "... and entries"
     assert got == want
     assert re.search(r"caught up: \d+ bar\(s\) \S+ \.\. \S+; \d+ sub-bar\(s\) from ", proc.stderr)
     assert cursor_of(tmp_path / "paper.db") == (end - H, None)
@@ -107,7 +113,7 @@ class ClockWorld:
 
     def __init__(self, tmp_path: Path, shared: Path, live_from: int, end: int):
         self.tmp, self.shared, self.next, self.end = tmp_path, shared, live_from, end
-        self.env = world(tmp_path, shared, before_ms=live_from)
+        self.env = world(tmp_path, shared, before_ms=live_from, config=ENTRY_SUB_CONFIG)
         self.wall = ManualClock(now_ms=live_from + GRACE)
         self.seen: dict[int, int] = {}   # trades.id -> the clock when the row appeared
         self.daemon = None
@@ -135,15 +141,18 @@ class ClockWorld:
         self.daemon = None
 
 
-def test_paper_on_the_clock_steps_each_5m_bar_once_and_books_every_exit_right_after_it(tmp_path, shared_data):
+@pytest.mark.parametrize("n_hours", [30, pytest.param(100, marks=pytest.mark.slow)])
+def test_paper_on_the_clock_steps_each_5m_bar_once_and_books_every_fill_right_after_it(tmp_path, shared_data,
+                                                                                       n_hours):
+    """5m exits and entries; the trader also dies mid-hour (after a 10:20 bar) and is restarted."""
     times = hours(shared_data)
-    live_from, end = times[-100], times[-1]
+    live_from, end = times[-n_hours], times[-1]
     w = ClockWorld(tmp_path, shared_data, live_from, end)
     daemon = w.start()
     assert daemon.steps.cursor.last_bar_t == live_from - H
     steps = []
     while w.next < end:
-        if w.next == live_from + 30 * H + 4 * M5:   # mid-hour: the trader dies after its 10:20 bar
+        if w.next == live_from + n_hours // 2 * H + 5 * M5:   # mid-hour: the trader dies after its 10:20 bar
             w.crash()
             w.start()   # nothing was due at restart: the checkpoint holds 10:20
             assert w.daemon.steps.cursor.last_sub_t == w.next - M5

@@ -23,7 +23,7 @@ from cpu_replay.api import run_replay
 from live.clock import ManualClock
 from live.daemon import TraderDaemon
 from live.env import load_settings
-from live.sandbox import AssetSpec, SandboxExchange
+from live.sandbox import AssetSpec, BookSpec, SandboxExchange
 from marketdata.candles import load_market_data
 from strategy.config import load_config
 
@@ -34,14 +34,16 @@ LIVE_HOURS = 96
 class SubBarWorld:
     def __init__(self, tmp_path: Path, shared: Path, live_from: int):
         self.tmp, self.shared, self.live_from, self.next = tmp_path, shared, live_from, live_from
-        world(tmp_path, shared, before_ms=live_from)    # candle DBs and the config (paper env unused)
+        # candle DBs and the config (paper env unused); fills at the decision price, as the replay books them
+        world(tmp_path, shared, before_ms=live_from, config=SUB_CONFIG.replace(
+            "trade: {", "trade: {slippage_bps: 0.0, exit_slippage_bps: 0.0, "))
         self.wallet = eth_account.Account.create()
         with sqlite3.connect(shared / "candles_5m.db") as conn:
             timeline = [r[0] for r in conn.execute("SELECT DISTINCT t FROM candles WHERE symbol IN (?, ?, ?) "
                                                    "ORDER BY t", SYMBOLS)]
         self.ex = SandboxExchange([AssetSpec(s, 0, 50) for s in SYMBOLS], str(shared / "candles_5m.db"),
                                   {self.wallet.address: 10_000.0}, interval="5m",
-                                  start_bar=timeline.index(live_from - M5)).start()
+                                  start_bar=timeline.index(live_from - M5), book=BookSpec(half_spread_bps=0.0)).start()
         secrets = tmp_path / "secrets.json"
         secrets.write_text(json.dumps({"secret_key": self.wallet.key.hex(), "main_address": self.wallet.address}))
         os.chmod(secrets, 0o600)
@@ -66,7 +68,7 @@ class SubBarWorld:
         ws = self.daemon.market_ws
         seq = ws.seq if ws is not None else 0
         self.ex.advance(1)
-        t = self.ex.now_ms() - M5
+        t = self.ex.now_ms - M5
         if ws is not None and ws.health()["connected"]:
             ws.wait_mids(seq, 2.0)
         reveal(self.tmp, self.shared, from_ms=self.next, before_ms=t + M5)
