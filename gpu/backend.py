@@ -93,7 +93,7 @@ class StaticInputs:
     t1: int
     btc_idx: int
     initial_balance: float
-    sub: SubBars | None = field(default=None)  # finer exit bars; None = exits on the main bar
+    sub: SubBars | None = field(default=None)  # finer sub-bars (exits/entries); None = main bars only
 
     def __post_init__(self) -> None:
         if self.sub is None:
@@ -337,7 +337,10 @@ class Evaluator:
 
     def _run_spec(self) -> RunSpec:
         s = self.static
-        return RunSpec(int(s.sub.k), s.t0, s.t1, s.btc_idx, float(s.initial_balance))
+        k = int(s.sub.k)
+        exit_sub = 1 if (k > 0 and s.sub.exits) else 0
+        entry_sub = 1 if (k > 0 and s.sub.entries) else 0
+        return RunSpec(k, exit_sub, entry_sub, s.t0, s.t1, s.btc_idx, float(s.initial_balance))
 
     def _run_cpu(self, c0, m, batch, pvals, fidx, max_fills, max_trades):
         scratch = _scratch(np.zeros, m, self.static.nsym, max_fills, max_trades)
