@@ -21,6 +21,7 @@ from strategy.indicators import STREAM, stream_state_len
 from strategy.kernel import KERNEL_CPU
 from strategy.layout import (
     A_BALANCE,
+    A_BAR_OPENS,
     A_EQUITY,
     A_NFILLS,
     A_SUB_BAR_OPEN,
@@ -32,6 +33,8 @@ from strategy.layout import (
     POS_LAST_CLOSE,
     POS_SIDE,
     POS_SIZE,
+    POS_SUB_FIRED,
+    POS_SUB_MISSING,
     R_SYSTEM,
 )
 from strategy.params import P_EXIT_SLIPPAGE_BPS, P_SLIPPAGE_BPS, P_TAKER_FEE_BPS
@@ -299,6 +302,12 @@ class Engine:
         close_bar(int(bar_open_ms), self.interval_ms, (_f64(o), _f64(h), _f64(lo), _f64(c), _f64(v)), _u8(valid),
                   _u8(prev_valid), self._funding(funding), self.params, self.wv, self.btc_idx, st.states, st.feat,
                   self._book(), n_sub, int(self.sub_exits), trade)
+        if not trade and done > 0:
+            # closed untraded (the trader's halt / too-old bar) after sub-bars were stepped: their
+            # bookkeeping ends with the bar, as step_main_close ends it, so the next starts at j = 0
+            st.pos[:, POS_SUB_FIRED] = 0.0
+            st.pos[:, POS_SUB_MISSING] = 0.0
+            st.acct[A_SUB_BAR_OPEN], st.acct[A_SUB_NEXT], st.acct[A_BAR_OPENS] = -1.0, 0.0, 0.0
         return self._collect(before)
 
     def step(self, bar_open_ms: int, o, h, lo, c, v, valid, prev_valid, funding=None,

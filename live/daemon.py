@@ -378,7 +378,10 @@ class TraderDaemon:
             if saved["symbols"] != self.symbols or saved["windows"] != [int(w) for w in wv]:
                 raise DaemonError(f"{self.settings.db_path}: its engine checkpoint was made for other symbols or "
                                   "indicator windows; use a new AI_QUANT_DB_PATH for this config")
-            state = checkpoint.decode(saved)
+            try:
+                state = checkpoint.decode(saved)
+            except ValueError as exc:
+                raise DaemonError(f"{self.settings.db_path}: {exc}") from None
             self.epoch = saved["epoch"]
         current = (load_engine_state(self.conn, "flatten_seq") or {}).get("seq", 0)
         self.flatten_seen = int(saved.get("flatten_seen", current)) if saved is not None else int(current)

@@ -32,6 +32,7 @@ import numpy as np
 
 from marketdata.candles import MarketData, align_to_symbols
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
+from marketdata.subbars import SubBarError, sub_bar_plan
 
 
 class SubStepError(ValueError):
@@ -110,23 +111,17 @@ class Cursor:
 
 def sub_interval(interval: str, exit_interval: str | None, entry_interval: str | None) -> tuple[str | None, bool, bool]:
     """(the sub-bar interval the engine steps below the main one or None, exits on it, entries on
-    it). The kernel sees one sub-bar grid: an exit and an entry interval both finer than the main
-    one must be the same (the reference's 30m/3m/3m), and it must divide the main interval."""
-    main_ms = interval_ms(interval)
-    finer = {}
-    for key, iv in (("exit_interval", exit_interval), ("entry_interval", entry_interval)):
-        if not iv or interval_ms(iv) == main_ms:
-            continue
-        iv = normalize_interval(iv)
-        if interval_ms(iv) > main_ms or main_ms % interval_ms(iv):
-            raise SubStepError(f"global.engine.{key}={iv} must divide the main interval {interval}")
-        finer[key] = iv
-    if len(set(finer.values())) > 1:
-        raise SubStepError(f"global.engine.entry_interval={finer['entry_interval']} and exit_interval="
-                           f"{finer['exit_interval']}: sub-bars are one grid; set both to the same interval, "
-                           f"or one of them to {interval}")
-    sub = next(iter(finer.values()), None)
-    return sub, "exit_interval" in finer, "entry_interval" in finer
+    it): marketdata.subbars.sub_bar_plan, as the replay reads the config (one grid: an exit and an
+    entry interval both finer than the main one must be the same), and it must divide the main one."""
+    norm = [normalize_interval(iv) if iv else None for iv in (interval, entry_interval, exit_interval)]
+    try:
+        sub, exit_sub, entry_sub = sub_bar_plan(*norm)
+    except SubBarError as exc:
+        raise SubStepError(str(exc)) from None
+    if sub is not None and (interval_ms(sub) > interval_ms(interval) or interval_ms(interval) % interval_ms(sub)):
+        key = "exit_interval" if exit_sub else "entry_interval"
+        raise SubStepError(f"global.engine.{key}={sub} must divide the main interval {interval}")
+    return sub, exit_sub, entry_sub
 
 
 def due_steps(cursor: Cursor, *, now_ms: int, grace_ms: int, iv_ms: int, sub_ms: int, first_bar_t: int,
