@@ -701,10 +701,11 @@ class TraderDaemon:
                 break
         with transaction(self.conn):
             self._save_checkpoint()
-        if summary.bars + summary.subs > 1 or (summary.bars + summary.subs and self.until_caught_up):
+        steps = summary.bars + summary.subs   # on time: one sub-bar a loop, with the main close at the hour
+        if steps > 2 or (steps and self.until_caught_up):
             self.log.info(summary.line(self.engine.state.acct, self.engine.state.pos, self.symbols,
                                        self.risk.kill_mode))
-        return summary.bars + summary.subs
+        return steps
 
     # ------------------------------------------------------------------ loop
     def _reload_config(self) -> None:

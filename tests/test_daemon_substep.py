@@ -199,3 +199,32 @@ def test_sigkill_mid_hour_then_restart_goes_on_with_the_next_5m_bar(tmp_path, sh
     assert paper(db) == replay(tmp_path, env)
     got = db_fills(db)
     assert len(got) == len(set(got)), "a fill row was booked twice"
+
+
+def test_halt_all_mid_hour_then_cleared_mid_hour_keeps_the_sub_bar_order(tmp_path, shared_data):
+    """halt_all from 10:20 through 11:10 (no order at all, the 10:00 bar closes untraded after five
+    traded 5m bars, 11:00 .. 11:10 pass without a decision), then cleared: the engine takes 11:15 and
+    everything after in order, one step per 5m bar, and trades again."""
+    times = hours(shared_data)
+    live_from, end = times[-12], times[-1]
+    w = ClockWorld(tmp_path, shared_data, live_from, end)
+    kill = tmp_path / "kill"
+    w.env["AI_QUANT_KILL_SWITCH_FILE"] = str(kill)
+    w.start()
+    halt_from, halt_to = live_from + H + 4 * M5, live_from + 2 * H + 3 * M5
+    steps, during = [], []
+    while w.next < end:
+        if w.next == halt_from:
+            kill.write_text("halt_all\n")
+        if w.next == halt_to:
+            kill.unlink()
+        n_before = len(paper(tmp_path / "paper.db"))
+        steps.append(w.tick())
+        if halt_from <= w.next - M5 < halt_to:
+            during.append(len(paper(tmp_path / "paper.db")) - n_before)
+    assert steps == [2 if (t + M5) % H == 0 else 1 for t in range(live_from, end, M5)]
+    assert during and set(during) == {0}, "halt_all: no fill at all"
+    assert w.daemon.steps.cursor.last_bar_t == end - H and w.daemon.engine.sub_position[1] == 0
+    assert any(w.seen[tid] > halt_to for (tid,) in w.daemon.conn.execute("SELECT id FROM trades")), \
+        "trading resumes after the clear"
+    w.crash()
