@@ -16,7 +16,7 @@ from pathlib import Path
 import eth_account
 import numpy as np
 import pytest
-from test_daemon_substep import GRACE, M5, SUB_CONFIG, H, hours, reveal, world
+from test_daemon_substep import ENTRY_SUB_CONFIG, GRACE, M5, SUB_CONFIG, H, hours, reveal, world
 from test_live_e2e import live_env
 
 from cpu_replay.api import run_replay
@@ -32,10 +32,10 @@ LIVE_HOURS = 96
 
 
 class SubBarWorld:
-    def __init__(self, tmp_path: Path, shared: Path, live_from: int):
+    def __init__(self, tmp_path: Path, shared: Path, live_from: int, config: str = SUB_CONFIG):
         self.tmp, self.shared, self.live_from, self.next = tmp_path, shared, live_from, live_from
         # candle DBs and the config (paper env unused); fills at the decision price, as the replay books them
-        world(tmp_path, shared, before_ms=live_from, config=SUB_CONFIG.replace(
+        world(tmp_path, shared, before_ms=live_from, config=config.replace(
             "trade: {", "trade: {slippage_bps: 0.0, exit_slippage_bps: 0.0, "))
         self.wallet = eth_account.Account.create()
         with sqlite3.connect(shared / "candles_5m.db") as conn:
@@ -94,11 +94,12 @@ def replay_fills(tmp_path: Path, start_ms: int) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_live_exits_and_entries_reach_the_exchange_on_the_5m_bar_the_replay_books_them(tmp_path, shared_data):
-    assert "exit_interval: 5m" in SUB_CONFIG
+@pytest.mark.parametrize("config", [SUB_CONFIG, ENTRY_SUB_CONFIG], ids=["5m exits", "5m exits and entries"])
+def test_live_exits_and_entries_reach_the_exchange_on_the_5m_bar_the_replay_books_them(tmp_path, shared_data,
+                                                                                       config):
     times = hours(shared_data)
     live_from = times[-LIVE_HOURS - 1]
-    w = SubBarWorld(tmp_path, shared_data, live_from)
+    w = SubBarWorld(tmp_path, shared_data, live_from, config)
     started = time.monotonic()
     try:
         daemon = w.start()
@@ -111,15 +112,17 @@ def test_live_exits_and_entries_reach_the_exchange_on_the_5m_bar_the_replay_book
     finally:
         w.stop()
     want = replay_fills(tmp_path, live_from)
-    assert len(want) >= 6 and any(f["t_ms"] % H for f in want if f["action"] in ("CLOSE", "REDUCE")), \
-        "the window must hold exits the replay books inside the hour"
+    inside = {f["action"] for f in want if f["t_ms"] % H}
+    assert len(want) >= 6 and inside & {"CLOSE", "REDUCE"}, "the window must hold exits the replay books inside the hour"
+    if config == ENTRY_SUB_CONFIG:
+        assert inside & {"OPEN", "ADD"}, "... and entries (opens or adds on a 5m bar)"
     assert [(r[0], r[1]) for r in rows] == [(f["symbol"], f["action"]) for f in want]
     delays = []
     for f in want:
         sent = [x for x in exchange if x["coin"] == f["symbol"] and f["t_ms"] <= x["time"] <= f["t_ms"] + M5 + GRACE]
         assert sent, f"{f['symbol']} {f['action']} {f['reason']} booked at {f['t_ms']}: nothing sent within 5m"
         delays.append(min(x["time"] for x in sent) - f["t_ms"])
-    inside = sum(1 for f in want if f["t_ms"] % H)
+    n_inside = sum(1 for f in want if f["t_ms"] % H)
     print(f"live 1h/5m: {LIVE_HOURS} h = {LIVE_HOURS * 12} 5m bars in {time.monotonic() - started:.0f} s; "
-          f"{len(want)} replay fills ({inside} inside the hour), {len(exchange)} exchange fills, "
+          f"{len(want)} replay fills ({n_inside} inside the hour: {sorted(inside)}), {len(exchange)} exchange fills, "
           f"delay max {max(delays) / 1000:.0f} s, median {float(np.median(delays)) / 1000:.0f} s")
