@@ -228,3 +228,14 @@ def test_halt_all_mid_hour_then_cleared_mid_hour_keeps_the_sub_bar_order(tmp_pat
     assert any(w.seen[tid] > halt_to for (tid,) in w.daemon.conn.execute("SELECT id FROM trades")), \
         "trading resumes after the clear"
     w.crash()
+
+
+def test_without_the_5m_candle_db_the_trader_refuses_to_start_in_one_line(tmp_path, shared_data):
+    env = world(tmp_path, shared_data, before_ms=hours(shared_data)[50])
+    (tmp_path / "candles_dbs" / "candles_5m.db").unlink()
+    proc = subprocess.run([sys.executable, "-m", "live", "--mode", "paper", "--until-caught-up"], env=env,
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "candles_5m.db" in lines[0] and "AI_QUANT_SIDECAR_INTERVALS=1h,5m" in lines[0], lines
+    assert not (tmp_path / "paper.db").exists()

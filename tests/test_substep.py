@@ -110,3 +110,31 @@ def test_the_monitor_shows_the_last_step():
     assert last_step({"last_bar_t": T10, "last_sub_t": None, "symbols": {}}) == {"kind": "bar", "t": T10}
     assert last_step({"last_bar_t": T10, "last_sub_t": T10 + H + M5, "symbols": {}}) == {"kind": "sub-bar",
                                                                                         "t": T10 + H + M5}
+
+
+def stepper(tmp_path, sub="5m"):
+    from live.substep import SubStepper
+
+    return SubStepper(interval="1h", plan=(sub, True, False), candles_dir=tmp_path, symbols=["ETH"], grace_ms=GRACE,
+                      load=None, funding_of=None, first_bar_t=T10)
+
+
+def test_a_lagging_5m_db_is_reported_not_only_the_1h_one(tmp_path):
+    """Exits wait for the 5m bars: a market-data service that stopped writing them is a data lag
+    after two 5m bars (+ the grace), even while the 1h DB is fresh."""
+    s = stepper(tmp_path)
+    s.newest = {"1h": T10, "5m": T10 + 11 * M5}
+    now = T10 + H + 2 * M5 + GRACE
+    assert s.lag(now) is None
+    db, lag_ms = s.lag(now + 1)
+    assert db.endswith("candles_5m.db") and lag_ms == 2 * M5 + GRACE + 1
+
+
+def test_the_trader_refuses_to_start_without_the_sub_interval_db(tmp_path):
+    from live.substep import SubStepper
+
+    with pytest.raises(SubStepError, match=r"needs .*candles_5m.db .*AI_QUANT_SIDECAR_INTERVALS=1h,5m"):
+        SubStepper.check_dbs("1h", "5m", tmp_path)
+    (tmp_path / "candles_5m.db").touch()
+    SubStepper.check_dbs("1h", "5m", tmp_path)
+    SubStepper.check_dbs("1h", None, tmp_path)
