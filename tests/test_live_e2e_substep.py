@@ -76,6 +76,11 @@ class SubBarWorld:
         self.wall.set_wall_ms(t + M5 + GRACE)
         return self.daemon.loop_once()
 
+    def crash(self) -> None:
+        """The trader's process is gone (every step it took is committed): its handles close."""
+        self.daemon.close()
+        self.daemon = None
+
     def stop(self) -> None:
         if self.daemon is not None:
             self.daemon.close()
@@ -102,15 +107,23 @@ def test_live_exits_and_entries_reach_the_exchange_on_the_5m_bar_the_replay_book
     w = SubBarWorld(tmp_path, shared_data, live_from, config)
     started = time.monotonic()
     try:
-        daemon = w.start()
+        w.start()
         assert w.ex.fills(w.wallet.address) == [], "warm-up bars must not trade"
+        steps, crash_at = [], live_from + LIVE_HOURS // 2 * H + 5 * M5
         while w.next < times[-1]:
-            w.tick()
+            if w.next == crash_at:      # the trader dies mid-hour after its 10:20 bar and is restarted
+                w.crash()
+                w.start()
+                assert w.daemon.steps.cursor.last_sub_t == crash_at - M5
+            steps.append(w.tick())
+        daemon = w.daemon
         exchange = sorted(w.ex.fills(w.wallet.address), key=lambda f: (f["time"], f["tid"]))
         rows = daemon.conn.execute("SELECT symbol, action, reason, timestamp, bar_t_ms FROM trades "
                                    "WHERE action != 'FUNDING' ORDER BY id").fetchall()
     finally:
         w.stop()
+    assert steps == [2 if (t + M5) % H == 0 else 1 for t in range(live_from, times[-1], M5)], \
+        "one step per 5m bar (and the close at the hour), none redone or skipped across the restart"
     want = replay_fills(tmp_path, live_from)
     inside = {f["action"] for f in want if f["t_ms"] % H}
     assert len(want) >= 6 and inside & {"CLOSE", "REDUCE"}, "the window must hold exits the replay books inside the hour"
