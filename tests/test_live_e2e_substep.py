@@ -139,3 +139,41 @@ def test_live_exits_and_entries_reach_the_exchange_on_the_5m_bar_the_replay_book
     print(f"live 1h/5m: {LIVE_HOURS} h = {LIVE_HOURS * 12} 5m bars in {time.monotonic() - started:.0f} s; "
           f"{len(want)} replay fills ({n_inside} inside the hour: {sorted(inside)}), {len(exchange)} exchange fills, "
           f"delay max {max(delays) / 1000:.0f} s, median {float(np.median(delays)) / 1000:.0f} s")
+
+
+@pytest.mark.slow
+def test_live_restart_after_downtime_mid_hour_warms_what_is_too_old_and_trades_on(tmp_path, shared_data):
+    """Killed at 10:20 holding a position, back two hours later: the 5m bars and closes that are now
+    too old to trade (AI_QUANT_LIVE_MAX_BAR_AGE_S) send nothing, the engine keeps its sub-bar order
+    through them, the newest bar trades, and the trader goes on one step per 5m bar; engine, trading
+    DB and exchange agree."""
+    from test_live_e2e import assert_agree
+
+    times = hours(shared_data)
+    live_from = times[-72]
+    w = SubBarWorld(tmp_path, shared_data, live_from, ENTRY_SUB_CONFIG)
+    try:
+        w.start()
+        while not (w.daemon._engine_positions() and (w.next - 5 * M5) % H == 0):
+            assert w.next < times[-24], "no position held mid-hour"
+            w.tick()
+        w.crash()
+        down_from = w.next
+        for _ in range(2 * 12 + 3):    # two hours and a quarter without the trader
+            w.ex.advance(1)
+        t = w.ex.now_ms - M5
+        reveal(w.tmp, w.shared, from_ms=w.next, before_ms=t + M5)
+        w.next = t + M5
+        w.wall.set_wall_ms(t + M5 + GRACE)
+        w.start()
+        sent_while_old = [f for f in w.ex.fills(w.wallet.address) if down_from <= f["time"] < w.next]
+        assert sent_while_old == [], "nothing is sent for bars that closed while the trader was down"
+        last_sub = w.next - M5
+        assert w.daemon.steps.cursor == type(w.daemon.steps.cursor)(last_sub // H * H - H, last_sub)
+        assert w.daemon.engine.sub_position == (last_sub // H * H, (last_sub % H) // M5 + 1)
+        steps = [w.tick() for _ in range(6 * 12)]
+        assert steps == [2 if (t + M5) % H == 0 else 1 for t in range(w.next - 6 * H, w.next, M5)]
+        w.daemon.reconciler.run()
+        assert_agree(w)
+    finally:
+        w.stop()
