@@ -33,6 +33,7 @@ import numpy as np
 from marketdata.candles import MarketData, align_to_symbols
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
 from marketdata.subbars import SubBarError, sub_bar_plan
+from strategy.layout import NFILL
 
 
 class SubStepError(ValueError):
@@ -259,7 +260,7 @@ class SubStepper:
         bar, done = engine.sub_position
         inside = done > 0 and bar == step.bar_t
         if not trade and not inside:
-            return np.zeros((0, engine._fills.shape[1]))
+            return np.zeros((0, NFILL))
         funding = self.bar_funding(batch, step.bar_t)
         prev = batch.valid_at(step.bar_t - self.iv_ms)
         nan, none = np.full(nsym, np.nan), np.zeros(nsym, bool)
@@ -284,8 +285,8 @@ class SubStepper:
         """A problem line when the engine's own sub-bar position disagrees with the cursor (the two are
         saved in one checkpoint, so this means a checkpoint from another build or a hand-edited DB)."""
         c = self.cursor
-        want = (None, 0) if c.last_sub_t is None else (
-            c.last_sub_t // self.iv_ms * self.iv_ms, (c.last_sub_t % self.iv_ms) // self.sub_ms + 1)
+        bar = self.first_bar_t if c.last_bar_t is None else c.last_bar_t + self.iv_ms   # the bar being stepped
+        want = (None, 0) if c.last_sub_t is None else (bar, (c.last_sub_t - bar) // self.sub_ms + 1)
         bar, done = engine.sub_position
         got = (bar if done else None, done)
         if got != want:

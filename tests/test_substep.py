@@ -138,3 +138,17 @@ def test_the_trader_refuses_to_start_without_the_sub_interval_db(tmp_path):
     (tmp_path / "candles_5m.db").touch()
     SubStepper.check_dbs("1h", "5m", tmp_path)
     SubStepper.check_dbs("1h", None, tmp_path)
+
+
+def test_a_cursor_that_disagrees_with_the_engines_own_sub_bar_position_is_refused(tmp_path):
+    """Both are saved in one checkpoint; a mismatch (a DB from another build, a hand edit) must not
+    be resumed: the engine would refuse the next sub-bar mid-hour, or skip one."""
+    from types import SimpleNamespace
+
+    s = stepper(tmp_path)
+    s.cursor = Cursor(last_bar_t=T10 - H, last_sub_t=T10 + 4 * M5)
+    assert s.check_engine(SimpleNamespace(sub_position=(T10, 5))) is None
+    assert "cursor" in s.check_engine(SimpleNamespace(sub_position=(T10, 4)))
+    assert "cursor" in s.check_engine(SimpleNamespace(sub_position=(-1, 0)))
+    s.cursor = Cursor(last_bar_t=T10)
+    assert s.check_engine(SimpleNamespace(sub_position=(-1, 0))) is None
