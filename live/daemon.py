@@ -328,7 +328,7 @@ class TraderDaemon:
                 delete_position_state(self.conn, symbol)
             else:
                 _mirror(self.conn, symbol, p, None)
-            if self.steps.cursor != Cursor():
+            if self.last_bar_t is not None:
                 self._save_checkpoint()
         return result
 
