@@ -1,7 +1,8 @@
 """The trading daemon: the canonical engine on closed bars, behind the RiskManager.
 
-Each new closed bar of the entry interval (read from the candle DBs the market-data service keeps
-fresh, after a grace window) goes through `cpu_replay.engine.Engine.step` — the code path of
+Each (sub-)bar step that is due (live/substep.py: every closed bar of the finest exit / entry
+interval, then the main close, read from the candle DBs the market-data service keeps fresh, after a
+grace window) goes through `Engine.step_sub` / `Engine.step_close` — the code path of
 `backtester replay` — and the fills it produces pass the RiskManager before they are recorded by
 the broker (paper: the trading DB; dry_live: audit events only). A fill the RiskManager refuses is
 undone by restoring the engine from its pre-bar snapshot and re-running the bar with that
