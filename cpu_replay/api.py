@@ -22,9 +22,9 @@ from cpu_replay.report import (
 )
 from cpu_replay.state_io import apply_init_state
 from cpu_replay.subbars import SubBarError, SubBars, build_sub_bars
-from marketdata.subbars import sub_bar_plan
 from marketdata.candles import exclude_symbols
 from marketdata.sanity import iso_ms
+from marketdata.subbars import sub_bar_plan
 from strategy.kernel import KERNEL_CPU
 from strategy.layout import (
     A_BALANCE,

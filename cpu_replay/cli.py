@@ -162,7 +162,6 @@ def apply_universe_filter(md, sources: str, universe_db: str | None, start_ms, e
 def load_exit_data(cfg, md, exit_candles_db: str | None):
     """The config's exit-interval candles over the main data's span, or None when exits use main bars."""
     from marketdata.candles import load_market_data
-
     from marketdata.subbars import SubBarError, sub_bar_plan
 
     try:

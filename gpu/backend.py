@@ -270,7 +270,8 @@ class Evaluator:
         if self.layout == "v2":
             from gpu.kernels import _V2_CACHE
 
-            return _V2_CACHE.get((self.cap, self.warps, id(None)))
+            sub = getattr(self.static, "sub", None)
+            return _V2_CACHE.get((self.cap, self.warps, id(None), bool(sub is not None and sub.entries and sub.k)))
         return _CUDA_DRIVER
 
     def _cuda_max_batch(self) -> int:
@@ -409,8 +410,9 @@ class Evaluator:
         market, cand_static = self._args
         cands = Candidates(lanes.combos, cuda.to_device(pvals[c0:c0 + m]), *cand_static)
         blocks = warp_combo.shape[0] // self.warps
-        make_cuda_driver_v2(self.cap, self.warps)[blocks, self.warps * WARP](lanes, market, cands,
-                                                                               self._run_spec(), out)
+        run = self._run_spec()
+        make_cuda_driver_v2(self.cap, self.warps, entry_sub=bool(run.entry_sub))[blocks, self.warps * WARP](
+            lanes, market, cands, run, out)
         cuda.synchronize()
         self._resize()
         trades = out.trades.copy_to_host() if max_trades > 0 else None

@@ -78,7 +78,6 @@ def load_exit_data(base, md, exit_candles_db: str | None, symbols: str | None):
     Same default as `backtester replay`: candles_dbs/candles_<exit>.db."""
     from marketdata.candles import load_market_data
     from marketdata.intervals import MarketDataError
-
     from marketdata.subbars import SubBarError, sub_bar_plan
 
     try:

@@ -207,9 +207,13 @@ def warps_per_block(cap: int) -> int:
 _V2_CACHE: dict = {}
 
 
-def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
+def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None, entry_sub: bool = False):
     """Layout v2 kernel ``sweep_v2[blocks, warps * 32](lanes, market_t, cands, run, out)`` compiled for
-    symbol capacity ``cap`` (cached per (cap, warps) in this process).
+    symbol capacity ``cap`` (cached per (cap, warps, entry_sub) in this process).
+
+    ``entry_sub`` is compiled in (``run.entry_sub`` is not read): the entries on sub-bars, inlined
+    into the sub-bar loop, raise the kernel from 166 to ~254 registers on sm_90 (ptxas), so a sweep
+    without entry sub-bars gets a kernel without them.
 
     Per thread: params, pos, acct and the ranking rows are ``cuda.local.array`` sized by ``cap`` (see
     ``local_rows``) and
@@ -224,7 +228,7 @@ def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
     from numba import cuda, float64, int64
 
     warps = warps_per_block(cap) if warps is None else int(warps)
-    key = (cap, warps, id(kernel))
+    key = (cap, warps, id(kernel), bool(entry_sub))
     if key in _V2_CACHE:
         return _V2_CACHE[key]
     if kernel is None:
@@ -243,6 +247,7 @@ def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
     write_metrics = kernel.write_metrics
     use_syncwarp = hasattr(cuda, "syncwarp")  # the simulator has none: a block barrier there
     CAP = cap
+    ENTRY_SUB = 1 if entry_sub else 0
     LROWS = local_rows(cap)
     WARPS = warps
 
@@ -316,9 +321,10 @@ def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
             init_state(pos, acct, run.initial_balance)
         if row >= 0:
             stage_init(lane, run.t0, feat, row, market.pool_t, market.valid_t, lanes.combos)
+        warp_sync()  # the first sub-bar reads (and entry sub-bars restage) rows other lanes wrote
         for t in range(run.t0, run.t1):
             for j in range(run.nsub):
-                if run.entry_sub != 0:
+                if ENTRY_SUB != 0:
                     if row >= 0:
                         stage_sub(lane, t, j, feat, market)
                     warp_sync()
@@ -327,8 +333,8 @@ def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
                                                        market.sub_l[:, t, j], market.sub_c[:, t, j],
                                                        market.sub_valid[:, t, j], market.sub_close_ms[t, j]),
                                  feat, market.valid_t[t], market.funding_t[t], params, run.btc_idx, book,
-                                 run.exit_sub, run.entry_sub)
-                if run.entry_sub != 0:
+                                 run.exit_sub, ENTRY_SUB)
+                if ENTRY_SUB != 0:
                     warp_sync()
             if run.nsub > 0:
                 warp_sync()  # every lane is past the sub-bars before the bar's rows replace the last bar's

@@ -1,30 +1,43 @@
-"""The per-bar step, entry ranking and the end of data: the order in which the rules run.
+"""The step at every closed (sub-)bar, entry ranking and the end of data: the order the rules run in.
 
-On every closed bar (spec/strategy.md, "Decisions on a closed bar"), ``step_bar``:
+A main bar may hold k sub-bars (the finer candles of [engine.exit_interval] and/or
+[engine.entry_interval], one grid). Each is stepped as it closes, then the main close; the
+canonical engine, the sweep (CPU and CUDA) and the trader call these same functions in this order
+(docs/STRATEGY.md, "The order of one closed bar"):
+
+``step_sub_bar`` (sub-bar j; the feature rows still hold the last CLOSED main bar):
+1. on j == 0, funding at the bar's open for every open position (book.charge_funding);
+2. with exit sub-bars, the exits of every open position on it (``sub_bar_exits``): close -- the
+   price exits on its close and the stop tightening; touch -- the range exits; a position open
+   while its sub-bar is missing is flagged (POS.SUB_MISSING);
+3. with entry sub-bars, the entries on its close (``rank_entries`` / ``take_entries``) from the last
+   closed main bar's indicators with the sub-bar's OHLC (``stage_sub_prices``, staged by the driver).
+
+``step_main_close`` (the feature rows hold this bar):
 1. books the previous UTC day's return when the bar opens a new day (equity.roll_day);
-2. per symbol with an open position: funding at the bar's open (book.charge_funding; a symbol
-   without a bar pays at its last close), then the exits as [engine.exit_fill] says
-   (``symbol_exits``): close -- stop, partial and full take-profit on each finer exit bar's close
-   (when every one of them is there) or on the bar's close, first that fires wins, the stop
-   tightening after each close, then the smart exits on the bar's close; touch -- the range exits
-   (exits.range_exits) on the finer exit bars or the bar itself, then, if still open, the exits on
-   the close (exits.close_exits: trailing, break-even, trend flip, RSI);
+2. per symbol with a bar and a position: funding first when the bar has no sub-bars; then
+   ``main_bar_exits``: close -- indicators noted; on the bar's close when exits are not on
+   sub-bars or one was missing: price exits and stop tightening; then the smart exits unless the
+   last price evaluation fired (POS.SUB_FIRED); touch -- the range exits on the bar under the same
+   condition, then the exits on the close (exits.close_exits);
 3. ranks the entry candidates (``rank_entries``): symbols with a bar now and a bar before (no
    entry right after a missing bar), warmed up, with a signal (entries.entry_signal); a signal
-   against an open position first closes it at the close (signal_flip); then marks equity; by confidence x 100 + whole ADX, ties by
-   symbol;
+   against an open position first closes it at the close (signal_flip); by confidence x 100 + whole
+   ADX, ties by symbol;
 4. takes them in rank order (``take_entries``): an open position in the signal's direction is
    pyramided (book.add_to_position); a new one opens when its tier is at least
-   [trade.entry_min_confidence], fewer than
-   [trade.max_open_positions] are open and the re-entry cooldown does not hold it
-   (``reentry_blocked``) (book.open_position, which applies the margin cap);
-5. marks equity again for drawdown at the close.
+   [trade.entry_min_confidence], fewer than [trade.max_entry_orders_per_loop] opened in this bar
+   (its entry sub-bars included), fewer than [trade.max_open_positions] are open and the re-entry
+   cooldown does not hold it (``reentry_blocked``) (book.open_position, which applies the margin cap);
+5. marks equity for drawdown at the close.
+``step_bar`` runs a bar whose features are already in place (sub-bars, then the close: the rule tests).
 ``finish`` closes what is still open at its last close (reason end_of_data) and books the last day.
 
-The per-run state travels as two tuples, the same in the canonical engine and the sweep:
-  book      = (pos, acct, rank_score, rank_idx, fills, trades)
-  exit_bars = (o, h, lo, c, valid, close_ms, n): the n finer exit bars inside this bar, per symbol
-              ([nsym, k] arrays and close_ms[k]); n == 0 checks exits on the bar itself.
+Everything carried from one sub-bar to the next lives in the pos/acct rows (POS.SEEN_CLOSE,
+SUB_FIRED, SUB_MISSING; A.SUB_BAR_OPEN, SUB_NEXT, BAR_OPENS): a checkpoint between two sub-bars
+resumes exactly. The per-run state travels as one tuple, the same in the engine and the sweep:
+  book = (pos, acct, rank_score, rank_idx, fills, trades)
+  sub  = (o, h, lo, c, valid, close_ms): one sub-bar, rows over symbols and its close time.
 """
 
 from __future__ import annotations
