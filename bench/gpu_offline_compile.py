@@ -50,7 +50,7 @@ def offline_target(cuda_home: Path) -> None:
     dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
 
 
-def kernel_args(layout: str, cap: int):
+def kernel_args(layout: str, cap: int, entry_sub: bool = False):
     """(kernel dispatcher, host arguments typed like the device ones) for a small generated market."""
     sys.path.insert(0, str(REPO / "bench"))
     from sweep_speed import generated_market
@@ -78,14 +78,14 @@ def kernel_args(layout: str, cap: int):
     md, funding, sub = bind_data(base, md, None, None, spec.axes)
     s = prepare(base, spec, md, funding, sub=sub).static
     pvals = np.zeros((4, s.pcols.shape[0]))
-    run = RunSpec(int(s.sub.k), s.t0, s.t1, s.btc_idx, float(s.initial_balance))
+    run = RunSpec(int(s.sub.k), 0, 0, s.t0, s.t1, s.btc_idx, float(s.initial_balance))  # the types decide the code
     if layout == "v2":
         fidx = np.zeros((4, 24), dtype=np.int32)
         cand, wc, combos = lane_map(fidx, warps_per_block(cap))
         market = MarketT(np.ascontiguousarray(s.pool.transpose(2, 0, 1)),
                          np.zeros((s.valid.shape[1] + 1, s.nsym), np.uint8), np.ascontiguousarray(s.funding.T),
                          s.t_open, s.t_close, *s.sub_arrays())
-        return make_cuda_driver_v2(cap), (
+        return make_cuda_driver_v2(cap, entry_sub=entry_sub), (
             Lanes(cand, wc, combos), market, Candidates(combos, pvals, s.pcols, s.preplace, s.base_params), run,
             Outputs(np.zeros((4, NM)), np.zeros((1, 0, NFILL)), np.zeros((1, 0, NTRADE))))
     fidx = np.zeros((4, 24), dtype=np.int32)
@@ -94,12 +94,13 @@ def kernel_args(layout: str, cap: int):
                                 _scratch(np.zeros, 4, s.nsym, 0, 0), np.zeros((4, NM)))
 
 
-def compile_report(layout: str, cap: int, cuda_home: Path, max_registers: int | None = None) -> dict:
+def compile_report(layout: str, cap: int, cuda_home: Path, max_registers: int | None = None,
+                   entry_sub: bool = False) -> dict:
     """ptxas -v for the kernel: registers, spill bytes, stack (local) bytes, shared bytes."""
     import numba
     from numba import cuda
 
-    kern, args = kernel_args(layout, cap)
+    kern, args = kernel_args(layout, cap, entry_sub)
     ptx, _ = cuda.compile_ptx(kern.py_func, tuple(numba.typeof(a) for a in args), cc=CC)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as fh:
         fh.write(ptx)
@@ -114,7 +115,7 @@ def compile_report(layout: str, cap: int, cuda_home: Path, max_registers: int | 
     def num(pattern):
         m = re.findall(pattern, text)
         return int(m[-1]) if m else 0
-    return {"layout": layout, "capacity": cap if layout == "v2" else None, "ptx_lines": len(ptx.splitlines()),
+    return {"layout": layout, "entry_sub": bool(entry_sub), "capacity": cap if layout == "v2" else None, "ptx_lines": len(ptx.splitlines()),
             "registers": num(r"Used (\d+) registers"), "spill_stores": num(r"(\d+) bytes spill stores"),
             "stack_bytes": num(r"(\d+) bytes stack frame"), "shared_bytes": num(r"(\d+) bytes smem"),
             "max_registers": max_registers}

@@ -21,9 +21,10 @@ from cpu_replay.report import (
     with_utc,
 )
 from cpu_replay.state_io import apply_init_state
-from cpu_replay.subbars import SubBars, build_sub_bars
+from cpu_replay.subbars import SubBarError, SubBars, build_sub_bars
 from marketdata.candles import exclude_symbols
 from marketdata.sanity import iso_ms
+from marketdata.subbars import sub_bar_plan
 from strategy.kernel import KERNEL_CPU
 from strategy.layout import (
     A_BALANCE,
@@ -71,16 +72,23 @@ def window_indices(times: np.ndarray, start_ms: int | None, end_ms: int | None) 
     return start_idx, end_idx
 
 
-def check_engine_intervals(cfg, md, exit_md) -> None:
-    """Refuse what the engine cannot honour rather than silently ignore it."""
-    entry = cfg.entry_interval
-    if entry and entry != md.interval:
-        raise ReplayError(f"global.engine.entry_interval={entry}: entries on a finer interval than the main "
-                          f"interval ({md.interval}) are not supported yet; set it to null or {md.interval}")
-    exit_iv = cfg.exit_interval
-    if exit_iv and exit_iv != md.interval and exit_md is None:
-        raise ReplayError(f"global.engine.exit_interval={exit_iv} needs the {exit_iv} candles "
-                          "(pass --exit-candles-db, or set exit_interval to null)")
+def check_engine_intervals(cfg, md, exit_md) -> tuple[int, int]:
+    """Refuse what the engine cannot honour rather than silently ignore it; returns the sub-bar
+    mode (exits on sub-bars, entries on sub-bars) as 0/1. ``exit_md`` holds the sub-bar candles
+    (of the finer exit and/or entry interval)."""
+    try:
+        sub_iv, exit_sub, entry_sub = sub_bar_plan(md.interval, cfg.entry_interval, cfg.exit_interval)
+    except SubBarError as exc:
+        raise ReplayError(str(exc)) from None
+    if sub_iv is None:
+        return 0, 0
+    key = "exit_interval" if exit_sub else "entry_interval"
+    if exit_md is None:
+        raise ReplayError(f"global.engine.{key}={sub_iv} needs the {sub_iv} candles "
+                          f"(pass --exit-candles-db, or set {key} to null)")
+    if exit_md.interval != sub_iv:
+        raise ReplayError(f"{key[:-9]} candles are {exit_md.interval} but global.engine.{key}={sub_iv}")
+    return int(exit_sub), int(entry_sub)
 
 
 def replay_params(cfg, symbols: list[str], slippage_bps: float | None) -> np.ndarray:
@@ -110,7 +118,7 @@ def window_start(resume: EngineState) -> EngineState:
 
 
 def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_idx, max_fills, max_trades,
-         sub: SubBars, resume: EngineState | None = None, with_curve: bool = False):
+         sub: SubBars, resume: EngineState | None = None, with_curve: bool = False, sub_mode=(0, 0)):
     symbols = list(md.symbols)
     if resume is not None:
         state = window_start(resume)
@@ -130,7 +138,8 @@ def _run(md, params, wv, funding, initial_balance, init_state, start_idx, end_id
     book = (state.pos, state.acct, np.zeros(nsym), np.zeros(nsym, np.int64), fills, trades)
     replay_loop(md.times.astype(np.int64), int(md.interval_ms), (md.open, md.high, md.low, md.close, md.volume),
                 md.valid, funding, params, wv, symbols.index("BTC") if "BTC" in symbols else -1, state.states,
-                state.feat, book, (sub.open, sub.high, sub.low, sub.close, sub.valid, sub.close_ms, sub.k), equity,
+                state.feat, book, (sub.open, sub.high, sub.low, sub.close, sub.valid, sub.close_ms, sub.k),
+                (int(sub_mode[0]), int(sub_mode[1])), equity,
                 first_idx, max(start_idx, first_idx), end_idx, curve, sym_notional)
     return state, fills, trades, equity, (curve, sym_notional, start_account)
 
@@ -152,8 +161,8 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
                resume: EngineState | None = None, with_equity: bool = False) -> dict:
     """Replay `cfg` over `md` with the canonical engine; see the module docstring.
 
-    `exit_md`: candles of the config's finer exit interval (same symbols); stops and targets are
-    then checked on those bars inside each main bar.
+    `exit_md`: candles of the config's finer exit and/or entry interval (same symbols): the
+    sub-bars inside each main bar, on which exits (and entries) are then decided as each closes.
     `resume`: a trader's engine checkpoint taken after bar 0 of `md` (same symbols, same windows):
     the replay continues from it bit for bit instead of warming up from scratch.
     `with_equity`: add `equity_curve`, the engine's per-bar marked-to-market equity (report.equity_curve).
@@ -168,8 +177,15 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
     symbols = list(md.symbols)
     if not symbols:
         raise ReplayError("no symbols to replay (all excluded by watchlist_exclude?)")
-    check_engine_intervals(cfg, md, exit_md)
-    sub = build_sub_bars(md, exit_md) if exit_md is not None else SubBars.none(len(symbols), len(md.times))
+    sub_mode = check_engine_intervals(cfg, md, exit_md)
+    if sub_mode != (0, 0):
+        try:
+            sub = build_sub_bars(md, exit_md)
+        except SubBarError as exc:
+            raise ReplayError(str(exc)) from None
+        sub.exits, sub.entries = bool(sub_mode[0]), bool(sub_mode[1])
+    else:
+        sub = SubBars.none(len(symbols), len(md.times))
     params = replay_params(cfg, symbols, slippage_bps)
     wv = np.ascontiguousarray(cfg.windows(), dtype=np.int64)
     if funding is None:
@@ -179,11 +195,13 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
     end_idx = max(start_idx, min(end_idx, sub.covered))  # a bar whose exit bars are not all in waits
     max_fills = max(1024, len(symbols) * (end_idx - start_idx) // 16)
     state, fills, trades, equity, account = _run(md, params, wv, funding, initial_balance, init_state,
-                                                 start_idx, end_idx, max_fills, max_fills, sub, resume, with_equity)
+                                                 start_idx, end_idx, max_fills, max_fills, sub, resume, with_equity,
+                                                 sub_mode)
     n_fills, n_trades = int(state.acct[A_NFILLS]), int(state.acct[A_TRADES])
     if n_fills > max_fills or n_trades > max_fills:   # buffers overflowed: rerun with exact sizes
         state, fills, trades, equity, account = _run(md, params, wv, funding, initial_balance, init_state,
-                                                     start_idx, end_idx, n_fills, n_trades, sub, resume, with_equity)
+                                                     start_idx, end_idx, n_fills, n_trades, sub, resume, with_equity,
+                                                     sub_mode)
     metrics = np.zeros(NM)
     KERNEL_CPU.write_metrics(state.acct, metrics)
     fills, trades = fills[:n_fills], trades[:n_trades]

@@ -162,9 +162,13 @@ def apply_universe_filter(md, sources: str, universe_db: str | None, start_ms, e
 def load_exit_data(cfg, md, exit_candles_db: str | None):
     """The config's exit-interval candles over the main data's span, or None when exits use main bars."""
     from marketdata.candles import load_market_data
+    from marketdata.subbars import SubBarError, sub_bar_plan
 
-    exit_iv = cfg.exit_interval
-    if not exit_iv or exit_iv == md.interval:
+    try:
+        exit_iv = sub_bar_plan(md.interval, cfg.entry_interval, cfg.exit_interval)[0]
+    except SubBarError as exc:
+        raise CliError(str(exc)) from None
+    if exit_iv is None:
         return None
     sources = exit_candles_db or f"candles_dbs/candles_{exit_iv}.db"
     end = int(md.times[-1] + md.interval_ms - 1)

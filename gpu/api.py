@@ -6,8 +6,9 @@ the factory can hand exactly that config to the canonical replay.
 
 The data is bound exactly as cpu_replay.run_replay binds it (``bind_data``): the base config's
 ``watchlist_exclude`` symbols are dropped first, and a finer ``engine.exit_interval`` brings its
-candles in as sub-bars under each main bar. Anything the replay would do differently (entries on
-another interval, a per-candidate exit interval) is refused rather than silently approximated.
+candles (and a finer ``entry_interval``'s, the same grid) in as sub-bars under each main bar.
+Anything the replay would do differently (a per-candidate exit interval) is refused rather than
+silently approximated.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gpu.grid import CandidateSet, candidates_from_overrides, encoded_columns, e
 from gpu.precompute import FEATURE_SOURCES, precompute
 from gpu.spec import SweepSpec, SweepSpecError, bind_base, parse_sweep_spec
 from marketdata.candles import exclude_symbols
-from marketdata.subbars import SubBarError, SubBars, build_sub_bars
+from marketdata.subbars import SubBarError, SubBars, build_sub_bars, sub_bar_plan
 from strategy import layout as L
 from strategy.features import NF
 from strategy.params import NW, PARAM_INDEX
@@ -67,44 +68,48 @@ class SweepResult:
 
 # ---------------------------------------------------------------------------------- data binding
 
-def check_engine_settings(base_cfg, md_interval: str, exit_md, axes: tuple = ()) -> None:
-    """Refuse engine settings the sweep cannot reproduce exactly like the canonical replay."""
-    entry = base_cfg.entry_interval
-    if entry and entry != md_interval:
-        raise SweepSpecError(f"global.engine.entry_interval={entry}: entries on another interval than the "
-                             f"main interval ({md_interval}) are not supported; set it to null or {md_interval}")
+def check_engine_settings(base_cfg, md_interval: str, exit_md, axes: tuple = ()) -> tuple[bool, bool]:
+    """Refuse engine settings the sweep cannot reproduce exactly like the canonical replay; returns
+    (exits on sub-bars, entries on sub-bars). ``exit_md`` holds the sub-bar candles."""
     for axis in axes:
         # engine.exit_fill is a kernel parameter (a rule's switch); the other engine keys bind data
         if axis.path.startswith("engine.") and axis.path not in PARAM_INDEX:
             raise SweepSpecError(f"axis {axis.path}: engine.* settings cannot be swept (the data binding is "
                                  "shared by every candidate); run one sweep per setting")
-    exit_iv = base_cfg.exit_interval
-    if not exit_iv or exit_iv == md_interval:
-        return
+    try:
+        sub_iv, exit_sub, entry_sub = sub_bar_plan(md_interval, base_cfg.entry_interval, base_cfg.exit_interval)
+    except SubBarError as exc:
+        raise SweepSpecError(str(exc)) from None
+    if sub_iv is None:
+        return False, False
+    key = "exit_interval" if exit_sub else "entry_interval"
     if exit_md is None:
-        raise SweepSpecError(f"global.engine.exit_interval={exit_iv} needs the {exit_iv} candles "
-                             "(pass --exit-candles-db / exit_md, or set exit_interval to null)")
-    if exit_md.interval != exit_iv:
-        raise SweepSpecError(f"exit candles are {exit_md.interval} but global.engine.exit_interval={exit_iv}")
+        raise SweepSpecError(f"global.engine.{key}={sub_iv} needs the {sub_iv} candles "
+                             f"(pass --exit-candles-db / exit_md, or set {key} to null)")
+    if exit_md.interval != sub_iv:
+        raise SweepSpecError(f"{key[:-9]} candles are {exit_md.interval} but global.engine.{key}={sub_iv}")
+    return exit_sub, entry_sub
 
 
 def bind_data(base_cfg, md, funding: np.ndarray | None, exit_md=None, axes: tuple = ()):
-    """(md, funding, sub) as the replay sees them: watchlist_exclude applied, exit sub-bars built.
+    """(md, funding, sub) as the replay sees them: watchlist_exclude applied, sub-bars built.
 
-    ``exit_md`` is used only when the base config's exit_interval differs from the data interval;
-    the sub-bars are aligned to ``md``'s symbols by name, so excluded symbols drop out of both.
+    ``exit_md`` (the candles of the finer exit and/or entry interval) is used only when the base
+    config has one; the sub-bars are aligned to ``md``'s symbols by name, so excluded symbols drop
+    out of both.
     """
     md, funding = exclude_symbols(md, base_cfg.watchlist_exclude, funding)
     if not md.symbols:
         raise SweepSpecError("no symbols to sweep (all excluded by global.watchlist_exclude?)")
-    check_engine_settings(base_cfg, md.interval, exit_md, axes)
-    exit_iv = base_cfg.exit_interval
-    if not exit_iv or exit_iv == md.interval:
+    exit_sub, entry_sub = check_engine_settings(base_cfg, md.interval, exit_md, axes)
+    if not (exit_sub or entry_sub):
         return md, funding, None
     try:
-        return md, funding, build_sub_bars(md, exit_md)
+        sub = build_sub_bars(md, exit_md)
     except SubBarError as exc:
-        raise SweepSpecError(f"global.engine.exit_interval={exit_iv}: {exc}") from None
+        raise SweepSpecError(f"global.engine sub-bars: {exc}") from None
+    sub.exits, sub.entries = exit_sub, entry_sub
+    return md, funding, sub
 
 
 # ---------------------------------------------------------------------------------- preparation

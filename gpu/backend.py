@@ -93,7 +93,7 @@ class StaticInputs:
     t1: int
     btc_idx: int
     initial_balance: float
-    sub: SubBars | None = field(default=None)  # finer exit bars; None = exits on the main bar
+    sub: SubBars | None = field(default=None)  # finer sub-bars (exits/entries); None = main bars only
 
     def __post_init__(self) -> None:
         if self.sub is None:
@@ -270,7 +270,8 @@ class Evaluator:
         if self.layout == "v2":
             from gpu.kernels import _V2_CACHE
 
-            return _V2_CACHE.get((self.cap, self.warps, id(None)))
+            sub = getattr(self.static, "sub", None)
+            return _V2_CACHE.get((self.cap, self.warps, id(None), bool(sub is not None and sub.entries and sub.k)))
         return _CUDA_DRIVER
 
     def _cuda_max_batch(self) -> int:
@@ -337,7 +338,10 @@ class Evaluator:
 
     def _run_spec(self) -> RunSpec:
         s = self.static
-        return RunSpec(int(s.sub.k), s.t0, s.t1, s.btc_idx, float(s.initial_balance))
+        k = int(s.sub.k)
+        exit_sub = 1 if (k > 0 and s.sub.exits) else 0
+        entry_sub = 1 if (k > 0 and s.sub.entries) else 0
+        return RunSpec(k, exit_sub, entry_sub, s.t0, s.t1, s.btc_idx, float(s.initial_balance))
 
     def _run_cpu(self, c0, m, batch, pvals, fidx, max_fills, max_trades):
         scratch = _scratch(np.zeros, m, self.static.nsym, max_fills, max_trades)
@@ -406,8 +410,9 @@ class Evaluator:
         market, cand_static = self._args
         cands = Candidates(lanes.combos, cuda.to_device(pvals[c0:c0 + m]), *cand_static)
         blocks = warp_combo.shape[0] // self.warps
-        make_cuda_driver_v2(self.cap, self.warps)[blocks, self.warps * WARP](lanes, market, cands,
-                                                                               self._run_spec(), out)
+        run = self._run_spec()
+        make_cuda_driver_v2(self.cap, self.warps, entry_sub=bool(run.entry_sub))[blocks, self.warps * WARP](
+            lanes, market, cands, run, out)
         cuda.synchronize()
         self._resize()
         trades = out.trades.copy_to_host() if max_trades > 0 else None

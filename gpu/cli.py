@@ -78,9 +78,13 @@ def load_exit_data(base, md, exit_candles_db: str | None, symbols: str | None):
     Same default as `backtester replay`: candles_dbs/candles_<exit>.db."""
     from marketdata.candles import load_market_data
     from marketdata.intervals import MarketDataError
+    from marketdata.subbars import SubBarError, sub_bar_plan
 
-    exit_iv = base.exit_interval
-    if not exit_iv or exit_iv == md.interval:
+    try:
+        exit_iv = sub_bar_plan(md.interval, base.entry_interval, base.exit_interval)[0]
+    except SubBarError as exc:
+        raise CliError(str(exc)) from None
+    if exit_iv is None:
         return None
     sources = exit_candles_db or f"candles_dbs/candles_{exit_iv}.db"
     sym_list = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None

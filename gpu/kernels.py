@@ -12,12 +12,13 @@ and the drivers ``sweep_*(c0, n, market, cands, run, scratch, metrics)`` take th
   Market    pool[row, sym, bar] precomputed indicators; valid uint8[nsym, nbar] bar mask; funding
             float64[nsym, nbar] rates (0 = none); t_open, t_close int64[nbar] bar times (ms);
             sub_o, sub_h, sub_l, sub_c float64[nsym, nbar, k], sub_valid uint8[nsym, nbar, k],
-            sub_close_ms float64[nbar, k]: finer exit-interval bars (marketdata.subbars.SubBars), k = 0
-            when exits are checked on the main bar
+            sub_close_ms float64[nbar, k]: finer sub-bars (marketdata.subbars.SubBars), k = 0 when
+            there are none
   Candidates  fidx[cand, NF] -> pool row per feature; pvals[cand, npax] swept parameter values;
             pcols[npax] their P columns; preplace uint8[nsym, npax] (0 where a symbol overrides that
             path itself); base_params float64[nsym, NP] of the base config
-  RunSpec   nsub (= k), trading bar range [t0, t1), btc_idx (BTC's row or -1), initial_balance
+  RunSpec   nsub (= k), exit_sub / entry_sub (1: exits / entries decided on the sub-bars), trading bar
+            range [t0, t1), btc_idx (BTC's row or -1), initial_balance
   Scratch   per-slot arrays: params [batch, nsym, NP], feat [batch, nsym, NF], pos [batch, nsym, NPOS],
             acct [batch, NACCT], rank_score / rank_idx [batch, nsym], vrow / pvrow uint8 [batch, nsym]
             (valid rows), frow [batch, nsym] (funding row), fills [batch, max_fills, NFILL],
@@ -31,13 +32,13 @@ import math
 from collections import namedtuple
 from types import SimpleNamespace
 
-from strategy.features import NF
+from strategy.features import F_CLOSE, F_HIGH, F_LOW, F_OPEN, NF
 
 cuda = None  # numba.cuda, bound lazily by make_cuda_driver (nothing touches a GPU at import)
 
 Market = namedtuple("Market", "pool valid funding t_open t_close sub_o sub_h sub_l sub_c sub_valid sub_close_ms")
 Candidates = namedtuple("Candidates", "fidx pvals pcols preplace base_params")
-RunSpec = namedtuple("RunSpec", "nsub t0 t1 btc_idx initial_balance")
+RunSpec = namedtuple("RunSpec", "nsub exit_sub entry_sub t0 t1 btc_idx initial_balance")
 Scratch = namedtuple("Scratch", "params feat pos acct rank_score rank_idx vrow pvrow frow fills trades")
 
 
@@ -48,7 +49,9 @@ def make_sweep_kernels(jit_device, kernel=None):
 
         kernel = make_kernel(jit_device)
     init_state = kernel.init_state
-    step_bar = kernel.step_bar
+    step_sub_bar = kernel.step_sub_bar
+    step_main_close = kernel.step_main_close
+    stage_sub_prices = kernel.stage_sub_prices
     finish = kernel.finish
     write_metrics = kernel.write_metrics
 
@@ -81,15 +84,40 @@ def make_sweep_kernels(jit_device, kernel=None):
                 t -= 1
 
     @jit_device
-    def load_bar(c, t, pool, fidx, valid, funding, feat, vrow, pvrow, frow):
-        """A missing bar keeps the symbol's previous row, as the streaming engine does."""
-        nsym = feat.shape[0]
-        for s in range(nsym):
+    def load_rows(t, valid, funding, vrow, pvrow, frow):
+        """Bar t's valid, previous-valid and funding rows (known at its open)."""
+        for s in range(vrow.shape[0]):
             vrow[s] = valid[s, t]
             pvrow[s] = valid[s, t - 1] if t > 0 else 0
             frow[s] = funding[s, t]
+
+    @jit_device
+    def load_feat(c, t, pool, fidx, valid, feat):
+        """Bar t's feature rows at its close; a missing bar keeps the symbol's previous row, as the
+        streaming engine does."""
+        for s in range(feat.shape[0]):
             if valid[s, t] != 0:
                 gather_row(c, s, t, pool, fidx, feat)
+
+    @jit_device
+    def load_bar(c, t, pool, fidx, valid, funding, feat, vrow, pvrow, frow):
+        load_rows(t, valid, funding, vrow, pvrow, frow)
+        load_feat(c, t, pool, fidx, valid, feat)
+
+    @jit_device
+    def sub_bars(t, market, run, feat, pvrow, frow, params, book):
+        """Bar t's sub-bars, each through step_sub_bar while ``feat`` holds the last closed bar (with
+        entry sub-bars, its OHLC staged from the sub-bar first)."""
+        for j in range(run.nsub):
+            so = market.sub_o[:, t, j]
+            sh = market.sub_h[:, t, j]
+            sl = market.sub_l[:, t, j]
+            sc = market.sub_c[:, t, j]
+            sv = market.sub_valid[:, t, j]
+            if run.entry_sub != 0:
+                stage_sub_prices(feat, so, sh, sl, sc, sv)
+            step_sub_bar(market.t_open[t], j, (so, sh, sl, sc, sv, market.sub_close_ms[t, j]), feat, pvrow, frow,
+                         params, run.btc_idx, book, run.exit_sub, run.entry_sub)
 
     @jit_device
     def run_candidate(c, slot, market, cands, run, scratch, metrics):
@@ -109,11 +137,11 @@ def make_sweep_kernels(jit_device, kernel=None):
         init_state(pos, acct, run.initial_balance)
         init_rows(c, run.t0, pool, fidx, market.valid, feat)
         for t in range(run.t0, run.t1):
-            load_bar(c, t, pool, fidx, market.valid, market.funding, feat, vrow, pvrow, frow)
-            exit_bars = (market.sub_o[:, t, :], market.sub_h[:, t, :], market.sub_l[:, t, :],
-                         market.sub_c[:, t, :], market.sub_valid[:, t, :], market.sub_close_ms[t], run.nsub)
-            step_bar(market.t_open[t], market.t_close[t], feat, vrow, pvrow, frow, params, run.btc_idx, book,
-                     exit_bars)
+            load_rows(t, market.valid, market.funding, vrow, pvrow, frow)
+            sub_bars(t, market, run, feat, pvrow, frow, params, book)
+            load_feat(c, t, pool, fidx, market.valid, feat)
+            step_main_close(market.t_open[t], market.t_close[t], feat, vrow, pvrow, frow, params, run.btc_idx, book,
+                            run.nsub, run.exit_sub)
         finish(pos, acct, fills, trades, params)
         write_metrics(acct, metrics[slot])
 
@@ -179,9 +207,13 @@ def warps_per_block(cap: int) -> int:
 _V2_CACHE: dict = {}
 
 
-def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
+def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None, entry_sub: bool = False):
     """Layout v2 kernel ``sweep_v2[blocks, warps * 32](lanes, market_t, cands, run, out)`` compiled for
-    symbol capacity ``cap`` (cached per (cap, warps) in this process).
+    symbol capacity ``cap`` (cached per (cap, warps, entry_sub) in this process).
+
+    ``entry_sub`` is compiled in (``run.entry_sub`` is not read): the entries on sub-bars, inlined
+    into the sub-bar loop, raise the kernel from 166 to ~254 registers on sm_90 (ptxas), so a sweep
+    without entry sub-bars gets a kernel without them.
 
     Per thread: params, pos, acct and the ranking rows are ``cuda.local.array`` sized by ``cap`` (see
     ``local_rows``) and
@@ -196,7 +228,7 @@ def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
     from numba import cuda, float64, int64
 
     warps = warps_per_block(cap) if warps is None else int(warps)
-    key = (cap, warps, id(kernel))
+    key = (cap, warps, id(kernel), bool(entry_sub))
     if key in _V2_CACHE:
         return _V2_CACHE[key]
     if kernel is None:
@@ -209,11 +241,13 @@ def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
     sk = make_sweep_kernels(cuda.jit(device=True), kernel)
     load_params = sk.load_params
     init_state = kernel.init_state
-    step_bar = kernel.step_bar
+    step_sub_bar = kernel.step_sub_bar
+    step_main_close = kernel.step_main_close
     finish = kernel.finish
     write_metrics = kernel.write_metrics
     use_syncwarp = hasattr(cuda, "syncwarp")  # the simulator has none: a block barrier there
     CAP = cap
+    ENTRY_SUB = 1 if entry_sub else 0
     LROWS = local_rows(cap)
     WARPS = warps
 
@@ -250,6 +284,18 @@ def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
             if valid_t[t + 1, s] != 0:
                 feat[s, f] = pool_t[t, combos[row, f], s]
 
+    @cuda.jit(device=True)
+    def stage_sub(lane, t, j, feat, market):
+        """Entry sub-bar j of bar t: its OHLC into the warp's shared rows (the same values for every
+        lane: they share the window combo), as the kernel's stage_sub_prices does on the CPU."""
+        nsym = feat.shape[0]
+        for s in range(lane, nsym, WARP):
+            if market.sub_valid[s, t, j] != 0:
+                feat[s, F_OPEN] = market.sub_o[s, t, j]
+                feat[s, F_HIGH] = market.sub_h[s, t, j]
+                feat[s, F_LOW] = market.sub_l[s, t, j]
+                feat[s, F_CLOSE] = market.sub_c[s, t, j]
+
     @cuda.jit
     def sweep_v2(lanes, market, cands, run, out):
         tid = cuda.threadIdx.x
@@ -275,15 +321,29 @@ def make_cuda_driver_v2(cap: int, warps: int | None = None, kernel=None):
             init_state(pos, acct, run.initial_balance)
         if row >= 0:
             stage_init(lane, run.t0, feat, row, market.pool_t, market.valid_t, lanes.combos)
+        warp_sync()  # the first sub-bar reads (and entry sub-bars restage) rows other lanes wrote
         for t in range(run.t0, run.t1):
+            for j in range(run.nsub):
+                if ENTRY_SUB != 0:
+                    if row >= 0:
+                        stage_sub(lane, t, j, feat, market)
+                    warp_sync()
+                if c >= 0:
+                    step_sub_bar(market.t_open[t], j, (market.sub_o[:, t, j], market.sub_h[:, t, j],
+                                                       market.sub_l[:, t, j], market.sub_c[:, t, j],
+                                                       market.sub_valid[:, t, j], market.sub_close_ms[t, j]),
+                                 feat, market.valid_t[t], market.funding_t[t], params, run.btc_idx, book,
+                                 run.exit_sub, ENTRY_SUB)
+                if ENTRY_SUB != 0:
+                    warp_sync()
+            if run.nsub > 0:
+                warp_sync()  # every lane is past the sub-bars before the bar's rows replace the last bar's
             if row >= 0:
                 stage_bar(lane, t, feat, row, market.pool_t, market.valid_t, lanes.combos)
             warp_sync()
             if c >= 0:
-                exit_bars = (market.sub_o[:, t, :], market.sub_h[:, t, :], market.sub_l[:, t, :],
-                             market.sub_c[:, t, :], market.sub_valid[:, t, :], market.sub_close_ms[t], run.nsub)
-                step_bar(market.t_open[t], market.t_close[t], feat, market.valid_t[t + 1], market.valid_t[t],
-                         market.funding_t[t], params, run.btc_idx, book, exit_bars)
+                step_main_close(market.t_open[t], market.t_close[t], feat, market.valid_t[t + 1], market.valid_t[t],
+                                market.funding_t[t], params, run.btc_idx, book, run.nsub, run.exit_sub)
             warp_sync()
         if c >= 0:
             finish(pos, acct, fills, trades, params)

@@ -1,7 +1,8 @@
 """The trading daemon: the canonical engine on closed bars, behind the RiskManager.
 
-Each new closed bar of the entry interval (read from the candle DBs the market-data service keeps
-fresh, after a grace window) goes through `cpu_replay.engine.Engine.step` — the code path of
+Each (sub-)bar step that is due (live/substep.py: every closed bar of the finest exit / entry
+interval, then the main close, read from the candle DBs the market-data service keeps fresh, after a
+grace window) goes through `Engine.step_sub` / `Engine.step_close` — the code path of
 `backtester replay` — and the fills it produces pass the RiskManager before they are recorded by
 the broker (paper: the trading DB; dry_live: audit events only). A fill the RiskManager refuses is
 undone by restoring the engine from its pre-bar snapshot and re-running the bar with that
@@ -34,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from cpu_replay.engine import Engine
-from cpu_replay.subbars import build_sub_bars
 from live import checkpoint
 from live.alert_rules import alert_for
 from live.alerts import Alerter
@@ -56,16 +56,16 @@ from live.risk import HALT_ALL, RiskManager, utc_day
 from live.runtime_log import RuntimeLogger
 from live.sdnotify import WatchdogPinger, ready, status, stopping
 from live.strategy_modes import ModeSwitcher, read_mode_file
+from live.substep import Cursor, SubStepError, SubStepper, sub_interval
 from live.trade_log import CatchUpSummary, DailyTally, fill_line
 from live.trading_db import (
     audit,
     delete_position_state,
-    iso_utc,
     load_engine_state,
     open_trading_db,
     transaction,
 )
-from marketdata.candles import MarketData, align_to_symbols, load_market_data
+from marketdata.candles import MarketData, load_market_data
 from marketdata.funding import funding_matrix
 from marketdata.intervals import MarketDataError, interval_ms, normalize_interval
 from marketdata.sanity import BadCandle
@@ -145,9 +145,8 @@ class TraderDaemon:
         self.interval = normalize_interval(s.interval or self.cfg.interval)
         self.iv_ms = interval_ms(self.interval)
         self.candles_db = str(s.candles_db_dir / f"candles_{self.interval}.db")
-        self.exit_interval, self.exit_db = self._exit_interval()
-        self.sub = None
         self.symbols = self._symbols()
+        self.steps = self._stepper()
         self.bar_clock = None
         self.risk = None
         self.log = None
@@ -229,11 +228,15 @@ class TraderDaemon:
             self.protection.on_start()
 
     def _risk_anchor_ms(self) -> int:
-        """The bar clock at start: the close of the last processed bar, else of the first bar the
+        """The bar clock at start: the close of the last processed (sub-)bar, else of the first one the
         candle DB holds (the catch-up starts there, so daily baselines stay on the bar clock)."""
-        if self.last_bar_t is not None:
-            return self.last_bar_t + self.iv_ms
-        return self.first_bar_t + self.iv_ms
+        last = self.steps.cursor.last_close_ms(self.iv_ms, self.steps.sub_ms)
+        return last if last is not None else self.first_bar_t + (self.steps.sub_ms or self.iv_ms)
+
+    @property
+    def last_bar_t(self) -> int | None:
+        """Open of the last main bar whose close was processed (sub-bars after it: self.steps.cursor)."""
+        return self.steps.cursor.last_bar_t
 
     # ------------------------------------------------------------------ exchange (dry_live / live)
     def _secrets(self):
@@ -331,7 +334,7 @@ class TraderDaemon:
             else:
                 _mirror(self.conn, symbol, p, None)
             if self.last_bar_t is not None:
-                self._save_checkpoint(self.last_bar_t)
+                self._save_checkpoint()
         return result
 
     def _symbols(self) -> list[str]:
@@ -353,39 +356,18 @@ class TraderDaemon:
         excluded = {x.upper() for x in self.cfg.watchlist_exclude}
         return sorted(x for x in wanted if x not in excluded)
 
-    def _exit_interval(self) -> tuple[str | None, str | None]:
-        """The finer exit interval of the config (None when exits use the main bar), as the replay does."""
-        entry = self.cfg.entry_interval
-        if entry and normalize_interval(entry) != self.interval:
-            raise DaemonError(f"global.engine.entry_interval={entry}: entries on a finer interval than "
-                              f"{self.interval} are not supported yet; set it to null")
-        exit_iv = self.cfg.exit_interval
-        if not exit_iv or normalize_interval(exit_iv) == self.interval:
-            return None, None
-        exit_iv = normalize_interval(exit_iv)
-        db = self.settings.candles_db_dir / f"candles_{exit_iv}.db"
-        if not db.exists():
-            raise DaemonError(f"global.engine.exit_interval={exit_iv} needs {db} (the market-data service "
-                              "must keep that interval too)")
-        return exit_iv, str(db)
-
-    def _sub_at(self, b: int):
-        """The exit-interval bars inside main bar b, as Engine.step wants them (None: main bar)."""
-        if self.sub is None:
-            return None
-        sb = self.sub
-        return sb.open[:, b], sb.high[:, b], sb.low[:, b], sb.close[:, b], sb.valid[:, b], sb.close_ms[b]
-
-    def _load_sub_bars(self, md, closed: np.ndarray) -> np.ndarray:
-        """Exit-interval bars under each main bar; a main bar waits until its last exit bar is in."""
-        if self.exit_interval is None:
-            self.sub = None
-            return closed
-        exit_md = self._load_checked(self.exit_db, self.exit_interval, start_ms=int(md.times[0]),
-                                     end_ms=int(md.times[-1] + self.iv_ms - 1))
-        self.sub = build_sub_bars(md, exit_md)
-        last_exit_open = int(exit_md.times[-1])
-        return closed & (md.times + self.iv_ms - interval_ms(self.exit_interval) <= last_exit_open)
+    def _stepper(self) -> SubStepper:
+        """The (sub-)bar schedule (live/substep.py): the engine steps every bar of the finest interval
+        the config uses (exit / entry sub-bars), then the main close, each once it has closed."""
+        s = self.settings
+        try:
+            plan = sub_interval(self.interval, self.cfg.exit_interval, self.cfg.entry_interval)
+            SubStepper.check_dbs(self.interval, plan[0], s.candles_db_dir)
+        except SubStepError as exc:
+            raise DaemonError(str(exc)) from None
+        return SubStepper(interval=self.interval, plan=plan, candles_dir=s.candles_db_dir, symbols=self.symbols,
+                          grace_ms=s.candle_close_grace_ms, load=self._load_checked, first_bar_t=self.first_bar_t,
+                          funding_of=lambda md: funding_matrix(str(s.funding_db) if s.funding_db else None, md))
 
     def _interval_of_mode(self, mode: str | None) -> str:
         return load_config(self.settings.strategy_yaml, mode=mode, live=not self.settings.is_paper).interval
@@ -395,21 +377,27 @@ class TraderDaemon:
         wv = np.ascontiguousarray(self.cfg.windows(), dtype=np.int64)
         params = self.cfg.params_matrix(self.symbols)
         state = None
-        self.last_bar_t = None
+        self.steps.cursor = Cursor.from_checkpoint(saved)
         self.epoch = checkpoint.new_epoch()
         if saved is not None:
             if saved["symbols"] != self.symbols or saved["windows"] != [int(w) for w in wv]:
                 raise DaemonError(f"{self.settings.db_path}: its engine checkpoint was made for other symbols or "
                                   "indicator windows; use a new AI_QUANT_DB_PATH for this config")
-            state = checkpoint.decode(saved)
-            self.last_bar_t = int(saved["last_bar_t"])
+            try:
+                state = checkpoint.decode(saved)
+            except ValueError as exc:
+                raise DaemonError(f"{self.settings.db_path}: {exc}") from None
             self.epoch = saved["epoch"]
         current = (load_engine_state(self.conn, "flatten_seq") or {}).get("seq", 0)
         self.flatten_seen = int(saved.get("flatten_seen", current)) if saved is not None else int(current)
         balance = self.settings.paper_balance  # a fresh engine's cash; dry_live / live use the account
         if state is None and self.hl is not None and getattr(self, "account_value", 0.0) > 0:
             balance = float(self.account_value)  # dry_live / live size from the real account
-        self.engine = Engine(params, wv, self.symbols, self.iv_ms, balance, state=state)
+        self.engine = Engine(params, wv, self.symbols, self.iv_ms, balance, state=state,
+                             sub_exits=self.steps.exit_sub, sub_entries=self.steps.entry_sub)
+        problem = self.steps.check_engine(self.engine)
+        if problem is not None:
+            raise DaemonError(f"{self.settings.db_path}: {problem}")
         self.base_params = self.engine.params.copy()
 
     def _audit(self, event: str, symbol: str | None, data: dict) -> None:
@@ -451,7 +439,7 @@ class TraderDaemon:
         such rows (audited once) instead: refusing to restart would leave its positions unwatched."""
         self.skipped_rows = self._known_bad_rows()
         unseen = [b for b in self.start_bad_rows if (b.symbol, int(b.t)) not in self.skipped_rows]
-        if unseen and self.last_bar_t is None:
+        if unseen and self.steps.cursor == Cursor():
             more = f" (and {len(unseen) - 1} more; tools/check_candle_dbs.py lists them)" if len(unseen) > 1 else ""
             raise DaemonError(unseen[0].line() + more)
         self._skip_bad_rows(unseen)
@@ -473,24 +461,6 @@ class TraderDaemon:
         self._skip_bad_rows(bad)
         return md
 
-    def _pending(self, now_ms: int):
-        """Closed bars after the last processed one, aligned to the engine's symbols."""
-        grace = self.settings.candle_close_grace_ms
-        start = None if self.last_bar_t is None else self.last_bar_t - self.iv_ms
-        try:
-            md = self._load_checked(self.candles_db, self.interval, start_ms=start)
-        except MarketDataError as exc:
-            if str(exc).startswith("no ") and self.last_bar_t is not None:
-                return None
-            raise
-        self._check_data_lag(md)
-        md = align_to_symbols(md, self.symbols)
-        funding = funding_matrix(str(self.settings.funding_db) if self.settings.funding_db else None, md)
-        closed = self._load_sub_bars(md, md.times + self.iv_ms + grace <= now_ms)
-        after = md.times > (self.last_bar_t if self.last_bar_t is not None else -1)
-        todo = np.flatnonzero(closed & after)
-        return md, funding, todo
-
     def _bar_params(self, blocked: set[int], entries_off: bool) -> np.ndarray:
         params = self.base_params.copy()
         rows = range(len(self.symbols)) if entries_off else sorted(blocked)
@@ -503,24 +473,20 @@ class TraderDaemon:
         pos = self.engine.state.pos
         return float(np.nansum(np.abs(pos[:, POS_SIZE] * pos[:, POS_LAST_CLOSE]) * (pos[:, POS_SIDE] != 0)))
 
-    def _step_checked(self, md, funding, b: int, blocked: set[int] | None = None, order_snap=None) -> np.ndarray:
-        """Run bar b; re-run from the snapshot while the RiskManager refuses one of its fills.
-        Rate limits are reserved as each fill is accepted and rolled back with the engine on a re-run."""
-        t = int(md.times[b])
-        self._ensure_risk(t + self.iv_ms)
+    def _step_checked(self, batch, step, blocked: set[int] | None = None, order_snap=None) -> np.ndarray:
+        """Take one (sub-)bar step; re-run it from the snapshot while the RiskManager refuses one of its
+        fills. Rate limits are reserved as each fill is accepted and rolled back with the engine on a re-run."""
+        self._ensure_risk(step.close_ms)
         self.risk.poll(force=True)
         snapshot = self.engine.state.copy()
         order_snap = self.risk.order_state() if order_snap is None else order_snap
         blocked = set(blocked or ())
         trade = self.risk.kill_mode != HALT_ALL
         entries_off = self.risk.kill_mode != "off" or self.ws_entries_blocked
-        prev = md.valid[:, b - 1] if b > 0 else np.zeros(len(self.symbols), bool)
         for _ in range(len(self.symbols) + 2):
             self.risk.restore_order_state(order_snap)
             self.engine.params = self._bar_params(blocked, entries_off)
-            fills = self.engine.step(t, md.open[:, b], md.high[:, b], md.low[:, b], md.close[:, b],
-                                     md.volume[:, b], md.valid[:, b], prev, funding[:, b], trade=trade,
-                                     sub=self._sub_at(b))
+            fills = self.steps.run(self.engine, batch, step, trade)
             refused = self._first_refused(fills, snapshot)
             if refused is None:
                 break
@@ -534,27 +500,24 @@ class TraderDaemon:
         return fills
 
     # ------------------------------------------------------------------ live bars
-    def _warm_only(self, md, funding, b: int) -> np.ndarray:
-        """A bar too old to trade (or the hard kill is on): indicators only, no orders."""
-        t = int(md.times[b])
-        self._ensure_risk(t + self.iv_ms)
-        prev = md.valid[:, b - 1] if b > 0 else np.zeros(len(self.symbols), bool)
-        return self.engine.step(t, md.open[:, b], md.high[:, b], md.low[:, b], md.close[:, b], md.volume[:, b],
-                                md.valid[:, b], prev, funding[:, b], trade=False, sub=self._sub_at(b))
+    def _warm_only(self, batch, step) -> np.ndarray:
+        """A (sub-)bar too old to trade (or the hard kill is on): indicators only, no orders."""
+        self._ensure_risk(step.close_ms)
+        return self.steps.run(self.engine, batch, step, False)
 
-    def _step_live(self, md, funding, b: int) -> np.ndarray:
-        t = int(md.times[b])
-        no_new_orders = not self._bar_tradeable(t + self.iv_ms) or self.settings.live.hard_kill
+    def _step_live(self, batch, step) -> np.ndarray:
+        t = step.bar_t
+        no_new_orders = not self._bar_tradeable(step.close_ms) or self.settings.live.hard_kill
         if no_new_orders and not self.oms.has_intents_for_bar(t):
-            return self._warm_only(md, funding, b)
+            return self._warm_only(batch, step)
         # A bar with intents from before a crash is re-run even when too old to trade: the executor
         # finds them by dedupe key (fills applied, nothing re-sent) and expires what was never sent.
         snapshot = self.engine.state.copy()
         order_snap = self.risk.order_state() if self.risk is not None else None
         refused: set[int] = set()
         for _ in range(len(self.symbols) + 2):
-            fills = self._step_checked(md, funding, b, refused, order_snap)
-            pairs, refused_sym, unreachable = self._execute_bar(fills, t)
+            fills = self._step_checked(batch, step, refused, order_snap)
+            pairs, refused_sym, unreachable = self._execute_bar(fills, step)
             if refused_sym is None:
                 break
             if unreachable:  # reads kept failing: no entry this bar (exits still go out, retried)
@@ -573,14 +536,14 @@ class TraderDaemon:
                             leverage=float(self.engine.state.pos[s, POS_LEVERAGE]) or None,
                             entry_atr=f["atr"], reason=f["reason"], confidence=f["confidence"])
 
-    def _execute_bar(self, fills: np.ndarray, t: int):
-        """Execute the bar's fills in order; stops at the first entry the exchange refused
+    def _execute_bar(self, fills: np.ndarray, step):
+        """Execute the step's fills in order; stops at the first entry the exchange refused
         (-> pairs, that symbol, whether it was refused because the exchange was unreachable)."""
         pairs, seen = [], {}
         for row in fills:
             key = (int(row[FL_SYM]), int(row[FL_ACTION]))
             seq, seen[key] = seen.get(key, 0), seen.get(key, 0) + 1
-            req = self._order_request(row, t, seq)
+            req = self._order_request(row, step.bar_t, f"{step.tag}.{seq}" if step.tag else seq)
             ex = self.executor.execute(req)
             if ex.refused and req.is_entry:
                 return pairs, int(row[FL_SYM]), str(ex.error or "").startswith(UNREACHABLE)
@@ -610,12 +573,12 @@ class TraderDaemon:
             self._audit("EXIT_NOT_FILLED", req.symbol, {"action": req.action, "error": ex.error})
         return Execution(ex.intent, fills, ex.error)
 
-    def _dry_live_intents(self, fills: np.ndarray, t: int) -> None:
+    def _dry_live_intents(self, fills: np.ndarray, step) -> None:
         seen: dict = {}
         for row in fills:
             key = (int(row[FL_SYM]), int(row[FL_ACTION]))
             seq, seen[key] = seen.get(key, 0), seen.get(key, 0) + 1
-            self.executor.execute(self._order_request(row, t, seq))
+            self.executor.execute(self._order_request(row, step.bar_t, f"{step.tag}.{seq}" if step.tag else seq))
 
     def _first_refused(self, fills: np.ndarray, snapshot) -> tuple[int, str] | None:
         equity = float(snapshot.acct[A_EQUITY])
@@ -631,22 +594,25 @@ class TraderDaemon:
                 exposure += float(row[FL_NOTIONAL])
         return None
 
-    def _record(self, md, b: int, fills: np.ndarray) -> None:
-        t = int(md.times[b])
+    def _record(self, step, fills: np.ndarray) -> None:
+        """The step's trade rows and (when it made fills, is live, or every CHECKPOINT_EVERY_BARS
+        hours of catch-up) the checkpoint with the advanced cursor, in one transaction."""
+        t = step.bar_t
+        self.steps.cursor = self.steps.cursor.after(step)
         with transaction(self.conn):
-            self.broker.record(fills, bar_t_ms=t, epoch=self.epoch, config_id=self.cfg.config_id,
-                               pos=self.engine.state.pos)
-            if len(fills) or (b % CHECKPOINT_EVERY_BARS == 0):
-                self._save_checkpoint(t)
+            self.broker.record(fills, bar_t_ms=t, epoch=self.epoch + (f":{step.tag}" if step.tag else ""),
+                               config_id=self.cfg.config_id, pos=self.engine.state.pos)
+            if len(fills) or self._bar_tradeable(step.close_ms) or (
+                    step.is_close and t // self.iv_ms % CHECKPOINT_EVERY_BARS == 0):
+                self._save_checkpoint()
         for row in fills:
             action = action_name(row[FL_ACTION])
             if action in ("REDUCE", "CLOSE"):
-                self.risk.note_fill(float(row[FL_PNL]) - float(row[FL_FEE]), True, t + self.iv_ms)
+                self.risk.note_fill(float(row[FL_PNL]) - float(row[FL_FEE]), True, step.close_ms)
             if action != "FUNDING":
                 self.log.info(fill_line(self.symbols, row, t))
-        self._tally_day(t, fills)
-        self.last_bar_t = t
-        if "flatten" in self.risk.update_equity(float(self.engine.state.acct[A_EQUITY]), t + self.iv_ms):
+        self._tally_day(step, fills)
+        if "flatten" in self.risk.update_equity(float(self.engine.state.acct[A_EQUITY]), step.close_ms):
             self.pending_flatten = True
         if self.pending_flatten:
             if self.risk.kill_mode == HALT_ALL:  # halt_all blocks every order, exits included
@@ -654,42 +620,42 @@ class TraderDaemon:
             else:
                 self.pending_flatten = False
                 self.log.warning("safe mode: drawdown from the high-water mark reached the limit; flattening")
-                self._flatten(t)
+                self._flatten(step)
 
-    def _tally_day(self, t: int, fills: np.ndarray) -> None:
-        """At the first bar of a new UTC day, alert the finished day's summary (only for bars still
+    def _tally_day(self, step, fills: np.ndarray) -> None:
+        """At the first step of a new UTC day, alert the finished day's summary (only for steps still
         live: a catch-up over history does not send one alert per old day)."""
-        day = utc_day(t + self.iv_ms)
+        day = utc_day(step.close_ms)
         ended = self.day_tally.roll(day, float(self.engine.state.acct[A_EQUITY]))
         self.day_tally.add(fills)
-        if ended is not None and self._bar_tradeable(t + self.iv_ms):
+        if ended is not None and self._bar_tradeable(step.close_ms):
             self.alerter.send("daily_summary", f"{self.settings.mode}: {ended}")
 
-    def _check_data_lag(self, md) -> None:
-        """Alert (once per cooldown) when the newest candle is older than two intervals past its close:
-        the market-data service is behind and the trader is trading on old prices or not at all."""
-        if self.until_caught_up:
-            return
-        lag_ms = self.wall.now_ms() - int(md.times[-1] + self.iv_ms)
-        if lag_ms > 2 * self.iv_ms + self.settings.candle_close_grace_ms:
-            self.alerter.send("data_lag", f"{self.settings.mode}: newest {self.interval} candle in {self.candles_db} "
-                                          f"closed {lag_ms / 60_000:.0f} min ago", dedupe_key=f"lag:{self.candles_db}")
+    def _check_data_lag(self) -> None:
+        """Alert (once per cooldown) when the newest candle of a DB the steps read is older than two of
+        its bars past its close: the market-data service is behind and the trader is trading on old
+        prices or not at all."""
+        lag = None if self.until_caught_up else self.steps.lag(self.wall.now_ms())
+        if lag is not None:
+            db, lag_ms = lag
+            self.alerter.send("data_lag", f"{self.settings.mode}: newest candle in {db} closed "
+                                          f"{lag_ms / 60_000:.0f} min ago", dedupe_key=f"lag:{db}")
 
-    def _flatten(self, t: int) -> None:
-        before = self.engine.state.copy()
-        fills = self.engine.flatten(t + self.iv_ms)
+    def _flatten(self, step) -> None:
+        before, t = self.engine.state.copy(), step.bar_t
+        fills = self.engine.flatten(step.close_ms)
         if self.settings.mode == "live":
             pairs = [(row, self._finish_close(req, self.executor.execute(req)))
-                     for row in fills for req in [self._order_request(row, t, "flatten")]]
+                     for row in fills for req in [self._order_request(row, t, f"flatten{step.tag}")]]
             fills = apply_real_fills(before, self.engine.state, pairs)
             self.broker.pairs = list(zip(fills, [ex for _, ex in pairs], strict=True))
         with transaction(self.conn):
-            self.broker.record(fills, bar_t_ms=t, epoch=self.epoch + ":flatten", config_id=self.cfg.config_id,
+            self.broker.record(fills, bar_t_ms=t, epoch=f"{self.epoch}:flatten{step.tag}", config_id=self.cfg.config_id,
                                pos=self.engine.state.pos)
-            self._save_checkpoint(t)
+            self._save_checkpoint()
 
-    def _save_checkpoint(self, t: int) -> None:
-        checkpoint.save(self.conn, self.engine.state, last_bar_t=t, symbols=self.symbols,
+    def _save_checkpoint(self) -> None:
+        checkpoint.save(self.conn, self.engine.state, **self.steps.cursor.meta(), symbols=self.symbols,
                         windows=self.engine.wv, config_id=self.cfg.config_id, epoch=self.epoch,
                         flatten_seen=self.flatten_seen)
         if self.risk is not None:
@@ -702,7 +668,8 @@ class TraderDaemon:
         seq = int(info.get("seq", 0))
         if seq == self.flatten_seen:
             return
-        t = self.last_bar_t + self.iv_ms if self.last_bar_t is not None else self.wall.now_ms()
+        last = self.steps.cursor.last_close_ms(self.iv_ms, self.steps.sub_ms)
+        t = last if last is not None else self.wall.now_ms()
         for symbol in info.get("symbols", []):
             if symbol not in self.symbols:
                 continue
@@ -713,36 +680,37 @@ class TraderDaemon:
                 self.engine.close_external(s, float(row[0]), t)
         self.flatten_seen = seq
         self.log.warning(f"flat_now closed {info.get('symbols')} outside the engine; engine positions updated")
-        if self.last_bar_t is not None:
+        if last is not None:
             with transaction(self.conn):
-                self._save_checkpoint(self.last_bar_t)
+                self._save_checkpoint()
 
     def process_pending(self) -> int:
+        """Take every due (sub-)bar step (live/substep.py) in order; returns how many were taken."""
         self._absorb_external_flatten()
-        pending = self._pending(self.wall.now_ms())
-        if pending is None:
+        batch = self.steps.pending(self.wall.now_ms())
+        self._check_data_lag()
+        if batch is None:
             return 0
-        md, funding, todo = pending
         summary = CatchUpSummary(start_equity=float(self.engine.state.acct[A_EQUITY]))
-        for b in todo:
+        for step in batch.steps:
             if self.settings.mode == "live":
-                fills = self._step_live(md, funding, int(b))
+                fills = self._step_live(batch, step)
             else:
-                fills = self._step_checked(md, funding, int(b))
+                fills = self._step_checked(batch, step)
                 if self.executor is not None:
-                    self._dry_live_intents(fills, int(md.times[b]))
-            self._record(md, int(b), fills)
-            summary.add_bar(int(md.times[b]), fills)
+                    self._dry_live_intents(fills, step)
+            self._record(step, fills)
+            summary.add_step(step, fills)
             self.pinger.maybe_ping()
             if self.stop_requested:
                 break
-        if len(todo):
-            with transaction(self.conn):
-                self._save_checkpoint(self.last_bar_t)
-        if summary.bars > 1 or (summary.bars and self.until_caught_up):
+        with transaction(self.conn):
+            self._save_checkpoint()
+        steps = summary.bars + summary.subs   # on time: one sub-bar a loop, with the main close at the hour
+        if steps > 2 or (steps and self.until_caught_up):
             self.log.info(summary.line(self.engine.state.acct, self.engine.state.pos, self.symbols,
                                        self.risk.kill_mode))
-        return summary.bars
+        return steps
 
     # ------------------------------------------------------------------ loop
     def _reload_config(self) -> None:
@@ -777,7 +745,8 @@ class TraderDaemon:
         self.log.heartbeat(loops=self.loops, errors=self.errors, symbols=len(self.symbols), open_pos=open_pos,
                            loop=loop_s, ws_connected=self._ws_connected(), kill=st["kill"], kill_reason=st["kill_reason"],
                            strategy_mode=self.strategy_mode or "none", config_id=self.cfg.config_id[:12],
-                           version=VERSION, **(self.protection.heartbeat() if self.protection else {}))
+                           version=VERSION, **self.steps.cursor.meta(),
+                           **(self.protection.heartbeat() if self.protection else {}))
 
     def _ws_connected(self) -> int:
         return int(bool(self.market_ws is not None and self.market_ws.health()["connected"]))
@@ -928,10 +897,8 @@ class TraderDaemon:
         return 0
 
     def _bar_text(self) -> str:
-        """The last processed bar for a person: ISO UTC, with the epoch ms the DB rows carry."""
-        if self.last_bar_t is None:
-            return "none"
-        return f"{iso_utc(self.last_bar_t)} (t={self.last_bar_t})"
+        """The last processed (sub-)bar for a person: ISO UTC, with the epoch ms the DB rows carry."""
+        return self.steps.cursor.text()
 
     def _sleep_to_next_loop(self) -> None:
         period = self.settings.loop_target_secs

@@ -472,7 +472,7 @@ class Protection:
                 host.broker.record(adjusted, bar_t_ms=bar_t, epoch=host.epoch, config_id=host.cfg.config_id,
                                    pos=engine.state.pos)
                 if host.last_bar_t is not None:
-                    host._save_checkpoint(host.last_bar_t)
+                    host._save_checkpoint()
             else:
                 self._record_only(ex)
         if adjusted is not None:

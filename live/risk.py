@@ -67,6 +67,14 @@ class TokenBucket:
         self.tokens = max(0.0, self.tokens - 1.0)
 
 
+def _copy_order_state(state: tuple) -> tuple:
+    import copy
+
+    entry, exits, cancel, per_symbol, notional, last = state
+    return (copy.copy(entry), copy.copy(exits), copy.copy(cancel), {k: deque(v) for k, v in per_symbol.items()},
+            deque(notional), last)
+
+
 def utc_day(ts_ms: int) -> str:
     return dt.datetime.fromtimestamp(ts_ms / 1000.0, tz=dt.UTC).strftime("%Y-%m-%d")
 
@@ -276,17 +284,15 @@ class RiskManager:
 
     def order_state(self) -> tuple:
         """The rate-limit state (buckets, windows, last order time), so a caller that reserves
-        capacity for orders it may still withdraw (the daemon re-running a bar) can roll back."""
-        import copy
-
-        return copy.deepcopy((self._entry_bucket, self._exit_bucket, self._cancel_bucket, self._symbol_entries,
-                              self._notional, self._last_order_mono))
+        capacity for orders it may still withdraw (the daemon re-running a bar) can roll back.
+        Taken once per (sub-)bar step, so it copies the structure (buckets hold floats only, the
+        windows are deques of floats/tuples) rather than deepcopy, which cost ~0.5 ms a step."""
+        return _copy_order_state((self._entry_bucket, self._exit_bucket, self._cancel_bucket, self._symbol_entries,
+                                  self._notional, self._last_order_mono))
 
     def restore_order_state(self, state: tuple) -> None:
-        import copy
-
         (self._entry_bucket, self._exit_bucket, self._cancel_bucket, self._symbol_entries, self._notional,
-         self._last_order_mono) = copy.deepcopy(state)
+         self._last_order_mono) = _copy_order_state(state)
 
     def allow_cancel(self, symbol: str | None = None) -> RiskDecision:
         """Cancels reduce risk, so no kill blocks them; only the cancel rate does."""

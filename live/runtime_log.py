@@ -23,7 +23,7 @@ from live.trading_db import TradingDbError, iso_utc, now_ms, open_trading_db
 HEARTBEAT_PREFIX = "🫀 engine ok."
 HEARTBEAT_KEYS = ("loops", "errors", "symbols", "open_pos", "loop", "ws_connected", "kill", "kill_reason",
                   "strategy_mode", "config_id", "version")
-_INT_KEYS = frozenset({"loops", "errors", "symbols", "open_pos", "ws_restarts"})
+_INT_KEYS = frozenset({"loops", "errors", "symbols", "open_pos", "ws_restarts", "last_bar_t", "last_sub_t"})
 _BOOL_KEYS = frozenset({"ws_connected", "ws_thread_alive"})
 _PAIR = re.compile(r"(\w+)=(\S+)")
 

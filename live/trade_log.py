@@ -39,10 +39,22 @@ class CatchUpSummary:
     last_bar_t: int | None = None
     actions: Counter = field(default_factory=Counter)
 
+    subs: int = 0                    # sub-bar steps (exit / entry interval) taken
+    first_sub_t: int | None = None   # open of the first one: a restart shows where it went on
+
     def add_bar(self, bar_t_ms: int, fills: np.ndarray) -> None:
         self.bars += 1
         self.first_bar_t = bar_t_ms if self.first_bar_t is None else self.first_bar_t
         self.last_bar_t = bar_t_ms
+        self.actions.update(action_name(r[FL_ACTION]) for r in fills)
+
+    def add_step(self, step, fills: np.ndarray) -> None:
+        """One step of live/substep.py: a main close counts as a bar, a sub-bar as a sub-bar."""
+        if step.is_close:
+            self.add_bar(step.bar_t, fills)
+            return
+        self.subs += 1
+        self.first_sub_t = step.open_ms if self.first_sub_t is None else self.first_sub_t
         self.actions.update(action_name(r[FL_ACTION]) for r in fills)
 
     def line(self, acct: np.ndarray, pos: np.ndarray, symbols: list[str], kill: str) -> str:
@@ -55,7 +67,8 @@ class CatchUpSummary:
                 for i in np.flatnonzero(pos[:, POS_SIDE])]
         span = (f"{iso_utc(self.first_bar_t)} .. {iso_utc(self.last_bar_t)}" if self.first_bar_t is not None
                 else "none")
-        return (f"caught up: {self.bars} bar(s) {span}; {fills} fill(s){f' ({by_action})' if by_action else ''}; "
+        subs = f"{self.subs} sub-bar(s) from {iso_utc(self.first_sub_t)}; " if self.subs else ""
+        return (f"caught up: {self.bars} bar(s) {span}; {subs}{fills} fill(s){f' ({by_action})' if by_action else ''}; "
                 f"equity {equity:,.2f} (balance {balance:,.2f}, PnL {pnl:+,.2f}, {pct:+.2f}%); "
                 f"open positions {len(held)}{': ' + ', '.join(held) if held else ''}; kill={kill}; "
                 f"last bar {iso_utc(self.last_bar_t) if self.last_bar_t is not None else 'none'}")

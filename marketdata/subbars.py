@@ -1,9 +1,10 @@
-"""Finer exit-interval bars arranged under the main bars they fall in (shared by replay and sweep).
+"""Finer sub-bars arranged under the main bars they fall in (shared by replay and sweep).
 
-With `global.engine.exit_interval` finer than `interval` (e.g. entries on 1h, exits on 5m), stops
-and targets are checked on each 5m bar inside the hour, in time order; everything else stays on
-the main bar. The kernel reads them as sub_*[symbol, j] for one main bar; this module builds the
-[symbol, main bar, j] arrays from two MarketData sets on the same symbols.
+With `global.engine.exit_interval` finer than `interval` (e.g. signals on 1h, exits on 5m), exits
+are decided on each 5m bar inside the hour as it closes; with `entry_interval` finer, entries too
+(on the last closed main bar's indicators with the sub-bar's OHLC). Both use ONE grid of sub-bars
+(``sub_bar_plan``). The kernel reads them as sub_*[symbol, j] for one main bar; this module builds
+the [symbol, main bar, j] arrays from two MarketData sets on the same symbols.
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ import numpy as np
 
 class SubBarError(ValueError):
     """The exit interval cannot be nested in the main interval (one line)."""
+
+
+def sub_bar_plan(interval: str, entry_interval: str | None, exit_interval: str | None) -> tuple[str | None, bool, bool]:
+    """(the sub-bar interval or None, exits on sub-bars, entries on sub-bars) of a config. One grid:
+    an entry and an exit interval both finer than ``interval`` must be the same (the reference's
+    30m/3m/3m); otherwise one of them is the main interval (or unset)."""
+    entry = entry_interval if entry_interval and entry_interval != interval else None
+    exit_iv = exit_interval if exit_interval and exit_interval != interval else None
+    if entry and exit_iv and entry != exit_iv:
+        raise SubBarError(f"global.engine.entry_interval={entry} and exit_interval={exit_iv}: sub-bars are one grid; "
+                          f"set both to the same interval, or one of them to {interval}")
+    return entry or exit_iv, exit_iv is not None, entry is not None
 
 
 @dataclass
@@ -29,6 +42,8 @@ class SubBars:
     # main bars [0, covered) lie inside the exit data; a later one is not decided yet (its last exit
     # bar is not in), as the trading daemon waits for it
     covered: int = -1
+    exits: bool = True     # exits are decided on the sub-bars ([engine.exit_interval])
+    entries: bool = False  # entries too ([engine.entry_interval])
 
     @classmethod
     def none(cls, nsym: int, nbar: int) -> SubBars:

@@ -88,6 +88,12 @@ POS = declare("POS", (
     ("prev_close", "the symbol's close before this bar's (the anomaly filter); survives the close"),
     ("last_ema_slow", "the symbol's slow EMA at its last close; survives the close"),
     ("prev_ema_slow", "the symbol's slow EMA before this bar's (the BTC regime); survives the close"),
+    ("seen_close", "the symbol's last close seen at any step, main bar or sub-bar (the glitch guard's and a "
+                   "sub-bar entry's previous price); survives the close"),
+    ("sub_fired", "exit_fill close: what the last price-exit evaluation of this main bar did (0 none, 1 partial, "
+                  "-1 skipped as a glitch): the smart exits at the main close run only on 0"),
+    ("sub_missing", "an exit sub-bar of this main bar was missing while the position was open: the main close "
+                    "also evaluates the main bar (1)"),
 ), globals(), "NPOS")
 
 # --- account state: acct[NACCT]
@@ -114,6 +120,10 @@ A = declare("A", (
     ("last_t", "close time of the last processed bar"),
     ("open_count", "open positions"),
     ("margin_used", "margin of all open positions"),
+    ("sub_bar_open", "open time of the main bar whose sub-bars are being stepped (-1: none since the last main close)"),
+    ("sub_next", "sub-bars of that main bar already stepped (the next one's index; 0 after a main close)"),
+    ("bar_opens", "new positions opened in this main bar so far, its entry sub-bars included "
+                  "([trade.max_entry_orders_per_loop])"),
 ), globals(), "NACCT")
 
 # --- fills (the decision trace): fills[max_fills, NFILL]

@@ -214,7 +214,10 @@ def test_exit_interval_catch_up_equals_replay(tmp_path, shared_data):
     """Signals on 1h, stops/targets on the 5m bars inside: the daemon and the replay still agree."""
     dbs = tmp_path / "candles_dbs"
     copy_candles(shared_data / "candles_1h.db", dbs / "candles_1h.db")
-    copy_candles(shared_data / "candles_5m.db", dbs / "candles_5m.db")
+    # 5m bars up to the last whole hour: the trader steps the 5m bars of a running hour as they close,
+    # the replay of a snapshot only the hours whose 5m bars are all in (the last hour lacks 04:55)
+    last_hour = sqlite3.connect(shared_data / "candles_1h.db").execute("SELECT MAX(t) FROM candles").fetchone()[0]
+    copy_candles(shared_data / "candles_5m.db", dbs / "candles_5m.db", before_ms=last_hour)
     (tmp_path / "cfg.yaml").write_text(CONFIG.replace("engine: {interval: 15m}",
                                                       "engine: {interval: 1h, exit_interval: 5m}"))
     env = {**os.environ, "AI_QUANT_STRATEGY_YAML": str(tmp_path / "cfg.yaml"), "AI_QUANT_CANDLES_DB_DIR": str(dbs),

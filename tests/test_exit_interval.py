@@ -56,16 +56,51 @@ def test_exit_interval_without_its_candles_is_refused():
         run_replay(cfg, HOURLY)
 
 
-def test_touch_missing_exit_bar_falls_back_to_the_hourly_range():
-    """A gap in the 5m data must not hide the stop: the whole hour then uses its own range."""
+def gap(md: MarketData, *bars: int) -> MarketData:
+    """``md`` with the given bars missing (valid False)."""
     from dataclasses import replace
 
-    cfg = config_from_dict({"global": {**CFG["global"], "engine": {"interval": "1h", "exit_interval": "5m", "exit_fill": "touch"}}})
-    valid = FIVE_MIN.valid.copy()
-    valid[0, 13] = False  # the 5m bar that falls through the stop is missing
-    gappy = replace(FIVE_MIN, valid=valid)
-    rep = run_replay(cfg, HOURLY, init_state=POSITION, exit_md=gappy)
+    valid = md.valid.copy()
+    valid[0, list(bars)] = False
+    return replace(md, valid=valid)
+
+
+def touch_cfg():
+    return config_from_dict({"global": {**CFG["global"], "engine": {"interval": "1h", "exit_interval": "5m",
+                                                                    "exit_fill": "touch"}}})
+
+
+def test_touch_missing_exit_bar_the_present_ones_still_act_as_they_close():
+    """Exits are decided on each sub-bar as it closes (live cannot know that a later one will be
+    missing): the partial at 102 on the first 5m bar; the falling 5m bar is missing; the next one
+    opens at 95.5, through the stop (96): a gap fills at its open, at its close time."""
+    rep = run_replay(touch_cfg(), HOURLY, init_state=POSITION, exit_md=gap(FIVE_MIN, 13))
+    assert exits(rep) == [("REDUCE", "take_profit_partial", 102.0, T0 + H + M5),
+                          ("CLOSE", "stop_loss", 95.5, T0 + H + 3 * M5)]
+
+
+# Hour 2 on 5m: quiet bars around 100, except the missing one that hid the fall to 95 (bar 13), and
+# a last bar (23) that closes at 95.5 when it is there.
+QUIET = [(100, 100.5, 99.5, 100)]
+HIDDEN = market(M5, QUIET * 12 + QUIET + [(100, 100, 95, 99.5)] + QUIET * 9 + [(100, 100.2, 95.4, 95.5)] + QUIET * 12,
+                "5m")
+HOURLY_FALL = market(H, [(100, 100.5, 99.5, 100), (100, 100.5, 95, 95.5), (95.5, 95.7, 95.3, 95.5)], "1h")
+
+
+def test_touch_missing_exit_bar_the_main_close_also_checks_the_hours_range():
+    """When a sub-bar of the hour was missing while the position was open, the main close also
+    evaluates the hour's range: the stop (96) touched inside it fills at the level, at the hour's
+    close (the fall was in the missing 5m bar; no present one reaches 96)."""
+    hidden = gap(HIDDEN, 13, 23)
+    rep = run_replay(touch_cfg(), HOURLY_FALL, init_state=POSITION, exit_md=hidden)
     assert exits(rep) == [("CLOSE", "stop_loss", 96.0, T0 + 2 * H)]
+
+
+def test_touch_complete_exit_bars_do_not_reevaluate_the_hours_range():
+    """With every 5m bar of the hour present, only they decide: bar 13 touches 95 (the stop fills at
+    96 on its close time)."""
+    rep = run_replay(touch_cfg(), HOURLY_FALL, init_state=POSITION, exit_md=HIDDEN)
+    assert exits(rep) == [("CLOSE", "stop_loss", 96.0, T0 + H + 2 * M5)]
 
 
 def close_cfg(**engine):
@@ -90,11 +125,24 @@ def test_close_five_minute_closes_take_the_partial_then_the_stop_at_their_closes
     assert rep["total_pnl"] == pytest.approx(7 * 2.0 - 3 * 4.5 - rep["total_fees"])
 
 
-def test_close_missing_exit_bar_falls_back_to_the_hourly_close():
-    from dataclasses import replace
+def test_close_missing_exit_bar_the_present_closes_still_act():
+    """The partial on the first 5m close (102) is taken as it closes; the missing 5m bar hides the
+    95.5 close, the later closes (100) and the hour's close (100) are above the stop: the rest runs to
+    the end of the data."""
+    rep = run_replay(close_cfg(exit_interval="5m"), HOURLY, init_state=POSITION, exit_md=gap(FIVE_MIN, 13))
+    assert exits(rep) == [("REDUCE", "take_profit_partial", 102.0, T0 + H + M5),
+                          ("CLOSE", "end_of_data", 100.0, T0 + 3 * H)]
 
-    valid = FIVE_MIN.valid.copy()
-    valid[0, 13] = False
-    rep = run_replay(close_cfg(exit_interval="5m"), HOURLY, init_state=POSITION,
-                     exit_md=replace(FIVE_MIN, valid=valid))
-    assert exits(rep) == [("CLOSE", "end_of_data", 100.0, T0 + 3 * H)]
+
+def test_close_missing_last_exit_bar_the_main_close_is_evaluated():
+    """The last 5m bar of the hour is missing (its close, 95.5, beyond the stop): the main close then
+    evaluates the hour's own close, 95.5, and the stop fills there at the hour's close."""
+    rep = run_replay(close_cfg(exit_interval="5m"), HOURLY_FALL, init_state=POSITION, exit_md=gap(HIDDEN, 13, 23))
+    assert exits(rep) == [("CLOSE", "stop_loss", 95.5, T0 + 2 * H)]
+
+
+def test_close_complete_exit_bars_decide_alone():
+    """All 5m bars present: the 95.5 close of the last one fires the stop at the 5m close time (which
+    is also the hour's)."""
+    rep = run_replay(close_cfg(exit_interval="5m"), HOURLY_FALL, init_state=POSITION, exit_md=HIDDEN)
+    assert exits(rep) == [("CLOSE", "stop_loss", 95.5, T0 + 2 * H)]

@@ -40,6 +40,7 @@ GRID = {
     "initial_balance": 10_000.0,
 }
 EXIT_5M = {"global": {"engine": {"interval": "1h", "exit_interval": "5m"}}}
+ENTRY_EXIT_5M = {"global": {"engine": {"interval": "1h", "exit_interval": "5m", "entry_interval": "5m"}}}
 SIM_SCRIPT = r"""
 import json, sys
 import numpy as np
@@ -211,6 +212,20 @@ def test_v2_equals_cpu_and_replay_with_exit_sub_bars():
 
 
 @pytestmark_sim
+def test_v1_and_v2_equal_cpu_and_replay_with_entry_sub_bars():
+    """Entry sub-bars: layout v2 stages each sub-bar's OHLC into the warp-shared rows, v1 and the
+    CPU into the candidate's own; every one equals the replay."""
+    from marketdata.candles import load_market_data
+
+    vi = _candidates(3, seed=3)
+    res = _sim(vi, [["v2", 8, 2, True], ["v1", None, None, True]], base=ENTRY_EXIT_5M, exit_md="5m")
+    assert res["nsub"] == 12 and sum(m[1] for m in res["cpu"]) > 0
+    assert res["v2/8/2/1"] == {"metrics_equal": True, "trades_equal": True, "cap": 8}
+    assert res["v1/None/None/1"]["metrics_equal"] and res["v1/None/None/1"]["trades_equal"]
+    _replay_check(vi, res["cpu"], ENTRY_EXIT_5M, exit_md=load_market_data(str(DATA / "candles_5m.db"), "5m"))
+
+
+@pytestmark_sim
 def test_gpu_check_script_at_simulator_size(tmp_path):
     """bench/gpu_check.sh end to end under the simulator (what CI runs)."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHON=sys.executable, PYTHONPATH=str(REPO))
@@ -241,3 +256,10 @@ def test_v2_kernel_compiles_for_sm90_without_spills():
     rep = json.loads(proc.stdout.strip().splitlines()[-1])
     assert rep["spill_stores"] == 0 and rep["registers"] <= 200, rep
     assert rep["shared_bytes"] == warps_per_block(8) * 8 * 24 * 8, rep
+    # the variant with entry sub-bars compiled in (a sweep whose config has them) stays spill-free
+    script = script.replace("compile_report('v2', 8, h)", "compile_report('v2', 8, h, entry_sub=True)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=str(REPO),
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rep["entry_sub"] and rep["spill_stores"] == 0 and rep["registers"] <= 255, rep

@@ -135,6 +135,8 @@ def test_desk_shows_charts_positions_round_trips_and_lag_with_no_console_error(d
     page.js("(() => { const s = document.getElementById('rt-filter'); s.value = 'SOL'; s.dispatchEvent(new Event('change')); })()")
     assert page.js("[...document.querySelectorAll('#roundtrips tr')].slice(1).map(r => r.cells[1].textContent)") == ["SOL", "SOL"]
     assert page.js("document.getElementById('clock').textContent").endswith(" UTC")
+    step = pill_text(page, "last step")[0]   # the checkpoint's last processed (sub-)bar
+    assert step.startswith("bar ") and step.endswith(" UTC"), step
     shoot(page, tmp_path, "monitor_desk")
     page.close()
 

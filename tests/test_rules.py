@@ -766,3 +766,171 @@ def test_reentry_cooldown_is_not_held_after_a_signal_flip():
     assert K.reentry_cooldown_ms(p, 30.0) == pytest.approx(135 * 60_000)
     assert K.reentry_cooldown_ms(p, 20.0) == pytest.approx(180 * 60_000)
     assert K.reentry_cooldown_ms(p, 45.0) == pytest.approx(45 * 60_000)
+
+
+# ------------------------------------------------------------------ sub-bars (exit and entry sub-bars)
+# Rows in which each hourly bar has K_SUB 30-minute sub-bars that the kernel steps as they close
+# (step_sub_bar), before the main close (step_main_close), in the engine's order: during the
+# sub-bars the feature rows still hold the last CLOSED main bar; with entry sub-bars their
+# open/high/low/close are the sub-bar's (stage_sub_prices). A fill is placed at (bar, sub-bar
+# index) or (bar, "close").
+K_SUB = 2
+SUB_MS = H // K_SUB
+
+
+def px(close: float) -> dict:
+    """A sub-bar that trades at one price."""
+    return {"open": close, "high": close, "low": close, "close": close}
+
+
+@dataclass(frozen=True)
+class SubFill:
+    bar: int
+    step: object   # sub-bar index, or "close"
+    action: str
+    reason: str
+    price: float
+    side: str = "LONG"
+    symbol: str = "ETH"
+
+
+@dataclass(frozen=True)
+class SubRow:
+    rule: str
+    bars: tuple                      # main bars, as Row.bars
+    subs: tuple                      # per main bar: K_SUB sub-bars (px(...), MISSING, or {symbol: ...}); None = all missing
+    expect: tuple = ()
+    config: dict = field(default_factory=dict)
+    start: tuple = ()
+    symbols: tuple = ("ETH",)
+    base: dict = field(default_factory=lambda: LONG_BAR)
+    exits: bool = False              # exits decided on the sub-bars (engine.exit_interval)
+    entries: bool = True             # entries too (engine.entry_interval)
+
+
+def run_subs(row: SubRow) -> list[SubFill]:
+    symbols = list(row.symbols)
+    nsym = len(symbols)
+    cfg = config_from_dict({"global": deep_merge(COMMON, row.config)})
+    params = cfg.params_matrix(symbols)
+    pos, acct = np.zeros((nsym, NPOS)), np.zeros(NACCT)
+    K.init_state(pos, acct, BALANCE)
+    if row.start:
+        apply_init_state(SimpleNamespace(pos=pos, acct=acct), {"version": 1, "balance": BALANCE,
+                                                               "positions": list(row.start)}, symbols, params)
+    fills, trades = np.zeros((64, NFILL)), np.zeros((64, NTRADE))
+    book = (pos, acct, np.zeros(nsym), np.zeros(nsym, np.int64), fills, trades)
+    feat = np.full((nsym, F.N), math.nan)
+    valid = np.zeros(nsym, np.uint8)
+    fund = np.zeros(nsym)
+    tags: list[tuple[int, object]] = []
+
+    def tag(b, step):
+        tags.extend([(b, step)] * (int(acct[A.NFILLS]) - len(tags)))
+
+    for b, bar in enumerate(row.bars):
+        prev_valid = valid.copy()
+        for j in range(K_SUB):
+            sub = row.subs[b][j] if row.subs[b] is not None else MISSING
+            per_symbol = sub if nsym > 1 else {symbols[0]: sub}
+            o, h, lo, c = (np.full(nsym, math.nan) for _ in range(4))
+            sv = np.zeros(nsym, np.uint8)
+            for s, sym in enumerate(symbols):
+                one = per_symbol.get(sym, MISSING) if per_symbol is not MISSING else MISSING
+                if one is not MISSING:
+                    o[s], h[s], lo[s], c[s], sv[s] = one["open"], one["high"], one["low"], one["close"], 1
+            if row.entries:
+                K.stage_sub_prices(feat, o, h, lo, c, sv)
+            K.step_sub_bar(T0 + b * H, j, (o, h, lo, c, sv, float(T0 + b * H + (j + 1) * SUB_MS)), feat, prev_valid,
+                           fund, params, -1, book, int(row.exits), int(row.entries))
+            tag(b, j)
+        per_symbol = bar if nsym > 1 else {symbols[0]: bar}
+        valid = np.zeros(nsym, np.uint8)
+        for s, sym in enumerate(symbols):
+            over = per_symbol.get(sym, {})
+            if over is MISSING:
+                continue
+            valid[s] = 1
+            for name, v in {**row.base, **over}.items():
+                feat[s, getattr(F, name.upper())] = v
+        K.step_main_close(T0 + b * H, T0 + (b + 1) * H, feat, valid, prev_valid, fund, params, -1, book, K_SUB,
+                          int(row.exits))
+        tag(b, "close")
+    out = []
+    for r, (b, step) in zip(fills[: int(acct[A.NFILLS])], tags, strict=True):
+        d = fill_dict(r, symbols)
+        expect_t = T0 + (b + 1) * H if step == "close" else T0 + b * H + (step + 1) * SUB_MS
+        assert d["t_ms"] == expect_t, (d, b, step)  # a fill is stamped at the close of the step that made it
+        out.append(SubFill(b, step, d["action"], d["reason"], d["price"], d["side"], d["symbol"]))
+    return out
+
+
+UNDER_FAST = {"close": 98.9, "low": 98.5}  # LONG_BAR closing under its fast EMA (99): no long at its close
+WEAK_CROSS_DOWN = {"ema_fast": 99.95, "ema_slow": 100.0, "close": 100.1}  # a short trend too weak to exit a long
+NO_TRAIL = {"trade": {"trailing_start_atr": 50.0, "enable_breakeven_stop": False}}
+SUB_ROWS = [
+    SubRow("Entry sub-bars: entries are decided on each sub-bar's close from the last closed main bar's "
+           "indicators with the sub-bar's OHLC: bar 0 closes under the fast EMA (no long), the first sub-bar of "
+           "bar 1 closes above it (99.5): the long opens there, at 99.5",
+           bars(UNDER_FAST, UNDER_FAST), ((px(98.9), px(98.9)), (px(99.5), px(99.5))),
+           (SubFill(1, 0, "OPEN", "signal", 99.5),)),
+    SubRow("Entry sub-bars read no later bar: the sub-bars of bar 1 read bar 0's ADX (10, refused) though bar 1's "
+           "own ADX (30) admits; the long opens at bar 1's close",
+           bars({"adx": 10.0}, {}), ((px(100.0), px(100.0)), (px(100.0), px(100.0))),
+           (SubFill(1, "close", "OPEN", "signal", 100.0),)),
+    SubRow("Entry sub-bars: a symbol enters on a sub-bar only when it had the previous main bar: bar 1 is "
+           "missing, so bar 2's sub-bars (closing above the fast EMA) do not enter",
+           bars(UNDER_FAST, MISSING, UNDER_FAST), ((px(98.9), px(98.9)), None, (px(99.5), px(99.5)))),
+    SubRow("Entry sub-bars: a missing sub-bar decides nothing; the next present one does (sub-bar 1 of bar 1)",
+           bars(UNDER_FAST, UNDER_FAST), ((px(98.9), px(98.9)), (MISSING, px(99.5))),
+           (SubFill(1, 1, "OPEN", "signal", 99.5),)),
+    SubRow("max_entry_orders_per_loop counts the main bar and its entry sub-bars: with 1, ETH opening on "
+           "sub-bar 0 of bar 1 leaves SOL's signal at bar 1's close unfilled; SOL opens on bar 2's first sub-bar",
+           bars({"ETH": UNDER_FAST, "SOL": {"adx": 10.0}}, {"ETH": UNDER_FAST, "SOL": {}},
+                {"ETH": UNDER_FAST, "SOL": {}}),
+           (({"ETH": px(98.9), "SOL": px(100.0)},) * 2, ({"ETH": px(99.5), "SOL": px(100.0)},) * 2,
+            ({"ETH": px(99.0), "SOL": px(100.0)},) * 2),
+           (SubFill(1, 0, "OPEN", "signal", 99.5), SubFill(2, 0, "OPEN", "signal", 100.0, symbol="SOL")),
+           config={"trade": {"max_entry_orders_per_loop": 1}}, symbols=("ETH", "SOL")),
+    SubRow("max_entry_orders_per_loop: with room (the default 6) SOL opens at bar 1's close beside ETH's sub-bar "
+           "entry",
+           bars({"ETH": UNDER_FAST, "SOL": {"adx": 10.0}}, {"ETH": UNDER_FAST, "SOL": {}}),
+           (({"ETH": px(98.9), "SOL": px(100.0)},) * 2, ({"ETH": px(99.5), "SOL": px(100.0)},) * 2),
+           (SubFill(1, 0, "OPEN", "signal", 99.5), SubFill(1, "close", "OPEN", "signal", 100.0, symbol="SOL")),
+           symbols=("ETH", "SOL")),
+    SubRow("Entry sub-bars keep the signal flip (the reference drops it there, its §5.5): a short signal on a "
+           "sub-bar's close (99.9, under the fast EMA 99.95) closes the held long and opens the short at 99.9",
+           bars(WEAK_CROSS_DOWN, WEAK_CROSS_DOWN), ((px(100.1), px(100.1)), (px(99.9), px(99.9))),
+           (SubFill(1, 0, "CLOSE", "signal_flip", 99.9), SubFill(1, 0, "OPEN", "signal", 99.9, side="SHORT")),
+           start=(HELD_LONG,), base=SHORT_BAR),
+    SubRow("Exit sub-bars decide as each closes: the held long's stop (96) fires on the first sub-bar's close "
+           "(95.5) and fills there",
+           bars({"low": 95.0}), ((px(95.5), px(100.0)),), (SubFill(0, 0, "CLOSE", "stop_loss", 95.5),),
+           start=(HELD_LONG,), base=QUIET, exits=True, entries=False),
+    SubRow("Exit sub-bars: when one is missing while the position is open, the main close also evaluates the "
+           "main bar: its close (95.5) is beyond the stop",
+           bars({"close": 95.5, "low": 95.4}), ((px(100.0), MISSING),),
+           (SubFill(0, "close", "CLOSE", "stop_loss", 95.5),), start=(HELD_LONG,), base=QUIET, exits=True,
+           entries=False),
+    SubRow("Exit sub-bars: a partial take-profit on the last sub-bar's close holds the smart exits at the main "
+           "close (the trend flip of the bar does not close the rest)",
+           bars({"close": 102.5, "ema_fast": 97.0}), ((px(100.0), px(102.5)),),
+           (SubFill(0, 1, "REDUCE", "take_profit_partial", 102.5),), config=NO_TRAIL, start=(HELD_LONG,), base=QUIET,
+           exits=True, entries=False),
+    SubRow("Exit sub-bars: a partial on an earlier sub-bar, then a quiet last one: the smart exits run at the main "
+           "close (trend flip at 101)",
+           bars({"close": 101.0, "ema_fast": 97.0}), ((px(102.5), px(101.0)),),
+           (SubFill(0, 0, "REDUCE", "take_profit_partial", 102.5), SubFill(0, "close", "CLOSE", "trend_flip", 101.0)),
+           config=NO_TRAIL, start=(HELD_LONG,), base=QUIET, exits=True, entries=False),
+]
+
+
+@pytest.mark.parametrize("row", SUB_ROWS, ids=[r.rule for r in SUB_ROWS])
+def test_sub_bar_rule(row: SubRow) -> None:
+    got = run_subs(row)
+    want = list(row.expect)
+    assert len(got) == len(want), f"{row.rule}\n  fills: {got}\n  want:  {want}"
+    for g, w in zip(got, want, strict=True):
+        assert (g.bar, g.step, g.symbol, g.action, g.reason, g.side) == (w.bar, w.step, w.symbol, w.action,
+                                                                        w.reason, w.side), f"{row.rule}\n  {g}\n  {w}"
+        assert g.price == pytest.approx(w.price, rel=1e-12), f"{row.rule}: price {g.price} != {w.price}"

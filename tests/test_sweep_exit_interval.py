@@ -1,6 +1,6 @@
 """The sweep honours the engine settings the canonical replay honours, so the three executions agree:
-`engine.exit_interval` finer than `interval` (stops/targets on 5m bars inside each 1h bar) and
-`watchlist_exclude`. Real candles: ../shared/data candles_1h.db (resampled from candles_5m.db).
+`engine.exit_interval` finer than `interval` (exits on 5m bars inside each 1h bar), the entry
+sub-bars of a finer `entry_interval` (the same 5m grid), and `watchlist_exclude`. Real candles: ../shared/data candles_1h.db (resampled from candles_5m.db).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ GRID = {
 }
 EXIT_5M = {"global": {"engine": {"interval": "1h", "exit_interval": "5m"}}}
 MAIN_BAR = {"global": {"engine": {"interval": "1h"}}}
+ENTRY_EXIT_5M = {"global": {"engine": {"interval": "1h", "exit_interval": "5m", "entry_interval": "5m"}}}
+ENTRY_5M = {"global": {"engine": {"interval": "1h", "entry_interval": "5m"}}}
 SIM_BARS = 150
 CUDASIM_SCRIPT = r"""
 import json, sys
@@ -93,6 +95,23 @@ def test_sweep_with_5m_exits_equals_replay_row_by_row_and_trade_by_trade(data):
             assert mine == {k: theirs[k] for k in mine}
 
 
+@pytest.mark.parametrize("mode", [ENTRY_EXIT_5M, ENTRY_5M], ids=["entries_and_exits_5m", "entries_5m_exits_1h"])
+def test_sweep_with_5m_entry_sub_bars_equals_replay_trade_by_trade(data, mode):
+    md, exit_md = data
+    base = config_from_dict(mode)
+    grid = {**GRID, "axes": GRID["axes"][:2]}
+    rows = sweep(mode, md, exit_md, grid)
+    assert len(rows) == 6 and all(r["total_trades"] >= 20 for r in rows)
+    assert_rows_equal_replay(rows, base, md, exit_md)
+    overrides = [r["overrides"] for r in rows]
+    traces = trace_candidates(base, overrides, md, None, initial_balance=BALANCE, lookback=LOOKBACK, exit_md=exit_md)
+    for ov, trades in zip(overrides, traces, strict=True):
+        rep = replay(apply_overrides(base, ov), md, exit_md)
+        assert trades == [{k: t[k] for k in trades[0]} for t in rep["trades"]]
+    # entries at 5m closes: some round trips open off the hour
+    assert any(t["entry_time_ms"] % 3_600_000 for trades in traces for t in trades)
+
+
 def test_exits_on_the_main_bar_give_other_trades(data):
     """Proof that the sub-bars reach the kernel: the same grid, exits on 1h bars, trades differently."""
     md, exit_md = data
@@ -130,9 +149,11 @@ def test_what_the_sweep_cannot_reproduce_is_refused(data):
     spec = parse_sweep_spec({**GRID, "axes": GRID["axes"][:1]})
     with pytest.raises(SweepSpecError, match="exit_interval=5m needs the 5m candles"):
         run_sweep(config_from_dict(EXIT_5M), spec, md, None, backend="cpu", progress=False)
-    entry = {"global": {"engine": {"interval": "1h", "entry_interval": "5m"}}}
-    with pytest.raises(SweepSpecError, match="entry_interval=5m"):
-        run_sweep(config_from_dict(entry), spec, md, None, backend="cpu", progress=False)
+    with pytest.raises(SweepSpecError, match="entry_interval=5m needs the 5m candles"):
+        run_sweep(config_from_dict(ENTRY_5M), spec, md, None, backend="cpu", progress=False)
+    two_grids = {"global": {"engine": {"interval": "1h", "entry_interval": "15m", "exit_interval": "5m"}}}
+    with pytest.raises(SweepSpecError, match="sub-bars are one grid"):
+        run_sweep(config_from_dict(two_grids), spec, md, None, backend="cpu", progress=False, exit_md=exit_md)
     with pytest.raises(SweepSpecError, match="exit candles are 1h but global.engine.exit_interval=5m"):
         trace_candidates(config_from_dict(EXIT_5M), [{}], md, None, exit_md=md)
     with pytest.raises(SweepSpecError, match="engine.exit_interval: engine.\\* settings cannot be swept"):
@@ -142,18 +163,19 @@ def test_what_the_sweep_cannot_reproduce_is_refused(data):
                   progress=False)
 
 
-def test_cudasim_kernel_with_sub_bars_equals_cpu(data, shared_data):
+@pytest.mark.parametrize("mode", [EXIT_5M, ENTRY_EXIT_5M], ids=["exits_5m", "entries_and_exits_5m"])
+def test_cudasim_kernel_with_sub_bars_equals_cpu(data, shared_data, mode):
     md, exit_md = data
     grid = {**GRID, "axes": [{"path": "trade.sl_atr_mult", "values": [1.0, 2.5]}], "lookback": 30}
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT, str(shared_data), str(SIM_BARS), json.dumps(grid),
-                           json.dumps(EXIT_5M)], capture_output=True, text=True, env=env, timeout=120)
+                           json.dumps(mode)], capture_output=True, text=True, env=env, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sim = {json.dumps(r["overrides"]): r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
     n = SIM_BARS
     sliced = replace(md, times=md.times[:n], open=md.open[:, :n], high=md.high[:, :n], low=md.low[:, :n],
                      close=md.close[:, :n], volume=md.volume[:, :n], valid=md.valid[:, :n])
-    cpu = sweep(EXIT_5M, sliced, exit_md, grid)
+    cpu = sweep(mode, sliced, exit_md, grid)
     assert len(cpu) == len(sim) == 2 and all(r["total_trades"] > 0 for r in cpu)
     coarse = {json.dumps(r["overrides"]): r["total_pnl"] for r in sweep(MAIN_BAR, sliced, None, grid)}
     assert any(coarse[json.dumps(r["overrides"])] != r["total_pnl"] for r in cpu)  # the slice uses its 5m exits

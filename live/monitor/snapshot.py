@@ -305,7 +305,19 @@ def engine_marks(conn: sqlite3.Connection) -> dict[str, Any] | None:
     symbols = {sym: {"mark": finite(pos[i, POS_LAST_CLOSE]), "stop": finite(pos[i, POS_STOP]) if pos[i, POS_SIDE] else None,
                      "funding_paid": finite(pos[i, POS_TRADE_FUNDING]) if pos[i, POS_SIDE] else None}
                for i, sym in enumerate(data.get("symbols", []))}
-    return {"last_bar_t": int(data.get("last_bar_t") or 0), "symbols": symbols}
+    sub = data.get("last_sub_t")
+    return {"last_bar_t": int(data.get("last_bar_t") or 0), "last_sub_t": None if sub is None else int(sub),
+            "symbols": symbols}
+
+
+def last_step(marks: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last (sub-)bar the engine stepped (live/substep.py): a sub-bar inside the running hour, or
+    the last main bar's close; its open time and kind."""
+    if not marks or not (marks.get("last_bar_t") or marks.get("last_sub_t") is not None):
+        return None
+    if marks.get("last_sub_t") is not None:
+        return {"kind": "sub-bar", "t": marks["last_sub_t"]}
+    return {"kind": "bar", "t": marks["last_bar_t"]}
 
 
 def enrich_positions(rows: list[dict[str, Any]], marks: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -543,6 +555,7 @@ class DeskReader:
             "round_trips": _section(warnings, "trades", lambda: round_trips(conn), []),
             "recent_audit": _section(warnings, "audit_events", lambda: recent_audit(conn, self.limit), []),
             "data_lag": data_lag(marks, self.candles_db, at_ms),
+            "last_step": last_step(marks),
             **(history.series() if history is not None else FillHistory().series()),
             "warnings": warnings,
         }

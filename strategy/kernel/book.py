@@ -101,6 +101,7 @@ def init_state(pos, acct, initial_balance):
         ps[POS.PREV_CLOSE] = math.nan
         ps[POS.LAST_EMA_SLOW] = math.nan
         ps[POS.PREV_EMA_SLOW] = math.nan
+        ps[POS.SEEN_CLOSE] = math.nan
     for j in range(A.N):
         acct[j] = 0.0
     acct[A.BALANCE] = initial_balance
@@ -109,13 +110,15 @@ def init_state(pos, acct, initial_balance):
     acct[A.INITIAL] = initial_balance
     acct[A.DAY] = -1.0
     acct[A.DAY_EQ] = initial_balance
+    acct[A.SUB_BAR_OPEN] = -1.0
 
 
 @kernel_function
 def survives_close(j):
     """Columns of a position row that belong to the symbol, not the position: kept when it closes."""
     return (j == POS.LAST_CLOSE or j == POS.PREV_CLOSE or j == POS.LAST_EXIT_T or j == POS.LAST_EXIT_SIDE
-            or j == POS.LAST_EXIT_REASON or j == POS.LAST_EMA_SLOW or j == POS.PREV_EMA_SLOW)
+            or j == POS.LAST_EXIT_REASON or j == POS.LAST_EMA_SLOW or j == POS.PREV_EMA_SLOW
+            or j == POS.SEEN_CLOSE)
 
 
 @kernel_function

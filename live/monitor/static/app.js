@@ -98,6 +98,7 @@ function renderPills(s) {
     pill("dd", pct(s.drawdown_pct), s.drawdown_pct > 0 ? "warn" : ""),
     pill("max dd", pct(s.max_drawdown_pct)),
     pill("open", String(s.open_positions.length)),
+    pill("last step", s.last_step ? s.last_step.kind + " " + utc(s.last_step.t) : "—"),
     pill("strategy", hb.fields.strategy_mode || "—"),
     pill("cfg", hb.fields.config_id || "—"),
   );
