@@ -74,7 +74,10 @@ def load(conn) -> dict | None:
 
 
 def save_history(conn, data: dict) -> None:
-    """Keep `data` (an encoded checkpoint) if its hour has none yet; drop the ones past retention."""
+    """Keep `data` (an encoded checkpoint) if its hour has none yet; drop the ones past retention.
+    Only checkpoints at a main close are kept (a replay resumes from a whole bar)."""
+    if int(data.get("sub_next", 0)) > 0:
+        return
     t = int(data["last_bar_t"])
     hour = t // HISTORY_EVERY_MS
     newest = conn.execute("SELECT MAX(bar_t_ms) FROM engine_checkpoints").fetchone()[0]
