@@ -211,6 +211,7 @@ def test_v2_equals_cpu_and_replay_with_exit_sub_bars():
     _replay_check(vi, res["cpu"], EXIT_5M, exit_md=load_market_data(str(DATA / "candles_5m.db"), "5m"))
 
 
+@pytest.mark.slow
 @pytestmark_sim
 def test_v1_and_v2_equal_cpu_and_replay_with_entry_sub_bars():
     """Entry sub-bars: layout v2 stages each sub-bar's OHLC into the warp-shared rows, v1 and the
