@@ -44,6 +44,7 @@ from strategy.layout import (
     A_RET_M2,
     A_RET_MEAN,
     A_RET_N,
+    A_SUB_NEXT,
     A_TRADES,
     A_WINS,
     NFILL,
@@ -171,6 +172,9 @@ def run_replay(cfg, md, *, funding: np.ndarray | None = None, initial_balance: f
         raise ReplayError(f"--initial-balance must be a finite number > 0 (got {initial_balance})")
     if resume is not None and init_state is not None:
         raise ReplayError("give either an init state or an engine checkpoint to resume, not both")
+    if resume is not None and resume.acct[A_SUB_NEXT] > 0:
+        raise ReplayError(f"the engine checkpoint was taken inside a bar (after its sub-bar "
+                          f"{int(resume.acct[A_SUB_NEXT]) - 1}); resume from one taken at a main close")
     if resume is not None and resume.pos.shape[0] != len(md.symbols):
         raise ReplayError(f"the engine checkpoint holds {resume.pos.shape[0]} symbols, the data {len(md.symbols)}")
     md, funding = exclude_symbols(md, cfg.watchlist_exclude, funding)

@@ -215,5 +215,6 @@ def apply_init_state(state, data: dict, symbols: list[str], params) -> None:
         pos[s, POS_TP_MULT] = params[s, P_TP_ATR_MULT]
         pos[s, POS_ENTRY_REASON] = R_SIGNAL
         pos[s, POS_LAST_CLOSE] = entry
+        pos[s, POS.SEEN_CLOSE] = entry  # the glitch guard's previous price until a bar is seen
         acct[A_OPEN_COUNT] += 1.0
         acct[A_MARGIN_USED] += p["margin"]

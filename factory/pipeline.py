@@ -115,9 +115,16 @@ class Inputs:
 
     @property
     def exit_interval(self) -> str | None:
-        """The base config's exit interval when it is finer than the run's interval, else None."""
-        iv = self.base_cfg.exit_interval
-        return iv if iv and iv != self.profile.interval else None
+        """The interval of the base config's sub-bars (its exit and/or entry interval finer than the
+        run's interval; one grid), else None. A config with two different ones is refused later, in
+        one line, by the sweep's check (gpu.api.check_engine_settings)."""
+        from marketdata.subbars import SubBarError, sub_bar_plan
+
+        try:
+            return sub_bar_plan(self.profile.interval, self.base_cfg.entry_interval, self.base_cfg.exit_interval)[0]
+        except SubBarError:
+            iv = self.base_cfg.exit_interval
+            return iv if iv and iv != self.profile.interval else None
 
 
 # ----------------------------------------------------------------------------------- inputs

@@ -79,8 +79,8 @@ def load(conn) -> dict | None:
 
 def save_history(conn, data: dict) -> None:
     """Keep `data` (an encoded checkpoint) if its hour has none yet; drop the ones past retention.
-    Only main-bar boundaries are kept: the alignment gate resumes a replay after a whole bar."""
-    if data.get("last_sub_t") is not None or data.get("last_bar_t") is None:
+    Only checkpoints at a main close are kept: the alignment gate resumes a replay after a whole bar."""
+    if data.get("last_sub_t") is not None or data.get("last_bar_t") is None or int(data.get("sub_next", 0)) > 0:
         return
     t = int(data["last_bar_t"])
     hour = t // HISTORY_EVERY_MS

@@ -88,8 +88,9 @@ POS = declare("POS", (
     ("prev_close", "the symbol's close before this bar's (the anomaly filter); survives the close"),
     ("last_ema_slow", "the symbol's slow EMA at its last close; survives the close"),
     ("prev_ema_slow", "the symbol's slow EMA before this bar's (the BTC regime); survives the close"),
-    ("seen_close", "the symbol's last close seen at any step, main bar or sub-bar (the glitch guard's and a "
-                   "sub-bar entry's previous price); survives the close"),
+    ("seen_close", "the symbol's last close seen, main bar or sub-bar (the glitch guard's and a sub-bar "
+                   "entry's previous price; kept on sub-bars while a position is open or with entry sub-bars); "
+                   "survives the close"),
     ("sub_fired", "exit_fill close: what the last price-exit evaluation of this main bar did (0 none, 1 partial, "
                   "-1 skipped as a glitch): the smart exits at the main close run only on 0"),
     ("sub_missing", "an exit sub-bar of this main bar was missing while the position was open: the main close "

@@ -151,3 +151,26 @@ def test_old_checkpoint_layout_is_refused_in_one_line(data):
                               config_id=cfg.config_id, epoch="e")
     with pytest.raises(ValueError, match="engine checkpoint version 1"):
         checkpoint.decode({**data_, "version": 1})
+
+
+def test_a_checkpoint_inside_a_bar_does_not_seed_a_replay_nor_the_history(data, tmp_path):
+    """The replay resumes whole bars: a checkpoint taken between two sub-bars is refused there, and
+    the checkpoint history (what the alignment gate resumes from) keeps main closes only."""
+    from live.trading_db import open_trading_db
+
+    md, exit_md = data
+    cfg = cfg_of(MODES["exits_5m"])
+    sub = build_sub_bars(md, exit_md)
+    engine = new_engine(cfg, md)
+    t = int(md.times[1])
+    engine.step_sub(t, 0, sub.open[:, 1, 0], sub.high[:, 1, 0], sub.low[:, 1, 0], sub.close[:, 1, 0],
+                    sub.valid[:, 1, 0], int(sub.close_ms[1, 0]))
+    with pytest.raises(ReplayError, match="inside a bar \\(after its sub-bar 0\\)"):
+        run_replay(cfg, md, exit_md=exit_md, resume=engine.state)
+    conn = open_trading_db(tmp_path / "trading.db")
+    mid = checkpoint.encode(engine.state, last_bar_t=t, symbols=list(md.symbols), windows=cfg.windows(),
+                            config_id=cfg.config_id, epoch="e")
+    checkpoint.save_history(conn, mid)
+    assert conn.execute("SELECT COUNT(*) FROM engine_checkpoints").fetchone()[0] == 0
+    checkpoint.save_history(conn, {**mid, "sub_next": 0})
+    assert conn.execute("SELECT COUNT(*) FROM engine_checkpoints").fetchone()[0] == 1

@@ -163,13 +163,14 @@ def test_what_the_sweep_cannot_reproduce_is_refused(data):
                   progress=False)
 
 
-@pytest.mark.parametrize("mode", [EXIT_5M, ENTRY_EXIT_5M], ids=["exits_5m", "entries_and_exits_5m"])
+@pytest.mark.parametrize("mode", [EXIT_5M, pytest.param(ENTRY_EXIT_5M, marks=pytest.mark.slow)],
+                         ids=["exits_5m", "entries_and_exits_5m"])
 def test_cudasim_kernel_with_sub_bars_equals_cpu(data, shared_data, mode):
     md, exit_md = data
     grid = {**GRID, "axes": [{"path": "trade.sl_atr_mult", "values": [1.0, 2.5]}], "lookback": 30}
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT, str(shared_data), str(SIM_BARS), json.dumps(grid),
-                           json.dumps(mode)], capture_output=True, text=True, env=env, timeout=180)
+                           json.dumps(mode)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sim = {json.dumps(r["overrides"]): r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
     n = SIM_BARS

@@ -273,6 +273,8 @@ def step_sub_bar(bar_open_ms, j, sub, feat, prev_valid, funding_row, params, btc
     t = float(close_ms)
     acct[A.SUB_BAR_OPEN] = float(bar_open_ms)
     acct[A.SUB_NEXT] = j + 1.0
+    if entry_sub == 0 and acct[A.OPEN_COUNT] == 0.0:
+        return  # nothing to fund or exit, and no entry here (a flat symbol's last seen close is not read)
     for s in range(pos.shape[0]):
         ps = pos[s]
         if ps[POS.SIDE] == 0.0:
@@ -284,13 +286,15 @@ def step_sub_bar(bar_open_ms, j, sub, feat, prev_valid, funding_row, params, btc
                 ps[POS.SUB_MISSING] = 1.0
             else:
                 sub_bar_exits(t, feat, params, s, book, o[s], h[s], lo[s], c[s])
+        if entry_sub == 0 and sv[s] != 0:
+            ps[POS.SEEN_CLOSE] = c[s]
     if entry_sub != 0:
         n = rank_entries(feat, sv, prev_valid, params, pos, btc_idx, rank_score, rank_idx, acct, t, fills, trades,
                          True)
         take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, mark_equity(pos, acct), fills)
-    for s in range(pos.shape[0]):
-        if sv[s] != 0:
-            pos[s, POS.SEEN_CLOSE] = c[s]
+        for s in range(pos.shape[0]):
+            if sv[s] != 0:
+                pos[s, POS.SEEN_CLOSE] = c[s]
 
 
 @kernel_function
