@@ -32,6 +32,8 @@ F = declare("F", (
     ("stoch_rsi_d", "stochastic RSI %D"),
     ("vol_sma", "SMA of the volume (indicators.vol_sma_window)"),
     ("vol_trend", "volume SMA minus its value indicators.vol_trend_window bars ago"),
+    ("avg_atr", "mean ATR over the last thresholds.entry.ave_avg_atr_window bars (the AVE rule)"),
+    ("ema_slow_slope", "(slow EMA - slow EMA thresholds.entry.slow_drift_slope_window bars before) / close"),
 ), globals(), "NF")
 # historical short names of two columns
 F.STOCH_K, F.STOCH_D = F.STOCH_RSI_K, F.STOCH_RSI_D

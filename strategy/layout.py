@@ -88,6 +88,9 @@ POS = declare("POS", (
     ("prev_close", "the symbol's close before this bar's (the anomaly filter); survives the close"),
     ("last_ema_slow", "the symbol's slow EMA at its last close; survives the close"),
     ("prev_ema_slow", "the symbol's slow EMA before this bar's (the BTC regime); survives the close"),
+    ("last_ema_fast", "the symbol's fast EMA at its last close; survives the close"),
+    ("prev_ema_fast", "the symbol's fast EMA before this bar's (pullback cross, breadth); survives the close"),
+    ("signal_adx_threshold", "the ADX this bar's entry signal had to clear (ranking -> the open)"),
 ), globals(), "NPOS")
 
 # --- account state: acct[NACCT]

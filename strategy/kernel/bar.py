@@ -42,6 +42,7 @@ from strategy.kernel.book import (
 from strategy.kernel.entries import (
     entry_signal,
     features_ready,
+    market_breadth,
     momentum_sign_agrees,
     pack_signal,
     rsi_not_extreme,
@@ -97,12 +98,13 @@ def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank
     signal then competes as a new entry on the same bar."""
     n = 0
     regime = btc_regime(pos, valid, btc_idx)
+    breadth = market_breadth(pos, valid)
     for s in range(pos.shape[0]):
         if valid[s] == 0 or prev_valid[s] == 0:
             continue
         if not features_ready(feat, params, s):
             continue
-        side, conf = entry_signal(feat, valid, params, s, btc_idx, pos[s, POS.PREV_CLOSE], regime)
+        side, conf, level = entry_signal(feat, valid, params, s, btc_idx, pos[s], regime, breadth)
         if side == 0.0:
             continue
         held = pos[s, POS.SIDE]
@@ -110,6 +112,7 @@ def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank
             f = feat[s]
             close_position(pos, acct, params, s, t, f[F.CLOSE], 1.0, R.SIGNAL_FLIP, f[F.ATR], f[F.ADX], f[F.RSI],
                            fills, trades)
+        pos[s, POS.SIGNAL_ADX_THRESHOLD] = level
         sig = pack_signal(side, conf)
         score = rank_of(sig, feat[s, F.ADX])
         rank_score[s] = sig
@@ -283,6 +286,8 @@ def step_bar(bar_open_ms, bar_close_ms, feat, valid, prev_valid, funding_row, pa
         ps[POS.LAST_CLOSE] = feat[s, F.CLOSE]
         ps[POS.PREV_EMA_SLOW] = ps[POS.LAST_EMA_SLOW]
         ps[POS.LAST_EMA_SLOW] = feat[s, F.EMA_SLOW]
+        ps[POS.PREV_EMA_FAST] = ps[POS.LAST_EMA_FAST]
+        ps[POS.LAST_EMA_FAST] = feat[s, F.EMA_FAST]
     n = rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx, acct, t, fills, trades)
     equity = mark_equity(pos, acct)
     take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fills)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 from strategy.features import F
-from strategy.kernel.entries import effective_min_adx, entry_atr
+from strategy.kernel.entries import entry_atr
 from strategy.kernel.registry import BPS, MS_PER_MINUTE, NEVER, kernel_function
 from strategy.kernel.sizing import (
     capped_notional,
@@ -101,6 +101,8 @@ def init_state(pos, acct, initial_balance):
         ps[POS.PREV_CLOSE] = math.nan
         ps[POS.LAST_EMA_SLOW] = math.nan
         ps[POS.PREV_EMA_SLOW] = math.nan
+        ps[POS.LAST_EMA_FAST] = math.nan
+        ps[POS.PREV_EMA_FAST] = math.nan
     for j in range(A.N):
         acct[j] = 0.0
     acct[A.BALANCE] = initial_balance
@@ -115,7 +117,8 @@ def init_state(pos, acct, initial_balance):
 def survives_close(j):
     """Columns of a position row that belong to the symbol, not the position: kept when it closes."""
     return (j == POS.LAST_CLOSE or j == POS.PREV_CLOSE or j == POS.LAST_EXIT_T or j == POS.LAST_EXIT_SIDE
-            or j == POS.LAST_EXIT_REASON or j == POS.LAST_EMA_SLOW or j == POS.PREV_EMA_SLOW)
+            or j == POS.LAST_EXIT_REASON or j == POS.LAST_EMA_SLOW or j == POS.PREV_EMA_SLOW
+            or j == POS.LAST_EMA_FAST or j == POS.PREV_EMA_FAST)
 
 
 @kernel_function
@@ -288,7 +291,7 @@ def open_position(pos, acct, params, feat, s, t, side, conf, equity, fills):
     ps[POS.LEVERAGE] = lev
     ps[POS.CONF] = conf
     ps[POS.TP_MULT] = take_profit_mult(p, f[F.ADX])
-    ps[POS.ENTRY_ADX_THRESHOLD] = effective_min_adx(p, f)
+    ps[POS.ENTRY_ADX_THRESHOLD] = ps[POS.SIGNAL_ADX_THRESHOLD]  # set by the ranking (entries.entry_signal)
     ps[POS.HIST_B1] = math.nan  # the histogram history starts with this position
     ps[POS.HIST_B2] = math.nan
     ps[POS.HIST_B3] = math.nan
