@@ -13,6 +13,7 @@ Common ground of every row, unless the row overrides it:
 - ``LONG_BAR``: a bar every entry gate admits for a long (EMA 20 above EMA 50, ADX 30 rising,
   RSI 60, MACD histogram growing, volume above its SMA and rising: medium confidence);
   ``SHORT_BAR`` is its mirror for a short; ``QUIET``: a long-trend bar nothing fires on;
+- the ATR equals its 50-bar mean (no AVE) and the slow EMA's slope is 0 (no slow drift);
 - ``HELD_LONG``: a long of 10 ETH at 100 with an entry ATR of 2, opened long ago, so its stop is at
   96, its partial take-profit at 102 (70 %) and its take-profit at 112.
 """
@@ -43,7 +44,7 @@ LONG_BAR = {
     "ema_fast": 99.0, "ema_slow": 98.0, "ema_macro": 95.0, "adx": 30.0, "adx_pos": 25.0, "adx_neg": 15.0,
     "adx_slope": 1.0, "atr": 2.0, "rsi": 60.0, "bb_upper": 105.0, "bb_lower": 95.0, "bb_width": 0.1,
     "bb_width_avg": 0.1, "macd_hist": 0.5, "macd_hist_prev": 0.4, "stoch_rsi_k": 0.5, "stoch_rsi_d": 0.5,
-    "vol_sma": 900.0, "vol_trend": 1.0,
+    "vol_sma": 900.0, "vol_trend": 1.0, "avg_atr": 2.0, "ema_slow_slope": 0.0,
 }
 SHORT_BAR = {**LONG_BAR, "ema_fast": 101.0, "ema_slow": 102.0, "ema_macro": 105.0, "rsi": 40.0,
              "macd_hist": -0.5, "macd_hist_prev": -0.4}
@@ -672,7 +673,158 @@ def test_taker_fee_is_charged_on_every_fill_notional():
     assert acct[A.FEES] == pytest.approx(4.5e-4 * 15 * (100.1 + 95.0 * (1 - 0.5e-4)), rel=1e-12)
 
 
-TABLE = ENTRY_GATES + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + SMART_EXITS + EXITS + RANKING + FUNDING + COSTS
+# ------------------------------------------------------ AVE, pullback and slow-drift entries, breadth
+# AVE (reference §4 item 7): the effective min ADX is min_adx, capped at 25 while ADX rises faster
+# than 0.5 a bar (TMC), times ave_adx_mult (1.25) when ATR / its 50-bar mean > ave_atr_ratio_gt (1.5).
+VOLATILE = {"atr": 3.2, "avg_atr": 2.0}  # ATR 1.6 x its mean
+AVE = [
+    Row("AVE: on a volatile bar (ATR 1.6 x its mean) a long needs ADX above 22 x 1.25 = 27.5: ADX 27 refuses",
+        bars({**VOLATILE, "adx": 27.0}), ()),
+    Row("AVE: on the volatile bar ADX 27.6 admits", bars({**VOLATILE, "adx": 27.6}), (opens(0),)),
+    Row("AVE: ATR exactly ave_atr_ratio_gt (1.5) x its mean is not volatile: ADX 23 admits",
+        bars({"atr": 3.0, "avg_atr": 2.0, "adx": 23.0}), (opens(0),)),
+    Row("AVE: with ave_enabled off the volatile bar needs only min_adx: ADX 23 admits",
+        bars({**VOLATILE, "adx": 23.0}), (opens(0),), config={"thresholds": {"entry": {"ave_enabled": False}}}),
+    Row("AVE: an ave_adx_mult <= 0 counts as 1: ADX 23 admits on the volatile bar",
+        bars({**VOLATILE, "adx": 23.0}), (opens(0),), config={"thresholds": {"entry": {"ave_adx_mult": 0.0}}}),
+    Row("AVE: while the ATR mean is not known yet the bar is not volatile: ADX 23 admits",
+        bars({"atr": 3.2, "avg_atr": math.nan, "adx": 23.0}), (opens(0),)),
+    Row("AVE after TMC: min_adx 30 capped at 25 (ADX slope 1), x1.25 = 31.25 on a volatile bar: ADX 31 refuses",
+        bars({**VOLATILE, "adx": 31.0}), (), config={"thresholds": {"entry": {"min_adx": 30.0}}}),
+    Row("AVE: the long keeps 27.5 as its trend-exhaustion level: ADX 27 on the next bar closes it",
+        bars({**VOLATILE, "adx": 28.0}, {**QUIET, "adx": 27.0}),
+        (opens(0), closes(1, "trend_exhaustion", 100.0))),
+]
+
+# Pullback continuation (reference B16): tried when the standard entry gives nothing; the close
+# crosses the fast EMA (99) in the trend's direction. Bar 0 closes at 98.5, under the fast EMA;
+# bar 1 closes at 100 with a decelerating MACD histogram (0.4 after 0.5), so the standard entry refuses.
+PULLBACK = {"thresholds": {"entry": {"enable_pullback_entries": True}}}
+UNDER_FAST = {**QUIET, "close": 98.5, "low": 98.2}
+DECEL = {"macd_hist": 0.4, "macd_hist_prev": 0.5}
+OVER_FAST_SHORT = {**SHORT_BAR, "adx": 10.0, "close": 101.5, "high": 101.8}
+DECEL_SHORT = {"macd_hist": -0.4, "macd_hist_prev": -0.5}
+PULLBACKS = [
+    Row("pullback: the close crossing back above the fast EMA in an up-trend opens a low-confidence long "
+        "(leverage_low 1: notional 300) where the standard entry refuses",
+        bars(UNDER_FAST, DECEL), (opens(1, size=3.0),), config=PULLBACK),
+    Row("pullback: off by default, the same bars open nothing", bars(UNDER_FAST, DECEL), ()),
+    Row("pullback: no cross (the previous close 99.5 already above the previous fast EMA) opens nothing",
+        bars({**QUIET, "close": 99.5}, DECEL), (), config=PULLBACK),
+    Row("pullback: a previous close exactly at the previous fast EMA counts as under it (a cross)",
+        bars({**QUIET, "close": 99.0, "low": 98.8}, DECEL), (opens(1, size=3.0),), config=PULLBACK),
+    Row("pullback: ADX under pullback_min_adx (22) refuses", bars(UNDER_FAST, {**DECEL, "adx": 21.9}), (),
+        config=PULLBACK),
+    Row("pullback: ADX at pullback_min_adx admits (at least, not above)",
+        bars(UNDER_FAST, {**DECEL, "adx": 22.0}), (opens(1, size=3.0),), config=PULLBACK),
+    Row("pullback: RSI under pullback_rsi_long_min (50) refuses a long", bars(UNDER_FAST, {**DECEL, "rsi": 49.9}),
+        (), config=PULLBACK),
+    Row("pullback: the fast EMA under the slow one (no alignment) refuses",
+        bars(UNDER_FAST, {**DECEL, "ema_slow": 99.5}), (), config=PULLBACK),
+    Row("pullback: with pullback_require_macd_sign a negative histogram refuses (SSF off)",
+        bars(UNDER_FAST, {"macd_hist": -0.1, "macd_hist_prev": 0.0}), (),
+        config=deep_merge(PULLBACK, {"trade": {"enable_ssf_filter": False}})),
+    Row("pullback: without pullback_require_macd_sign a negative histogram admits (SSF off)",
+        bars(UNDER_FAST, {"macd_hist": -0.1, "macd_hist_prev": 0.0}), (opens(1, size=3.0),),
+        config=deep_merge(PULLBACK, {"trade": {"enable_ssf_filter": False},
+                                     "thresholds": {"entry": {"pullback_require_macd_sign": False}}})),
+    Row("pullback: an extended close (4.2 % from the fast EMA) refuses",
+        bars({**QUIET, "close": 95.0, "low": 94.8, "ema_fast": 96.0, "ema_slow": 90.0},
+             {**DECEL, "ema_fast": 96.0, "ema_slow": 90.0}), (), config=PULLBACK),
+    Row("pullback: pullback_confidence medium opens at leverage_medium (5): notional 1,500",
+        bars(UNDER_FAST, DECEL), (opens(1, size=15.0),),
+        config=deep_merge(PULLBACK, {"thresholds": {"entry": {"pullback_confidence": "medium"}}})),
+    Row("pullback: the mirror, the close crossing back under the fast EMA in a down-trend, opens a short",
+        bars(OVER_FAST_SHORT, DECEL_SHORT), (opens(1, side="SHORT", size=3.0),), base=SHORT_BAR, config=PULLBACK),
+    Row("pullback: RSI above pullback_rsi_short_max (50) refuses a short",
+        bars(OVER_FAST_SHORT, {**DECEL_SHORT, "rsi": 50.1}), (), base=SHORT_BAR, config=PULLBACK),
+    Row("pullback: the long keeps pullback_min_adx (25 here) as its exhaustion level: ADX 24.5 closes it",
+        bars(UNDER_FAST, {**DECEL, "adx": 26.0}, {**DECEL, "adx": 24.5}),
+        (opens(1, size=3.0), closes(2, "trend_exhaustion", 100.0)),
+        config=deep_merge(PULLBACK, {"thresholds": {"entry": {"pullback_min_adx": 25.0}}})),
+]
+
+# Slow drift (reference B17, B8): ADX 15 is under min_adx (22), so the standard entry refuses; the
+# slow EMA's slope over slow_drift_slope_window bars is 0.001 of the close (>= 0.0006).
+DRIFT = {"thresholds": {"entry": {"enable_slow_drift_entries": True}}}
+DRIFT_BAR = {"adx": 15.0, "ema_slow_slope": 0.001}
+SLOW_DRIFT = [
+    Row("slow drift: an aligned trend with the close above the slow EMA and the slope >= 0.0006 opens a "
+        "low-confidence long (notional 300)", bars(DRIFT_BAR), (opens(0, size=3.0),), config=DRIFT),
+    Row("slow drift: off by default the same bar opens nothing", bars(DRIFT_BAR), ()),
+    Row("slow drift: a slope under slow_drift_min_slope_pct refuses", bars({**DRIFT_BAR, "ema_slow_slope": 0.0005}),
+        (), config=DRIFT),
+    Row("slow drift: a slope not known yet (a short history) counts as 0 and refuses",
+        bars({**DRIFT_BAR, "ema_slow_slope": math.nan}), (), config=DRIFT),
+    Row("slow drift: ADX under slow_drift_min_adx (10) refuses", bars({**DRIFT_BAR, "adx": 9.9}), (), config=DRIFT),
+    Row("slow drift: the close under the slow EMA refuses a long",
+        bars({**DRIFT_BAR, "close": 97.5, "low": 97.2, "ema_fast": 98.5}), (), config=DRIFT),
+    Row("slow drift: RSI under slow_drift_rsi_long_min (50) refuses", bars({**DRIFT_BAR, "rsi": 49.0}), (),
+        config=DRIFT),
+    Row("slow drift: with slow_drift_require_macd_sign a negative histogram refuses (SSF off)",
+        bars({**DRIFT_BAR, "macd_hist": -0.1}), (),
+        config=deep_merge(DRIFT, {"trade": {"enable_ssf_filter": False}})),
+    Row("slow drift: the mirror (slope -0.001, close under the slow EMA) opens a short",
+        bars({"adx": 15.0, "ema_slow_slope": -0.001}), (opens(0, side="SHORT", size=3.0),), base=SHORT_BAR,
+        config=DRIFT),
+    Row("slow drift: a rising slope does not open a short", bars({"adx": 15.0, "ema_slow_slope": 0.001}), (),
+        base=SHORT_BAR, config=DRIFT),
+    Row("slow drift: the long keeps slow_drift_min_adx (10) as its exhaustion level: ADX 12 keeps it",
+        bars(DRIFT_BAR, {**DRIFT_BAR, "adx": 12.0}), (opens(0, size=3.0),), config=DRIFT),
+    Row("slow drift: ADX 9.5 on the next bar closes it (trend exhaustion)",
+        bars(DRIFT_BAR, {**DRIFT_BAR, "adx": 9.5}), (opens(0, size=3.0), closes(1, "trend_exhaustion", 100.0)),
+        config=DRIFT),
+    Row("ranging cleared by slow drift (B8): two ranging votes refuse a standard long without slow drift",
+        bars({"adx": 20.0, "bb_width": 0.07, "ema_slow_slope": 0.001}), (),
+        config={"thresholds": {"entry": {"min_adx": 15.0}}}),
+    Row("ranging cleared by slow drift (B8): with slow-drift entries on and |slope| >= 0.0006 the market is not "
+        "ranging: the standard (medium) long enters",
+        bars({"adx": 20.0, "bb_width": 0.07, "ema_slow_slope": -0.001}), (opens(0, size=15.0),),
+        config=deep_merge(DRIFT, {"thresholds": {"entry": {"min_adx": 15.0}}})),
+    Row("ranging cleared by slow drift (B8): a flatter slope (0.0005) leaves it ranging",
+        bars({"adx": 20.0, "bb_width": 0.07, "ema_slow_slope": 0.0005}), (),
+        config=deep_merge(DRIFT, {"thresholds": {"entry": {"min_adx": 15.0}}})),
+]
+
+# Breadth (reference B19): the percentage of symbols whose previous bar had the fast EMA above the
+# slow one; 50 when no symbol's EMAs were known on its previous bar.
+REGIME = {"market_regime": {"enable_regime_filter": True}}
+AUTO = {"market_regime": {"enable_auto_reverse": True}, "trade": {"enable_ssf_filter": False}}
+BEARISH_QUIET = {**SHORT_BAR, "adx": 10.0}
+BREADTH = [
+    Row("regime filter: no long while breadth is under breadth_block_long_below (0 % < 10)",
+        bars(BEARISH_QUIET, LONG_BAR), (), config=REGIME),
+    Row("regime filter: off, the same long opens", bars(BEARISH_QUIET, LONG_BAR), (opens(1),)),
+    Row("regime filter: no short while breadth is above breadth_block_short_above (100 % > 90)",
+        bars(QUIET, SHORT_BAR), (), config=REGIME),
+    Row("regime filter: breadth exactly at breadth_block_short_above (50 % of two) does not block a short",
+        bars({"ETH": QUIET, "SOL": BEARISH_QUIET}, {"ETH": SHORT_BAR, "SOL": BEARISH_QUIET}),
+        (opens(1, side="SHORT"),), symbols=("ETH", "SOL"),
+        config=deep_merge(REGIME, {"market_regime": {"breadth_block_short_above": 50.0}})),
+    Row("regime filter: breadth counts only symbols whose EMAs were known: SOL without a bar leaves 100 % > 50",
+        bars({"ETH": QUIET, "SOL": MISSING}, {"ETH": SHORT_BAR, "SOL": MISSING}), (), symbols=("ETH", "SOL"),
+        config=deep_merge(REGIME, {"market_regime": {"breadth_block_short_above": 50.0}})),
+    Row("regime filter: breadth reads the previous bar: a bullish previous bar blocks a short though the "
+        "EMAs turned now", bars(QUIET, SHORT_BAR), (), config=REGIME),
+    Row("regime filter: with no EMAs known yet breadth is 50: under breadth_block_long_below 60 a long is refused",
+        bars(LONG_BAR), (), config=deep_merge(REGIME, {"market_regime": {"breadth_block_long_below": 60.0}})),
+    Row("auto-reverse: while auto_reverse_breadth_low <= breadth (50) <= high a long signal opens a short",
+        bars(LONG_BAR), (opens(0, side="SHORT"),), config=AUTO),
+    Row("auto-reverse: above auto_reverse_breadth_high (100 % > 90) the long is followed",
+        bars(QUIET, LONG_BAR), (opens(1),), config=AUTO),
+    Row("auto-reverse decides instead of reverse_entry_signal: at 100 % the long stays a long",
+        bars(QUIET, LONG_BAR), (opens(1),), config=deep_merge(AUTO, {"trade": {"reverse_entry_signal": True}})),
+    Row("auto-reverse: the breadth limits are inclusive (breadth 100 with auto_reverse_breadth_high 100 reverses)",
+        bars(QUIET, LONG_BAR), (opens(1, side="SHORT"),),
+        config=deep_merge(AUTO, {"market_regime": {"auto_reverse_breadth_high": 100.0}})),
+    Row("regime filter reads the reversed side: auto-reversed to a short at breadth 50, over "
+        "breadth_block_short_above 40, nothing opens",
+        bars(LONG_BAR), (), config=deep_merge(AUTO, {"market_regime": {"enable_regime_filter": True,
+                                                                        "breadth_block_short_above": 40.0}})),
+]
+
+
+TABLE = ENTRY_GATES + AVE + PULLBACKS + SLOW_DRIFT + BREADTH + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + SMART_EXITS + EXITS + RANKING + FUNDING + COSTS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.rule for r in TABLE])
