@@ -1,4 +1,5 @@
-"""Entries: readiness, the entry gates, the signal and its confidence tier, BTC alignment.
+"""Entries: readiness, the entry gates, the signal and its confidence tier, BTC alignment, the
+pullback and slow-drift entries, the breadth regime filter and auto-reverse.
 
 A symbol may enter on a bar's close when it had a bar before this one too (no entry right after a
 missing bar), the indicators its rules read are warmed up (``features_ready``), and every gate of
@@ -7,7 +8,8 @@ missing bar), the indicators its rules read are warmed up (``features_ready``), 
  1. trend_side          fast EMA above the slow one and the close above the fast EMA: a long; the
                         mirror: a short; else nothing
  2. macro_aligned       [filters.require_macro_alignment] the slow EMA is on the side's side of the macro EMA
- 3. adx_above_min       ADX > effective_min_adx: [thresholds.entry.min_adx], at most 25 while ADX rises fast
+ 3. adx_above_min       ADX > effective_min_adx: [thresholds.entry.min_adx], at most 25 while ADX rises
+                        fast, x [ave_adx_mult] on a volatile bar (AVE: ATR > [ave_atr_ratio_gt] x its mean)
  4. adx_rising          [filters.require_adx_rising] below [filters.adx_rising_saturation], ADX must be rising
  5. not_extended        [filters.enable_extension_filter] |close - fast EMA| / fast EMA <=
                         [thresholds.entry.max_dist_ema_fast]
@@ -17,7 +19,8 @@ missing bar), the indicators its rules read are warmed up (``features_ready``), 
                         no short with K < [block_short_if_k_lt]
  8. not_ranging         [filters.enable_ranging_filter] refused when at least
                         [thresholds.ranging.min_signals] of: ADX < [adx_below], Bollinger width <
-                        [bb_width_ratio_below] x its average, [rsi_low] <= RSI <= [rsi_high]
+                        [bb_width_ratio_below] x its average, [rsi_low] <= RSI <= [rsi_high];
+                        never while the slow EMA drifts (``drifting``, slow-drift entries on)
  9. rsi_momentum        RSI beyond a limit sliding from [tp_and_momentum.rsi_long_weak] to
                         [rsi_long_strong] (short: rsi_short_weak to rsi_short_strong) as ADX goes from
                         min_adx to [adx_strong_gt]
@@ -31,7 +34,13 @@ Before them all, ``not_anomalous`` [filters.enable_anomaly_filter]: no jump from
 and no close far from the fast EMA.
 13. confidence tier     high on a volume spike, else medium (``confidence_tier``); a new position
                         needs it >= [trade.entry_min_confidence] (bar.take_entries; adds do not)
-14. reverse             [trade.reverse_entry_signal] flips the side
+When the standard entry gives nothing: the pullback entry (``pullback_entry``, tier
+[thresholds.entry.pullback_confidence]), then the slow-drift entry (``slow_drift_entry``, always
+low). Every entry notes the ADX it cleared (standard: effective_min_adx; pullback:
+[pullback_min_adx]; slow drift: [slow_drift_min_adx]) for the trend-exhaustion exit.
+14. reverse             [trade.reverse_entry_signal] flips the side; with
+                        [market_regime.enable_auto_reverse] the breadth (``market_breadth``) decides
+15. breadth_allows      [market_regime.enable_regime_filter] no short at a high breadth, no long at a low one
 New positions only (bar.take_entries; adds are not filtered): SSF ``momentum_sign_agrees`` and
 REEF ``rsi_not_extreme``.
 """
