@@ -193,6 +193,9 @@ class TradeConfig(_Section):
     rsi_exit_lb_hi_profit_low_conf: Percent100 = 0.0
     smart_exit_adx_exhaustion_lt: Percent100 = 0.0  # fallback exhaustion level (0 = off)
     smart_exit_adx_exhaustion_lt_low_conf: Percent100 = 0.0
+    # the funding-headwind exit on our real funding rates (ours: the reference's rule has no switch and
+    # never fires in its backtests, whose funding rate is 0; off keeps that behaviour)
+    enable_funding_headwind_exit: bool = False
     tsme_min_profit_atr: NonNeg = 1.0
     tsme_require_adx_slope_negative: bool = True
     block_exits_on_extreme_dev: bool = False

@@ -91,6 +91,7 @@ POS = declare("POS", (
     ("last_ema_fast", "the symbol's fast EMA at its last close; survives the close"),
     ("prev_ema_fast", "the symbol's fast EMA before this bar's (pullback cross, breadth); survives the close"),
     ("signal_adx_threshold", "the ADX this bar's entry signal had to clear (ranking -> the open)"),
+    ("funding_rate", "the symbol's funding rate per hour at its last settlement (0 = none yet); survives the close"),
 ), globals(), "NPOS")
 
 # --- account state: acct[NACCT]
@@ -190,7 +191,7 @@ R = enumeration("R", (
     ("signal", 1), ("pyramid", 2), ("stop_loss", 3), ("trailing_stop", 4), ("take_profit_partial", 5),
     ("take_profit", 6), ("trend_flip", 7), ("rsi_overextension", 8), ("end_of_data", 9), ("funding", 10),
     ("breakeven_stop", 11), ("system", 12), ("trend_exhaustion", 13), ("ema_macro_breakdown", 14),
-    ("stagnation", 15), ("tsme", 16), ("mmde", 17), ("signal_flip", 18),
+    ("stagnation", 15), ("tsme", 16), ("mmde", 17), ("signal_flip", 18), ("funding_headwind", 19),
 ))
 
 ACT_OPEN, ACT_ADD, ACT_REDUCE, ACT_CLOSE, ACT_FUNDING = ACT.OPEN, ACT.ADD, ACT.REDUCE, ACT.CLOSE, ACT.FUNDING

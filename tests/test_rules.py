@@ -823,8 +823,44 @@ BREADTH = [
                                                                         "breadth_block_short_above": 40.0}})),
 ]
 
+# The funding-headwind exit (reference F14; its rate is ours: the symbol's last settlement per hour).
+# HELD_LONG is held for 100 h: its level decays to the 0.35 floor, x1.5 for the histogram moving with
+# it (at least 0.5) = 0.525, x1.3 for the close above the macro EMA = 0.6825 ATR = 1.365 below 100.
+HEADWIND = {"trade": {"enable_funding_headwind_exit": True}}
+FRESH_LONG = {**HELD_LONG, "open_time_ms": T0 + H}  # opened at bar 0's close time: held 0 h on bar 0
+NO_BOOST = {**QUIET, "macd_hist": 0.4, "macd_hist_prev": 0.5, "ema_macro": 101.0}  # no momentum, no macro
+FUNDING_HEADWIND = [
+    Row("funding headwind: a long paying 0.02 %/h, 0.75 ATR underwater (over its 0.68 ATR level) closes at "
+        "the close", bars({**QUIET, "low": 98.3, "close": 98.5}), (closes(0, "funding_headwind", 98.5),),
+        start=(HELD_LONG,), funding=(0.0002,), config=HEADWIND),
+    Row("funding headwind: 0.65 ATR underwater (under 0.68) keeps the long",
+        bars({**QUIET, "low": 98.5, "close": 98.7}), (), start=(HELD_LONG,), funding=(0.0002,), config=HEADWIND),
+    Row("funding headwind: off by default, 0.75 ATR underwater keeps the long",
+        bars({**QUIET, "low": 98.3, "close": 98.5}), (), start=(HELD_LONG,), funding=(0.0002,)),
+    Row("funding headwind: a long receiving funding (a negative rate) is not in a headwind",
+        bars({**QUIET, "low": 98.3, "close": 98.5}), (), start=(HELD_LONG,), funding=(-0.0002,), config=HEADWIND),
+    Row("funding headwind: a short paying a negative rate, 0.75 ATR underwater, closes",
+        bars({**BEARISH_QUIET, "high": 101.7, "close": 101.5}), (closes(0, "funding_headwind", 101.5, side="SHORT"),),
+        start=({**HELD_LONG, "side": "SHORT"},), funding=(-0.0002,), config=HEADWIND, base=SHORT_BAR),
+    Row("funding headwind: a bar without a settlement keeps the last rate: the long closes on bar 1",
+        bars(QUIET, {**QUIET, "low": 98.3, "close": 98.5}), (closes(1, "funding_headwind", 98.5),),
+        start=(HELD_LONG,), funding=(0.0002, 0.0), config=HEADWIND),
+    Row("funding headwind: a long in profit is never closed by it", bars({**QUIET, "close": 100.5}), (),
+        start=(HELD_LONG,), funding=(0.002,), config=HEADWIND),
+    Row("funding headwind: a fresh long (held 0 h) at a rate above 0.01 %/h has the ladder's first level, 0.15 "
+        "ATR: 0.2 ATR underwater closes it", bars({**NO_BOOST, "low": 99.5, "close": 99.6}),
+        (closes(0, "funding_headwind", 99.6),), start=(FRESH_LONG,), funding=(0.00011,), config=HEADWIND),
+    Row("funding headwind: at 0.003 %/h the fresh long's level is 0.60 ATR: 0.2 ATR underwater keeps it",
+        bars({**NO_BOOST, "low": 99.5, "close": 99.6}), (), start=(FRESH_LONG,), funding=(0.00003,), config=HEADWIND),
+    Row("funding headwind: at 0.003 %/h, 0.65 ATR underwater (over 0.60) closes the fresh long",
+        bars({**NO_BOOST, "low": 98.6, "close": 98.7}), (closes(0, "funding_headwind", 98.7),), start=(FRESH_LONG,),
+        funding=(0.00003,), config=HEADWIND),
+    Row("funding headwind: ADX falling shrinks the level x0.75 (0.60 -> 0.45): 0.5 ATR underwater closes it",
+        bars({**NO_BOOST, "adx_slope": -0.5, "low": 98.9, "close": 99.0}), (closes(0, "funding_headwind", 99.0),),
+        start=(FRESH_LONG,), funding=(0.00003,), config=HEADWIND),
+]
 
-TABLE = ENTRY_GATES + AVE + PULLBACKS + SLOW_DRIFT + BREADTH + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + SMART_EXITS + EXITS + RANKING + FUNDING + COSTS
+TABLE = ENTRY_GATES + AVE + PULLBACKS + SLOW_DRIFT + BREADTH + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + SMART_EXITS + EXITS + RANKING + FUNDING + FUNDING_HEADWIND + COSTS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.rule for r in TABLE])

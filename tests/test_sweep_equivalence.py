@@ -237,3 +237,25 @@ def test_entry_families_and_breadth_cudasim_equals_cpu(md, base):
         assert sim["total_trades"] == row["total_trades"]
         for f in ("total_pnl", "total_fees", "final_balance", "max_drawdown_pct"):
             assert sim[f] == pytest.approx(row[f], rel=1e-9, abs=1e-9), f
+
+
+def test_funding_headwind_exit_on_real_funding_cpu_sweep_equals_replay(base):
+    """Hyperliquid's own candles and funding rates: with the funding-headwind exit on, the sweep
+    equals the replay and the exit fires; off (the default), it never does."""
+    import cpu_replay.api as cpu_replay
+    from marketdata.funding import funding_matrix
+    hl = DATA / "hyperliquid"
+    md = load_market_data(str(hl / "candles_1h.db"), "1h")
+    funding = funding_matrix(str(hl / "funding_rates.db"), md)
+    spec = {"axes": [{"path": "trade.enable_funding_headwind_exit", "values": [False, True]},
+                     {"path": "thresholds.entry.min_adx", "values": [15.0]}],
+            "lookback": 60, "initial_balance": 10_000}
+    rows = run_sweep(base, parse_sweep_spec(spec), md, funding, backend="cpu", progress=False).rows
+    reasons = {}
+    for row in rows:
+        cfg = apply_overrides(base, row["overrides"])
+        rep = cpu_replay.run_replay(cfg, md, funding=funding, start_ms=int(md.times[spec["lookback"]]))
+        assert row["total_trades"] == rep["total_trades"] > 0
+        assert abs(row["total_pnl"] - rep["total_pnl"]) <= 1e-2
+        reasons[row["overrides"]["trade.enable_funding_headwind_exit"]] = {t["exit_reason"] for t in rep["trades"]}
+    assert "funding_headwind" in reasons[True] and "funding_headwind" not in reasons[False]

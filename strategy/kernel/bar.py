@@ -36,6 +36,7 @@ from strategy.kernel.book import (
     add_to_position,
     charge_funding,
     close_position,
+    note_funding_rate,
     note_indicators,
     open_position,
 )
@@ -279,6 +280,7 @@ def step_bar(bar_open_ms, bar_close_ms, feat, valid, prev_valid, funding_row, pa
             charge_funding(pos, acct, params, s, funding_row[s], ps[POS.LAST_CLOSE])
         if valid[s] == 0:
             continue
+        note_funding_rate(ps, funding_row[s], bar_close_ms - bar_open_ms)
         if ps[POS.SIDE] != 0.0:
             charge_funding(pos, acct, params, s, funding_row[s], feat[s, F.OPEN])
             symbol_exits(t, feat, params, s, book, exit_bars)

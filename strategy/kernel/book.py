@@ -26,7 +26,7 @@ import math
 
 from strategy.features import F
 from strategy.kernel.entries import entry_atr
-from strategy.kernel.registry import BPS, MS_PER_MINUTE, NEVER, kernel_function
+from strategy.kernel.registry import BPS, MS_PER_HOUR, MS_PER_MINUTE, NEVER, kernel_function
 from strategy.kernel.sizing import (
     capped_notional,
     confidence_mult,
@@ -118,7 +118,7 @@ def survives_close(j):
     """Columns of a position row that belong to the symbol, not the position: kept when it closes."""
     return (j == POS.LAST_CLOSE or j == POS.PREV_CLOSE or j == POS.LAST_EXIT_T or j == POS.LAST_EXIT_SIDE
             or j == POS.LAST_EXIT_REASON or j == POS.LAST_EMA_SLOW or j == POS.PREV_EMA_SLOW
-            or j == POS.LAST_EMA_FAST or j == POS.PREV_EMA_FAST)
+            or j == POS.LAST_EMA_FAST or j == POS.PREV_EMA_FAST or j == POS.FUNDING_RATE)
 
 
 @kernel_function
@@ -368,6 +368,16 @@ def reanchor_stop(p, ps):
     stop = ps[POS.ENTRY] - ps[POS.SIDE] * p[P.SL_ATR_MULT] * ps[POS.ENTRY_ATR]
     if (stop - ps[POS.STOP]) * ps[POS.SIDE] > 0.0:
         ps[POS.STOP] = stop
+
+
+@kernel_function
+def note_funding_rate(ps, rate, bar_ms):
+    """Keep the symbol's funding rate per hour (the funding-headwind exit reads it): the bar's
+    settlements summed (``rate``) over the bar's hours, at least one; a bar without a settlement
+    keeps the last rate."""
+    if rate != 0.0:
+        hours = bar_ms / MS_PER_HOUR
+        ps[POS.FUNDING_RATE] = rate / hours if hours > 1.0 else rate
 
 
 @kernel_function
