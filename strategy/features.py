@@ -24,7 +24,7 @@ F = declare("F", (
     ("rsi", "RSI(indicators.rsi_window)"),
     ("bb_upper", "upper Bollinger band"),
     ("bb_lower", "lower Bollinger band"),
-    ("bb_width", "Bollinger width (upper - lower) / middle"),
+    ("bb_width", "Bollinger width (upper - lower) / close"),
     ("bb_width_avg", "mean Bollinger width over indicators.bb_width_avg_window"),
     ("macd_hist", "MACD histogram"),
     ("macd_hist_prev", "MACD histogram of the previous bar"),

@@ -27,7 +27,8 @@ spec or this module differs from ``ta``:
   in the first few dozen bars).
 * +DI/-DI are ready at bar n (the value ta's own ADX uses at that bar); ``ta.adx_pos/adx_neg``
   print 0.0 there and start at n+1 because of its loop bounds. From n+1 on they are equal.
-* ``bb_width`` = (upper - lower)/SMA, a fraction; ``ta``'s bollinger_wband is 100x that.
+* ``bb_width`` = (upper - lower)/close, a fraction, as the reference normalises it; ``ta``'s
+  bollinger_wband is 100 x (upper - lower)/SMA.
 * Bollinger sigma is the population std (ddof 0) computed two-pass over the window. A window
   of identical values has mean exactly that value (as pandas), so flat prices give width 0.
 * ``adx_slope`` = ADX - ADX of the previous bar (not in ta).
@@ -232,7 +233,7 @@ def rsi(c, n) -> np.ndarray:
 
 
 def bollinger(c, n):
-    """(upper, lower, width) with width = (upper - lower)/SMA."""
+    """(upper, lower, width) with width = (upper - lower)/close."""
     n = _window(n, "bollinger")
     c = _f64(c)
     outs = [np.empty_like(c) for _ in range(3)]

@@ -265,7 +265,8 @@ def sma_step(st, o, n, x):
 @jit_function
 def boll_step(st, o, n, c):
     # Bollinger(n, 2): mid = SMA, sigma = population std computed two-pass over the ring
-    # (no E[x^2]-E[x]^2 cancellation: prices can be ~5e-5). width = (upper-lower)/mid.
+    # (no E[x^2]-E[x]^2 cancellation: prices can be ~5e-5). width = (upper-lower)/close, the
+    # reference's normalisation (its analyze divides by the close, not by the middle band).
     # Block: [upper, lower, width] + ring block [count, closes...].
     r = o + 3
     cnt = ring_push(st, r, n, c)
@@ -287,8 +288,8 @@ def boll_step(st, o, n, c):
     upper = mid + 2.0 * sd
     lower = mid - 2.0 * sd
     width = NAN
-    if mid != 0.0:
-        width = (upper - lower) / mid
+    if c != 0.0:
+        width = (upper - lower) / c
     st[o + BB_UPPER_SLOT] = upper
     st[o + BB_LOWER_SLOT] = lower
     st[o + BB_WIDTH_SLOT] = width

@@ -404,7 +404,7 @@ CLOSE_EXITS = [
 
 # The stop recomputed on every close from the average entry (sl_atr_mult 2 x ATR 2 = 4 below 100),
 # the trailing distance modifiers and the partial take-profit rules (reference §4 items 4, 5, 8).
-ADD_AVG = (10 * 100.0 + 500.0) / (10 + 500.0 / 101.5)  # HELD_LONG after a 500-notional add at 101.5
+ADD_AVG = (10 * 100.0 + 750.0) / (10 + 750.0 / 101.5)  # HELD_LONG after a 750-notional add at 101.5
 STOPS_AND_TARGETS = [
     Row("stop: ADX falling and the long underwater tighten the stop x0.8 (to 96.8): a close at 96.7 stops out",
         bars({**QUIET, "adx_slope": -0.5, "low": 96.5, "close": 96.7}), (closes(0, "stop_loss", 96.7),),
@@ -635,10 +635,32 @@ RANKING = [
         bars({"close": 100.9, "high": 101.0}), (), start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True}}),
     Row("add: at max_adds_per_symbol no further add", bars({"close": 101.5, "high": 101.8}), (),
         start=({**HELD_LONG, "adds_count": 2},), config={"trade": {"enable_pyramiding": True}}),
-    Row("add: an add is add_fraction_of_base_margin (0.5) of the opening margin (200) at the position's "
-        "leverage (5): notional 500",
-        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=500.0 / 101.5),),
+    Row("add: an add's margin is the balance (10,000) x allocation_pct (3 %) x add_fraction_of_base_margin "
+        "(0.5) = 150, at the position's leverage (5): notional 750",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=750.0 / 101.5),),
         start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True}}),
+    Row("add: the add's size ignores the confidence multiple of dynamic sizing: still notional 750",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=750.0 / 101.5),),
+        start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True, "enable_dynamic_sizing": True}}),
+    Row("add: an add under min_notional_usd is bumped to it (allocation_pct 0.0001: notional 2.5 -> 10)",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=10.0 / 101.5),),
+        start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True, "allocation_pct": 0.0001}}),
+    Row("add: without bump_to_min_notional an add under the minimum is skipped",
+        bars({"close": 101.5, "high": 101.8}), (), start=(HELD_LONG,),
+        config={"trade": {"enable_pyramiding": True, "allocation_pct": 0.0001, "bump_to_min_notional": False}}),
+    Row("add: refused, not scaled down, when its margin (150) would take the margin in use (200) over "
+        "max_total_margin_pct (3.4 % of 10,000 = 340)",
+        bars({"close": 101.5, "high": 101.8}), (), start=(HELD_LONG,),
+        config={"trade": {"enable_pyramiding": True, "max_total_margin_pct": 0.034}}),
+    Row("add: a margin exactly filling the cap (200 + 150 = 3.5 % of 10,000) is allowed",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=750.0 / 101.5),),
+        start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True, "max_total_margin_pct": 0.035}}),
+    Row("add: adds come before new positions, in symbol order: the held BBB's add (ADX 31) takes the room a "
+        "higher-ranked new AAA signal (ADX 35) would have needed",
+        bars({"AAA": {"adx": 35.0}, "BBB": {"close": 101.5, "high": 101.8, "adx": 31.0}}),
+        (Fill(0, "ADD", "pyramid", 101.5, symbol="BBB", size=750.0 / 101.5),), symbols=("AAA", "BBB"),
+        start=({**HELD_LONG, "symbol": "BBB"},),
+        config={"trade": {"enable_pyramiding": True, "max_total_margin_pct": 0.035}}),
 ]
 
 # --------------------------------------------------------------------------------------- funding

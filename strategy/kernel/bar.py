@@ -13,8 +13,9 @@ On every closed bar (spec/strategy.md, "Decisions on a closed bar"), ``step_bar`
    entry right after a missing bar), warmed up, with a signal (entries.entry_signal); a signal
    against an open position first closes it at the close (signal_flip); then marks equity; by confidence x 100 + whole ADX, ties by
    symbol;
-4. takes them in rank order (``take_entries``): an open position in the signal's direction is
-   pyramided (book.add_to_position); a new one opens when its tier is at least
+4. takes them (``take_entries``): first the adds, in symbol order, for candidates whose symbol
+   holds a position on the signal's side (book.pyramid_in_symbol_order); then, in rank order, a
+   new position opens when its tier is at least
    [trade.entry_min_confidence], fewer than
    [trade.max_open_positions] are open and the re-entry cooldown does not hold it
    (``reentry_blocked``) (book.open_position, which applies the margin cap);
@@ -33,12 +34,12 @@ import math
 
 from strategy.features import F
 from strategy.kernel.book import (
-    add_to_position,
     charge_funding,
     close_position,
     note_funding_rate,
     note_indicators,
     open_position,
+    pyramid_in_symbol_order,
 )
 from strategy.kernel.entries import (
     entry_signal,
@@ -160,9 +161,10 @@ def reentry_blocked(p, ps, side, adx, t):
 
 @kernel_function
 def take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fills):
-    """Adds and opens in rank order: a new position needs entry_min_confidence, at most
-    [trade.max_entry_orders_per_loop] new positions per bar, the SSF and REEF filters, fewer than
-    max_open_positions open and no re-entry cooldown."""
+    """Adds first, in symbol order (book.pyramid_in_symbol_order); then opens in rank order: a new
+    position needs entry_min_confidence, at most [trade.max_entry_orders_per_loop] new positions
+    per bar, the SSF and REEF filters, fewer than max_open_positions open and no re-entry cooldown."""
+    pyramid_in_symbol_order(feat, params, pos, acct, t, n, rank_score, rank_idx, fills)
     opened = 0
     for i in range(n):
         s = rank_idx[i]
@@ -172,8 +174,7 @@ def take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fi
         conf = signal_conf(sig)
         side = signal_side(sig)
         if ps[POS.SIDE] != 0.0:
-            add_to_position(pos, acct, params, feat, s, t, conf, equity, fills)
-            continue
+            continue  # held on the signal's side: its add was offered above
         if conf < p[P.ENTRY_MIN_CONFIDENCE]:
             continue  # gates new positions only: an add answers to add_min_confidence
         if opened >= p[P.MAX_ENTRY_ORDERS_PER_LOOP]:

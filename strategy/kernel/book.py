@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 from strategy.features import F
-from strategy.kernel.entries import entry_atr
+from strategy.kernel.entries import entry_atr, signal_conf
 from strategy.kernel.registry import BPS, MS_PER_HOUR, MS_PER_MINUTE, NEVER, kernel_function
 from strategy.kernel.sizing import (
     capped_notional,
@@ -326,9 +326,20 @@ def add_allowed(p, ps, f, t, conf):
 
 
 @kernel_function
-def add_to_position(pos, acct, params, feat, s, t, conf, equity, fills):
-    """Pyramid into an open position (``add_allowed``) with [trade.add_fraction_of_base_margin] of
-    its opening margin at its leverage; False when refused."""
+def add_margin(p, acct):
+    """The margin of an add, the reference's pyramid sizing: balance x [trade.allocation_pct] x
+    [trade.add_fraction_of_base_margin] (no confidence or market multiple), x [trade.size_multiplier]
+    (ours: 0 = no new risk)."""
+    return acct[A.BALANCE] * p[P.ALLOCATION_PCT] * p[P.ADD_FRACTION_OF_BASE_MARGIN] * p[P.SIZE_MULTIPLIER]
+
+
+@kernel_function
+def add_to_position(pos, acct, params, feat, s, t, conf, fills):
+    """Pyramid into an open position (``add_allowed``) with ``add_margin`` at its leverage; a
+    notional under [trade.min_notional_usd] is raised to it with [bump_to_min_notional] (the margin
+    unchanged), else skipped; refused -- not scaled down -- when the margin in use plus this margin
+    would exceed [trade.max_total_margin_pct] x the balance (exactly at the cap is allowed). False
+    when refused."""
     p = params[s]
     f = feat[s]
     ps = pos[s]
@@ -337,11 +348,16 @@ def add_to_position(pos, acct, params, feat, s, t, conf, equity, fills):
     side = ps[POS.SIDE]
     close = f[F.CLOSE]
     lev = ps[POS.LEVERAGE]
-    margin = ps[POS.BASE_MARGIN] * p[P.ADD_FRACTION_OF_BASE_MARGIN]
-    notional = capped_notional(p, acct, margin, lev, equity)
-    if notional <= 0.0:
+    margin = add_margin(p, acct)
+    if not margin > 0.0:
         return False
-    margin = notional / lev
+    notional = margin * lev
+    if notional < p[P.MIN_NOTIONAL_USD]:
+        if p[P.BUMP_TO_MIN_NOTIONAL] == 0.0:
+            return False
+        notional = p[P.MIN_NOTIONAL_USD]
+    if acct[A.MARGIN_USED] + margin > p[P.MAX_TOTAL_MARGIN_PCT] * acct[A.BALANCE]:
+        return False
     size, price, fill_notional, fee = taker_entry_fill(acct, p, close, side, notional, margin)
     new_size = ps[POS.SIZE] + size
     ps[POS.ENTRY] = (ps[POS.ENTRY] * ps[POS.SIZE] + price * size) / new_size
@@ -356,6 +372,20 @@ def add_to_position(pos, acct, params, feat, s, t, conf, equity, fills):
     record_fill(fills, acct, t, s, ACT.ADD, side, price, close, size, fill_notional, fee, 0.0, R.PYRAMID, conf,
                 f[F.ATR], f[F.ADX], f[F.RSI])
     return True
+
+
+@kernel_function
+def pyramid_in_symbol_order(feat, params, pos, acct, t, n, rank_score, rank_idx, fills):
+    """The adds of a bar, before any new position and in symbol order (the reference's add
+    trigger): every ranked candidate whose symbol holds a position on the candidate's side (the
+    ranking closed any opposite one) is offered ``add_to_position`` with its signal's tier."""
+    for s in range(pos.shape[0]):
+        if pos[s, POS.SIDE] == 0.0:
+            continue
+        for i in range(n):
+            if rank_idx[i] == s:
+                add_to_position(pos, acct, params, feat, s, t, signal_conf(rank_score[s]), fills)
+                break
 
 
 @kernel_function
