@@ -322,6 +322,7 @@ def test_cuda_device_build_matches_cpu(tmp_path):
     arrays["valid"] = rng.random((nsym, nbar)) > 0.1
     wv = DEFAULT_WV.copy()
     wv[P.W_EMA_MACRO], wv[P.W_EMA_SLOW] = 30, 12  # ready inside 60 bars
+    wv[P.W_AVG_ATR], wv[P.W_EMA_SLOW_SLOPE] = 20, 10
     np.savez(tmp_path / "in.npz", **arrays)
     script = tmp_path / "cudasim_run.py"
     script.write_text(CUDASIM_SCRIPT)
