@@ -172,7 +172,7 @@ def local_rows(cap: int) -> int:
 
 
 def warps_per_block(cap: int) -> int:
-    """Warps sharing one block's 48 KB of staged feature rows (NF = 26 doubles a symbol): 4 up to
+    """Warps sharing one block's 48 KB of staged feature rows (NF = 27 doubles a symbol): 4 up to
     cap 32, 3 at 64, 1 from 128 on."""
     return max(1, min(4, SHARED_BYTES_PER_BLOCK // (cap * NF * 8)))
 

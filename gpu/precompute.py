@@ -69,6 +69,10 @@ def _ema_slope(ind, o, h, l, c, v, ema_n, lag_n):  # noqa: E741
     return (ind.ema_slope(c, ema_n, lag_n),)
 
 
+def _bar_count(ind, o, h, l, c, v):  # noqa: E741
+    return (ind.bar_count(c),)
+
+
 @dataclass(frozen=True)
 class IndicatorKind:
     name: str
@@ -82,7 +86,7 @@ KINDS: dict[str, IndicatorKind] = {k.name: k for k in (
     IndicatorKind("bb_width_avg", _bb_width_avg, 1), IndicatorKind("macd", _macd, 2),
     IndicatorKind("stoch_rsi", _stoch_rsi, 2), IndicatorKind("vol_sma", _vol_sma, 1),
     IndicatorKind("vol_trend", _vol_trend, 1), IndicatorKind("avg_atr", _avg_atr, 1),
-    IndicatorKind("ema_slope", _ema_slope, 1),
+    IndicatorKind("ema_slope", _ema_slope, 1), IndicatorKind("bar_count", _bar_count, 1),
 )}
 
 # feature column -> (indicator kind, output index, window-vector columns forming the key).
@@ -110,6 +114,7 @@ FEATURE_SOURCES: dict[int, tuple[str, int, tuple[int, ...]]] = {
     F.F_VOL_TREND: ("vol_trend", 0, (P.W_VOL_TREND, P.W_VOL_SMA)),
     F.F_AVG_ATR: ("avg_atr", 0, (P.W_ATR, P.W_AVG_ATR)),
     F.F_EMA_SLOW_SLOPE: ("ema_slope", 0, (P.W_EMA_SLOW, P.W_EMA_SLOW_SLOPE)),
+    F.F_BAR_COUNT: ("bar_count", 0, ()),
 }
 CANDLE_ROWS = (F.F_OPEN, F.F_HIGH, F.F_LOW, F.F_CLOSE, F.F_VOLUME)  # pool rows 0..4
 

@@ -341,6 +341,10 @@ class EngineConfig(_Section):
     # as the reference backtester does; touch: stops and targets fill at their level when the range
     # reaches it (at the open on a gap).
     exit_fill: ExitFill = "close"
+    # bars of its own a symbol must have (this one included) before it may enter or add; exits
+    # always run. 0 = only each indicator's own readiness; the reference's backtester waits 200
+    # (its `lookback`)
+    symbol_warmup_bars: Annotated[Count, Field(ge=0)] = 0
     signal_on_candle_close: bool = True
     loop_target_s: Positive = 5.0
     candle_close_grace_ms: Annotated[Count, Field(ge=0)] = 2000

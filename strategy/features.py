@@ -34,6 +34,7 @@ F = declare("F", (
     ("vol_trend", "volume SMA minus its value indicators.vol_trend_window bars ago"),
     ("avg_atr", "mean ATR over the last thresholds.entry.ave_avg_atr_window bars (the AVE rule)"),
     ("ema_slow_slope", "(slow EMA - slow EMA thresholds.entry.slow_drift_slope_window bars before) / close"),
+    ("bar_count", "bars of the symbol so far, this one included (the per-symbol warm-up)"),
 ), globals(), "NF")
 # historical short names of two columns
 F.STOCH_K, F.STOCH_D = F.STOCH_RSI_K, F.STOCH_RSI_D

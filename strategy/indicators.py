@@ -15,7 +15,7 @@ spec or this module differs from ``ta``:
   EMA n-1 | ATR n-1 | RSI n-1 | ADX 2n-1 | +DI/-DI n | adx_slope 2n | Bollinger n-1 |
   bb_width_avg bb_n+avg_n-2 | macd_hist 33 | macd_hist_prev 34 |
   stoch K rsi_n+n+s1-3 | stoch D rsi_n+n+s1+s2-4 | vol_sma n-1 | vol_trend max(n, trend_n)-1 |
-  avg_atr atr_n+avg_n-2 | ema_slow_slope ema_n-1+lag_n.
+  avg_atr atr_n+avg_n-2 | ema_slow_slope ema_n-1+lag_n | bar_count 0 (1, 2, 3, ...).
 * ``avg_atr`` = mean of the last ``thresholds.entry.ave_avg_atr_window`` ATRs (the reference's AVE
   average; its ring buffer averages a partial window during warm-up, ours is NaN until full).
 * ``ema_slow_slope`` = (slow EMA now - slow EMA ``thresholds.entry.slow_drift_slope_window`` bars
@@ -67,6 +67,7 @@ __all__ = [
     "adx",
     "atr",
     "avg_atr",
+    "bar_count",
     "bb_width_avg",
     "bollinger",
     "compute_features",
@@ -99,7 +100,7 @@ def make_streaming(jit) -> StreamFns:
 
 
 VecFns = namedtuple("VecFns", "ema atr adx rsi bollinger bb_width_avg macd_hist stoch_rsi sma vol_trend avg_atr "
-                               "ema_slope")
+                               "ema_slope bar_count")
 
 
 def make_vectorised(jit) -> VecFns:
@@ -129,6 +130,7 @@ def make_vectorised(jit) -> VecFns:
         f.vol_trend_loop,
         f.avg_atr_loop,
         f.ema_slope_loop,
+        f.bar_count_loop,
     )
 
 
@@ -266,6 +268,14 @@ def ema_slope(c, ema_n, lag_n) -> np.ndarray:
     c = _f64(c)
     out = np.empty_like(c)
     VEC.ema_slope(c, ema_n, lag_n, _scratch("ema_slope", ema_n, lag_n), out)
+    return out
+
+
+def bar_count(c) -> np.ndarray:
+    """1, 2, 3, ...: the symbol's bars so far, this one included (over its valid bars)."""
+    c = _f64(c)
+    out = np.empty_like(c)
+    VEC.bar_count(c, out)
     return out
 
 

@@ -373,7 +373,8 @@ O_ATR = O_EMA_MACRO + EMA_LEN
 O_ADX = O_ATR + ATR_LEN
 O_RSI = O_ADX + ADX_LEN
 O_MACD = O_RSI + RSI_LEN
-O_RINGS = O_MACD + MACD_LEN
+O_COUNT = O_MACD + MACD_LEN  # [bars seen]
+O_RINGS = O_COUNT + 1
 
 
 def stream_state_len(wv) -> int:
@@ -419,6 +420,8 @@ def update(state, wv, o, h, lo, c, v, feat_row):
     o_aa = o_st + 1 + RSI_LEN + (1 + n_st) + (1 + wv[P.W_STOCH_S1]) + (1 + wv[P.W_STOCH_S2])
     o_sl = o_aa + 1 + n_aa
 
+    state[O_COUNT] += 1.0
+    feat_row[F.F_BAR_COUNT] = state[O_COUNT]
     feat_row[F.F_OPEN] = o
     feat_row[F.F_HIGH] = h
     feat_row[F.F_LOW] = lo
@@ -542,6 +545,12 @@ def vol_trend_loop(v, trend_n, sma_n, st, out):
     for t in range(v.shape[0]):
         vol_sma = sma_step(st, 0, sma_n, v[t])
         out[t] = vol_trend_of(sma_step(st, o_vt, trend_n, v[t]), vol_sma)
+
+
+@jit_function
+def bar_count_loop(c, out):
+    for t in range(c.shape[0]):
+        out[t] = t + 1.0
 
 
 @jit_function

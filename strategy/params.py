@@ -47,7 +47,8 @@ PARAM_SPECS: tuple[tuple[str, object], ...] = (
     *((p, d) for p, d in _schema_fields(ThresholdsConfig, "thresholds.") if p not in WINDOW_KEYS_IN_THRESHOLDS),
     *_schema_fields(MarketRegimeConfig, "market_regime."),
     # the one engine key a rule reads (the intervals choose the data, not a rule)
-    *((p, d) for p, d in _schema_fields(EngineConfig, "engine.") if p in ("engine.exit_fill",)),
+    *((p, d) for p, d in _schema_fields(EngineConfig, "engine.")
+      if p in ("engine.exit_fill", "engine.symbol_warmup_bars")),
 )
 
 # Indicator windows are not in the parameter vector: they select which precomputed indicator

@@ -64,6 +64,7 @@ def test_pydantic_defaults_equal_param_and_window_specs():
         "loop_target_s": 5.0,
         "candle_close_grace_ms": 2000,
         "exit_fill": "close",
+        "symbol_warmup_bars": 0,
     }
     assert defaults["watchlist_exclude"] == []
 

@@ -142,7 +142,7 @@ def test_capacity_buckets_and_warps_per_block():
     assert [capacity_bucket(n) for n in (1, 6, 8, 9, 50, 64, 65, 200, 256)] == [8, 8, 8, 16, 64, 64, 128, 256, 256]
     with pytest.raises(ValueError):
         capacity_bucket(257)
-    # 48 KB of staged rows of NF = 26 doubles: 4 warps up to cap 32, 3 at 64, 1 from 128 on
+    # 48 KB of staged rows of NF = 27 doubles: 4 warps up to cap 32, 3 at 64, 1 from 128 on
     assert [warps_per_block(c) for c in (8, 16, 32, 64, 128, 256)] == [4, 4, 4, 3, 1, 1]
 
 

@@ -80,6 +80,7 @@ def vectorised_columns(o, h, lo, c, v, wv) -> dict[int, np.ndarray]:
         F.F_VOL_TREND: I.vol_trend(v, w["vol_trend_window"], w["vol_sma_window"]),
         F.F_AVG_ATR: I.avg_atr(h, lo, c, w["atr_window"], w["ave_avg_atr_window"]),
         F.F_EMA_SLOW_SLOPE: I.ema_slope(c, w["ema_slow_window"], w["slow_drift_slope_window"]),
+        F.F_BAR_COUNT: np.arange(1.0, len(c) + 1.0),
     }
 
 
@@ -157,6 +158,7 @@ def first_ready(wv) -> dict[int, int]:
         F.F_VOL_TREND: max(w["vol_sma_window"], w["vol_trend_window"]) - 1,
         F.F_AVG_ATR: w["atr_window"] + w["ave_avg_atr_window"] - 2,
         F.F_EMA_SLOW_SLOPE: w["ema_slow_window"] - 1 + w["slow_drift_slope_window"],
+        F.F_BAR_COUNT: 0,
     }
 
 
@@ -227,7 +229,7 @@ def test_state_len_covers_every_block():
     for t in range(300):
         I.STREAM.update(state[:L], wv, o[t], h[t], lo[t], c[t], v[t], row)
     assert (state[L:] == 7.0).all()
-    assert L == 34 + (4 + 20) + 31 + 21 + 6 + (1 + 4 + 15 + 4 + 4) + 51 + 22
+    assert L == 35 + (4 + 20) + 31 + 21 + 6 + (1 + 4 + 15 + 4 + 4) + 51 + 22
 
 
 @settings(max_examples=60, deadline=None)

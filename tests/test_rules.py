@@ -45,6 +45,7 @@ LONG_BAR = {
     "adx_slope": 1.0, "atr": 2.0, "rsi": 60.0, "bb_upper": 105.0, "bb_lower": 95.0, "bb_width": 0.1,
     "bb_width_avg": 0.1, "macd_hist": 0.5, "macd_hist_prev": 0.4, "stoch_rsi_k": 0.5, "stoch_rsi_d": 0.5,
     "vol_sma": 900.0, "vol_trend": 1.0, "avg_atr": 2.0, "ema_slow_slope": 0.0,
+    "bar_count": 1000.0,
 }
 SHORT_BAR = {**LONG_BAR, "ema_fast": 101.0, "ema_slow": 102.0, "ema_macro": 105.0, "rsi": 40.0,
              "macd_hist": -0.5, "macd_hist_prev": -0.4}
@@ -882,7 +883,24 @@ FUNDING_HEADWIND = [
         start=(FRESH_LONG,), funding=(0.00003,), config=HEADWIND),
 ]
 
-TABLE = ENTRY_GATES + AVE + PULLBACKS + SLOW_DRIFT + BREADTH + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + SMART_EXITS + EXITS + RANKING + FUNDING + FUNDING_HEADWIND + COSTS
+# The per-symbol warm-up (reference A13): a symbol enters only once it has had
+# engine.symbol_warmup_bars bars of its own, this one included; exits always run.
+WARMUP = {"engine": {"symbol_warmup_bars": 200}}
+SYMBOL_WARMUP = [
+    Row("warm-up: with symbol_warmup_bars 200, a symbol's 199th bar does not enter", bars({"bar_count": 199.0}), (),
+        config=WARMUP),
+    Row("warm-up: its 200th bar enters", bars({"bar_count": 200.0}), (opens(0),), config=WARMUP),
+    Row("warm-up: 0 (the default) leaves only each indicator's readiness: a symbol's 5th bar enters",
+        bars({"bar_count": 5.0}), (opens(0),)),
+    Row("warm-up: the symbols count their own bars: ETH's 300th bar enters while SOL's 150th does not",
+        bars({"ETH": {"bar_count": 300.0}, "SOL": {"bar_count": 150.0}}), (opens(0, symbol="ETH"),),
+        symbols=("ETH", "SOL"), config=WARMUP),
+    Row("warm-up: exits always run: a held long is stopped out on its symbol's 10th bar",
+        bars({**QUIET, "bar_count": 10.0, "low": 94.5, "close": 95.0}), (closes(0, "stop_loss", 95.0),),
+        start=(HELD_LONG,), config=WARMUP),
+]
+
+TABLE = ENTRY_GATES + AVE + SYMBOL_WARMUP + PULLBACKS + SLOW_DRIFT + BREADTH + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + SMART_EXITS + EXITS + RANKING + FUNDING + FUNDING_HEADWIND + COSTS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.rule for r in TABLE])

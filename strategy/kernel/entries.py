@@ -60,9 +60,13 @@ TMC_MAX_MIN_ADX = 25.0  # ... caps the entry's minimum ADX at 25
 
 @kernel_function
 def features_ready(feat, params, s):
-    """The indicators this config's entry rules read are all warmed up."""
+    """The indicators this config's entry rules read are all warmed up, and the symbol has had
+    [engine.symbol_warmup_bars] bars of its own (this one included; the reference's per-symbol
+    ``lookback``)."""
     f = feat[s]
     p = params[s]
+    if f[F.BAR_COUNT] < p[P.SYMBOL_WARMUP_BARS]:
+        return False
     for k in (F.EMA_FAST, F.EMA_SLOW, F.ADX, F.ATR, F.RSI, F.MACD_HIST, F.VOL_SMA, F.VOL_TREND):
         if math.isnan(f[k]):
             return False
