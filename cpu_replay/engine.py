@@ -197,9 +197,12 @@ class Engine:
         st.acct[A_NFILLS] = before_fills + k
         return self._fills[:k].copy()
 
-    def close_external(self, s: int, price: float, t_ms: int) -> None:
-        """Book a close that happened outside the engine (tools/flat_now.py on the paper DB): the
-        position is closed at `price` with no slippage or fee, as the tool recorded it."""
+    def close_external(self, s: int, price: float, t_ms: int, reason: float = R_SYSTEM,
+                       fraction: float = 1.0) -> np.ndarray:
+        """Book a close that happened outside the engine (tools/flat_now.py on the paper DB, a
+        protective stop resting on the exchange: live/protection.py): `fraction` of the position
+        (>= 1: all of it) is closed at `price` with no slippage or fee, through the kernel's own
+        close_position; returns the fill row (live mode then applies the exchange's real fee and pnl)."""
         params = self.params.copy()
         params[:, P_SLIPPAGE_BPS] = 0.0
         params[:, P_EXIT_SLIPPAGE_BPS] = 0.0
@@ -207,9 +210,11 @@ class Engine:
         st = self.state
         before = st.acct[A_NFILLS]
         st.acct[A_NFILLS] = 0.0
-        _close_position(st.pos, st.acct, params, s, float(t_ms), float(price), 1.0, R_SYSTEM,
+        _close_position(st.pos, st.acct, params, s, float(t_ms), float(price), float(fraction), float(reason),
                         np.nan, np.nan, np.nan, self._fills, self._trades)
-        st.acct[A_NFILLS] = before + 1
+        k = int(st.acct[A_NFILLS])
+        st.acct[A_NFILLS] = before + k
+        return self._fills[:k].copy()
 
     def flatten(self, t_ms: int) -> np.ndarray:
         """Close every position now (reason `system`); returns the fill rows."""

@@ -141,7 +141,9 @@ def enforce(path: str | os.PathLike | None = None, max_age_minutes: float | None
 
 def write_blocker(path: str | os.PathLike | None, blocked: bool, reason_codes: list[str], report_path: str | None,
                   window: dict | None, last_passed_at_ms: int | None, *, bundle_dir: str | None = None,
-                  generated_at_ms: int | None = None, detail: str = "") -> Path:
+                  generated_at_ms: int | None = None, detail: str = "", exit_alignment: dict | None = None) -> Path:
+    """exit_alignment: the gate's per-exit delay/price summary (factory.exit_alignment), added to the
+    contract's keys when the gate got that far; readers that do not know it ignore it."""
     payload = {
         "schema_version": SCHEMA_VERSION,
         "generated_at_ms": int(time.time() * 1000) if generated_at_ms is None else int(generated_at_ms),
@@ -153,4 +155,6 @@ def write_blocker(path: str | os.PathLike | None, blocked: bool, reason_codes: l
         "last_passed_at_ms": last_passed_at_ms,
         "detail": detail,
     }
+    if exit_alignment is not None:
+        payload["exit_alignment"] = exit_alignment
     return write_json_atomic(blocker_path(path), payload)

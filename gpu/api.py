@@ -1,6 +1,6 @@
 """The sweep as a library: run_sweep (grid or TPE) and trace_candidates (trade lists for a few).
 
-Flow: spec -> candidates -> window universe -> indicator pool (once) -> backend batches ->
+Flow: spec -> candidates -> window keys per feature -> indicator pool (once) -> backend batches ->
 metrics -> rows. Every row carries the config_id of the EFFECTIVE config (base + overrides), so
 the factory can hand exactly that config to the canonical replay.
 
@@ -22,11 +22,12 @@ import numpy as np
 
 from gpu.backend import Evaluator, StaticInputs, choose_backend
 from gpu.grid import CandidateSet, candidates_from_overrides, encoded_columns, expand_grid
-from gpu.precompute import precompute
-from gpu.spec import SweepSpec, SweepSpecError, parse_sweep_spec
+from gpu.precompute import FEATURE_SOURCES, precompute
+from gpu.spec import SweepSpec, SweepSpecError, bind_base, parse_sweep_spec
 from marketdata.candles import exclude_symbols
 from marketdata.subbars import SubBarError, SubBars, build_sub_bars
 from strategy import layout as L
+from strategy.features import NF
 from strategy.params import NW, PARAM_INDEX
 from strategy.records import trade_dicts
 
@@ -140,26 +141,66 @@ class Prepared:
     static: StaticInputs
     param_axes: list[int]
     window_axes: list[int]
-    universe_fidx: np.ndarray      # int32[n_universe, NF]
-    radix: np.ndarray              # mixed-radix weights of the window axes' value indices
+    # per feature column: (window axes its pool row depends on, their mixed-radix weights, pool row
+    # by combination of those axes' value indices)
+    feature_lookup: list[tuple[list[int], np.ndarray, np.ndarray]]
     computed: dict[str, int]
 
     def kernel_vectors(self, value_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         enc = encoded_columns(self.spec, value_idx)
         pvals = np.ascontiguousarray(enc[:, self.param_axes])
-        combo = (value_idx[:, self.window_axes].astype(np.int64) * self.radix).sum(axis=1) \
-            if self.window_axes else np.zeros(len(value_idx), dtype=np.int64)
-        return pvals, np.ascontiguousarray(self.universe_fidx[combo])
+        fidx = np.empty((len(value_idx), NF), dtype=np.int32)
+        for f, (axes, radix, rows) in enumerate(self.feature_lookup):
+            if not axes:
+                fidx[:, f] = rows[0]
+                continue
+            combo = (value_idx[:, axes].astype(np.int64) * radix).sum(axis=1)
+            fidx[:, f] = rows[combo]
+        return pvals, fidx
+
+
+def _window_rows(spec: SweepSpec, base_windows: np.ndarray, window_axes: list[int]):
+    """The window vectors the indicator pool must cover, feature by feature: a feature's pool row
+    depends only on the swept windows among its key columns (stoch RSI on four, EMA fast on one),
+    so each feature needs the combinations of those few axes' values, never the product of every
+    window axis (141 reference axes hold 13 window axes: ~7e8 combinations, ~300 feature keys).
+    Returns (window vectors int64[n, NW], per feature (axes, radix, first row, count))."""
+    def window_value(k: int, slot: int) -> int:
+        axis = spec.axes[k]
+        return int(axis.values[slot]) if slot < len(axis.values) else int(base_windows[axis.index])
+
+    vectors: list[np.ndarray] = []
+    layout = []
+    for f in range(NF):
+        source = FEATURE_SOURCES.get(f)
+        cols = set(source[2]) if source else set()
+        axes = [k for k in window_axes if spec.axes[k].index in cols]
+        sizes = [spec.axes[k].slots for k in axes]
+        count = int(np.prod(sizes)) if sizes else 1
+        if count > MAX_WINDOW_UNIVERSE:
+            raise SweepSpecError(f"{spec.source}: axes: {count:,} window combinations feed one indicator "
+                                 f"(limit {MAX_WINDOW_UNIVERSE:,}); sweep fewer window values")
+        radix = np.ones(len(sizes), dtype=np.int64)
+        for i in range(len(sizes) - 2, -1, -1):
+            radix[i] = radix[i + 1] * sizes[i + 1]
+        layout.append((axes, radix, sum(len(v) for v in vectors), count))
+        block = np.tile(base_windows, (count, 1))
+        for row, combo in enumerate(itertools.product(*[range(n) for n in sizes])):
+            for k, slot in zip(axes, combo, strict=True):
+                block[row, spec.axes[k].index] = window_value(k, slot)
+        vectors.append(block)
+    return np.concatenate(vectors), layout
 
 
 def prepare(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, precision: str = "f64",
             start_ms: int | None = None, end_ms: int | None = None,
             initial_balance: float | None = None, sub: SubBars | None = None) -> Prepared:
-    """Everything computed once per sweep: base params, window universe, indicator pool.
+    """Everything computed once per sweep: base params, indicator pool, window lookups.
 
     ``md``/``funding``/``sub`` are already bound (see ``bind_data``)."""
     if precision not in ("f64", "f32"):
         raise SweepSpecError(f"--precision: expected f64 or f32, got {precision!r}")
+    spec = bind_base(spec, base_cfg)
     symbols = list(md.symbols)
     param_axes = [k for k, a in enumerate(spec.axes) if a.kind == "param"]
     window_axes = [k for k, a in enumerate(spec.axes) if a.kind == "window"]
@@ -167,20 +208,11 @@ def prepare(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, precis
     preplace = np.ones((len(symbols), len(param_axes)), dtype=np.uint8)
     for j, k in enumerate(param_axes):
         preplace[:, j] = [0 if own else 1 for own in _symbol_overrides(base_cfg, symbols, spec.axes[k].path)]
-    sizes = [len(spec.axes[k].values) for k in window_axes]
-    n_universe = int(np.prod(sizes)) if sizes else 1
-    if n_universe > MAX_WINDOW_UNIVERSE:
-        raise SweepSpecError(f"{spec.source}: axes: {n_universe:,} window combinations "
-                             f"(limit {MAX_WINDOW_UNIVERSE:,}); sweep fewer window values")
     base_windows = np.asarray(base_cfg.windows(), dtype=np.int64).reshape(NW)
-    universe = np.tile(base_windows, (n_universe, 1))
-    for row, combo in enumerate(itertools.product(*[range(s) for s in sizes])):
-        for k, vi in zip(window_axes, combo, strict=True):
-            universe[row, spec.axes[k].index] = int(spec.axes[k].values[vi])
-    radix = np.ones(len(sizes), dtype=np.int64)
-    for i in range(len(sizes) - 2, -1, -1):
-        radix[i] = radix[i + 1] * sizes[i + 1]
-    pre = precompute(md, universe, precision=precision)
+    vectors, layout = _window_rows(spec, base_windows, window_axes)
+    pre = precompute(md, vectors, precision=precision)
+    lookup = [(axes, radix, np.ascontiguousarray(pre.fidx[start:start + count, f]))
+              for f, (axes, radix, start, count) in enumerate(layout)]
     t0, t1 = _trading_range(md, spec.lookback, start_ms, end_ms)
     if sub is not None and sub.covered >= 0:
         t1 = max(t0, min(t1, sub.covered))  # as the replay: a bar whose exit bars are not all in waits
@@ -195,7 +227,7 @@ def prepare(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, precis
         initial_balance=float(spec.initial_balance if initial_balance is None else initial_balance),
         sub=sub,
     )
-    return Prepared(spec, static, param_axes, window_axes, pre.fidx, radix, pre.computed)
+    return Prepared(spec, static, param_axes, window_axes, lookup, pre.computed)
 
 
 # ------------------------------------------------------------------------------------- rows
@@ -319,6 +351,7 @@ def run_sweep(base_cfg, spec: SweepSpec, md, funding: np.ndarray | None, *, back
     from gpu.tpe import objective_values, run_tpe
 
     md, funding, sub = bind_data(base_cfg, md, funding, exit_md, spec.axes)
+    spec = bind_base(spec, base_cfg)
     name, reason = choose_backend(backend)
     started = time.perf_counter()
     prep = prepare(base_cfg, spec, md, funding, precision=precision, start_ms=start_ms, end_ms=end_ms, sub=sub)

@@ -102,14 +102,15 @@ def kernel_resources(evaluator) -> dict:
 
 
 def sample_candidates(prep, n: int, seed: int = 7) -> np.ndarray:
-    """``n`` random value_idx rows of the spec that satisfy its constraints."""
+    """``n`` random value_idx rows of the spec that satisfy its constraints (gated axes on their
+    base slot where their gate is off)."""
     from gpu.grid import encoded_columns
 
     rng = np.random.default_rng(seed)
     sizes = np.array([len(a.values) for a in prep.spec.axes])
     rows = []
     while sum(len(r) for r in rows) < n:
-        vi = (rng.random((2 * n + 16, len(sizes))) * sizes).astype(np.int32)
+        vi = prep.spec.close_gates((rng.random((2 * n + 16, len(sizes))) * sizes).astype(np.int32))
         rows.append(vi[prep.spec.satisfies(encoded_columns(prep.spec, vi))])
     return np.concatenate(rows)[:n]
 

@@ -105,7 +105,7 @@ def _universe(md, candles_db: str, universe_db: str | None, start_ms, end_ms):
     return _subset(md, keep)
 
 
-def _print_notes(backend: str, reason: str, exit_md, base) -> None:
+def _print_notes(backend: str, reason: str, exit_md, base, spec=None) -> None:
     """What the sweep is about to use, shown before it starts (a long run should say so early). On
     stdout with the closing table: stderr carries only the one-line refusal when something fails.
     The config comes first: a sweep from code defaults (no config file) says so."""
@@ -116,6 +116,13 @@ def _print_notes(backend: str, reason: str, exit_md, base) -> None:
     else:
         out.print(f"config {source} (config_id {base.config_id[:12]})", highlight=False, soft_wrap=True)
     out.print(f"backend {backend}: {reason}", highlight=False)
+    if spec is not None and spec.inert:
+        out.print(f"sweep spec: {len(spec.inert)} axes over keys that do not act are held out of the search "
+                  f"(docs/STRATEGY.md, \"Keys accepted that do not act\"): {', '.join(spec.inert)}",
+                  highlight=False, soft_wrap=True)
+    if spec is not None and spec.gated:
+        out.print(f"sweep spec: {len(spec.gated)} of {len(spec.axes)} axes are gated (they vary only where "
+                  "their gate holds)", highlight=False)
     if exit_md is not None:
         out.print(f"stops/targets checked on {exit_md.interval} bars", highlight=False)
 
@@ -206,7 +213,7 @@ def sweep_command(
             funding = funding_matrix(funding_db, md) if funding_db is not None else None
         exit_md = load_exit_data(base, md, exit_candles_db, symbols)
         check_engine_settings(base, md.interval, exit_md, spec.axes)
-        _print_notes(name, reason, exit_md, base)  # only now: a refusal above stays one line
+        _print_notes(name, reason, exit_md, base, spec)  # only now: a refusal above stays one line
         result = run_sweep(base, spec, md, funding, backend=name, precision=precision, tpe=tpe,
                            trials=trials, batch=batch, seed=seed, storage=storage, study_name=study_name,
                            objective=objective, top_n=top_n, progress=progress, start_ms=start_ms,

@@ -80,7 +80,7 @@ def objective_value(metrics_row: np.ndarray, objective: str, initial_balance: fl
 
 def compact_index_dtype(spec: SweepSpec) -> np.dtype:
     """Smallest integer type holding every value index: 2M candidates x 24 axes fit in 48 MB."""
-    largest = max(len(a.values) for a in spec.axes)
+    largest = max(a.slots for a in spec.axes)
     return np.dtype(np.uint8 if largest <= 256 else np.uint16 if largest <= 65_536 else np.int32)
 
 
@@ -91,7 +91,8 @@ class Neighbourhoods:
         self.spec, self.seed, self.size = spec, int(seed), int(size)
         self.axis_sizes = np.array([len(a.values) for a in spec.axes], dtype=np.int64)
         self.movable = np.flatnonzero(self.axis_sizes > 1)
-        self.tables = [a.encoded() for a in spec.axes]
+        self.gated = np.array(spec.gated, dtype=np.int64)
+        self.tables = [spec.table(k) for k in range(len(spec.axes))] if spec.constraints else []
         self.block = max(2 * self.size, 16)
 
     def satisfies(self, value_idx: np.ndarray) -> np.ndarray:
@@ -134,7 +135,9 @@ class Neighbourhoods:
 
     def _draw(self, rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
         """A block of neighbours: 1..3 random axes, each moved +-1 (or +-2) values, bouncing off
-        the ends of the value list."""
+        the ends of the value list. Gated axes: one whose gate is off in P moves from a random
+        value of its own, and after the moves every gated axis whose gate is off (again) sits on
+        its base slot, so a neighbour that switches a gate on gets values for the axes it opens."""
         n, nm = self.block, self.movable.size
         moved_axes = rng.integers(1, min(MAX_AXES_MOVED, nm) + 1, size=n)
         rank = np.argsort(np.argsort(rng.random((n, nm)), axis=1), axis=1)
@@ -142,12 +145,15 @@ class Neighbourhoods:
         magnitude = np.minimum(np.where(rng.random((n, nm)) < STEP_TWO_PROBABILITY, 2, 1), hi)
         sign = np.where(rng.random((n, nm)) < 0.5, -1, 1)
         delta = (rank < moved_axes[:, None]) * magnitude * sign
-        base = p[self.movable]
+        rows = np.tile(p, (n, 1))
+        for k in self.gated:  # a gate switched on by a move needs a value here (no draw without gates)
+            rows[:, k] = np.where(rows[:, k] >= self.axis_sizes[k], rng.integers(0, self.axis_sizes[k], size=n),
+                                  rows[:, k])
+        base = rows[:, self.movable]
         moved = base + delta
         moved = np.where((moved < 0) | (moved > hi), base - delta, moved)
-        rows = np.tile(p, (n, 1))
         rows[:, self.movable] = np.clip(moved, 0, hi)
-        return rows
+        return self.spec.close_gates(rows) if self.gated.size else rows
 
 
 # ------------------------------------------------------------------------------------ outcome
@@ -242,20 +248,54 @@ def value_index(axis, dist, value) -> int:
 
 
 def _trial_value_idx(spec: SweepSpec, params: dict) -> np.ndarray:
+    """Value indices of a trial's parameters. A gated axis has a parameter exactly when its gate
+    holds in the trial; without one it sits on its base slot."""
     dists = _distributions(spec)
     names = [_param_name(i, a.path) for i, a in enumerate(spec.axes)]
-    missing = [n for n in names if n not in params]
-    if missing:
-        raise ValueError(f"optuna study: trial has no parameter {missing[0]!r} (a study written by an older "
-                         "version or another spec; resume with the same spec or use a new --study-name)")
-    return np.array([value_index(a, dists[n], params[n]) for a, n in zip(spec.axes, names, strict=True)],
-                    dtype=np.int64)
+    out = np.empty(len(spec.axes), dtype=np.int64)
+    for k in [k for k, a in enumerate(spec.axes) if a.gate is None] + list(spec.gated):
+        axis, name = spec.axes[k], names[k]
+        if axis.gate is not None and out[axis.gate.axis] != axis.gate.eq_index:
+            out[k] = axis.base_slot
+            continue
+        if name not in params:
+            raise ValueError(f"optuna study: trial has no parameter {name!r} (a study written by an older "
+                             "version or another spec; resume with the same spec or use a new --study-name)")
+        out[k] = value_index(axis, dists[name], params[name])
+    return out
 
 
 def _trial_params(spec: SweepSpec, dists: dict, value_idx: np.ndarray) -> dict:
-    """Axis values of one candidate as optuna parameters (the inverse of _trial_value_idx)."""
+    """Axis values of one candidate as optuna parameters (the inverse of _trial_value_idx): a gated
+    axis whose gate is off has none."""
     return {_param_name(i, a.path): _external(dists[_param_name(i, a.path)], a.values[int(value_idx[i])])
-            for i, a in enumerate(spec.axes)}
+            for i, a in enumerate(spec.axes) if int(value_idx[i]) < len(a.values)}
+
+
+def _suggest(trial, name: str, dist):
+    """Define-by-run: ask for one parameter in its distribution (a gated axis whose gate holds)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step)
+
+
+def ask_trial(study, spec: SweepSpec, dists: dict):
+    """One trial: the ungated axes up front, then each gated axis only where its gate holds, so TPE
+    models a conditional parameter from the trials that had it and never samples a switched-off one."""
+    if not spec.gated:
+        return study.ask(dists)
+    names = [_param_name(i, a.path) for i, a in enumerate(spec.axes)]
+    trial = study.ask({names[k]: dists[names[k]] for k, a in enumerate(spec.axes) if a.gate is None})
+    for k in spec.gated:
+        gate = spec.axes[k].gate
+        gating = names[gate.axis]
+        if value_index(spec.axes[gate.axis], dists[gating], trial.params[gating]) == gate.eq_index:
+            _suggest(trial, names[k], dists[names[k]])
+    return trial
 
 
 def _external(dist, value):
@@ -421,8 +461,9 @@ class CandidateLog:
             for row, m, v in zip(idx, metrics, values, strict=True):
                 if self.count + len(trials) >= self.limit:
                     break
+                params = _trial_params(self.spec, self.dists, row)
                 trials.append(create_trial(
-                    params=_trial_params(self.spec, self.dists, row), distributions=self.dists, value=float(v),
+                    params=params, distributions={k: self.dists[k] for k in params}, value=float(v),
                     user_attrs={"proposal": int(number), "total_pnl": float(m[M_TOTAL_PNL]),
                                 "trades": int(m[M_TOTAL_TRADES]), "max_drawdown_pct": float(m[M_MAX_DD]),
                                 "sharpe": float(m[M_SHARPE])}))
@@ -567,7 +608,7 @@ class _Asker:
 
     def ask(self, limit: int):
         self.study.sampler = trial_sampler(self.seed, self.next_number)
-        trial = self.study.ask(self.dists)
+        trial = ask_trial(self.study, self.spec, self.dists)
         self.next_number = trial.number + 1
         if self.neighborhood > 1:
             self.study._storage.set_trial_user_attr(trial._trial_id, LIMIT_ATTR, int(limit))

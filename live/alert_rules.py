@@ -38,6 +38,10 @@ def alert_for(event: str, symbol: str | None, data: dict) -> tuple[str, str, str
     if event in UNPROTECTED:
         detail = _brief(data, "action", "remaining_szi", "error")
         return "unprotected_position", f"{where}exit not done ({event}): {detail}", f"unprotected:{symbol}:{event}"
+    if event == "PROTECTION_REFUSED":
+        detail = _brief(data, "role", "trigger_px", "size", "error")
+        return "unprotected_position", f"{where}the exchange refused its protective order: {detail}", \
+            f"unprotected:{symbol}:{event}"
     if event in DATA:
         return "data_lag", where + f"{event}: " + _brief(data, "problem", "t", "stale_loops", "max_age_s"), \
             f"data:{event}:{symbol}"

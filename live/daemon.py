@@ -50,6 +50,7 @@ from live.lock import InstanceLock, db_lock
 from live.market_ws import MarketWs, WsConfig, ws_url
 from live.oms import UNREACHABLE, Oms, OrderExecutor, OrderRequest
 from live.paper_broker import DryLiveBroker, PaperBroker
+from live.protection import Protection
 from live.reconcile import Reconciler
 from live.risk import HALT_ALL, RiskManager, utc_day
 from live.runtime_log import RuntimeLogger
@@ -114,6 +115,7 @@ class TraderDaemon:
         self.ws_entries_blocked = False
         self.day_tally = DailyTally()
         self.before_send = None      # test seam: called after an intent is committed, before it is sent
+        self.protection = None       # live: resting protective trigger orders (live/protection.py)
 
     # ------------------------------------------------------------------ startup
     def _load_config(self, path):
@@ -224,6 +226,7 @@ class TraderDaemon:
         if self.reconciler is not None and s.mode == "live":
             counts = self.reconciler.on_start()
             self.log.info(f"reconciler on start: {counts}")
+            self.protection.on_start()
 
     def _risk_anchor_ms(self) -> int:
         """The bar clock at start: the close of the last processed bar, else of the first bar the
@@ -278,6 +281,7 @@ class TraderDaemon:
         self.intake = FillIntake(self.oms, self.hl.fills_by_time, now_ms=self.wall.now_ms, mode=s.mode,
                                  rest_every_s=lv.rest_fills_sync_secs, backfill_ms=lv.backfill_ms,
                                  match_ttl_ms=lv.match_ttl_ms, log=self.log.warning)
+        self.protection = Protection.wire(self)
         if lv.ws_enable:
             self._start_market_ws(secrets.main_address)
 
@@ -773,7 +777,7 @@ class TraderDaemon:
         self.log.heartbeat(loops=self.loops, errors=self.errors, symbols=len(self.symbols), open_pos=open_pos,
                            loop=loop_s, ws_connected=self._ws_connected(), kill=st["kill"], kill_reason=st["kill_reason"],
                            strategy_mode=self.strategy_mode or "none", config_id=self.cfg.config_id[:12],
-                           version=VERSION)
+                           version=VERSION, **(self.protection.heartbeat() if self.protection else {}))
 
     def _ws_connected(self) -> int:
         return int(bool(self.market_ws is not None and self.market_ws.health()["connected"]))
@@ -842,6 +846,8 @@ class TraderDaemon:
         self.check_ws()
         processed = self.process_pending()
         self.sync_exchange()
+        if self.protection is not None:
+            self.protection.sync()
         self.loops += 1
         return processed
 

@@ -169,6 +169,7 @@ class LiveSettings(BaseModel):
     ws_stale_mids_s: float = 60.0
     ws_stale_strikes: int = 2
     fill_ingest_fails_to_kill: int = 5
+    protective_stop_atr: float = 1.5  # live/protection.py: k of the catastrophe stop; 0 = off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LiveSettings:
@@ -197,6 +198,7 @@ class LiveSettings(BaseModel):
             ws_stale_mids_s=env_float(env, "AI_QUANT_WS_STALE_MIDS_S", 60.0, lo=0.05, hi=3600),
             ws_stale_strikes=env_int(env, "AI_QUANT_WS_STALE_STRIKES", 2, lo=1, hi=1000),
             fill_ingest_fails_to_kill=env_int(env, "AI_QUANT_HEALTH_GUARD_FILL_INGEST_FAILS_TO_KILL", 5, lo=1, hi=1000),
+            protective_stop_atr=env_float(env, "AI_QUANT_LIVE_PROTECTIVE_STOP_ATR", 1.5, lo=0, hi=50),
         )
 
     def gate_env(self, mode: str) -> dict[str, str]:

@@ -18,7 +18,9 @@ brings it first. A fill is matched to its intent by exchange oid (or a sibling f
 then by cloid, then by time proximity (same symbol/side/kind, oid not yet known, within
 `match_ttl_ms`); a fill nothing explains is an ORPHAN: a synthetic `manual_<hash12>_<tid>` FILLED
 intent and an ORPHAN_FILL audit event, after which the reconciler aligns the engine's position.
-A fill the order path already stored is a duplicate here and changes nothing.
+A fill the order path already stored is a duplicate here and changes nothing. A fill of a resting
+protective order (intent action PROTECT) is stored in `oms_fills` only: live/protection.py books it
+into the engine (and writes its `trades` row) exactly once.
 """
 
 from __future__ import annotations
@@ -170,7 +172,8 @@ class FillIntake:
         if not self.oms.record_fill(intent, fill, via):  # pragma: no cover - has_fill ran in this transaction
             out.duplicate = 1
             return out
-        self._trade_row(intent, fill, via, source)
+        if intent.action != "PROTECT":  # a protective order's fill is booked by live/protection.py
+            exchange_trade_row(self.conn, intent, fill, via=via, source=source, mode=self.mode, now_ms=self.now_ms())
         self._settle(intent, fill)
         self.counts[source] += 1
         out.new = 1
@@ -204,19 +207,24 @@ class FillIntake:
         self.oms.set_status(intent, "FILLED" if full else "PARTIAL", only_from=("SENT", "UNKNOWN", "PARTIAL"),
                             oid=fill.get("oid") if intent.exchange_order_id is None else None)
 
-    def _trade_row(self, intent: Intent, fill: dict, via: str, source: str) -> None:
-        pos_type, action = fill_action(fill)
-        px, sz, fee = float(fill["px"]), float(fill["sz"]), float(fill.get("fee") or 0.0)
-        insert_trade(self.conn, {
-            "timestamp": iso_utc(int(fill.get("time") or self.now_ms())), "symbol": fill["coin"], "type": pos_type,
-            "action": action, "price": px, "size": sz, "notional": px * sz,
-            "reason": "manual" if via == "orphan" else "late_fill", "confidence": None,
-            "pnl": float(fill.get("closedPnl") or 0.0), "fee_usd": fee, "fee_token": fill.get("feeToken", "USDC"),
-            "fee_rate": fee / (px * sz) if px * sz else 0.0, "leverage": intent.leverage,
-            "meta_json": {"mode": self.mode, "source": source, "intent_id": intent.intent_id, "matched_via": via,
-                          "cloid": fill.get("cloid"), "oid": fill.get("oid"), "exchange_fill": fill},
-            "fill_hash": str(fill["hash"]), "fill_tid": int(fill["tid"]),
-        })
+
+
+def exchange_trade_row(conn, intent: Intent, fill: dict, *, via: str, source: str, mode: str,
+                       reason: str | None = None, now_ms: int = 0) -> int:
+    """The `trades` row of an exchange fill the order path did not record (reason: manual for an
+    orphan, late_fill otherwise, or the caller's)."""
+    pos_type, action = fill_action(fill)
+    px, sz, fee = float(fill["px"]), float(fill["sz"]), float(fill.get("fee") or 0.0)
+    return insert_trade(conn, {
+        "timestamp": iso_utc(int(fill.get("time") or now_ms)), "symbol": fill["coin"], "type": pos_type,
+        "action": action, "price": px, "size": sz, "notional": px * sz,
+        "reason": reason or ("manual" if via == "orphan" else "late_fill"), "confidence": None,
+        "pnl": float(fill.get("closedPnl") or 0.0), "fee_usd": fee, "fee_token": fill.get("feeToken", "USDC"),
+        "fee_rate": fee / (px * sz) if px * sz else 0.0, "leverage": intent.leverage,
+        "meta_json": {"mode": mode, "source": source, "intent_id": intent.intent_id, "matched_via": via,
+                      "cloid": fill.get("cloid"), "oid": fill.get("oid"), "exchange_fill": fill},
+        "fill_hash": str(fill["hash"]), "fill_tid": int(fill["tid"]),
+    })
 
 
 def _well_formed(fill: dict) -> bool:

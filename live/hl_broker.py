@@ -28,6 +28,7 @@ MIN_NOTIONAL_RULE = "Order must have minimum value of $10"
 MAINNET_URL = "https://api.hyperliquid.xyz"
 MAX_PERP_DECIMALS = 6
 MAX_SIG_FIGS = 5
+TRIGGER_SLIPPAGE = 0.10  # a market trigger's worst fill price, as Hyperliquid's market TP/SL
 
 
 class OrderRefused(ValueError):
@@ -237,13 +238,51 @@ class HyperliquidBroker:
     def submit(self, symbol: str, is_buy: bool, size: float, limit_px: float, *, reduce_only: bool,
                cloid: str, tif: str = "Ioc") -> OrderResult:
         """Send one limit order. Network trouble becomes UNKNOWN (never retried here)."""
-        from hyperliquid.utils.error import ClientError, ServerError
         from hyperliquid.utils.types import Cloid
+
+        return self._write(lambda x: x.order(symbol, is_buy, size, limit_px, {"limit": {"tif": tif}},
+                                             reduce_only=reduce_only, cloid=Cloid(cloid)), limit_px, size)
+
+    # ---- resting reduce-only trigger orders (live/protection.py)
+    def trigger_limit_px(self, symbol: str, is_buy: bool, trigger_px: float) -> float:
+        """The worst price a market trigger may fill at: TRIGGER_SLIPPAGE beyond its trigger."""
+        px = trigger_px * (1 + TRIGGER_SLIPPAGE if is_buy else 1 - TRIGGER_SLIPPAGE)
+        return round_price(px, self.sz_decimals(symbol), up=is_buy)
+
+    def place_trigger(self, symbol: str, is_buy: bool, size: float, trigger_px: float, *, tpsl: str,
+                      cloid: str) -> OrderResult:
+        """A reduce-only market trigger order ({"trigger": {"triggerPx", "isMarket": true, "tpsl"}}):
+        it rests on the exchange and becomes a market order when the mark crosses trigger_px."""
+        from hyperliquid.utils.types import Cloid
+
+        limit_px = self.trigger_limit_px(symbol, is_buy, trigger_px)
+        kind = {"trigger": {"triggerPx": trigger_px, "isMarket": True, "tpsl": tpsl}}
+        return self._write(lambda x: x.order(symbol, is_buy, size, limit_px, kind, reduce_only=True,
+                                             cloid=Cloid(cloid)), limit_px, size)
+
+    def modify_trigger(self, symbol: str, is_buy: bool, size: float, trigger_px: float, *, tpsl: str,
+                       cloid: str) -> OrderResult:
+        """Move / resize our trigger order in place, addressed by its cloid (batchModify); the
+        exchange answers with the replacement's new oid, the cloid stays."""
+        from hyperliquid.utils.types import Cloid
+
+        limit_px = self.trigger_limit_px(symbol, is_buy, trigger_px)
+        kind = {"trigger": {"triggerPx": trigger_px, "isMarket": True, "tpsl": tpsl}}
+        return self._write(lambda x: x.modify_order(Cloid(cloid), symbol, is_buy, size, limit_px, kind,
+                                                    reduce_only=True, cloid=Cloid(cloid)), limit_px, size)
+
+    def trigger_orders(self) -> list[dict]:
+        """The account's resting trigger orders (frontendOpenOrders: triggerPx, orderType, reduceOnly)."""
+        orders = self._read(lambda: self.info.frontend_open_orders(self.address), "frontendOpenOrders")
+        return [o for o in orders if o.get("isTrigger")]
+
+    def _write(self, send: Callable, limit_px: float, size: float) -> OrderResult:
+        """One signed write, classified; network trouble is UNKNOWN (the OMS asks by cloid)."""
+        from hyperliquid.utils.error import ClientError, ServerError
 
         exchange = self.exchange  # built (meta read, retried) before the send: its failure sends nothing
         try:
-            resp = exchange.order(symbol, is_buy, size, limit_px, {"limit": {"tif": tif}},
-                                       reduce_only=reduce_only, cloid=Cloid(cloid))
+            resp = send(exchange)
         except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
             return OrderResult("UNKNOWN", error=self._clean(f"{type(exc).__name__}: {exc}"), limit_px=limit_px,
                                size=size)
@@ -262,8 +301,15 @@ class HyperliquidBroker:
     def cancel_by_cloid(self, symbol: str, cloid: str) -> tuple[bool, str]:
         from hyperliquid.utils.types import Cloid
 
+        return self._cancel(lambda: self.exchange.cancel_by_cloid(symbol, Cloid(cloid)))
+
+    def cancel_oid(self, symbol: str, oid: int) -> tuple[bool, str]:
+        """Cancel an order by exchange oid (one without a cloid of ours: flat_now --live)."""
+        return self._cancel(lambda: self.exchange.cancel(symbol, int(oid)))
+
+    def _cancel(self, send: Callable) -> tuple[bool, str]:
         try:
-            resp = self.exchange.cancel_by_cloid(symbol, Cloid(cloid))
+            resp = send()
         except Exception as exc:  # reported by the caller as a reconcile event
             return False, self._clean(f"{type(exc).__name__}: {exc}")
         if isinstance(resp, dict) and resp.get("status") == "ok":

@@ -268,8 +268,8 @@ class Oms:
     def has_intents_for_bar(self, decision_ts_ms: int) -> bool:
         """Any intent (other than a WOULD of dry_live) decided on this bar: a crash may have left its
         fills unrecorded, so the bar must be re-run through the executor, not just warmed."""
-        row = self.conn.execute("SELECT 1 FROM oms_intents WHERE decision_ts_ms = ? AND status != 'WOULD' LIMIT 1",
-                                (int(decision_ts_ms),)).fetchone()
+        row = self.conn.execute("SELECT 1 FROM oms_intents WHERE decision_ts_ms = ? AND status != 'WOULD' "
+                                "AND action != 'PROTECT' LIMIT 1", (int(decision_ts_ms),)).fetchone()
         return row is not None
 
     def get(self, intent_id: str) -> Intent | None:

@@ -4,7 +4,8 @@ On start it resolves what a crash left open (UNKNOWN intents by asking the excha
 cloid; NEW intents whose bar is no longer tradeable are expired — a NEW intent whose bar is still
 tradeable is left to the daemon, which re-runs that bar and sends it then: either way it is
 resolved once). Every `reconcile_secs` it records the account's open orders in oms_open_orders,
-cancels our stale ones (cloid prefix ours, first seen longer ago than the stale limit) by cloid
+cancels our stale ones (cloid prefix ours, first seen longer ago than the stale limit; never the
+resting protective orders of live/protection.py) by cloid
 through risk.allow_cancel, and compares positions with clearinghouseState. Every action is a row
 in oms_reconcile_events.
 
@@ -80,6 +81,8 @@ class Reconciler:
             if not self.cancel_stale or not is_our_cloid(cloid, self.oms.prefix):
                 continue
             intent = self.oms.by_cloid(cloid)
+            if intent is not None and intent.action == "PROTECT":
+                continue  # resting on purpose: live/protection.py keeps and cancels those
             limit = self.stale_ms if intent is not None else self.unknown_stale_ms
             if now - first_seen >= limit:
                 self._cancel(order, intent)

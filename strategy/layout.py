@@ -191,7 +191,10 @@ R = enumeration("R", (
     ("signal", 1), ("pyramid", 2), ("stop_loss", 3), ("trailing_stop", 4), ("take_profit_partial", 5),
     ("take_profit", 6), ("trend_flip", 7), ("rsi_overextension", 8), ("end_of_data", 9), ("funding", 10),
     ("breakeven_stop", 11), ("system", 12), ("trend_exhaustion", 13), ("ema_macro_breakdown", 14),
-    ("stagnation", 15), ("tsme", 16), ("mmde", 17), ("signal_flip", 18), ("funding_headwind", 19),
+    ("stagnation", 15), ("tsme", 16), ("mmde", 17), ("signal_flip", 18),
+    # live only: the exchange's resting protective stop closed the position (live/protection.py)
+    ("protective_stop", 19),
+    ("funding_headwind", 20),
 ))
 
 ACT_OPEN, ACT_ADD, ACT_REDUCE, ACT_CLOSE, ACT_FUNDING = ACT.OPEN, ACT.ADD, ACT.REDUCE, ACT.CLOSE, ACT.FUNDING

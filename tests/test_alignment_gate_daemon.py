@@ -52,6 +52,9 @@ def test_faithful_paper_trader_passes_from_its_checkpoint(traded):
     report = json.loads(Path(blocker["report_path"]).read_text())
     assert report["state_source"] == "engine_checkpoint"
     assert report["matched"] == report["live_fills"] > 10
+    ex = report["exit_alignment"]   # paper == replay: every exit at the replay's time and price
+    assert ex["ok"] and ex["matched"] == ex["exits_total"] > 0
+    assert ex["delay_ms"] == {"median": 0.0, "worst": 0.0} and ex["adverse_bps"] == {"median": 0.0, "worst": 0.0}
 
 
 def test_a_doctored_fill_blocks_releases(traded):

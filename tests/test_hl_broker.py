@@ -161,6 +161,11 @@ def test_flat_now_live_closes_every_position_and_keeps_the_kill_file(sandbox, tm
     x.market_open("BTC", True, 0.05)
     x.market_open("ETH", False, 0.5)
     assert set(ex.positions(wallet.address)) == {"BTC", "ETH"}
+    sl = {"trigger": {"isMarket": True, "triggerPx": 28_000.0, "tpsl": "sl"}}
+    x.order("BTC", False, 0.05, 25_200.0, sl, reduce_only=True)         # the protective stops rest
+    x.order("ETH", True, 0.5, 2_420.0, {"trigger": {"isMarket": True, "triggerPx": 2_200.0, "tpsl": "sl"}},
+            reduce_only=True)
+    assert len(ex.open_orders(wallet.address)) == 2
     secrets = secrets_file(tmp_path / "s.json", hexkey(wallet), wallet.address)
     kill = tmp_path / "kill"
     env = {"AI_QUANT_SECRETS_PATH": str(secrets), "AI_QUANT_HL_BASE_URL": ex.base_url}
@@ -172,5 +177,35 @@ def test_flat_now_live_closes_every_position_and_keeps_the_kill_file(sandbox, tm
     assert ex.positions(wallet.address) == {}
     assert kill.read_text() == "close_only\n"
     assert "live_closed=2" in done.stderr and hexkey(wallet) not in done.stderr + done.stdout
+    assert ex.open_orders(wallet.address) == [] and done.stderr.count("Stop Market") == 2   # cancelled, said
     closes = [f for f in ex.fills(wallet.address) if f["dir"].startswith("Close")]
     assert {f["coin"] for f in closes} == {"BTC", "ETH"}
+
+
+def test_trigger_orders_placed_modified_listed_and_cancelled_through_the_sdk(sandbox, tmp_path):
+    """The broker's resting reduce-only trigger orders: place (market on trigger, worst price 10 %
+    beyond), list (frontendOpenOrders), modify by cloid (new oid, same cloid), cancel by cloid / oid."""
+    from hyperliquid.exchange import Exchange
+
+    ex, wallet = sandbox
+    Exchange(wallet, ex.base_url).market_open("BTC", True, 0.02)
+    broker = HyperliquidBroker(ex.base_url, load_secrets(secrets_file(tmp_path / "s.json", hexkey(wallet),
+                                                                       wallet.address)))
+    cloid = "0x" + "12" * 16
+    res = broker.place_trigger("BTC", False, 0.02, 29_000.0, tpsl="sl", cloid=cloid)
+    assert res.status == "RESTING" and res.limit_px == 26_100.0
+    listed, = broker.trigger_orders()
+    assert (listed["oid"], listed["triggerPx"], listed["orderType"], listed["reduceOnly"], listed["cloid"]) == \
+        (res.oid, "29000.0", "Stop Market", True, cloid)
+    moved = broker.modify_trigger("BTC", False, 0.01, 29_300.0, tpsl="sl", cloid=cloid)
+    assert moved.status == "RESTING" and moved.oid != res.oid
+    listed, = broker.trigger_orders()
+    assert (listed["oid"], listed["triggerPx"], listed["sz"]) == (moved.oid, "29300.0", "0.01")
+    assert broker.order_status(cloid)["order"]["status"] == "open"
+    refused = broker.place_trigger("BTC", False, 0.02, 31_000.0, tpsl="sl", cloid="0x" + "34" * 16)
+    assert refused.status == "REJECTED" and refused.error == "Invalid TP/SL price."
+    assert broker.cancel_by_cloid("BTC", cloid) == (True, "success")
+    assert broker.trigger_orders() == []
+    again = broker.place_trigger("BTC", False, 0.02, 29_000.0, tpsl="sl", cloid="0x" + "56" * 16)
+    assert broker.cancel_oid("BTC", again.oid) == (True, "success")
+    assert broker.cancel_oid("BTC", again.oid)[0] is False

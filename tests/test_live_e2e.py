@@ -197,13 +197,20 @@ def test_live_daemon_trades_real_bars_and_agrees_with_the_exchange(tmp_path):
         rest = daemon.executor.execute(OrderRequest(symbol="BTC", action="OPEN", side="BUY", size=0.001,
                                                     notional=50.0, decision_ts_ms=bar_t, seq="gtc", tif="Gtc",
                                                     limit_px=50_000.0))
-        assert rest.status == "SENT" and len(world.ex.open_orders(world.wallet.address)) == 1
+        def limits() -> list[dict]:
+            return [o for o in world.ex.open_orders(world.wallet.address) if not o["isTrigger"]]
+
+        protective = [o for o in world.ex.open_orders(world.wallet.address) if o["isTrigger"]]
+        assert rest.status == "SENT" and len(limits()) == 1 and len(protective) == 1
         daemon.reconciler.run()
-        assert world.ex.open_orders(world.wallet.address) == []
+        assert limits() == []
         assert daemon.oms.get(rest.intent.intent_id).status == "CANCELLED"
+        # the position's resting protective stop is ours on purpose: never cancelled as stale
+        assert [o for o in world.ex.open_orders(world.wallet.address) if o["isTrigger"]] == protective
 
         conn = daemon.conn
-        statuses = dict(conn.execute("SELECT status, COUNT(*) FROM oms_intents GROUP BY status").fetchall())
+        statuses = dict(conn.execute("SELECT status, COUNT(*) FROM oms_intents WHERE action != 'PROTECT' "
+                                     "GROUP BY status").fetchall())
         assert statuses.get("PARTIAL", 0) >= 1 and statuses.get("FILLED", 0) >= 4
         assert statuses.get("REJECTED", 0) == 1 and statuses.get("CANCELLED", 0) == 1
         assert "NEW" not in statuses and "UNKNOWN" not in statuses

@@ -40,7 +40,7 @@ def test_submit_delayed_past_timeout_is_one_position_not_two(tmp_path):
         fills = world.ex.fills(world.wallet.address)
         assert len({f["oid"] for f in fills}) == 1
         conn = world.daemon.conn
-        rows = conn.execute("SELECT status, last_error FROM oms_intents").fetchall()
+        rows = conn.execute("SELECT status, last_error FROM oms_intents WHERE action != 'PROTECT'").fetchall()
         assert [r[0] for r in rows] == ["FILLED"] and "Timeout" in rows[0][1]
         events = [tuple(r) for r in conn.execute("SELECT kind, result FROM oms_reconcile_events")]
         assert events == [("RESOLVE_UNKNOWN", "FILLED")]
@@ -64,14 +64,14 @@ def test_killed_between_intent_and_send_then_restart_sends_once(tmp_path):
                 world.step()
         assert world.ex.fills(world.wallet.address) == []
         with sqlite3.connect(tmp_path / "live.db") as conn:
-            (status, cloid), = conn.execute("SELECT status, client_order_id FROM oms_intents").fetchall()
+            (status, cloid), = conn.execute("SELECT status, client_order_id FROM oms_intents WHERE action != 'PROTECT'").fetchall()
         assert status == "NEW"
         world.crash()
 
         restarted = world.start()  # same DB, same bar still tradeable: re-run, found by dedupe key, sent once
         fills = world.ex.fills(world.wallet.address)
         assert fills and {f["cloid"] for f in fills} == {cloid}
-        rows = restarted.conn.execute("SELECT status, client_order_id FROM oms_intents").fetchall()
+        rows = restarted.conn.execute("SELECT status, client_order_id FROM oms_intents WHERE action != 'PROTECT'").fetchall()
         assert [tuple(r) for r in rows] == [("FILLED", cloid)]
         assert [tuple(r) for r in restarted.conn.execute("SELECT kind, result FROM oms_reconcile_events")] == [
             ("RESOLVE_NEW", "send_now")]
@@ -96,7 +96,7 @@ def test_killed_intent_whose_bar_is_too_old_expires_on_restart(tmp_path):
         world.wall.advance(3 * 3600)  # down for three hours: the intent's bar is no longer tradeable
         restarted = world.start()
         assert world.ex.fills(world.wallet.address) == []
-        rows = restarted.conn.execute("SELECT status FROM oms_intents").fetchall()
+        rows = restarted.conn.execute("SELECT status FROM oms_intents WHERE action != 'PROTECT'").fetchall()
         assert [r[0] for r in rows] == ["EXPIRED"]
         assert restarted.conn.execute("SELECT COUNT(*) FROM audit_events WHERE event = 'INTENT_EXPIRED'").fetchone()[0] == 1
         agree(world)
@@ -151,10 +151,10 @@ def stale_window(tmp_path, *, stale: bool, bars: int = 60) -> tuple[list[tuple],
         time.sleep(0.35)
     daemon.loop_once()                   # stale loop 1 (no new bar); the next loop is strike 2: blocked
     assert daemon.ws_stale_strikes == int(stale) and not daemon.ws_entries_blocked
-    first = daemon.conn.execute("SELECT COUNT(*) FROM oms_intents").fetchone()[0]
+    first = daemon.conn.execute("SELECT COUNT(*) FROM oms_intents WHERE action != 'PROTECT'").fetchone()[0]
     for _ in range(bars):
         world.step()
-    rows = daemon.conn.execute("SELECT action, status FROM oms_intents ORDER BY rowid").fetchall()[first:]
+    rows = daemon.conn.execute("SELECT action, status FROM oms_intents WHERE action != 'PROTECT' ORDER BY rowid").fetchall()[first:]
     return [tuple(r) for r in rows], world
 
 

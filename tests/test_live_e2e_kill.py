@@ -83,7 +83,7 @@ def hold_next(ex, action: str, seconds: float) -> list[float]:
 
 def settled(world: LiveWorld, db: Path) -> bool:
     n_fills = len(world.ex.fills(world.wallet.address))
-    return (not db_rows(db, "SELECT 1 FROM oms_intents WHERE status IN ('NEW', 'UNKNOWN', 'SENT')")
+    return (not db_rows(db, "SELECT 1 FROM oms_intents WHERE action != 'PROTECT' AND status IN ('NEW', 'UNKNOWN', 'SENT')")
             and db_rows(db, "SELECT COUNT(*) FROM oms_fills") == [(n_fills,)]
             and db_rows(db, "SELECT COUNT(*) FROM trades") == [(n_fills,)])
 
@@ -123,7 +123,7 @@ def test_sigkill_after_a_committed_intent_then_restart_resolves_every_intent_onc
             assert child.alive() and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
         held_at = hold_next(world.ex, held, HOLD_S)           # the first order's path hangs in the exchange
-        wanted = f"SELECT intent_id FROM oms_intents WHERE status = '{status_at_kill}'"
+        wanted = f"SELECT intent_id FROM oms_intents WHERE action != 'PROTECT' AND status = '{status_at_kill}'"
         for _ in range(10):
             row = world.rows[world.next_bar]
             world.ex.advance(1)
@@ -144,7 +144,7 @@ def test_sigkill_after_a_committed_intent_then_restart_resolves_every_intent_onc
             time.sleep(0.005)
         child.kill9()
         assert time.monotonic() < held_at[0] + HOLD_S, "killed after the hold ended: the test machine is too slow"
-        (killed_cloid, killed_status), = db_rows(db, "SELECT client_order_id, status FROM oms_intents")
+        (killed_cloid, killed_status), = db_rows(db, "SELECT client_order_id, status FROM oms_intents WHERE action != 'PROTECT'")
         assert killed_status == status_at_kill
         time.sleep(max(0.0, held_at[0] + HOLD_S + 0.2 - time.monotonic()))  # the held request ends, nobody waits
 
@@ -176,7 +176,7 @@ def test_sigkill_after_a_committed_intent_then_restart_resolves_every_intent_onc
         by_cloid.setdefault(f["cloid"], set()).add(f["oid"])
     assert all(len(oids) == 1 for oids in by_cloid.values()), by_cloid   # never two orders for one cloid
     assert killed_cloid in by_cloid
-    statuses = db_rows(db, "SELECT status, client_order_id FROM oms_intents")
+    statuses = db_rows(db, "SELECT status, client_order_id FROM oms_intents WHERE action != 'PROTECT'")
     assert not [s for s, _ in statuses if s in ("NEW", "UNKNOWN", "SENT")], statuses
     assert [c for _, c in statuses].count(killed_cloid) == 1
     resolved = db_rows(db, "SELECT kind, result, client_order_id FROM oms_reconcile_events WHERE kind LIKE 'RESOLVE%'")

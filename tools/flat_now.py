@@ -195,7 +195,8 @@ def _close_one(conn: sqlite3.Connection, pos: dict, price: float | None, candles
 
 def flatten_live(*, secrets_path: Path, max_retries: int, slippage_pct: float, verify_sleep_s: float,
                  base_url: str | None = None, timeout_s: float = 10.0) -> tuple[int, dict[str, float]]:
-    """Reduce-only IOC close of every exchange position, retried, then verified.
+    """Reduce-only IOC close of every exchange position, retried, then its resting trigger orders
+    cancelled, then verified.
 
     Returns (positions closed, positions still open after verification). Ignores the live gates on
     purpose (flattening only reduces risk, and the operator typed --yes) but honours
@@ -238,6 +239,7 @@ def flatten_live(*, secrets_path: Path, max_retries: int, slippage_pct: float, v
                   f"{' (' + res.error + ')' if res.error else ''}", file=sys.stderr)
     if start:
         time.sleep(max(0.0, verify_sleep_s))
+    cancel_trigger_orders(broker, secrets.redact)
     try:
         remaining = broker.positions()
     except Exception as exc:
@@ -245,6 +247,26 @@ def flatten_live(*, secrets_path: Path, max_retries: int, slippage_pct: float, v
                                f"({secrets.redact(type(exc).__name__ + ': ' + str(exc))[:300]}); "
                                f"positions at the start: {', '.join(sorted(start)) or 'none'}") from None
     return len([c for c in start if c not in remaining]), remaining
+
+
+def cancel_trigger_orders(broker, redact) -> int:
+    """Cancel every resting trigger order of the account (the trader's protective stops and
+    targets, or anyone's): after the closes they guard nothing, and a stop left resting would open
+    nothing (reduce-only) but would confuse the next start. Cancelled after the closes, so the
+    positions stay protected while they are being closed. Returns how many were cancelled."""
+    try:
+        orders = broker.trigger_orders()
+    except Exception as exc:
+        print(f"live: cannot list trigger orders: {redact(type(exc).__name__ + ': ' + str(exc))[:300]}",
+              file=sys.stderr)
+        return 0
+    done = 0
+    for o in orders:
+        ok, text = broker.cancel_oid(o["coin"], int(o["oid"]))
+        done += ok
+        print(f"live: cancel {o['coin']} {o.get('orderType', 'trigger')} oid={o['oid']} "
+              f"trigger={o.get('triggerPx')}: {'cancelled' if ok else text}", file=sys.stderr)
+    return done
 
 
 def _confirm(yes: bool, what: str) -> None:

@@ -325,6 +325,31 @@ def enrich_positions(rows: list[dict[str, Any]], marks: dict[str, Any] | None) -
     return rows
 
 
+def protective_orders(conn: sqlite3.Connection) -> dict[str, list[dict[str, Any]]]:
+    """Per symbol, the protective trigger orders the live trader keeps resting (live/protection.py:
+    OMS intents of action PROTECT still open): role, trigger price, size, exchange oid. A DB without
+    the OMS tables (paper) has none."""
+    has = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'oms_intents'").fetchone()
+    if not has:
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    rows = conn.execute("SELECT symbol, requested_size, exchange_order_id, meta_json FROM oms_intents "
+                        "WHERE action = 'PROTECT' AND status IN ('SENT', 'PARTIAL') ORDER BY created_ts_ms")
+    for sym, size, oid, meta in rows:
+        m = json.loads(meta or "{}")
+        out.setdefault(sym, []).append({"role": m.get("role"), "trigger_px": finite(m.get("trigger_px")),
+                                        "size": finite(size), "oid": oid})
+    return out
+
+
+def mark_protection(rows: list[dict[str, Any]], orders: dict[str, list[dict[str, Any]]], mode: str) -> None:
+    """Each live position gets its resting protective orders and `unprotected` when it has none
+    (paper and dry_live rest nothing on an exchange: None)."""
+    for p in rows:
+        p["protection"] = orders.get(p["symbol"], []) if mode == "live" else None
+        p["unprotected"] = (not p["protection"]) if mode == "live" else None
+
+
 def data_lag(marks: dict[str, Any] | None, candles_db: Path | None, at_ms: int) -> list[dict[str, Any]]:
     """Per symbol: the close time of its newest bar and how old it is. From the trader's candle DB
     when the monitor is told where it is (AIQ_MONITOR_CANDLES_DB), else the last bar the engine
@@ -428,6 +453,10 @@ def banners(snap: dict[str, Any]) -> list[dict[str, str]]:
                                             f"(source {kill['source']})"})
     if snap.get("safe_mode"):
         out.append({"level": "bad", "text": "SAFE MODE: the trader only reduces risk"})
+    bare = [p["symbol"] for p in snap.get("open_positions", []) if p.get("unprotected")]
+    if bare:
+        out.append({"level": "bad", "text": f"UNPROTECTED: {', '.join(bare)} without a resting protective order "
+                                            "on the exchange"})
     if status != "up" and snap["db"]["status"] == STATUS_OK:
         age = snap["heartbeat"].get("age_s")
         text = {"stopped": "ENGINE STOPPED: the trader logged a clean stop",
@@ -500,6 +529,7 @@ class DeskReader:
         money = balance_and_drawdown(self.curve or BalanceCurve())
         status = engine_status(hb, stopped)
         open_pos = enrich_positions(_section(warnings, "positions", lambda: positions(conn), []), marks)
+        mark_protection(open_pos, _section(warnings, "oms_intents", lambda: protective_orders(conn), {}), self.mode)
         unrealised = sum(p["unrealised_pnl"] or 0.0 for p in open_pos)
         snap = {
             "mode": self.mode, "db": {"path": str(self.path), "status": STATUS_OK, "detail": ""}, "now_ms": at_ms,

@@ -33,6 +33,10 @@ ERR_REDUCE_ONLY = "Reduce only order would increase position."
 ERR_IOC = "Order could not immediately match against any resting orders."
 ERR_CANCEL = "Order was never placed, already canceled, or filled."
 ERR_TRIGGER = "Invalid TP/SL price."
+ERR_MODIFY = "Cannot modify canceled or filled order"
+# A market trigger executes as a market order whose worst price is this far from the trigger price
+# (Hyperliquid's market TP/SL use a 10% slippage tolerance); a thinner book fills what it can.
+MARKET_TRIGGER_SLIPPAGE = 0.10
 
 
 class VenueError(Exception):
@@ -95,7 +99,11 @@ class Venue:
 
     def book(self, coin: str) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         """(bids, asks) as (px, sz) best first, on valid ticks, from the current close."""
-        close = self.last_price(coin)
+        return self.book_at(coin, self.last_price(coin))
+
+    def book_at(self, coin: str, close: float) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """The synthetic book's shape around `close` (a triggered order meets the book where the
+        price crossed its trigger, not where the bar closed)."""
         if close <= 0:
             return [], []
         sd = self.spec(coin).sz_decimals
@@ -171,6 +179,9 @@ class Venue:
             order = self._validate(acct, w)
         except _Reject as rej:
             return {"error": str(rej)}
+        return self._admit(acct, order)
+
+    def _admit(self, acct: Account, order: Order) -> dict:
         self.orders[order.oid] = order
         if order.cloid:
             self.cloids[(acct.user, order.cloid)] = order.oid
@@ -318,6 +329,35 @@ class Venue:
             out.append("success")
         return out
 
+    def modify(self, user: str, modifies: Sequence[Mapping]) -> list:
+        """batchModify: each open order (by oid or cloid) is replaced by the new wire. As on
+        Hyperliquid the replacement is a new order with a new oid (the cloid carries over when the
+        new wire names none); an order no longer open answers ERR_MODIFY."""
+        acct = self.account(user)
+        out: list = []
+        for m in modifies:
+            ref = m.get("oid")
+            oid = self.cloids.get((acct.user, ref.lower())) if isinstance(ref, str) else ref
+            old = self.orders.get(oid) if isinstance(oid, int) else None
+            wire = m.get("order") if isinstance(m.get("order"), Mapping) else {}
+            if old is None or old.user != acct.user or old.oid not in self.open_oids or old.asset != wire.get("a"):
+                out.append({"error": ERR_MODIFY})
+                continue
+            if old.cloid and not wire.get("c"):
+                wire = {**wire, "c": old.cloid}
+            self._forget_cloid(old)  # the replacement may carry the same cloid
+            try:
+                order = self._validate(acct, wire)
+            except _Reject as rej:
+                if old.cloid:
+                    self.cloids[(acct.user, old.cloid)] = old.oid
+                out.append({"error": str(rej)})  # refused: the old order stands
+                continue
+            self._finish(old, "canceled")
+            placed = self._admit(acct, order)
+            out.append(placed)
+        return out
+
     def find_order(self, user: str, oid_or_cloid: int | str) -> Order | None:
         if isinstance(oid_or_cloid, str):
             oid = self.cloids.get((user.lower(), oid_or_cloid.lower()))
@@ -396,9 +436,11 @@ class Venue:
         return bar.t + self.path.interval_ms - 1
 
     def _run_triggers(self, coin: str, bar: Bar) -> None:
-        for oid in list(self.open_oids):
-            o = self.orders[oid]
-            if o.coin != coin or not o.is_trigger:
+        """A bar only says how far the price went, not in which order: stops fire before take-profits
+        (the replay's rule for a bar touching both) and, within a kind, the trigger nearer the open first."""
+        mine = [self.orders[oid] for oid in self.open_oids if self.orders[oid].coin == coin and self.orders[oid].is_trigger]
+        for o in sorted(mine, key=lambda o: (o.tpsl != "sl", abs(o.trigger_px - bar.o))):
+            if o.oid not in self.open_oids:
                 continue
             sell_side_hit = bar.l <= o.trigger_px if o.tpsl == "sl" else bar.h >= o.trigger_px
             buy_side_hit = bar.h >= o.trigger_px if o.tpsl == "sl" else bar.l <= o.trigger_px
@@ -409,12 +451,30 @@ class Venue:
                 self._finish(o, "reduceOnlyCanceled")
                 continue
             if o.is_market_trigger:
-                qty = round(self._reduce_cap(acct, o), self.spec(coin).sz_decimals)
-                fill = self._fill(acct, o, o.trigger_px, qty, crossed=True, time_ms=self._bar_close_ms(bar))
-                self.events.append(("fills", o.user, [fill]))
-                self._finish(o, "filled")
+                self._market_trigger(acct, o, bar)
             else:
                 o.trigger_px, o.tpsl = None, None  # now a plain resting limit order
+
+    def _market_trigger(self, acct: Account, o: Order, bar: Bar) -> None:
+        """A triggered market order takes the book where the price crossed the trigger (the bar's
+        open when it gapped through), down to MARKET_TRIGGER_SLIPPAGE from the trigger price; what
+        the book cannot fill within that is cancelled, as a market order's remainder is."""
+        falling = (o.tpsl == "sl") != o.is_buy  # a sell stop / buy take-profit fires on a fall
+        ref = min(bar.o, o.trigger_px) if falling else max(bar.o, o.trigger_px)
+        bids, asks = self.book_at(o.coin, ref)
+        cap = o.trigger_px * (1 + MARKET_TRIGGER_SLIPPAGE if o.is_buy else 1 - MARKET_TRIGGER_SLIPPAGE)
+        sd = self.spec(o.coin).sz_decimals
+        fills = []
+        for px, avail in asks if o.is_buy else bids:
+            if o.sz <= 0 or (px > cap if o.is_buy else px < cap):
+                break
+            qty = round(min(avail, self._reduce_cap(acct, o)), sd)
+            if qty <= 0:
+                break
+            fills.append(self._fill(acct, o, px, qty, crossed=True, time_ms=self._bar_close_ms(bar)))
+        if fills:
+            self.events.append(("fills", o.user, fills))
+        self._finish(o, "filled" if fills else "canceled")
 
     def _match_resting(self, coin: str, bar: Bar) -> None:
         for oid in list(self.open_oids):

@@ -96,6 +96,19 @@ class PricePath:
         i = bisect.bisect_left(times, t)
         return self.bars[coin][i] if i < len(times) and times[i] == t else None
 
+    def replace_future(self, coin: str, bar: Bar) -> None:
+        """Change a bar nobody has seen yet (a test moving the price: a crash through a stop). A
+        revealed bar is history and stays as it was."""
+        times = self._times.get(coin, [])
+        i = bisect.bisect_left(times, bar.t)
+        if i >= len(times) or times[i] != bar.t:
+            raise SandboxConfigError(f"{coin}: no bar at t={bar.t} to replace")
+        if bar.t <= self.now_bar_t:
+            raise SandboxConfigError(f"{coin}: bar t={bar.t} is already revealed")
+        if not (bar.l <= min(bar.o, bar.c) and bar.h >= max(bar.o, bar.c) and bar.l > 0):
+            raise SandboxConfigError(f"{coin}: bar t={bar.t} is not a valid OHLC bar")
+        self.bars[coin][i] = bar
+
     def step(self) -> int | None:
         """Reveal the next bar time; None at the end of the path."""
         if self.at_end():

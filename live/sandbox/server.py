@@ -150,6 +150,10 @@ class SandboxExchange:
         """Reveal n bars: resting orders fill, candles/mids/books and user events are pushed."""
         return self._call(lambda: self.venue.advance(n_bars))
 
+    def replace_bar(self, coin: str, t: int, o: float, h: float, low: float, c: float, v: float = 10.0) -> None:
+        """Move the price of a bar not revealed yet (tests: a crash through a resting stop)."""
+        self._call(lambda: self.venue.path.replace_future(coin, Bar(int(t), o, h, low, c, v)))
+
     def positions(self, user: str) -> dict[str, dict[str, float]]:
         def read() -> dict[str, dict[str, float]]:
             acct = self.venue.accounts.get(user.lower())
@@ -273,6 +277,9 @@ class SandboxExchange:
         if kind in ("cancel", "cancelByCloid"):
             statuses = v.cancel(user, _list(action.get("cancels")), by_cloid=kind == "cancelByCloid")
             return {"status": "ok", "response": {"type": "cancel", "data": {"statuses": statuses}}}
+        if kind == "batchModify":
+            statuses = v.modify(user, _list(action.get("modifies")))
+            return {"status": "ok", "response": {"type": "order", "data": {"statuses": statuses}}}
         if kind == "updateLeverage":
             v.update_leverage(user, action.get("asset"), bool(action.get("isCross", True)), action.get("leverage"))
             return {"status": "ok", "response": {"type": "default"}}

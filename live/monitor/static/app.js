@@ -165,6 +165,9 @@ function renderTables(s) {
     ["stop", num(r => r.stop)],
     ["to stop", (r) => ({ text: pct(r.stop_distance_pct), cls: r.stop_distance_pct !== null && r.stop_distance_pct < 1 ? "bad" : "" })],
     ["funding", cash(r => missing(r.funding_paid) ? null : -r.funding_paid)],
+    ["protective", (r) => r.protection === null || r.protection === undefined ? { text: "—", cls: "" }
+      : r.unprotected ? { text: "NONE", cls: "bad" }
+      : { text: r.protection.map(o => `${o.role} ${o.trigger_px} #${o.oid}`).join(", "), cls: "" }],
     ["notional", cash(r => r.notional)], ["adds", txt(r => r.adds_count)], ["lev", num(r => r.leverage, 3)],
     ["opened", txt(r => utc(r.open_time_ms))],
   ], s.open_positions, "no open positions");
