@@ -200,7 +200,8 @@ def local_rows(cap: int) -> int:
 
 
 def warps_per_block(cap: int) -> int:
-    """Warps sharing one block's 48 KB of staged feature rows: 4 up to cap 64, 2 at 128, 1 at 256."""
+    """Warps sharing one block's 48 KB of staged feature rows (NF = 27 doubles a symbol): 4 up to
+    cap 32, 3 at 64, 1 from 128 on."""
     return max(1, min(4, SHARED_BYTES_PER_BLOCK // (cap * NF * 8)))
 
 

@@ -61,6 +61,18 @@ def _vol_trend(ind, o, h, l, c, v, trend_n, sma_n):  # noqa: E741
     return (ind.vol_trend(v, trend_n, sma_n),)
 
 
+def _avg_atr(ind, o, h, l, c, v, atr_n, avg_n):  # noqa: E741
+    return (ind.avg_atr(h, l, c, atr_n, avg_n),)
+
+
+def _ema_slope(ind, o, h, l, c, v, ema_n, lag_n):  # noqa: E741
+    return (ind.ema_slope(c, ema_n, lag_n),)
+
+
+def _bar_count(ind, o, h, l, c, v):  # noqa: E741
+    return (ind.bar_count(c),)
+
+
 @dataclass(frozen=True)
 class IndicatorKind:
     name: str
@@ -73,7 +85,8 @@ KINDS: dict[str, IndicatorKind] = {k.name: k for k in (
     IndicatorKind("rsi", _rsi, 1), IndicatorKind("bollinger", _bollinger, 3),
     IndicatorKind("bb_width_avg", _bb_width_avg, 1), IndicatorKind("macd", _macd, 2),
     IndicatorKind("stoch_rsi", _stoch_rsi, 2), IndicatorKind("vol_sma", _vol_sma, 1),
-    IndicatorKind("vol_trend", _vol_trend, 1),
+    IndicatorKind("vol_trend", _vol_trend, 1), IndicatorKind("avg_atr", _avg_atr, 1),
+    IndicatorKind("ema_slope", _ema_slope, 1), IndicatorKind("bar_count", _bar_count, 1),
 )}
 
 # feature column -> (indicator kind, output index, window-vector columns forming the key).
@@ -99,6 +112,9 @@ FEATURE_SOURCES: dict[int, tuple[str, int, tuple[int, ...]]] = {
     F.F_STOCH_D: ("stoch_rsi", 1, (P.W_STOCH_RSI, P.W_STOCH_RSI, P.W_STOCH_S1, P.W_STOCH_S2)),
     F.F_VOL_SMA: ("vol_sma", 0, (P.W_VOL_SMA,)),
     F.F_VOL_TREND: ("vol_trend", 0, (P.W_VOL_TREND, P.W_VOL_SMA)),
+    F.F_AVG_ATR: ("avg_atr", 0, (P.W_ATR, P.W_AVG_ATR)),
+    F.F_EMA_SLOW_SLOPE: ("ema_slope", 0, (P.W_EMA_SLOW, P.W_EMA_SLOW_SLOPE)),
+    F.F_BAR_COUNT: ("bar_count", 0, ()),
 }
 CANDLE_ROWS = (F.F_OPEN, F.F_HIGH, F.F_LOW, F.F_CLOSE, F.F_VOLUME)  # pool rows 0..4
 

@@ -31,8 +31,7 @@ from strategy.config_schema import (
     MODE_ALIASES,
     MODE_NAMES,
     OVERLAY_KEYS,
-    PORTFOLIO_WIDE_KEYS,
-    PORTFOLIO_WIDE_MESSAGE,
+    GLOBAL_ONLY_KEYS,
     SYMBOL_SECTIONS,
     TOP_LEVEL_KEYS,
     GlobalConfig,
@@ -187,11 +186,14 @@ def _check_symbols(raw: Any, path: str, problems: list[Problem]) -> dict[str, di
             problems.append((f"{path}.{sym}", "symbol names must be text (quote it)"))
             continue
         clean = _check_section(value, "", f"{path}.{sym}", problems, only=SYMBOL_SECTIONS)
-        for key_path in PORTFOLIO_WIDE_KEYS:
-            section, _, key = key_path.partition(".")
-            if isinstance(clean.get(section), dict) and key in clean[section]:
-                del clean[section][key]
-                problems.append((f"{path}.{sym}.{key_path}", PORTFOLIO_WIDE_MESSAGE))
+        for key_path, why in GLOBAL_ONLY_KEYS.items():
+            *sections, key = key_path.split(".")
+            node = clean
+            for section in sections:
+                node = node.get(section) if isinstance(node, dict) else None
+            if isinstance(node, dict) and key in node:
+                del node[key]
+                problems.append((f"{path}.{sym}.{key_path}", why))
         out[sym] = clean
     return out
 
@@ -562,8 +564,8 @@ def _split_override(path: str, *, overlays: bool) -> tuple[str | None, str]:
         if parts[2] not in SYMBOL_SECTIONS:
             raise ValueError(f"cannot be set per symbol (only {', '.join(SYMBOL_SECTIONS)})")
         rel = ".".join(parts[2:])
-        if rel in PORTFOLIO_WIDE_KEYS:
-            raise ValueError(PORTFOLIO_WIDE_MESSAGE)
+        if rel in GLOBAL_ONLY_KEYS:
+            raise ValueError(GLOBAL_ONLY_KEYS[rel])
         return parts[1], rel
     return None, ".".join(parts)
 

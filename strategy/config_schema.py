@@ -46,33 +46,24 @@ PORTFOLIO_WIDE_KEYS: tuple[str, ...] = (
     "trade.max_open_positions", "trade.max_total_margin_pct", "trade.max_entry_orders_per_loop",
 )
 PORTFOLIO_WIDE_MESSAGE = "is a portfolio-wide cap (one limit over all symbols); set it under global.trade, not per symbol"
+# Indicator windows that the reference files under thresholds.entry: one window per run (the
+# indicators are computed once for every symbol), so they cannot be set per symbol either.
+WINDOW_KEYS_IN_THRESHOLDS: tuple[str, ...] = (
+    "thresholds.entry.ave_avg_atr_window", "thresholds.entry.slow_drift_slope_window",
+)
+WINDOW_GLOBAL_MESSAGE = "is an indicator window (one per run, for every symbol); set it under global, not per symbol"
+GLOBAL_ONLY_KEYS: dict[str, str] = {
+    **{k: PORTFOLIO_WIDE_MESSAGE for k in PORTFOLIO_WIDE_KEYS},
+    **{k: WINDOW_GLOBAL_MESSAGE for k in WINDOW_KEYS_IN_THRESHOLDS},
+}
 TOP_LEVEL_KEYS: tuple[str, ...] = ("global", "symbols", "live", "modes")
 OVERLAY_KEYS: tuple[str, ...] = ("global", "symbols")
 
 # Keys the earlier implementation had (spec/reference/strategy_overrides.reference.yaml) that
 # this version does not implement yet, by section path under `global`. A key listed here is
 # rejected with "not implemented" instead of "unknown", so nobody thinks it silently applies.
-REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {
-    "trade": frozenset(
-        """
-        """.split()
-    ),
-    "thresholds.entry": frozenset(
-        """
-        ave_enabled ave_atr_ratio_gt ave_adx_mult ave_avg_atr_window enable_pullback_entries
-        pullback_confidence pullback_min_adx pullback_rsi_long_min pullback_rsi_short_max
-        pullback_require_macd_sign enable_slow_drift_entries slow_drift_slope_window
-        slow_drift_min_slope_pct slow_drift_min_adx slow_drift_rsi_long_min
-        slow_drift_rsi_short_max slow_drift_require_macd_sign
-        """.split()
-    ),
-    "market_regime": frozenset(
-        """
-        enable_regime_filter enable_auto_reverse breadth_block_short_above
-        breadth_block_long_below auto_reverse_breadth_low auto_reverse_breadth_high
-        """.split()
-    ),
-}
+# Every key of the reference config acts now; the table stays for the next key that does not.
+REFERENCE_ONLY_KEYS: dict[str, frozenset[str]] = {}
 
 # Keys the reference's canonical backtester accepts and never reads (docs/STRATEGY.md, "Keys
 # accepted that do not act"): its live trader's keys (BBO fills, the regime gate), cooldowns in
@@ -202,6 +193,9 @@ class TradeConfig(_Section):
     rsi_exit_lb_hi_profit_low_conf: Percent100 = 0.0
     smart_exit_adx_exhaustion_lt: Percent100 = 0.0  # fallback exhaustion level (0 = off)
     smart_exit_adx_exhaustion_lt_low_conf: Percent100 = 0.0
+    # the funding-headwind exit on our real funding rates (ours: the reference's rule has no switch and
+    # never fires in its backtests, whose funding rate is 0; off keeps that behaviour)
+    enable_funding_headwind_exit: bool = False
     tsme_min_profit_atr: NonNeg = 1.0
     tsme_require_adx_slope_negative: bool = True
     block_exits_on_extreme_dev: bool = False
@@ -262,6 +256,28 @@ class EntryThresholds(_Section):
     btc_adx_override: Percent100 = 40.0
     high_conf_volume_mult: NonNeg = 2.5
     macd_hist_entry_mode: MacdMode = "accel"
+    # AVE: a volatile bar (ATR above ave_atr_ratio_gt x its mean over ave_avg_atr_window bars)
+    # needs ave_adx_mult x the minimum ADX (a multiple <= 0 counts as 1)
+    ave_enabled: bool = True
+    ave_atr_ratio_gt: NonNeg = 1.5
+    ave_adx_mult: float = 1.25
+    ave_avg_atr_window: Window = 50  # an indicator window (global only), not a parameter
+    # pullback continuation entries: the close crosses back over the fast EMA in the trend's direction
+    enable_pullback_entries: bool = False
+    pullback_confidence: Confidence = "low"
+    pullback_min_adx: Percent100 = 22.0
+    pullback_rsi_long_min: Percent100 = 50.0
+    pullback_rsi_short_max: Percent100 = 50.0
+    pullback_require_macd_sign: bool = True
+    # slow-drift entries: a slow EMA climbing (falling) at least slow_drift_min_slope_pct of the close
+    # over slow_drift_slope_window bars; always low confidence
+    enable_slow_drift_entries: bool = False
+    slow_drift_slope_window: Window = 20  # an indicator window (global only), not a parameter
+    slow_drift_min_slope_pct: NonNeg = 0.0006
+    slow_drift_min_adx: Percent100 = 10.0
+    slow_drift_rsi_long_min: Percent100 = 50.0
+    slow_drift_rsi_short_max: Percent100 = 50.0
+    slow_drift_require_macd_sign: bool = True
 
 
 class RangingThresholds(_Section):
@@ -307,7 +323,14 @@ class ThresholdsConfig(_Section):
 
 
 class MarketRegimeConfig(_Section):
-    """No core keys yet: every reference key here is reported as not implemented."""
+    """Breadth = the percentage of symbols whose previous bar had the fast EMA above the slow one."""
+
+    enable_regime_filter: bool = False  # no short above breadth_block_short_above, no long below ..._long_below
+    enable_auto_reverse: bool = False  # reverse every signal while auto_reverse_breadth_low <= breadth <= _high
+    breadth_block_short_above: Percent100 = 90.0
+    breadth_block_long_below: Percent100 = 10.0
+    auto_reverse_breadth_low: Percent100 = 10.0
+    auto_reverse_breadth_high: Percent100 = 90.0
 
 
 class EngineConfig(_Section):
@@ -318,6 +341,10 @@ class EngineConfig(_Section):
     # as the reference backtester does; touch: stops and targets fill at their level when the range
     # reaches it (at the open on a gap).
     exit_fill: ExitFill = "close"
+    # bars of its own a symbol must have (this one included) before it may enter or add; exits
+    # always run. 0 = only each indicator's own readiness; the reference's backtester waits 200
+    # (its `lookback`)
+    symbol_warmup_bars: Annotated[Count, Field(ge=0)] = 0
     signal_on_candle_close: bool = True
     loop_target_s: Positive = 5.0
     candle_close_grace_ms: Annotated[Count, Field(ge=0)] = 2000

@@ -24,7 +24,7 @@ F = declare("F", (
     ("rsi", "RSI(indicators.rsi_window)"),
     ("bb_upper", "upper Bollinger band"),
     ("bb_lower", "lower Bollinger band"),
-    ("bb_width", "Bollinger width (upper - lower) / middle"),
+    ("bb_width", "Bollinger width (upper - lower) / close"),
     ("bb_width_avg", "mean Bollinger width over indicators.bb_width_avg_window"),
     ("macd_hist", "MACD histogram"),
     ("macd_hist_prev", "MACD histogram of the previous bar"),
@@ -32,6 +32,9 @@ F = declare("F", (
     ("stoch_rsi_d", "stochastic RSI %D"),
     ("vol_sma", "SMA of the volume (indicators.vol_sma_window)"),
     ("vol_trend", "volume SMA minus its value indicators.vol_trend_window bars ago"),
+    ("avg_atr", "mean ATR over the last thresholds.entry.ave_avg_atr_window bars (the AVE rule)"),
+    ("ema_slow_slope", "(slow EMA - slow EMA thresholds.entry.slow_drift_slope_window bars before) / close"),
+    ("bar_count", "bars of the symbol so far, this one included (the per-symbol warm-up)"),
 ), globals(), "NF")
 # historical short names of two columns
 F.STOCH_K, F.STOCH_D = F.STOCH_RSI_K, F.STOCH_RSI_D

@@ -14,14 +14,21 @@ spec or this module differs from ``ta``:
   First ready bar (0-based, n = the window):
   EMA n-1 | ATR n-1 | RSI n-1 | ADX 2n-1 | +DI/-DI n | adx_slope 2n | Bollinger n-1 |
   bb_width_avg bb_n+avg_n-2 | macd_hist 33 | macd_hist_prev 34 |
-  stoch K rsi_n+n+s1-3 | stoch D rsi_n+n+s1+s2-4 | vol_sma n-1 | vol_trend max(n, trend_n)-1.
+  stoch K rsi_n+n+s1-3 | stoch D rsi_n+n+s1+s2-4 | vol_sma n-1 | vol_trend max(n, trend_n)-1 |
+  avg_atr atr_n+avg_n-2 | ema_slow_slope ema_n-1+lag_n | bar_count 0 (1, 2, 3, ...).
+* ``avg_atr`` = mean of the last ``thresholds.entry.ave_avg_atr_window`` ATRs (the reference's AVE
+  average; its ring buffer averages a partial window during warm-up, ours is NaN until full).
+* ``ema_slow_slope`` = (slow EMA now - slow EMA ``thresholds.entry.slow_drift_slope_window`` bars
+  before) / close now (the reference returns 0 while the history is short; ours is NaN, and the
+  kernel reads NaN as 0).
 * RSI is ready at bar n-1, not n: ta's ``diff().where(diff > 0, 0.0)`` turns the first bar's
   missing difference into a gain of 0 and a loss of 0, which seed the Wilder averages (the
   spec's "seeded at the first difference" is one bar later; we follow ta, values differ only
   in the first few dozen bars).
 * +DI/-DI are ready at bar n (the value ta's own ADX uses at that bar); ``ta.adx_pos/adx_neg``
   print 0.0 there and start at n+1 because of its loop bounds. From n+1 on they are equal.
-* ``bb_width`` = (upper - lower)/SMA, a fraction; ``ta``'s bollinger_wband is 100x that.
+* ``bb_width`` = (upper - lower)/close, a fraction, as the reference normalises it; ``ta``'s
+  bollinger_wband is 100 x (upper - lower)/SMA.
 * Bollinger sigma is the population std (ddof 0) computed two-pass over the window. A window
   of identical values has mean exactly that value (as pandas), so flat prices give width 0.
 * ``adx_slope`` = ADX - ADX of the previous bar (not in ta).
@@ -59,10 +66,13 @@ __all__ = [
     "VecFns",
     "adx",
     "atr",
+    "avg_atr",
+    "bar_count",
     "bb_width_avg",
     "bollinger",
     "compute_features",
     "ema",
+    "ema_slope",
     "macd_hist",
     "make_streaming",
     "make_vectorised",
@@ -89,7 +99,8 @@ def make_streaming(jit) -> StreamFns:
     return StreamFns(stream_state_len, fns.init, fns.update, fns.features_loop)
 
 
-VecFns = namedtuple("VecFns", "ema atr adx rsi bollinger bb_width_avg macd_hist stoch_rsi sma vol_trend")
+VecFns = namedtuple("VecFns", "ema atr adx rsi bollinger bb_width_avg macd_hist stoch_rsi sma vol_trend avg_atr "
+                               "ema_slope bar_count")
 
 
 def make_vectorised(jit) -> VecFns:
@@ -102,7 +113,8 @@ def make_vectorised(jit) -> VecFns:
     ``adx(h, l, c, n, scratch, adx, pos, neg, slope)``, ``rsi(c, n, scratch, out)``,
     ``bollinger(c, n, scratch, upper, lower, width)``, ``bb_width_avg(c, bb_n, avg_n, scratch,
     out)``, ``macd_hist(c, scratch, hist, hist_prev)``, ``stoch_rsi(c, rsi_n, n, s1, s2,
-    scratch, k, d)``, ``sma(x, n, scratch, out)``, ``vol_trend(v, trend_n, sma_n, scratch, out)``.
+    scratch, k, d)``, ``sma(x, n, scratch, out)``, ``vol_trend(v, trend_n, sma_n, scratch, out)``,
+    ``avg_atr(h, l, c, atr_n, avg_n, scratch, out)``, ``ema_slope(c, ema_n, lag_n, scratch, out)``.
     """
     f = J.build(jit)
     return VecFns(
@@ -116,6 +128,9 @@ def make_vectorised(jit) -> VecFns:
         f.stoch_loop,
         f.sma_loop,
         f.vol_trend_loop,
+        f.avg_atr_loop,
+        f.ema_slope_loop,
+        f.bar_count_loop,
     )
 
 
@@ -133,6 +148,8 @@ def scratch_len(name: str, *windows: int) -> int:
         "stoch_rsi": lambda: J.stoch_len(*w),
         "sma": lambda: J.sma_len(w[0]),
         "vol_trend": lambda: J.sma_len(w[1]) + J.sma_len(w[0]),
+        "avg_atr": lambda: J.ATR_LEN + J.sma_len(w[1]),
+        "ema_slope": lambda: J.EMA_LEN + J.sma_len(w[1] + 1),
     }
     return sizes[name]()
 
@@ -218,7 +235,7 @@ def rsi(c, n) -> np.ndarray:
 
 
 def bollinger(c, n):
-    """(upper, lower, width) with width = (upper - lower)/SMA."""
+    """(upper, lower, width) with width = (upper - lower)/close."""
     n = _window(n, "bollinger")
     c = _f64(c)
     outs = [np.empty_like(c) for _ in range(3)]
@@ -231,6 +248,34 @@ def bb_width_avg(c, bb_n, avg_n) -> np.ndarray:
     c = _f64(c)
     out = np.empty_like(c)
     VEC.bb_width_avg(c, bb_n, avg_n, _scratch("bb_width_avg", bb_n, avg_n), out)
+    return out
+
+
+def avg_atr(h, l, c, atr_n, avg_n) -> np.ndarray:  # noqa: E741
+    """Mean of the last ``avg_n`` ATR(atr_n) values (the reference's AVE average); NaN until
+    ``avg_n`` ATRs exist."""
+    atr_n, avg_n = _window(atr_n, "atr"), _window(avg_n, "avg_atr")
+    c = _f64(c)
+    out = np.empty_like(c)
+    VEC.avg_atr(_f64(h), _f64(l), c, atr_n, avg_n, _scratch("avg_atr", atr_n, avg_n), out)
+    return out
+
+
+def ema_slope(c, ema_n, lag_n) -> np.ndarray:
+    """(EMA(ema_n) now - EMA(ema_n) ``lag_n`` bars before) / close now (the reference's slow-drift
+    slope); NaN until both EMAs exist."""
+    ema_n, lag_n = _window(ema_n, "ema"), _window(lag_n, "ema_slope")
+    c = _f64(c)
+    out = np.empty_like(c)
+    VEC.ema_slope(c, ema_n, lag_n, _scratch("ema_slope", ema_n, lag_n), out)
+    return out
+
+
+def bar_count(c) -> np.ndarray:
+    """1, 2, 3, ...: the symbol's bars so far, this one included (over its valid bars)."""
+    c = _f64(c)
+    out = np.empty_like(c)
+    VEC.bar_count(c, out)
     return out
 
 

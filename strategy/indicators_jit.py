@@ -265,7 +265,8 @@ def sma_step(st, o, n, x):
 @jit_function
 def boll_step(st, o, n, c):
     # Bollinger(n, 2): mid = SMA, sigma = population std computed two-pass over the ring
-    # (no E[x^2]-E[x]^2 cancellation: prices can be ~5e-5). width = (upper-lower)/mid.
+    # (no E[x^2]-E[x]^2 cancellation: prices can be ~5e-5). width = (upper-lower)/close, the
+    # reference's normalisation (its analyze divides by the close, not by the middle band).
     # Block: [upper, lower, width] + ring block [count, closes...].
     r = o + 3
     cnt = ring_push(st, r, n, c)
@@ -287,8 +288,8 @@ def boll_step(st, o, n, c):
     upper = mid + 2.0 * sd
     lower = mid - 2.0 * sd
     width = NAN
-    if mid != 0.0:
-        width = (upper - lower) / mid
+    if c != 0.0:
+        width = (upper - lower) / c
     st[o + BB_UPPER_SLOT] = upper
     st[o + BB_LOWER_SLOT] = lower
     st[o + BB_WIDTH_SLOT] = width
@@ -344,6 +345,17 @@ def stoch_step(st, o, rsi_n, n, s1, s2, c):
 
 
 @jit_function
+def lag_diff_step(st, o, n, x, scale):
+    # (x - the x of n steps before) / scale: a ring block of n + 1 values; NaN until it is full,
+    # while either end is NaN, or when scale is not positive.
+    cnt = ring_push(st, o, n + 1, x)
+    if cnt < n + 1 or not scale > 0.0:
+        return NAN
+    oldest = st[o + 1 + int(cnt) % (n + 1)]
+    return (x - oldest) / scale
+
+
+@jit_function
 def vol_trend_of(sma_trend, sma_vol):
     if sma_trend != sma_trend or sma_vol != sma_vol:
         return NAN
@@ -361,7 +373,8 @@ O_ATR = O_EMA_MACRO + EMA_LEN
 O_ADX = O_ATR + ATR_LEN
 O_RSI = O_ADX + ADX_LEN
 O_MACD = O_RSI + RSI_LEN
-O_RINGS = O_MACD + MACD_LEN
+O_COUNT = O_MACD + MACD_LEN  # [bars seen]
+O_RINGS = O_COUNT + 1
 
 
 def stream_state_len(wv) -> int:
@@ -374,6 +387,8 @@ def stream_state_len(wv) -> int:
         + sma_len(w[P.W_VOL_SMA])
         + sma_len(w[P.W_VOL_TREND])
         + stoch_len(w[P.W_STOCH_RSI], w[P.W_STOCH_RSI], w[P.W_STOCH_S1], w[P.W_STOCH_S2])
+        + sma_len(w[P.W_AVG_ATR])
+        + sma_len(w[P.W_EMA_SLOW_SLOPE] + 1)
     )
 
 
@@ -400,20 +415,30 @@ def update(state, wv, o, h, lo, c, v, feat_row):
     o_vs = o_avg + 1 + n_avg
     o_vt = o_vs + 1 + n_vs
     o_st = o_vt + 1 + n_vt
+    n_aa = wv[P.W_AVG_ATR]
+    n_sl = wv[P.W_EMA_SLOW_SLOPE]
+    o_aa = o_st + 1 + RSI_LEN + (1 + n_st) + (1 + wv[P.W_STOCH_S1]) + (1 + wv[P.W_STOCH_S2])
+    o_sl = o_aa + 1 + n_aa
 
+    state[O_COUNT] += 1.0
+    feat_row[F.F_BAR_COUNT] = state[O_COUNT]
     feat_row[F.F_OPEN] = o
     feat_row[F.F_HIGH] = h
     feat_row[F.F_LOW] = lo
     feat_row[F.F_CLOSE] = c
     feat_row[F.F_VOLUME] = v
     feat_row[F.F_EMA_FAST] = ema_step(state, O_EMA_FAST, wv[P.W_EMA_FAST], c)
-    feat_row[F.F_EMA_SLOW] = ema_step(state, O_EMA_SLOW, wv[P.W_EMA_SLOW], c)
+    ema_slow = ema_step(state, O_EMA_SLOW, wv[P.W_EMA_SLOW], c)
+    feat_row[F.F_EMA_SLOW] = ema_slow
+    feat_row[F.F_EMA_SLOW_SLOPE] = lag_diff_step(state, o_sl, n_sl, ema_slow, c)
     feat_row[F.F_EMA_MACRO] = ema_step(state, O_EMA_MACRO, wv[P.W_EMA_MACRO], c)
     feat_row[F.F_ADX] = adx_step(state, O_ADX, wv[P.W_ADX], h, lo, c)
     feat_row[F.F_ADX_POS] = state[O_ADX + ADX_POS_SLOT]
     feat_row[F.F_ADX_NEG] = state[O_ADX + ADX_NEG_SLOT]
     feat_row[F.F_ADX_SLOPE] = state[O_ADX + ADX_SLOPE_SLOT]
-    feat_row[F.F_ATR] = atr_step(state, O_ATR, wv[P.W_ATR], h, lo, c)
+    atr = atr_step(state, O_ATR, wv[P.W_ATR], h, lo, c)
+    feat_row[F.F_ATR] = atr
+    feat_row[F.F_AVG_ATR] = sma_step(state, o_aa, n_aa, atr)
     feat_row[F.F_RSI] = rsi_step(state, O_RSI, wv[P.W_RSI], c)
     width = boll_step(state, o_bb, n_bb, c)
     feat_row[F.F_BB_UPPER] = state[o_bb + BB_UPPER_SLOT]
@@ -520,6 +545,28 @@ def vol_trend_loop(v, trend_n, sma_n, st, out):
     for t in range(v.shape[0]):
         vol_sma = sma_step(st, 0, sma_n, v[t])
         out[t] = vol_trend_of(sma_step(st, o_vt, trend_n, v[t]), vol_sma)
+
+
+@jit_function
+def bar_count_loop(c, out):
+    for t in range(c.shape[0]):
+        out[t] = t + 1.0
+
+
+@jit_function
+def avg_atr_loop(h, lo, c, atr_n, avg_n, st, out):
+    zero(st)
+    o_avg = ATR_LEN  # the average's ring follows the ATR block
+    for t in range(c.shape[0]):
+        out[t] = sma_step(st, o_avg, avg_n, atr_step(st, 0, atr_n, h[t], lo[t], c[t]))
+
+
+@jit_function
+def ema_slope_loop(c, ema_n, lag_n, st, out):
+    zero(st)
+    o_lag = EMA_LEN  # the lag ring follows the EMA block
+    for t in range(c.shape[0]):
+        out[t] = lag_diff_step(st, o_lag, lag_n, ema_step(st, 0, ema_n, c[t]), c[t])
 
 
 def build(jit) -> types.SimpleNamespace:

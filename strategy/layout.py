@@ -95,6 +95,10 @@ POS = declare("POS", (
                   "-1 skipped as a glitch): the smart exits at the main close run only on 0"),
     ("sub_missing", "an exit sub-bar of this main bar was missing while the position was open: the main close "
                     "also evaluates the main bar (1)"),
+    ("last_ema_fast", "the symbol's fast EMA at its last close; survives the close"),
+    ("prev_ema_fast", "the symbol's fast EMA before this bar's (pullback cross, breadth); survives the close"),
+    ("signal_adx_threshold", "the ADX this bar's entry signal had to clear (ranking -> the open)"),
+    ("funding_rate", "the symbol's funding rate per hour at its last settlement (0 = none yet); survives the close"),
 ), globals(), "NPOS")
 
 # --- account state: acct[NACCT]
@@ -201,6 +205,7 @@ R = enumeration("R", (
     ("stagnation", 15), ("tsme", 16), ("mmde", 17), ("signal_flip", 18),
     # live only: the exchange's resting protective stop closed the position (live/protection.py)
     ("protective_stop", 19),
+    ("funding_headwind", 20),
 ))
 
 ACT_OPEN, ACT_ADD, ACT_REDUCE, ACT_CLOSE, ACT_FUNDING = ACT.OPEN, ACT.ADD, ACT.REDUCE, ACT.CLOSE, ACT.FUNDING

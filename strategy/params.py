@@ -15,9 +15,11 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from strategy.config_schema import (
+    WINDOW_KEYS_IN_THRESHOLDS,
     EngineConfig,
     FiltersConfig,
     IndicatorsConfig,
+    MarketRegimeConfig,
     ThresholdsConfig,
     TradeConfig,
 )
@@ -42,20 +44,28 @@ def _schema_fields(model: type[BaseModel], prefix: str) -> tuple[tuple[str, obje
 PARAM_SPECS: tuple[tuple[str, object], ...] = (
     *_schema_fields(TradeConfig, "trade."),
     *_schema_fields(FiltersConfig, "filters."),
-    *_schema_fields(ThresholdsConfig, "thresholds."),
+    *((p, d) for p, d in _schema_fields(ThresholdsConfig, "thresholds.") if p not in WINDOW_KEYS_IN_THRESHOLDS),
+    *_schema_fields(MarketRegimeConfig, "market_regime."),
     # the one engine key a rule reads (the intervals choose the data, not a rule)
-    *((p, d) for p, d in _schema_fields(EngineConfig, "engine.") if p in ("engine.exit_fill",)),
+    *((p, d) for p, d in _schema_fields(EngineConfig, "engine.")
+      if p in ("engine.exit_fill", "engine.symbol_warmup_bars")),
 )
 
 # Indicator windows are not in the parameter vector: they select which precomputed indicator
 # arrays a candidate reads (sweep) or how streaming indicators are sized (engine).
-WINDOW_SPECS: tuple[tuple[str, int], ...] = _schema_fields(IndicatorsConfig, "indicators.")  # type: ignore[assignment]
+# Two windows the reference files under thresholds.entry (its AVE ATR average and its slow-drift
+# slope) follow the indicators section's windows.
+WINDOW_SPECS: tuple[tuple[str, int], ...] = (  # type: ignore[assignment]
+    *_schema_fields(IndicatorsConfig, "indicators."),
+    *((p, d) for p, d in _schema_fields(ThresholdsConfig, "thresholds.") if p in WINDOW_KEYS_IN_THRESHOLDS),
+)
 
 # Enumerations: YAML strings <-> kernel numbers (declared once, in strategy.layout).
 ENUMS: dict[str, dict[str, int]] = {
     "trade.add_min_confidence": CONF.CODES,
     "trade.entry_min_confidence": CONF.CODES,
     "thresholds.entry.macd_hist_entry_mode": MACD.CODES,
+    "thresholds.entry.pullback_confidence": CONF.CODES,
     "engine.exit_fill": EXIT_FILL.CODES,
 }
 
@@ -86,6 +96,7 @@ W = declare("W", tuple((name, path) for name, path in (
     ("bb_width_avg", "indicators.bb_width_avg_window"), ("vol_sma", "indicators.vol_sma_window"),
     ("vol_trend", "indicators.vol_trend_window"), ("stoch_rsi", "indicators.stoch_rsi_window"),
     ("stoch_s1", "indicators.stoch_rsi_smooth1"), ("stoch_s2", "indicators.stoch_rsi_smooth2"),
+    ("avg_atr", "thresholds.entry.ave_avg_atr_window"), ("ema_slow_slope", "thresholds.entry.slow_drift_slope_window"),
 )), globals(), "NW")
 assert W.MEANINGS and tuple(W.MEANINGS.values()) == WINDOW_PATHS, "W must follow WINDOW_SPECS"
 assert len(set(P.NAMES)) == NP, "two config paths map to one kernel name"

@@ -64,6 +64,7 @@ def test_pydantic_defaults_equal_param_and_window_specs():
         "loop_target_s": 5.0,
         "candle_close_grace_ms": 2000,
         "exit_fill": "close",
+        "symbol_warmup_bars": 0,
     }
     assert defaults["watchlist_exclude"] == []
 
@@ -133,7 +134,7 @@ def test_whole_floats_accepted_for_counts_and_ints_for_floats():
     assert cfg.get("trade.sl_atr_mult") == 3.0 and isinstance(cfg.get("trade.sl_atr_mult"), float)
 
 
-def test_reference_key_not_implemented_and_typo_suggestion():
+def test_reference_keys_act_and_typos_get_a_suggestion():
     probs = _problems(
         {
             "global": {
@@ -145,14 +146,30 @@ def test_reference_key_not_implemented_and_typo_suggestion():
             "symbolz": {},
         }
     )
-    not_impl = "known key of the reference strategy, not implemented in this version (remove it)"
-    assert ("global.thresholds.entry.enable_pullback_entries", not_impl) in probs
-    assert ("global.thresholds.entry.ave_enabled", not_impl) in probs
-    assert ("global.market_regime.enable_auto_reverse", not_impl) in probs
     assert ("global.trade.sl_atr_mul", "unknown key (did you mean sl_atr_mult?)") in probs
     assert ("global.filters.zzz", "unknown key") in probs
     assert ("symbolz", "unknown key (did you mean symbols?)") in probs
-    assert len(probs) == 6
+    assert len(probs) == 3  # the AVE, pullback and breadth keys of the reference load
+
+
+def test_a_reference_key_not_implemented_is_refused_by_name(monkeypatch):
+    """Every reference key acts today; the table still names any that does not (none is ignored)."""
+    from strategy import config_schema
+
+    monkeypatch.setitem(config_schema.REFERENCE_ONLY_KEYS, "thresholds.entry", frozenset({"future_rule"}))
+    probs = _problems({"global": {"thresholds": {"entry": {"future_rule": True}}}})
+    assert probs == [("global.thresholds.entry.future_rule",
+                      "known key of the reference strategy, not implemented in this version (remove it)")]
+
+
+def test_the_reference_windows_filed_under_thresholds_are_global_only():
+    probs = _problems({"symbols": {"ETH": {"thresholds": {"entry": {"ave_avg_atr_window": 40,
+                                                                    "slow_drift_slope_window": 10}}}}})
+    assert [p for p, _ in probs] == ["symbols.ETH.thresholds.entry.ave_avg_atr_window",
+                                     "symbols.ETH.thresholds.entry.slow_drift_slope_window"]
+    assert all("indicator window" in why for _, why in probs)
+    cfg = config_from_dict({"global": {"thresholds": {"entry": {"ave_avg_atr_window": 40}}}})
+    assert cfg.windows()[P.W_AVG_ATR] == 40 and cfg.windows()[P.W_EMA_SLOW_SLOPE] == 20
 
 
 def test_config_error_is_one_line_and_lists_all_problems():
@@ -416,7 +433,7 @@ def test_apply_overrides_rejects_bad_paths_and_values():
     cfg = config_from_dict({}, mode=NO_MODE)
     cases = {
         "trade.sl_atr_mul": "unknown key (did you mean sl_atr_mult?)",
-        "thresholds.entry.enable_pullback_entries": "not implemented in this version",
+        "symbols.BTC.thresholds.entry.slow_drift_slope_window": "is an indicator window",
         "symbols.BTC.indicators.adx_window": "cannot be set per symbol",
         "modes.flat.global.trade.leverage": "already applied",
         "trade.leverage": "must be <= 50 (got 80)",
@@ -438,7 +455,7 @@ def test_validate_override_path_checks_key_and_range_only():
     validate_override_path("live.symbols.BTC.trade.leverage", 3)
     validate_override_path("global.engine", {"interval": "30m", "entry_interval": "5m"})
     assert is_config_path("engine.interval") and is_config_path("global.thresholds.entry")
-    assert not is_config_path("thresholds.entry.enable_pullback_entries") and not is_config_path("modes.turbo.global.trade")
+    assert is_config_path("thresholds.entry.enable_pullback_entries") and not is_config_path("modes.turbo.global.trade")
     bad = [
         ("trade.sl_atr_mult", 0),
         ("trade.sl_atr_mul", 1.0),

@@ -78,6 +78,9 @@ def vectorised_columns(o, h, lo, c, v, wv) -> dict[int, np.ndarray]:
         F.F_STOCH_D: d,
         F.F_VOL_SMA: I.sma(v, w["vol_sma_window"]),
         F.F_VOL_TREND: I.vol_trend(v, w["vol_trend_window"], w["vol_sma_window"]),
+        F.F_AVG_ATR: I.avg_atr(h, lo, c, w["atr_window"], w["ave_avg_atr_window"]),
+        F.F_EMA_SLOW_SLOPE: I.ema_slope(c, w["ema_slow_window"], w["slow_drift_slope_window"]),
+        F.F_BAR_COUNT: np.arange(1.0, len(c) + 1.0),
     }
 
 
@@ -153,6 +156,9 @@ def first_ready(wv) -> dict[int, int]:
         F.F_STOCH_D: 2 * n_st + s1 + s2 - 4,
         F.F_VOL_SMA: w["vol_sma_window"] - 1,
         F.F_VOL_TREND: max(w["vol_sma_window"], w["vol_trend_window"]) - 1,
+        F.F_AVG_ATR: w["atr_window"] + w["ave_avg_atr_window"] - 2,
+        F.F_EMA_SLOW_SLOPE: w["ema_slow_window"] - 1 + w["slow_drift_slope_window"],
+        F.F_BAR_COUNT: 0,
     }
 
 
@@ -170,12 +176,13 @@ def test_warmup_defaults_exact_indices():
         {"adx_window": 5, "rsi_window": 3, "stoch_rsi_window": 7, "stoch_rsi_smooth1": 1},
         {"ema_fast_window": 1, "atr_window": 1, "bb_window": 2, "bb_width_avg_window": 1},
         {"vol_sma_window": 3, "vol_trend_window": 9, "stoch_rsi_smooth2": 6, "adx_window": 1},
+        {"atr_window": 3, "ave_avg_atr_window": 1, "ema_slow_window": 7, "slow_drift_slope_window": 1},
     ],
 )
 def test_warmup_custom_exact_indices(over):
     wv = DEFAULT_WV.copy()
     for key, n in over.items():
-        wv[P.WINDOW_PATHS.index(f"indicators.{key}")] = n
+        wv[[p.split(".")[-1] for p in P.WINDOW_PATHS].index(key)] = n
     _check_warmup(wv, first_ready(wv))
 
 
@@ -207,7 +214,7 @@ def test_bad_windows_are_one_clear_error():
     bad[P.W_BB] = 0
     with pytest.raises(ValueError, match="indicators.bb_window must be >= 1"):
         I.compute_features(o, h, lo, c, v, bad)
-    with pytest.raises(ValueError, match="13 entries"):
+    with pytest.raises(ValueError, match=f"{P.NW} entries"):
         I.compute_features(o, h, lo, c, v, DEFAULT_WV[:5])
 
 
@@ -222,7 +229,31 @@ def test_state_len_covers_every_block():
     for t in range(300):
         I.STREAM.update(state[:L], wv, o[t], h[t], lo[t], c[t], v[t], row)
     assert (state[L:] == 7.0).all()
-    assert L == 34 + (4 + 20) + 31 + 21 + 6 + (1 + 4 + 15 + 4 + 4)
+    assert L == 35 + (4 + 20) + 31 + 21 + 6 + (1 + 4 + 15 + 4 + 4) + 51 + 22
+
+
+@settings(max_examples=60, deadline=None)
+@given(nbar=st.integers(1, 120), atr_n=st.integers(1, 20), avg_n=st.integers(1, 30), ema_n=st.integers(1, 30),
+       lag_n=st.integers(1, 30), seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([5e-5, 1.0, 30_000.0]))
+def test_avg_atr_and_slow_ema_slope_follow_their_definitions(nbar, atr_n, avg_n, ema_n, lag_n, seed, scale):
+    """avg_atr[t] = the mean of ATR[t - avg_n + 1 .. t] (NaN while any is missing); the slope[t] =
+    (EMA[t] - EMA[t - lag_n]) / close[t] (NaN while EMA[t - lag_n] is missing) -- the reference's
+    AVE average and slow-drift slope, checked against numpy on the vectorised ATR and EMA."""
+    o, h, lo, c, v = random_bars(np.random.default_rng(seed), nbar, scale)
+    atr = I.atr(h, lo, c, atr_n)
+    avg = I.avg_atr(h, lo, c, atr_n, avg_n)
+    ema = I.ema(c, ema_n)
+    slope = I.ema_slope(c, ema_n, lag_n)
+    for t in range(nbar):
+        window = atr[max(0, t - avg_n + 1): t + 1]
+        if t + 1 < avg_n or np.isnan(window).any():
+            assert np.isnan(avg[t])
+        else:
+            assert avg[t] == pytest.approx(window.mean(), rel=1e-12)
+        if t < lag_n or np.isnan(ema[t - lag_n]):
+            assert np.isnan(slope[t])
+        else:
+            assert slope[t] == pytest.approx((ema[t] - ema[t - lag_n]) / c[t], rel=1e-9, abs=1e-300)
 
 
 def test_speed_50_symbols_10k_bars():
@@ -293,6 +324,7 @@ def test_cuda_device_build_matches_cpu(tmp_path):
     arrays["valid"] = rng.random((nsym, nbar)) > 0.1
     wv = DEFAULT_WV.copy()
     wv[P.W_EMA_MACRO], wv[P.W_EMA_SLOW] = 30, 12  # ready inside 60 bars
+    wv[P.W_AVG_ATR], wv[P.W_EMA_SLOW_SLOPE] = 20, 10
     np.savez(tmp_path / "in.npz", **arrays)
     script = tmp_path / "cudasim_run.py"
     script.write_text(CUDASIM_SCRIPT)

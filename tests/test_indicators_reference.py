@@ -54,7 +54,9 @@ def _ta_reference(o, h, lo, c, v, wv) -> dict[int, np.ndarray]:
     w = {path.split(".")[-1]: int(n) for path, n in zip(P.WINDOW_PATHS, wv, strict=True)}
     adx = ta.trend.ADXIndicator(hs, ls, cs, w["adx_window"])
     bb = ta.volatility.BollingerBands(cs, w["bb_window"], 2)
-    width = (bb.bollinger_hband() - bb.bollinger_lband()) / bb.bollinger_mavg()
+    width = (bb.bollinger_hband() - bb.bollinger_lband()) / cs  # the reference normalises by the close
+    atr = ta.volatility.AverageTrueRange(hs, ls, cs, w["atr_window"]).average_true_range()
+    ema_slow = ta.trend.ema_indicator(cs, w["ema_slow_window"])
     stoch = ta.momentum.StochRSIIndicator(
         cs, w["stoch_rsi_window"], w["stoch_rsi_smooth1"], w["stoch_rsi_smooth2"]
     )
@@ -64,13 +66,15 @@ def _ta_reference(o, h, lo, c, v, wv) -> dict[int, np.ndarray]:
     vol_fast = vs.rolling(w["vol_trend_window"]).mean()
     ref = {
         F.F_EMA_FAST: ta.trend.ema_indicator(cs, w["ema_fast_window"]),
-        F.F_EMA_SLOW: ta.trend.ema_indicator(cs, w["ema_slow_window"]),
+        F.F_EMA_SLOW: ema_slow,
         F.F_EMA_MACRO: ta.trend.ema_indicator(cs, w["ema_macro_window"]),
         F.F_ADX: adx_line,
         F.F_ADX_POS: adx.adx_pos(),
         F.F_ADX_NEG: adx.adx_neg(),
         F.F_ADX_SLOPE: adx_line.diff(),
-        F.F_ATR: ta.volatility.AverageTrueRange(hs, ls, cs, w["atr_window"]).average_true_range(),
+        F.F_ATR: atr,
+        F.F_AVG_ATR: atr.rolling(w["ave_avg_atr_window"]).mean(),
+        F.F_EMA_SLOW_SLOPE: (ema_slow - ema_slow.shift(w["slow_drift_slope_window"])) / cs,
         F.F_RSI: ta.momentum.RSIIndicator(cs, w["rsi_window"]).rsi(),
         F.F_BB_UPPER: bb.bollinger_hband(),
         F.F_BB_LOWER: bb.bollinger_lband(),
@@ -97,6 +101,7 @@ ABS_FLOOR = {
     F.F_BB_WIDTH_AVG: 1e-11,
     F.F_MACD_HIST: 1e-15,
     F.F_MACD_HIST_PREV: 1e-15,
+    F.F_EMA_SLOW_SLOPE: 1e-13,
 }
 
 
@@ -105,7 +110,8 @@ def _check_against_ta(o, h, lo, c, v, wv, label):
     ref = _ta_reference(o, h, lo, c, v, wv)
     # ~3 windows of warm-up (the macro EMA is exact from its first bar, so it does not count)
     stoch = wv[P.W_STOCH_RSI] * 2 + wv[P.W_STOCH_S1] + wv[P.W_STOCH_S2]
-    skip = 3 * int(max(2 * wv[P.W_ADX], wv[P.W_BB] + wv[P.W_BB_WIDTH_AVG], stoch, 34))
+    skip = 3 * int(max(2 * wv[P.W_ADX], wv[P.W_BB] + wv[P.W_BB_WIDTH_AVG], stoch, 34,
+                       wv[P.W_ATR] + wv[P.W_AVG_ATR], wv[P.W_EMA_SLOW] + wv[P.W_EMA_SLOW_SLOPE]))
     assert len(c) > skip + 250, label
     for col, r in ref.items():
         ours, want = feats[skip:, col], r[skip:]

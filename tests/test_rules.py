@@ -13,6 +13,7 @@ Common ground of every row, unless the row overrides it:
 - ``LONG_BAR``: a bar every entry gate admits for a long (EMA 20 above EMA 50, ADX 30 rising,
   RSI 60, MACD histogram growing, volume above its SMA and rising: medium confidence);
   ``SHORT_BAR`` is its mirror for a short; ``QUIET``: a long-trend bar nothing fires on;
+- the ATR equals its 50-bar mean (no AVE) and the slow EMA's slope is 0 (no slow drift);
 - ``HELD_LONG``: a long of 10 ETH at 100 with an entry ATR of 2, opened long ago, so its stop is at
   96, its partial take-profit at 102 (70 %) and its take-profit at 112.
 """
@@ -43,7 +44,8 @@ LONG_BAR = {
     "ema_fast": 99.0, "ema_slow": 98.0, "ema_macro": 95.0, "adx": 30.0, "adx_pos": 25.0, "adx_neg": 15.0,
     "adx_slope": 1.0, "atr": 2.0, "rsi": 60.0, "bb_upper": 105.0, "bb_lower": 95.0, "bb_width": 0.1,
     "bb_width_avg": 0.1, "macd_hist": 0.5, "macd_hist_prev": 0.4, "stoch_rsi_k": 0.5, "stoch_rsi_d": 0.5,
-    "vol_sma": 900.0, "vol_trend": 1.0,
+    "vol_sma": 900.0, "vol_trend": 1.0, "avg_atr": 2.0, "ema_slow_slope": 0.0,
+    "bar_count": 1000.0,
 }
 SHORT_BAR = {**LONG_BAR, "ema_fast": 101.0, "ema_slow": 102.0, "ema_macro": 105.0, "rsi": 40.0,
              "macd_hist": -0.5, "macd_hist_prev": -0.4}
@@ -403,7 +405,7 @@ CLOSE_EXITS = [
 
 # The stop recomputed on every close from the average entry (sl_atr_mult 2 x ATR 2 = 4 below 100),
 # the trailing distance modifiers and the partial take-profit rules (reference §4 items 4, 5, 8).
-ADD_AVG = (10 * 100.0 + 500.0) / (10 + 500.0 / 101.5)  # HELD_LONG after a 500-notional add at 101.5
+ADD_AVG = (10 * 100.0 + 750.0) / (10 + 750.0 / 101.5)  # HELD_LONG after a 750-notional add at 101.5
 STOPS_AND_TARGETS = [
     Row("stop: ADX falling and the long underwater tighten the stop x0.8 (to 96.8): a close at 96.7 stops out",
         bars({**QUIET, "adx_slope": -0.5, "low": 96.5, "close": 96.7}), (closes(0, "stop_loss", 96.7),),
@@ -634,10 +636,32 @@ RANKING = [
         bars({"close": 100.9, "high": 101.0}), (), start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True}}),
     Row("add: at max_adds_per_symbol no further add", bars({"close": 101.5, "high": 101.8}), (),
         start=({**HELD_LONG, "adds_count": 2},), config={"trade": {"enable_pyramiding": True}}),
-    Row("add: an add is add_fraction_of_base_margin (0.5) of the opening margin (200) at the position's "
-        "leverage (5): notional 500",
-        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=500.0 / 101.5),),
+    Row("add: an add's margin is the balance (10,000) x allocation_pct (3 %) x add_fraction_of_base_margin "
+        "(0.5) = 150, at the position's leverage (5): notional 750",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=750.0 / 101.5),),
         start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True}}),
+    Row("add: the add's size ignores the confidence multiple of dynamic sizing: still notional 750",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=750.0 / 101.5),),
+        start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True, "enable_dynamic_sizing": True}}),
+    Row("add: an add under min_notional_usd is bumped to it (allocation_pct 0.0001: notional 2.5 -> 10)",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=10.0 / 101.5),),
+        start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True, "allocation_pct": 0.0001}}),
+    Row("add: without bump_to_min_notional an add under the minimum is skipped",
+        bars({"close": 101.5, "high": 101.8}), (), start=(HELD_LONG,),
+        config={"trade": {"enable_pyramiding": True, "allocation_pct": 0.0001, "bump_to_min_notional": False}}),
+    Row("add: refused, not scaled down, when its margin (150) would take the margin in use (200) over "
+        "max_total_margin_pct (3.4 % of 10,000 = 340)",
+        bars({"close": 101.5, "high": 101.8}), (), start=(HELD_LONG,),
+        config={"trade": {"enable_pyramiding": True, "max_total_margin_pct": 0.034}}),
+    Row("add: a margin exactly filling the cap (200 + 150 = 3.5 % of 10,000) is allowed",
+        bars({"close": 101.5, "high": 101.8}), (Fill(0, "ADD", "pyramid", 101.5, size=750.0 / 101.5),),
+        start=(HELD_LONG,), config={"trade": {"enable_pyramiding": True, "max_total_margin_pct": 0.035}}),
+    Row("add: adds come before new positions, in symbol order: the held BBB's add (ADX 31) takes the room a "
+        "higher-ranked new AAA signal (ADX 35) would have needed",
+        bars({"AAA": {"adx": 35.0}, "BBB": {"close": 101.5, "high": 101.8, "adx": 31.0}}),
+        (Fill(0, "ADD", "pyramid", 101.5, symbol="BBB", size=750.0 / 101.5),), symbols=("AAA", "BBB"),
+        start=({**HELD_LONG, "symbol": "BBB"},),
+        config={"trade": {"enable_pyramiding": True, "max_total_margin_pct": 0.035}}),
 ]
 
 # --------------------------------------------------------------------------------------- funding
@@ -672,7 +696,211 @@ def test_taker_fee_is_charged_on_every_fill_notional():
     assert acct[A.FEES] == pytest.approx(4.5e-4 * 15 * (100.1 + 95.0 * (1 - 0.5e-4)), rel=1e-12)
 
 
-TABLE = ENTRY_GATES + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + SMART_EXITS + EXITS + RANKING + FUNDING + COSTS
+# ------------------------------------------------------ AVE, pullback and slow-drift entries, breadth
+# AVE (reference §4 item 7): the effective min ADX is min_adx, capped at 25 while ADX rises faster
+# than 0.5 a bar (TMC), times ave_adx_mult (1.25) when ATR / its 50-bar mean > ave_atr_ratio_gt (1.5).
+VOLATILE = {"atr": 3.2, "avg_atr": 2.0}  # ATR 1.6 x its mean
+AVE = [
+    Row("AVE: on a volatile bar (ATR 1.6 x its mean) a long needs ADX above 22 x 1.25 = 27.5: ADX 27 refuses",
+        bars({**VOLATILE, "adx": 27.0}), ()),
+    Row("AVE: on the volatile bar ADX 27.6 admits", bars({**VOLATILE, "adx": 27.6}), (opens(0),)),
+    Row("AVE: ATR exactly ave_atr_ratio_gt (1.5) x its mean is not volatile: ADX 23 admits",
+        bars({"atr": 3.0, "avg_atr": 2.0, "adx": 23.0}), (opens(0),)),
+    Row("AVE: with ave_enabled off the volatile bar needs only min_adx: ADX 23 admits",
+        bars({**VOLATILE, "adx": 23.0}), (opens(0),), config={"thresholds": {"entry": {"ave_enabled": False}}}),
+    Row("AVE: an ave_adx_mult <= 0 counts as 1: ADX 23 admits on the volatile bar",
+        bars({**VOLATILE, "adx": 23.0}), (opens(0),), config={"thresholds": {"entry": {"ave_adx_mult": 0.0}}}),
+    Row("AVE: while the ATR mean is not known yet the bar is not volatile: ADX 23 admits",
+        bars({"atr": 3.2, "avg_atr": math.nan, "adx": 23.0}), (opens(0),)),
+    Row("AVE after TMC: min_adx 30 capped at 25 (ADX slope 1), x1.25 = 31.25 on a volatile bar: ADX 31 refuses",
+        bars({**VOLATILE, "adx": 31.0}), (), config={"thresholds": {"entry": {"min_adx": 30.0}}}),
+    Row("AVE: the long keeps 27.5 as its trend-exhaustion level: ADX 27 on the next bar closes it",
+        bars({**VOLATILE, "adx": 28.0}, {**QUIET, "adx": 27.0}),
+        (opens(0), closes(1, "trend_exhaustion", 100.0))),
+]
+
+# Pullback continuation (reference B16): tried when the standard entry gives nothing; the close
+# crosses the fast EMA (99) in the trend's direction. Bar 0 closes at 98.5, under the fast EMA;
+# bar 1 closes at 100 with a decelerating MACD histogram (0.4 after 0.5), so the standard entry refuses.
+PULLBACK = {"thresholds": {"entry": {"enable_pullback_entries": True}}}
+UNDER_FAST = {**QUIET, "close": 98.5, "low": 98.2}
+DECEL = {"macd_hist": 0.4, "macd_hist_prev": 0.5}
+OVER_FAST_SHORT = {**SHORT_BAR, "adx": 10.0, "close": 101.5, "high": 101.8}
+DECEL_SHORT = {"macd_hist": -0.4, "macd_hist_prev": -0.5}
+PULLBACKS = [
+    Row("pullback: the close crossing back above the fast EMA in an up-trend opens a low-confidence long "
+        "(leverage_low 1: notional 300) where the standard entry refuses",
+        bars(UNDER_FAST, DECEL), (opens(1, size=3.0),), config=PULLBACK),
+    Row("pullback: off by default, the same bars open nothing", bars(UNDER_FAST, DECEL), ()),
+    Row("pullback: no cross (the previous close 99.5 already above the previous fast EMA) opens nothing",
+        bars({**QUIET, "close": 99.5}, DECEL), (), config=PULLBACK),
+    Row("pullback: a previous close exactly at the previous fast EMA counts as under it (a cross)",
+        bars({**QUIET, "close": 99.0, "low": 98.8}, DECEL), (opens(1, size=3.0),), config=PULLBACK),
+    Row("pullback: ADX under pullback_min_adx (22) refuses", bars(UNDER_FAST, {**DECEL, "adx": 21.9}), (),
+        config=PULLBACK),
+    Row("pullback: ADX at pullback_min_adx admits (at least, not above)",
+        bars(UNDER_FAST, {**DECEL, "adx": 22.0}), (opens(1, size=3.0),), config=PULLBACK),
+    Row("pullback: RSI under pullback_rsi_long_min (50) refuses a long", bars(UNDER_FAST, {**DECEL, "rsi": 49.9}),
+        (), config=PULLBACK),
+    Row("pullback: the fast EMA under the slow one (no alignment) refuses",
+        bars(UNDER_FAST, {**DECEL, "ema_slow": 99.5}), (), config=PULLBACK),
+    Row("pullback: with pullback_require_macd_sign a negative histogram refuses (SSF off)",
+        bars(UNDER_FAST, {"macd_hist": -0.1, "macd_hist_prev": 0.0}), (),
+        config=deep_merge(PULLBACK, {"trade": {"enable_ssf_filter": False}})),
+    Row("pullback: without pullback_require_macd_sign a negative histogram admits (SSF off)",
+        bars(UNDER_FAST, {"macd_hist": -0.1, "macd_hist_prev": 0.0}), (opens(1, size=3.0),),
+        config=deep_merge(PULLBACK, {"trade": {"enable_ssf_filter": False},
+                                     "thresholds": {"entry": {"pullback_require_macd_sign": False}}})),
+    Row("pullback: an extended close (4.2 % from the fast EMA) refuses",
+        bars({**QUIET, "close": 95.0, "low": 94.8, "ema_fast": 96.0, "ema_slow": 90.0},
+             {**DECEL, "ema_fast": 96.0, "ema_slow": 90.0}), (), config=PULLBACK),
+    Row("pullback: pullback_confidence medium opens at leverage_medium (5): notional 1,500",
+        bars(UNDER_FAST, DECEL), (opens(1, size=15.0),),
+        config=deep_merge(PULLBACK, {"thresholds": {"entry": {"pullback_confidence": "medium"}}})),
+    Row("pullback: the mirror, the close crossing back under the fast EMA in a down-trend, opens a short",
+        bars(OVER_FAST_SHORT, DECEL_SHORT), (opens(1, side="SHORT", size=3.0),), base=SHORT_BAR, config=PULLBACK),
+    Row("pullback: RSI above pullback_rsi_short_max (50) refuses a short",
+        bars(OVER_FAST_SHORT, {**DECEL_SHORT, "rsi": 50.1}), (), base=SHORT_BAR, config=PULLBACK),
+    Row("pullback: the long keeps pullback_min_adx (25 here) as its exhaustion level: ADX 24.5 closes it",
+        bars(UNDER_FAST, {**DECEL, "adx": 26.0}, {**DECEL, "adx": 24.5}),
+        (opens(1, size=3.0), closes(2, "trend_exhaustion", 100.0)),
+        config=deep_merge(PULLBACK, {"thresholds": {"entry": {"pullback_min_adx": 25.0}}})),
+]
+
+# Slow drift (reference B17, B8): ADX 15 is under min_adx (22), so the standard entry refuses; the
+# slow EMA's slope over slow_drift_slope_window bars is 0.001 of the close (>= 0.0006).
+DRIFT = {"thresholds": {"entry": {"enable_slow_drift_entries": True}}}
+DRIFT_BAR = {"adx": 15.0, "ema_slow_slope": 0.001}
+SLOW_DRIFT = [
+    Row("slow drift: an aligned trend with the close above the slow EMA and the slope >= 0.0006 opens a "
+        "low-confidence long (notional 300)", bars(DRIFT_BAR), (opens(0, size=3.0),), config=DRIFT),
+    Row("slow drift: off by default the same bar opens nothing", bars(DRIFT_BAR), ()),
+    Row("slow drift: a slope under slow_drift_min_slope_pct refuses", bars({**DRIFT_BAR, "ema_slow_slope": 0.0005}),
+        (), config=DRIFT),
+    Row("slow drift: a slope not known yet (a short history) counts as 0 and refuses",
+        bars({**DRIFT_BAR, "ema_slow_slope": math.nan}), (), config=DRIFT),
+    Row("slow drift: ADX under slow_drift_min_adx (10) refuses", bars({**DRIFT_BAR, "adx": 9.9}), (), config=DRIFT),
+    Row("slow drift: the close under the slow EMA refuses a long",
+        bars({**DRIFT_BAR, "close": 97.5, "low": 97.2, "ema_fast": 98.5}), (), config=DRIFT),
+    Row("slow drift: RSI under slow_drift_rsi_long_min (50) refuses", bars({**DRIFT_BAR, "rsi": 49.0}), (),
+        config=DRIFT),
+    Row("slow drift: with slow_drift_require_macd_sign a negative histogram refuses (SSF off)",
+        bars({**DRIFT_BAR, "macd_hist": -0.1}), (),
+        config=deep_merge(DRIFT, {"trade": {"enable_ssf_filter": False}})),
+    Row("slow drift: the mirror (slope -0.001, close under the slow EMA) opens a short",
+        bars({"adx": 15.0, "ema_slow_slope": -0.001}), (opens(0, side="SHORT", size=3.0),), base=SHORT_BAR,
+        config=DRIFT),
+    Row("slow drift: a rising slope does not open a short", bars({"adx": 15.0, "ema_slow_slope": 0.001}), (),
+        base=SHORT_BAR, config=DRIFT),
+    Row("slow drift: the long keeps slow_drift_min_adx (10) as its exhaustion level: ADX 12 keeps it",
+        bars(DRIFT_BAR, {**DRIFT_BAR, "adx": 12.0}), (opens(0, size=3.0),), config=DRIFT),
+    Row("slow drift: ADX 9.5 on the next bar closes it (trend exhaustion)",
+        bars(DRIFT_BAR, {**DRIFT_BAR, "adx": 9.5}), (opens(0, size=3.0), closes(1, "trend_exhaustion", 100.0)),
+        config=DRIFT),
+    Row("ranging cleared by slow drift (B8): two ranging votes refuse a standard long without slow drift",
+        bars({"adx": 20.0, "bb_width": 0.07, "ema_slow_slope": 0.001}), (),
+        config={"thresholds": {"entry": {"min_adx": 15.0}}}),
+    Row("ranging cleared by slow drift (B8): with slow-drift entries on and |slope| >= 0.0006 the market is not "
+        "ranging: the standard (medium) long enters",
+        bars({"adx": 20.0, "bb_width": 0.07, "ema_slow_slope": -0.001}), (opens(0, size=15.0),),
+        config=deep_merge(DRIFT, {"thresholds": {"entry": {"min_adx": 15.0}}})),
+    Row("ranging cleared by slow drift (B8): a flatter slope (0.0005) leaves it ranging",
+        bars({"adx": 20.0, "bb_width": 0.07, "ema_slow_slope": 0.0005}), (),
+        config=deep_merge(DRIFT, {"thresholds": {"entry": {"min_adx": 15.0}}})),
+]
+
+# Breadth (reference B19): the percentage of symbols whose previous bar had the fast EMA above the
+# slow one; 50 when no symbol's EMAs were known on its previous bar.
+REGIME = {"market_regime": {"enable_regime_filter": True}}
+AUTO = {"market_regime": {"enable_auto_reverse": True}, "trade": {"enable_ssf_filter": False}}
+BEARISH_QUIET = {**SHORT_BAR, "adx": 10.0}
+BREADTH = [
+    Row("regime filter: no long while breadth is under breadth_block_long_below (0 % < 10)",
+        bars(BEARISH_QUIET, LONG_BAR), (), config=REGIME),
+    Row("regime filter: off, the same long opens", bars(BEARISH_QUIET, LONG_BAR), (opens(1),)),
+    Row("regime filter: no short while breadth is above breadth_block_short_above (100 % > 90)",
+        bars(QUIET, SHORT_BAR), (), config=REGIME),
+    Row("regime filter: breadth exactly at breadth_block_short_above (50 % of two) does not block a short",
+        bars({"ETH": QUIET, "SOL": BEARISH_QUIET}, {"ETH": SHORT_BAR, "SOL": BEARISH_QUIET}),
+        (opens(1, side="SHORT"),), symbols=("ETH", "SOL"),
+        config=deep_merge(REGIME, {"market_regime": {"breadth_block_short_above": 50.0}})),
+    Row("regime filter: breadth counts only symbols whose EMAs were known: SOL without a bar leaves 100 % > 50",
+        bars({"ETH": QUIET, "SOL": MISSING}, {"ETH": SHORT_BAR, "SOL": MISSING}), (), symbols=("ETH", "SOL"),
+        config=deep_merge(REGIME, {"market_regime": {"breadth_block_short_above": 50.0}})),
+    Row("regime filter: breadth reads the previous bar: a bullish previous bar blocks a short though the "
+        "EMAs turned now", bars(QUIET, SHORT_BAR), (), config=REGIME),
+    Row("regime filter: with no EMAs known yet breadth is 50: under breadth_block_long_below 60 a long is refused",
+        bars(LONG_BAR), (), config=deep_merge(REGIME, {"market_regime": {"breadth_block_long_below": 60.0}})),
+    Row("auto-reverse: while auto_reverse_breadth_low <= breadth (50) <= high a long signal opens a short",
+        bars(LONG_BAR), (opens(0, side="SHORT"),), config=AUTO),
+    Row("auto-reverse: above auto_reverse_breadth_high (100 % > 90) the long is followed",
+        bars(QUIET, LONG_BAR), (opens(1),), config=AUTO),
+    Row("auto-reverse decides instead of reverse_entry_signal: at 100 % the long stays a long",
+        bars(QUIET, LONG_BAR), (opens(1),), config=deep_merge(AUTO, {"trade": {"reverse_entry_signal": True}})),
+    Row("auto-reverse: the breadth limits are inclusive (breadth 100 with auto_reverse_breadth_high 100 reverses)",
+        bars(QUIET, LONG_BAR), (opens(1, side="SHORT"),),
+        config=deep_merge(AUTO, {"market_regime": {"auto_reverse_breadth_high": 100.0}})),
+    Row("regime filter reads the reversed side: auto-reversed to a short at breadth 50, over "
+        "breadth_block_short_above 40, nothing opens",
+        bars(LONG_BAR), (), config=deep_merge(AUTO, {"market_regime": {"enable_regime_filter": True,
+                                                                        "breadth_block_short_above": 40.0}})),
+]
+
+# The funding-headwind exit (reference F14; its rate is ours: the symbol's last settlement per hour).
+# HELD_LONG is held for 100 h: its level decays to the 0.35 floor, x1.5 for the histogram moving with
+# it (at least 0.5) = 0.525, x1.3 for the close above the macro EMA = 0.6825 ATR = 1.365 below 100.
+HEADWIND = {"trade": {"enable_funding_headwind_exit": True}}
+FRESH_LONG = {**HELD_LONG, "open_time_ms": T0 + H}  # opened at bar 0's close time: held 0 h on bar 0
+NO_BOOST = {**QUIET, "macd_hist": 0.4, "macd_hist_prev": 0.5, "ema_macro": 101.0}  # no momentum, no macro
+FUNDING_HEADWIND = [
+    Row("funding headwind: a long paying 0.02 %/h, 0.75 ATR underwater (over its 0.68 ATR level) closes at "
+        "the close", bars({**QUIET, "low": 98.3, "close": 98.5}), (closes(0, "funding_headwind", 98.5),),
+        start=(HELD_LONG,), funding=(0.0002,), config=HEADWIND),
+    Row("funding headwind: 0.65 ATR underwater (under 0.68) keeps the long",
+        bars({**QUIET, "low": 98.5, "close": 98.7}), (), start=(HELD_LONG,), funding=(0.0002,), config=HEADWIND),
+    Row("funding headwind: off by default, 0.75 ATR underwater keeps the long",
+        bars({**QUIET, "low": 98.3, "close": 98.5}), (), start=(HELD_LONG,), funding=(0.0002,)),
+    Row("funding headwind: a long receiving funding (a negative rate) is not in a headwind",
+        bars({**QUIET, "low": 98.3, "close": 98.5}), (), start=(HELD_LONG,), funding=(-0.0002,), config=HEADWIND),
+    Row("funding headwind: a short paying a negative rate, 0.75 ATR underwater, closes",
+        bars({**BEARISH_QUIET, "high": 101.7, "close": 101.5}), (closes(0, "funding_headwind", 101.5, side="SHORT"),),
+        start=({**HELD_LONG, "side": "SHORT"},), funding=(-0.0002,), config=HEADWIND, base=SHORT_BAR),
+    Row("funding headwind: a bar without a settlement keeps the last rate: the long closes on bar 1",
+        bars(QUIET, {**QUIET, "low": 98.3, "close": 98.5}), (closes(1, "funding_headwind", 98.5),),
+        start=(HELD_LONG,), funding=(0.0002, 0.0), config=HEADWIND),
+    Row("funding headwind: a long in profit is never closed by it", bars({**QUIET, "close": 100.5}), (),
+        start=(HELD_LONG,), funding=(0.002,), config=HEADWIND),
+    Row("funding headwind: a fresh long (held 0 h) at a rate above 0.01 %/h has the ladder's first level, 0.15 "
+        "ATR: 0.2 ATR underwater closes it", bars({**NO_BOOST, "low": 99.5, "close": 99.6}),
+        (closes(0, "funding_headwind", 99.6),), start=(FRESH_LONG,), funding=(0.00011,), config=HEADWIND),
+    Row("funding headwind: at 0.003 %/h the fresh long's level is 0.60 ATR: 0.2 ATR underwater keeps it",
+        bars({**NO_BOOST, "low": 99.5, "close": 99.6}), (), start=(FRESH_LONG,), funding=(0.00003,), config=HEADWIND),
+    Row("funding headwind: at 0.003 %/h, 0.65 ATR underwater (over 0.60) closes the fresh long",
+        bars({**NO_BOOST, "low": 98.6, "close": 98.7}), (closes(0, "funding_headwind", 98.7),), start=(FRESH_LONG,),
+        funding=(0.00003,), config=HEADWIND),
+    Row("funding headwind: ADX falling shrinks the level x0.75 (0.60 -> 0.45): 0.5 ATR underwater closes it",
+        bars({**NO_BOOST, "adx_slope": -0.5, "low": 98.9, "close": 99.0}), (closes(0, "funding_headwind", 99.0),),
+        start=(FRESH_LONG,), funding=(0.00003,), config=HEADWIND),
+]
+
+# The per-symbol warm-up (reference A13): a symbol enters only once it has had
+# engine.symbol_warmup_bars bars of its own, this one included; exits always run.
+WARMUP = {"engine": {"symbol_warmup_bars": 200}}
+SYMBOL_WARMUP = [
+    Row("warm-up: with symbol_warmup_bars 200, a symbol's 199th bar does not enter", bars({"bar_count": 199.0}), (),
+        config=WARMUP),
+    Row("warm-up: its 200th bar enters", bars({"bar_count": 200.0}), (opens(0),), config=WARMUP),
+    Row("warm-up: 0 (the default) leaves only each indicator's readiness: a symbol's 5th bar enters",
+        bars({"bar_count": 5.0}), (opens(0),)),
+    Row("warm-up: the symbols count their own bars: ETH's 300th bar enters while SOL's 150th does not",
+        bars({"ETH": {"bar_count": 300.0}, "SOL": {"bar_count": 150.0}}), (opens(0, symbol="ETH"),),
+        symbols=("ETH", "SOL"), config=WARMUP),
+    Row("warm-up: exits always run: a held long is stopped out on its symbol's 10th bar",
+        bars({**QUIET, "bar_count": 10.0, "low": 94.5, "close": 95.0}), (closes(0, "stop_loss", 95.0),),
+        start=(HELD_LONG,), config=WARMUP),
+]
+
+TABLE = ENTRY_GATES + AVE + SYMBOL_WARMUP + PULLBACKS + SLOW_DRIFT + BREADTH + CONFIDENCE + CLOSE_EXITS + STOPS_AND_TARGETS + SMART_EXITS + EXITS + RANKING + FUNDING + FUNDING_HEADWIND + COSTS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.rule for r in TABLE])

@@ -173,3 +173,89 @@ def test_window_axes_of_compound_indicators_match_replay(md, base):
                                     with_trades=False)
         assert row["total_trades"] == rep["total_trades"], row["overrides"]
         assert abs(row["total_pnl"] - rep["total_pnl"]) <= 1e-2, row["overrides"]
+
+
+# The rules of the reference's entry families and breadth (AVE with its own window, pullback and
+# slow-drift entries with a swept slope window, the regime filter and auto-reverse): cpu sweep ==
+# replay on the whole data, and cudasim == cpu on a slice.
+RULES_GRID = {
+    "axes": [
+        {"path": "thresholds.entry.enable_pullback_entries", "values": [True]},
+        {"path": "thresholds.entry.enable_slow_drift_entries", "values": [False, True]},
+        {"path": "thresholds.entry.slow_drift_slope_window", "values": [10, 20]},
+        {"path": "thresholds.entry.ave_avg_atr_window", "values": [30]},
+        {"path": "thresholds.entry.ave_atr_ratio_gt", "values": [1.1]},
+        {"path": "market_regime.enable_auto_reverse", "values": [False, True]},
+        {"path": "market_regime.enable_regime_filter", "values": [True]},
+        {"path": "market_regime.breadth_block_long_below", "values": [40.0]},
+        {"path": "market_regime.auto_reverse_breadth_low", "values": [30.0]},
+        {"path": "market_regime.auto_reverse_breadth_high", "values": [70.0]},
+        {"path": "trade.entry_min_confidence", "values": ["low"]},
+    ],
+    "lookback": 60,
+    "initial_balance": 10_000,
+}
+
+
+def test_entry_families_and_breadth_cpu_sweep_equals_replay(md, base):
+    import cpu_replay.api as cpu_replay
+    rows = run_sweep(base, parse_sweep_spec(RULES_GRID), md, None, backend="cpu", progress=False).rows
+    assert len(rows) == 8
+    initial = float(RULES_GRID["initial_balance"])
+    for row in rows:
+        cfg = apply_overrides(base, row["overrides"])
+        rep = cpu_replay.run_replay(cfg, md, initial_balance=initial, start_ms=int(md.times[RULES_GRID["lookback"]]),
+                                    with_trades=True)
+        assert row["total_trades"] == rep["total_trades"] > 0, row["overrides"]
+        for f in ("total_pnl", "total_fees", "final_balance"):
+            assert abs(row[f] - rep[f]) <= 1e-6 * initial, (f, row["overrides"])
+    # the rules act: the eight candidates do not all trade alike, and low-confidence entries occur
+    assert len({(r["total_trades"], round(r["total_pnl"], 6)) for r in rows}) >= 4
+    drift = apply_overrides(base, {k["path"]: k["values"][-1] for k in RULES_GRID["axes"]})
+    rep = cpu_replay.run_replay(drift, md, initial_balance=initial, start_ms=int(md.times[RULES_GRID["lookback"]]))
+    assert any(t["confidence"] == "low" for t in rep["trades"])
+
+
+def test_entry_families_and_breadth_cudasim_equals_cpu(md, base):
+    spec = {**RULES_GRID, "axes": [a if a["path"] != "market_regime.enable_auto_reverse" else {**a, "values": [True]}
+                                   for a in RULES_GRID["axes"]]}
+    spec["axes"] = [a if a["path"] != "thresholds.entry.slow_drift_slope_window" else {**a, "values": [10]}
+                    for a in spec["axes"]]
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT, str(DATA / "candles_1h.db"), str(SIM_BARS),
+                           json.dumps(spec)], capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sim_rows = {_key(r["overrides"]): r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
+    n = SIM_BARS
+    sliced = replace(md, times=md.times[:n], open=md.open[:, :n], high=md.high[:, :n], low=md.low[:, :n],
+                     close=md.close[:, :n], volume=md.volume[:, :n], valid=md.valid[:, :n])
+    cpu = run_sweep(base, parse_sweep_spec(spec), sliced, None, backend="cpu", progress=False).rows
+    assert len(cpu) == len(sim_rows) == 2
+    assert sum(r["total_trades"] for r in cpu) > 0
+    for row in cpu:
+        sim = sim_rows[_key(row["overrides"])]
+        assert sim["total_trades"] == row["total_trades"]
+        for f in ("total_pnl", "total_fees", "final_balance", "max_drawdown_pct"):
+            assert sim[f] == pytest.approx(row[f], rel=1e-9, abs=1e-9), f
+
+
+def test_funding_headwind_exit_on_real_funding_cpu_sweep_equals_replay(base):
+    """Hyperliquid's own candles and funding rates: with the funding-headwind exit on, the sweep
+    equals the replay and the exit fires; off (the default), it never does."""
+    import cpu_replay.api as cpu_replay
+    from marketdata.funding import funding_matrix
+    hl = DATA / "hyperliquid"
+    md = load_market_data(str(hl / "candles_1h.db"), "1h")
+    funding = funding_matrix(str(hl / "funding_rates.db"), md)
+    spec = {"axes": [{"path": "trade.enable_funding_headwind_exit", "values": [False, True]},
+                     {"path": "thresholds.entry.min_adx", "values": [15.0]}],
+            "lookback": 60, "initial_balance": 10_000}
+    rows = run_sweep(base, parse_sweep_spec(spec), md, funding, backend="cpu", progress=False).rows
+    reasons = {}
+    for row in rows:
+        cfg = apply_overrides(base, row["overrides"])
+        rep = cpu_replay.run_replay(cfg, md, funding=funding, start_ms=int(md.times[spec["lookback"]]))
+        assert row["total_trades"] == rep["total_trades"] > 0
+        assert abs(row["total_pnl"] - rep["total_pnl"]) <= 1e-2
+        reasons[row["overrides"]["trade.enable_funding_headwind_exit"]] = {t["exit_reason"] for t in rep["trades"]}
+    assert "funding_headwind" in reasons[True] and "funding_headwind" not in reasons[False]

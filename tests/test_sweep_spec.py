@@ -119,7 +119,8 @@ def test_precompute_computes_each_distinct_window_once():
     assert pre.computed["ema"] == 5 + 2  # five fast windows + slow 50 + macro 200
     assert pre.computed["atr"] == 1 and pre.computed["macd"] == 1
     # pool rows: 5 candles + 7 EMA + ADX(4) + ATR + RSI + Bollinger(3) + bb avg + MACD(2) + stoch(2) + 2 vol
-    assert pre.pool.shape[0] == 5 + 7 + 4 + 1 + 1 + 3 + 1 + 2 + 2 + 1 + 1
+    # + the ATR mean (AVE) + the slow-EMA slope + the bar count
+    assert pre.pool.shape[0] == 5 + 7 + 4 + 1 + 1 + 3 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 1
     # candidates sharing a window share the pool row; different windows differ
     assert pre.fidx[0, 5] == pre.fidx[5, 5] and pre.fidx[0, 5] != pre.fidx[1, 5]
     assert np.isnan(pre.pool[pre.fidx[0, 5], 1, 40:43]).all()

@@ -75,12 +75,12 @@ def test_typo_string_and_negative_each_on_its_own_line(tmp_path):
 def test_every_mode_overlay_is_checked(tmp_path):
     data = _example()
     data["modes"]["conservative"]["global"]["trade"] = {"leverage": 0.5}
-    data["modes"]["flat"]["global"]["market_regime"] = {"enable_auto_reverse": True}
+    data["modes"]["flat"]["global"]["market_regime"] = {"breadth_block_long_below": 120.0}
     res = _run("--config", str(_write(tmp_path, data)))
     assert res.returncode == 1
     assert "must be >= 1 (got 0.5)" in _line_with(res.stdout, "modes.conservative.global.trade.leverage")
-    assert "not implemented in this version" in _line_with(
-        res.stdout, "modes.flat.global.market_regime.enable_auto_reverse"
+    assert "must be <= 100 (got 120.0)" in _line_with(
+        res.stdout, "modes.flat.global.market_regime.breadth_block_long_below"
     )
 
 

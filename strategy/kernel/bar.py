@@ -24,11 +24,12 @@ canonical engine, the sweep (CPU and CUDA) and the trader call these same functi
    entry right after a missing bar), warmed up, with a signal (entries.entry_signal); a signal
    against an open position first closes it at the close (signal_flip); by confidence x 100 + whole
    ADX, ties by symbol;
-4. takes them in rank order (``take_entries``): an open position in the signal's direction is
-   pyramided (book.add_to_position); a new one opens when its tier is at least
-   [trade.entry_min_confidence], fewer than [trade.max_entry_orders_per_loop] opened in this bar
-   (its entry sub-bars included), fewer than [trade.max_open_positions] are open and the re-entry
-   cooldown does not hold it (``reentry_blocked``) (book.open_position, which applies the margin cap);
+4. takes them (``take_entries``): first the adds, in symbol order, for candidates whose symbol
+   holds a position on the signal's side (book.pyramid_in_symbol_order); then, in rank order, a new
+   position opens when its tier is at least [trade.entry_min_confidence], fewer than
+   [trade.max_entry_orders_per_loop] opened in this bar (its entry sub-bars included), fewer than
+   [trade.max_open_positions] are open and the re-entry cooldown does not hold it
+   (``reentry_blocked``) (book.open_position, which applies the margin cap);
 5. marks equity for drawdown at the close.
 ``step_bar`` runs a bar whose features are already in place (sub-bars, then the close: the rule tests).
 ``finish`` closes what is still open at its last close (reason end_of_data) and books the last day.
@@ -46,15 +47,17 @@ import math
 
 from strategy.features import F
 from strategy.kernel.book import (
-    add_to_position,
     charge_funding,
     close_position,
+    note_funding_rate,
     note_indicators,
     open_position,
+    pyramid_in_symbol_order,
 )
 from strategy.kernel.entries import (
     entry_signal,
     features_ready,
+    market_breadth,
     momentum_sign_agrees,
     pack_signal,
     rsi_not_extreme,
@@ -127,13 +130,17 @@ def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank
     BTC regime and the anomaly filter's previous close are then the ones before this sub-bar)."""
     n = 0
     regime = btc_regime_before(pos, btc_idx) if on_sub else btc_regime(pos, valid, btc_idx)
+    breadth = market_breadth(pos, valid, on_sub)
     for s in range(pos.shape[0]):
         if valid[s] == 0 or prev_valid[s] == 0:
             continue
         if not features_ready(feat, params, s):
             continue
-        prev_close = pos[s, POS.SEEN_CLOSE] if on_sub else pos[s, POS.PREV_CLOSE]
-        side, conf = entry_signal(feat, valid, params, s, btc_idx, prev_close, regime)
+        if on_sub:  # the last close seen before this sub-bar, against the last main bar's fast EMA
+            prev_close, prev_fast = pos[s, POS.SEEN_CLOSE], pos[s, POS.LAST_EMA_FAST]
+        else:
+            prev_close, prev_fast = pos[s, POS.PREV_CLOSE], pos[s, POS.PREV_EMA_FAST]
+        side, conf, level = entry_signal(feat, valid, params, s, btc_idx, prev_close, prev_fast, regime, breadth)
         if side == 0.0:
             continue
         held = pos[s, POS.SIDE]
@@ -141,6 +148,7 @@ def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank
             f = feat[s]
             close_position(pos, acct, params, s, t, f[F.CLOSE], 1.0, R.SIGNAL_FLIP, f[F.ATR], f[F.ADX], f[F.RSI],
                            fills, trades)
+        pos[s, POS.SIGNAL_ADX_THRESHOLD] = level
         sig = pack_signal(side, conf)
         score = rank_of(sig, feat[s, F.ADX])
         rank_score[s] = sig
@@ -187,9 +195,11 @@ def reentry_blocked(p, ps, side, adx, t):
 
 @kernel_function
 def take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fills):
-    """Adds and opens in rank order: a new position needs entry_min_confidence, at most
-    [trade.max_entry_orders_per_loop] new positions per bar, the SSF and REEF filters, fewer than
-    max_open_positions open and no re-entry cooldown."""
+    """Adds first, in symbol order (book.pyramid_in_symbol_order); then opens in rank order: a new
+    position needs entry_min_confidence, at most [trade.max_entry_orders_per_loop] new positions
+    per bar (its entry sub-bars included), the SSF and REEF filters, fewer than max_open_positions
+    open and no re-entry cooldown."""
+    pyramid_in_symbol_order(feat, params, pos, acct, t, n, rank_score, rank_idx, fills)
     for i in range(n):
         s = rank_idx[i]
         p = params[s]
@@ -198,8 +208,7 @@ def take_entries(feat, params, pos, acct, t, n, rank_score, rank_idx, equity, fi
         conf = signal_conf(sig)
         side = signal_side(sig)
         if ps[POS.SIDE] != 0.0:
-            add_to_position(pos, acct, params, feat, s, t, conf, equity, fills)
-            continue
+            continue  # held on the signal's side: its add was offered above
         if conf < p[P.ENTRY_MIN_CONFIDENCE]:
             continue  # gates new positions only: an add answers to add_min_confidence
         if acct[A.BAR_OPENS] >= p[P.MAX_ENTRY_ORDERS_PER_LOOP]:
@@ -343,6 +352,7 @@ def step_main_close(bar_open_ms, bar_close_ms, feat, valid, prev_valid, funding_
             charge_funding(pos, acct, params, s, funding_row[s],
                            feat[s, F.OPEN] if valid[s] != 0 else ps[POS.LAST_CLOSE])
         if valid[s] != 0:
+            note_funding_rate(ps, funding_row[s], bar_close_ms - bar_open_ms)
             if ps[POS.SIDE] != 0.0:
                 main_bar_exits(t, feat, params, s, book, exit_sub == 0 or ps[POS.SUB_MISSING] != 0.0)
             ps[POS.PREV_CLOSE] = ps[POS.LAST_CLOSE]
@@ -350,6 +360,8 @@ def step_main_close(bar_open_ms, bar_close_ms, feat, valid, prev_valid, funding_
             ps[POS.SEEN_CLOSE] = feat[s, F.CLOSE]
             ps[POS.PREV_EMA_SLOW] = ps[POS.LAST_EMA_SLOW]
             ps[POS.LAST_EMA_SLOW] = feat[s, F.EMA_SLOW]
+            ps[POS.PREV_EMA_FAST] = ps[POS.LAST_EMA_FAST]
+            ps[POS.LAST_EMA_FAST] = feat[s, F.EMA_FAST]
         ps[POS.SUB_FIRED] = 0.0
         ps[POS.SUB_MISSING] = 0.0
     n = rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank_idx, acct, t, fills, trades,

@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 
 from strategy.features import F
-from strategy.kernel.entries import effective_min_adx, entry_atr
-from strategy.kernel.registry import BPS, MS_PER_MINUTE, NEVER, kernel_function
+from strategy.kernel.entries import entry_atr, signal_conf
+from strategy.kernel.registry import BPS, MS_PER_HOUR, MS_PER_MINUTE, NEVER, kernel_function
 from strategy.kernel.sizing import (
     capped_notional,
     confidence_mult,
@@ -102,6 +102,8 @@ def init_state(pos, acct, initial_balance):
         ps[POS.LAST_EMA_SLOW] = math.nan
         ps[POS.PREV_EMA_SLOW] = math.nan
         ps[POS.SEEN_CLOSE] = math.nan
+        ps[POS.LAST_EMA_FAST] = math.nan
+        ps[POS.PREV_EMA_FAST] = math.nan
     for j in range(A.N):
         acct[j] = 0.0
     acct[A.BALANCE] = initial_balance
@@ -118,7 +120,7 @@ def survives_close(j):
     """Columns of a position row that belong to the symbol, not the position: kept when it closes."""
     return (j == POS.LAST_CLOSE or j == POS.PREV_CLOSE or j == POS.LAST_EXIT_T or j == POS.LAST_EXIT_SIDE
             or j == POS.LAST_EXIT_REASON or j == POS.LAST_EMA_SLOW or j == POS.PREV_EMA_SLOW
-            or j == POS.SEEN_CLOSE)
+            or j == POS.SEEN_CLOSE or j == POS.LAST_EMA_FAST or j == POS.PREV_EMA_FAST or j == POS.FUNDING_RATE)
 
 
 @kernel_function
@@ -291,7 +293,7 @@ def open_position(pos, acct, params, feat, s, t, side, conf, equity, fills):
     ps[POS.LEVERAGE] = lev
     ps[POS.CONF] = conf
     ps[POS.TP_MULT] = take_profit_mult(p, f[F.ADX])
-    ps[POS.ENTRY_ADX_THRESHOLD] = effective_min_adx(p, f)
+    ps[POS.ENTRY_ADX_THRESHOLD] = ps[POS.SIGNAL_ADX_THRESHOLD]  # set by the ranking (entries.entry_signal)
     ps[POS.HIST_B1] = math.nan  # the histogram history starts with this position
     ps[POS.HIST_B2] = math.nan
     ps[POS.HIST_B3] = math.nan
@@ -326,9 +328,20 @@ def add_allowed(p, ps, f, t, conf):
 
 
 @kernel_function
-def add_to_position(pos, acct, params, feat, s, t, conf, equity, fills):
-    """Pyramid into an open position (``add_allowed``) with [trade.add_fraction_of_base_margin] of
-    its opening margin at its leverage; False when refused."""
+def add_margin(p, acct):
+    """The margin of an add, the reference's pyramid sizing: balance x [trade.allocation_pct] x
+    [trade.add_fraction_of_base_margin] (no confidence or market multiple), x [trade.size_multiplier]
+    (ours: 0 = no new risk)."""
+    return acct[A.BALANCE] * p[P.ALLOCATION_PCT] * p[P.ADD_FRACTION_OF_BASE_MARGIN] * p[P.SIZE_MULTIPLIER]
+
+
+@kernel_function
+def add_to_position(pos, acct, params, feat, s, t, conf, fills):
+    """Pyramid into an open position (``add_allowed``) with ``add_margin`` at its leverage; a
+    notional under [trade.min_notional_usd] is raised to it with [bump_to_min_notional] (the margin
+    unchanged), else skipped; refused -- not scaled down -- when the margin in use plus this margin
+    would exceed [trade.max_total_margin_pct] x the balance (exactly at the cap is allowed). False
+    when refused."""
     p = params[s]
     f = feat[s]
     ps = pos[s]
@@ -337,11 +350,16 @@ def add_to_position(pos, acct, params, feat, s, t, conf, equity, fills):
     side = ps[POS.SIDE]
     close = f[F.CLOSE]
     lev = ps[POS.LEVERAGE]
-    margin = ps[POS.BASE_MARGIN] * p[P.ADD_FRACTION_OF_BASE_MARGIN]
-    notional = capped_notional(p, acct, margin, lev, equity)
-    if notional <= 0.0:
+    margin = add_margin(p, acct)
+    if not margin > 0.0:
         return False
-    margin = notional / lev
+    notional = margin * lev
+    if notional < p[P.MIN_NOTIONAL_USD]:
+        if p[P.BUMP_TO_MIN_NOTIONAL] == 0.0:
+            return False
+        notional = p[P.MIN_NOTIONAL_USD]
+    if acct[A.MARGIN_USED] + margin > p[P.MAX_TOTAL_MARGIN_PCT] * acct[A.BALANCE]:
+        return False
     size, price, fill_notional, fee = taker_entry_fill(acct, p, close, side, notional, margin)
     new_size = ps[POS.SIZE] + size
     ps[POS.ENTRY] = (ps[POS.ENTRY] * ps[POS.SIZE] + price * size) / new_size
@@ -359,6 +377,20 @@ def add_to_position(pos, acct, params, feat, s, t, conf, equity, fills):
 
 
 @kernel_function
+def pyramid_in_symbol_order(feat, params, pos, acct, t, n, rank_score, rank_idx, fills):
+    """The adds of a bar, before any new position and in symbol order (the reference's add
+    trigger): every ranked candidate whose symbol holds a position on the candidate's side (the
+    ranking closed any opposite one) is offered ``add_to_position`` with its signal's tier."""
+    for s in range(pos.shape[0]):
+        if pos[s, POS.SIDE] == 0.0:
+            continue
+        for i in range(n):
+            if rank_idx[i] == s:
+                add_to_position(pos, acct, params, feat, s, t, signal_conf(rank_score[s]), fills)
+                break
+
+
+@kernel_function
 def reanchor_stop(p, ps):
     """After an add, a stop that is still the stop-loss is measured from the new average entry, as
     the targets are (never loosening it): risk per position does not grow with each add (the
@@ -368,6 +400,16 @@ def reanchor_stop(p, ps):
     stop = ps[POS.ENTRY] - ps[POS.SIDE] * p[P.SL_ATR_MULT] * ps[POS.ENTRY_ATR]
     if (stop - ps[POS.STOP]) * ps[POS.SIDE] > 0.0:
         ps[POS.STOP] = stop
+
+
+@kernel_function
+def note_funding_rate(ps, rate, bar_ms):
+    """Keep the symbol's funding rate per hour (the funding-headwind exit reads it): the bar's
+    settlements summed (``rate``) over the bar's hours, at least one; a bar without a settlement
+    keeps the last rate."""
+    if rate != 0.0:
+        hours = bar_ms / MS_PER_HOUR
+        ps[POS.FUNDING_RATE] = rate / hours if hours > 1.0 else rate
 
 
 @kernel_function

@@ -1,4 +1,5 @@
-"""Entries: readiness, the entry gates, the signal and its confidence tier, BTC alignment.
+"""Entries: readiness, the entry gates, the signal and its confidence tier, BTC alignment, the
+pullback and slow-drift entries, the breadth regime filter and auto-reverse.
 
 A symbol may enter on a bar's close when it had a bar before this one too (no entry right after a
 missing bar), the indicators its rules read are warmed up (``features_ready``), and every gate of
@@ -7,7 +8,8 @@ missing bar), the indicators its rules read are warmed up (``features_ready``), 
  1. trend_side          fast EMA above the slow one and the close above the fast EMA: a long; the
                         mirror: a short; else nothing
  2. macro_aligned       [filters.require_macro_alignment] the slow EMA is on the side's side of the macro EMA
- 3. adx_above_min       ADX > effective_min_adx: [thresholds.entry.min_adx], at most 25 while ADX rises fast
+ 3. adx_above_min       ADX > effective_min_adx: [thresholds.entry.min_adx], at most 25 while ADX rises
+                        fast, x [ave_adx_mult] on a volatile bar (AVE: ATR > [ave_atr_ratio_gt] x its mean)
  4. adx_rising          [filters.require_adx_rising] below [filters.adx_rising_saturation], ADX must be rising
  5. not_extended        [filters.enable_extension_filter] |close - fast EMA| / fast EMA <=
                         [thresholds.entry.max_dist_ema_fast]
@@ -17,7 +19,8 @@ missing bar), the indicators its rules read are warmed up (``features_ready``), 
                         no short with K < [block_short_if_k_lt]
  8. not_ranging         [filters.enable_ranging_filter] refused when at least
                         [thresholds.ranging.min_signals] of: ADX < [adx_below], Bollinger width <
-                        [bb_width_ratio_below] x its average, [rsi_low] <= RSI <= [rsi_high]
+                        [bb_width_ratio_below] x its average, [rsi_low] <= RSI <= [rsi_high];
+                        never while the slow EMA drifts (``drifting``, slow-drift entries on)
  9. rsi_momentum        RSI beyond a limit sliding from [tp_and_momentum.rsi_long_weak] to
                         [rsi_long_strong] (short: rsi_short_weak to rsi_short_strong) as ADX goes from
                         min_adx to [adx_strong_gt]
@@ -31,7 +34,13 @@ Before them all, ``not_anomalous`` [filters.enable_anomaly_filter]: no jump from
 and no close far from the fast EMA.
 13. confidence tier     high on a volume spike, else medium (``confidence_tier``); a new position
                         needs it >= [trade.entry_min_confidence] (bar.take_entries; adds do not)
-14. reverse             [trade.reverse_entry_signal] flips the side
+When the standard entry gives nothing: the pullback entry (``pullback_entry``, tier
+[thresholds.entry.pullback_confidence]), then the slow-drift entry (``slow_drift_entry``, always
+low). Every entry notes the ADX it cleared (standard: effective_min_adx; pullback:
+[pullback_min_adx]; slow drift: [slow_drift_min_adx]) for the trend-exhaustion exit.
+14. reverse             [trade.reverse_entry_signal] flips the side; with
+                        [market_regime.enable_auto_reverse] the breadth (``market_breadth``) decides
+15. breadth_allows      [market_regime.enable_regime_filter] no short at a high breadth, no long at a low one
 New positions only (bar.take_entries; adds are not filtered): SSF ``momentum_sign_agrees`` and
 REEF ``rsi_not_extreme``.
 """
@@ -42,7 +51,7 @@ import math
 
 from strategy.features import F
 from strategy.kernel.registry import kernel_function
-from strategy.layout import CONF, MACD, SIDE
+from strategy.layout import CONF, MACD, POS, SIDE
 from strategy.params import P
 
 TMC_ADX_SLOPE = 0.5    # an ADX rising faster than this ...
@@ -51,9 +60,13 @@ TMC_MAX_MIN_ADX = 25.0  # ... caps the entry's minimum ADX at 25
 
 @kernel_function
 def features_ready(feat, params, s):
-    """The indicators this config's entry rules read are all warmed up."""
+    """The indicators this config's entry rules read are all warmed up, and the symbol has had
+    [engine.symbol_warmup_bars] bars of its own (this one included; the reference's per-symbol
+    ``lookback``)."""
     f = feat[s]
     p = params[s]
+    if f[F.BAR_COUNT] < p[P.SYMBOL_WARMUP_BARS]:
+        return False
     for k in (F.EMA_FAST, F.EMA_SLOW, F.ADX, F.ATR, F.RSI, F.MACD_HIST, F.VOL_SMA, F.VOL_TREND):
         if math.isnan(f[k]):
             return False
@@ -94,12 +107,25 @@ def macro_aligned(p, f, side):
 
 
 @kernel_function
+def volatility_expanded(p, f):
+    """AVE [thresholds.entry.ave_enabled, ave_atr_ratio_gt]: the ATR is more than ave_atr_ratio_gt
+    times its mean over [ave_avg_atr_window] bars (while that mean is not known yet, or is 0, it
+    is not)."""
+    avg = f[F.AVG_ATR]
+    return p[P.AVE_ENABLED] != 0.0 and avg > 0.0 and f[F.ATR] / avg > p[P.AVE_ATR_RATIO_GT]
+
+
+@kernel_function
 def effective_min_adx(p, f):
-    """The ADX an entry must clear: [thresholds.entry.min_adx], at most 25 while ADX is rising
-    fast (slope above 0.5: the reference's TMC). The position keeps it for its trend-exhaustion exit."""
+    """The ADX a standard entry must clear: [thresholds.entry.min_adx], at most 25 while ADX is
+    rising fast (slope above 0.5: the reference's TMC), then times [ave_adx_mult] on a volatile bar
+    (``volatility_expanded``; a multiple <= 0 counts as 1). The position keeps it for its
+    trend-exhaustion exit."""
     level = p[P.MIN_ADX]
     if f[F.ADX_SLOPE] > TMC_ADX_SLOPE and level > TMC_MAX_MIN_ADX:
         level = TMC_MAX_MIN_ADX
+    if volatility_expanded(p, f) and p[P.AVE_ADX_MULT] > 0.0:
+        level *= p[P.AVE_ADX_MULT]
     return level
 
 
@@ -153,9 +179,25 @@ def stoch_rsi_allows(p, f, side):
 
 
 @kernel_function
+def slow_ema_slope(f):
+    """The slow EMA's slope over [thresholds.entry.slow_drift_slope_window] bars, as a fraction of
+    the close; 0 while its history is shorter (the reference's reading)."""
+    slope = f[F.EMA_SLOW_SLOPE]
+    return 0.0 if math.isnan(slope) else slope
+
+
+@kernel_function
+def drifting(p, f):
+    """[thresholds.entry.enable_slow_drift_entries]: the slow EMA moves at least
+    [slow_drift_min_slope_pct] of the close over the slope window, either way."""
+    return p[P.ENABLE_SLOW_DRIFT_ENTRIES] != 0.0 and abs(slow_ema_slope(f)) >= p[P.SLOW_DRIFT_MIN_SLOPE_PCT]
+
+
+@kernel_function
 def not_ranging(p, f):
-    """Gate 8 [filters.enable_ranging_filter, thresholds.ranging.*]: fewer than min_signals ranging votes."""
-    if p[P.ENABLE_RANGING_FILTER] != 0.0:
+    """Gate 8 [filters.enable_ranging_filter, thresholds.ranging.*]: fewer than min_signals ranging
+    votes; a market that is ``drifting`` (slow-drift entries on) is not ranging, whatever the votes."""
+    if p[P.ENABLE_RANGING_FILTER] != 0.0 and not drifting(p, f):
         votes = 0.0
         if f[F.ADX] < p[P.RANGING_ADX_BELOW]:
             votes += 1.0
@@ -275,9 +317,9 @@ def confidence_tier(p, f):
 
 
 @kernel_function
-def entry_signal(feat, valid, params, s, btc_idx, prev_close, btc_regime):
-    """(side, confidence tier) of an entry on this bar's close; side SIDE.FLAT = no entry.
-    The gates of the module docstring, in that order; the first that refuses ends the check."""
+def standard_entry(feat, valid, params, s, btc_idx, prev_close, btc_regime):
+    """(side, confidence tier) of a standard trend entry; side SIDE.FLAT = none. The gates of the
+    module docstring, in that order; the first that refuses ends the check."""
     p = params[s]
     f = feat[s]
     side = trend_side(f)                                   # 1
@@ -295,10 +337,166 @@ def entry_signal(feat, valid, params, s, btc_idx, prev_close, btc_regime):
             and btc_allows(feat, valid, params, s, btc_idx, side, btc_regime)  # 10
             and volume_confirms(p, f)):                    # 12
         return SIDE.FLAT, CONF.LOW
-    conf = confidence_tier(p, f)                           # 13 (gated in bar.take_entries)
-    if p[P.REVERSE_ENTRY_SIGNAL] != 0.0:                   # 14
-        side = -side
-    return side, conf
+    return side, confidence_tier(p, f)                     # 13 (gated in bar.take_entries)
+
+
+@kernel_function
+def trend_aligned(p, f, side):
+    """The fast EMA on the side's side of the slow one, and the macro alignment (gate 2) when
+    required: the "alignment" the pullback and slow-drift entries read."""
+    return (f[F.EMA_FAST] - f[F.EMA_SLOW]) * side > 0.0 and macro_aligned(p, f, side)
+
+
+@kernel_function
+def quiet_entry_gates(p, f, prev_close, min_adx):
+    """The gates the pullback and slow-drift entries share: no anomaly, not extended, not ranging,
+    the volume confirmation, and ADX at least ``min_adx`` (no ADX-rising, stoch-RSI or RSI-limit
+    gates)."""
+    return (not_anomalous(p, f, prev_close) and not_extended(p, f) and not_ranging(p, f)
+            and volume_confirms(p, f) and f[F.ADX] >= min_adx)
+
+
+@kernel_function
+def momentum_and_rsi_agree(f, side, require_sign, rsi_long_min, rsi_short_max):
+    """The pullback / slow-drift confirmation: the MACD histogram has the side's sign (when
+    required), and RSI >= the long minimum (long) or <= the short maximum (short)."""
+    if require_sign != 0.0 and not f[F.MACD_HIST] * side > 0.0:
+        return False
+    if side > 0.0:
+        return f[F.RSI] >= rsi_long_min
+    return f[F.RSI] <= rsi_short_max
+
+
+@kernel_function
+def pullback_entry(feat, valid, params, s, btc_idx, prev_close, prev_fast, btc_regime):
+    """Pullback continuation [thresholds.entry.enable_pullback_entries]: the close crossed the fast
+    EMA this bar (long: the previous close at or under the previous fast EMA, this close above the
+    fast EMA; short: the mirror), in an aligned trend (``trend_aligned``), BTC allowing, past
+    ``quiet_entry_gates`` at [pullback_min_adx], with ``momentum_and_rsi_agree``
+    ([pullback_require_macd_sign], [pullback_rsi_long_min], [pullback_rsi_short_max]). Returns the
+    side (SIDE.FLAT = none); its tier is [pullback_confidence]."""
+    p = params[s]
+    f = feat[s]
+    if p[P.ENABLE_PULLBACK_ENTRIES] == 0.0:
+        return SIDE.FLAT
+    if not quiet_entry_gates(p, f, prev_close, p[P.PULLBACK_MIN_ADX]):
+        return SIDE.FLAT
+    close = f[F.CLOSE]
+    fast = f[F.EMA_FAST]
+    side = SIDE.FLAT
+    if prev_close <= prev_fast and close > fast:
+        side = SIDE.LONG
+    elif prev_close >= prev_fast and close < fast:
+        side = SIDE.SHORT
+    if side == SIDE.FLAT:
+        return SIDE.FLAT
+    if not (trend_aligned(p, f, side) and btc_allows(feat, valid, params, s, btc_idx, side, btc_regime)):
+        return SIDE.FLAT
+    if not momentum_and_rsi_agree(f, side, p[P.PULLBACK_REQUIRE_MACD_SIGN], p[P.PULLBACK_RSI_LONG_MIN],
+                                  p[P.PULLBACK_RSI_SHORT_MAX]):
+        return SIDE.FLAT
+    return side
+
+
+@kernel_function
+def slow_drift_entry(feat, valid, params, s, btc_idx, prev_close, btc_regime):
+    """Slow drift [thresholds.entry.enable_slow_drift_entries]: an aligned trend (``trend_aligned``)
+    with the close beyond the slow EMA and the slow EMA's slope (``slow_ema_slope``) at least
+    [slow_drift_min_slope_pct] in the side's direction, BTC allowing, past ``quiet_entry_gates`` at
+    [slow_drift_min_adx], with ``momentum_and_rsi_agree`` ([slow_drift_require_macd_sign],
+    [slow_drift_rsi_long_min], [slow_drift_rsi_short_max]). Returns the side (SIDE.FLAT = none);
+    its tier is always CONF.LOW."""
+    p = params[s]
+    f = feat[s]
+    if p[P.ENABLE_SLOW_DRIFT_ENTRIES] == 0.0:
+        return SIDE.FLAT
+    if not quiet_entry_gates(p, f, prev_close, p[P.SLOW_DRIFT_MIN_ADX]):
+        return SIDE.FLAT
+    side = SIDE.LONG if f[F.EMA_FAST] > f[F.EMA_SLOW] else SIDE.SHORT
+    if not trend_aligned(p, f, side):
+        return SIDE.FLAT
+    if not ((f[F.CLOSE] - f[F.EMA_SLOW]) * side > 0.0
+            and slow_ema_slope(f) * side >= p[P.SLOW_DRIFT_MIN_SLOPE_PCT]
+            and btc_allows(feat, valid, params, s, btc_idx, side, btc_regime)):
+        return SIDE.FLAT
+    if not momentum_and_rsi_agree(f, side, p[P.SLOW_DRIFT_REQUIRE_MACD_SIGN], p[P.SLOW_DRIFT_RSI_LONG_MIN],
+                                  p[P.SLOW_DRIFT_RSI_SHORT_MAX]):
+        return SIDE.FLAT
+    return side
+
+
+@kernel_function
+def reversed_by(p, side, breadth):
+    """Gate 14: [trade.reverse_entry_signal] flips the side; with
+    [market_regime.enable_auto_reverse] the breadth decides instead: flipped while
+    [auto_reverse_breadth_low] <= breadth <= [auto_reverse_breadth_high] (a choppy market is
+    faded), followed outside (a trending one)."""
+    flip = p[P.REVERSE_ENTRY_SIGNAL] != 0.0
+    if p[P.ENABLE_AUTO_REVERSE] != 0.0:
+        flip = p[P.AUTO_REVERSE_BREADTH_LOW] <= breadth <= p[P.AUTO_REVERSE_BREADTH_HIGH]
+    return -side if flip else side
+
+
+@kernel_function
+def breadth_allows(p, side, breadth):
+    """The breadth regime filter [market_regime.enable_regime_filter]: no short while breadth is
+    above [breadth_block_short_above], no long while it is below [breadth_block_long_below]."""
+    if p[P.ENABLE_REGIME_FILTER] == 0.0:
+        return True
+    if side < 0.0 and breadth > p[P.BREADTH_BLOCK_SHORT_ABOVE]:
+        return False
+    if side > 0.0 and breadth < p[P.BREADTH_BLOCK_LONG_BELOW]:
+        return False
+    return True
+
+
+@kernel_function
+def entry_signal(feat, valid, params, s, btc_idx, prev_close, prev_fast, btc_regime, breadth):
+    """(side, confidence tier, ADX threshold) of an entry on this bar's close; side SIDE.FLAT = no
+    entry. The standard trend entry first (its threshold: ``effective_min_adx``); if it gives
+    nothing, the pullback entry ([pullback_min_adx]); then the slow-drift entry
+    ([slow_drift_min_adx]). The side is then reversed (``reversed_by``) and checked against the
+    breadth (``breadth_allows``). The threshold is what the position's trend-exhaustion exit reads."""
+    p = params[s]
+    f = feat[s]
+    side, conf = standard_entry(feat, valid, params, s, btc_idx, prev_close, btc_regime)
+    level = effective_min_adx(p, f)
+    if side == SIDE.FLAT:
+        side = pullback_entry(feat, valid, params, s, btc_idx, prev_close, prev_fast, btc_regime)
+        conf = p[P.PULLBACK_CONFIDENCE]
+        level = p[P.PULLBACK_MIN_ADX]
+    if side == SIDE.FLAT:
+        side = slow_drift_entry(feat, valid, params, s, btc_idx, prev_close, btc_regime)
+        conf = CONF.LOW
+        level = p[P.SLOW_DRIFT_MIN_ADX]
+    if side == SIDE.FLAT:
+        return SIDE.FLAT, CONF.LOW, 0.0
+    side = reversed_by(p, side, breadth)                   # 14
+    if not breadth_allows(p, side, breadth):
+        return SIDE.FLAT, CONF.LOW, 0.0
+    return side, conf, level
+
+
+@kernel_function
+def market_breadth(pos, valid, on_sub):
+    """The percentage of symbols whose previous bar (their last before this one) had the fast EMA
+    above the slow one, over the symbols whose EMAs were known then; 50 when none were. On an entry
+    sub-bar (``on_sub``) no row has moved yet: every symbol's last main bar is its previous one."""
+    bullish = 0.0
+    known = 0.0
+    for s in range(pos.shape[0]):
+        ps = pos[s]
+        moved = valid[s] != 0 and not on_sub
+        fast = ps[POS.PREV_EMA_FAST] if moved else ps[POS.LAST_EMA_FAST]
+        slow = ps[POS.PREV_EMA_SLOW] if moved else ps[POS.LAST_EMA_SLOW]
+        if math.isnan(fast) or math.isnan(slow):
+            continue
+        known += 1.0
+        if fast > slow:
+            bullish += 1.0
+    if known == 0.0:
+        return 50.0
+    return bullish / known * 100.0
 
 
 @kernel_function

@@ -9,7 +9,8 @@ entry with its ADX modifiers, ``stop_loss_level``), the trailing / break-even st
 partial and the full take-profit; the first that fires wins and fills at that close (moved by the
 exit slippage). After each evaluation the trailing and break-even stops tighten on that close.
 The glitch guard (``glitch``) skips an evaluation on a bad print. The smart exits
-(``smart_exit_reason``: trend breakdown, trend exhaustion, macro breakdown, stagnation, TSME,
+(``smart_exit_reason``: trend breakdown, trend exhaustion, macro breakdown, stagnation, funding
+headwind, TSME,
 MMDE, RSI overextension) run on the main bar's close unless an exit fired on it.
 
 touch: stop, partial and full take-profit on the bar's range (``range_exits``; on each finer exit
@@ -54,6 +55,16 @@ STAGNATION_ATR_RATIO = 0.70       # ATR under 70 % of the entry ATR while underw
 TSME_ADX = 50.0                   # trend saturation momentum exit: ADX above 50
 MMDE_ADX = 35.0                   # MACD momentum divergence exit: ADX above 35 ...
 MMDE_PROFIT_ATR = 1.5             # ... and more than 1.5 ATRs in profit
+MS_PER_HOUR = 3_600_000.0
+# The funding-headwind exit's threshold (the reference's ladder, in entry ATRs of adverse move):
+# by the hourly rate's size, then adjusted for volatility, time held, trend, momentum, confidence
+# and profit (funding_headwind_level).
+HEADWIND_RATE_1, HEADWIND_LEVEL_1 = 0.0001, 0.15    # |hourly rate| above 0.0001 -> 0.15 ATR
+HEADWIND_RATE_2, HEADWIND_LEVEL_2 = 0.00006, 0.25
+HEADWIND_RATE_3, HEADWIND_LEVEL_3 = 0.00004, 0.40
+HEADWIND_RATE_4, HEADWIND_LEVEL_4 = 0.00002, 0.60
+HEADWIND_NEAR_ZERO_RATE, HEADWIND_NEAR_ZERO_LEVEL = 0.00001, 0.95  # under it 0.95 ...
+HEADWIND_LEVEL_ELSE = 0.80                                         # ... else 0.80
 
 
 @kernel_function
@@ -365,9 +376,102 @@ def glitch(p, ps, close, prev_close):
 
 
 @kernel_function
-def smart_exit_reason(p, ps, f):
+def funding_headwind_level(ps, f, t):
+    """How far (in entry ATRs) a position paying funding may sit underwater before the headwind
+    exit: the reference's ladder. By the hourly rate |r|: > 0.0001 -> 0.15, > 0.00006 -> 0.25,
+    > 0.00004 -> 0.40, > 0.00002 -> 0.60, < 0.00001 -> 0.95, else 0.80. Then: x0.6 when the ATR is
+    above 1.2 x the entry ATR; held more than 1 h: x max(0, 1 - (hours - 1) / 11), at least 0.35; the
+    trend still with the position (fast vs slow EMA) and ADX > 25: at least 0.75; the histogram
+    moving with the position: x1.5, at least 0.5; ADX > 35: x1.4; high confidence: x1.25; the close
+    on the position's side of the macro EMA: x1.3; all three of those: x1.5 more; ATR under 0.2 % of
+    the close: x1.25; RSI against the position's side (long < 35, short > 65): x1.3; ADX > 45: x1.6;
+    ADX slope > 1: x1.4; ADX > 40: x1.25; more than 1.5 ATRs in profit with the ATR rising: x1.5;
+    profit > 3 ATRs: x2, else > 2: x1.5; ADX falling: x0.75."""
+    side = ps[POS.SIDE]
+    r = abs(ps[POS.FUNDING_RATE])
+    level = HEADWIND_LEVEL_ELSE
+    if r > HEADWIND_RATE_1:
+        level = HEADWIND_LEVEL_1
+    elif r > HEADWIND_RATE_2:
+        level = HEADWIND_LEVEL_2
+    elif r > HEADWIND_RATE_3:
+        level = HEADWIND_LEVEL_3
+    elif r > HEADWIND_RATE_4:
+        level = HEADWIND_LEVEL_4
+    elif r < HEADWIND_NEAR_ZERO_RATE:
+        level = HEADWIND_NEAR_ZERO_LEVEL
+    entry_atr = ps[POS.ENTRY_ATR]
+    atr = f[F.ATR]
+    adx = f[F.ADX]
+    if atr > entry_atr * 1.2:
+        level *= 0.6
+    hours = (t - ps[POS.OPEN_T]) / MS_PER_HOUR
+    if hours > 1.0:
+        decay = 1.0 - (hours - 1.0) / 11.0
+        level *= decay if decay > 0.0 else 0.0
+        if level < 0.35:
+            level = 0.35
+    if (f[F.EMA_FAST] - f[F.EMA_SLOW]) * side > 0.0 and adx > 25.0 and level < 0.75:
+        level = 0.75
+    improving = (f[F.MACD_HIST] - f[F.MACD_HIST_PREV]) * side > 0.0
+    if improving:
+        level *= 1.5
+        if level < 0.5:
+            level = 0.5
+    if adx > 35.0:
+        level *= 1.4
+    high = ps[POS.CONF] == CONF.HIGH
+    if high:
+        level *= 1.25
+    macro = f[F.EMA_MACRO] > 0.0 and (f[F.CLOSE] - f[F.EMA_MACRO]) * side > 0.0
+    if macro:
+        level *= 1.3
+    if improving and macro and high:
+        level *= 1.5
+    if f[F.CLOSE] > 0.0 and atr / f[F.CLOSE] < 0.002:
+        level *= 1.25
+    rsi = f[F.RSI]
+    if (side == SIDE.SHORT and rsi > 65.0) or (side == SIDE.LONG and rsi < 35.0):
+        level *= 1.3
+    if adx > 45.0:
+        level *= 1.6
+    if f[F.ADX_SLOPE] > 1.0:
+        level *= 1.4
+    if adx > 40.0:
+        level *= 1.25
+    prof = profit_atr(ps, f[F.CLOSE])
+    if prof > 1.5 and ps[POS.IND_ATR_SLOPE] > 0.0:
+        level *= 1.5
+    if prof > 3.0:
+        level *= 2.0
+    elif prof > 2.0:
+        level *= 1.5
+    if f[F.ADX_SLOPE] < 0.0:
+        level *= 0.75
+    return level
+
+
+@kernel_function
+def funding_headwind(p, ps, f, t):
+    """The funding-headwind exit [trade.enable_funding_headwind_exit]: the position pays funding
+    (a long at a positive hourly rate, a short at a negative one; the symbol's last settlement,
+    ``book.note_funding_rate``), is underwater, and the close is more than
+    ``funding_headwind_level`` entry ATRs from the average entry."""
+    if p[P.ENABLE_FUNDING_HEADWIND_EXIT] == 0.0:
+        return False
+    side = ps[POS.SIDE]
+    if not ps[POS.FUNDING_RATE] * side > 0.0:
+        return False
+    moved = (f[F.CLOSE] - ps[POS.ENTRY]) * side
+    if not moved < 0.0:
+        return False
+    return -moved / ps[POS.ENTRY_ATR] > funding_headwind_level(ps, f, t)
+
+
+@kernel_function
+def smart_exit_reason(p, ps, f, t):
     """The first smart exit that fires, in the reference's order (0 = none): trend breakdown,
-    trend exhaustion, macro breakdown, stagnation, TSME, MMDE, RSI overextension."""
+    trend exhaustion, macro breakdown, stagnation, funding headwind, TSME, MMDE, RSI overextension."""
     if trend_flipped(ps, f):
         return R.TREND_FLIP
     if trend_exhausted(p, ps, f):
@@ -376,6 +480,8 @@ def smart_exit_reason(p, ps, f):
         return R.EMA_MACRO_BREAKDOWN
     if stagnant(ps, f):
         return R.STAGNATION
+    if funding_headwind(p, ps, f, t):
+        return R.FUNDING_HEADWIND
     if saturated_trend_fading(p, ps, f):
         return R.TSME
     if momentum_diverging(ps, f):
@@ -407,6 +513,6 @@ def smart_exits(pos, acct, params, feat, s, t, fills, trades):
     f = feat[s]
     ps = pos[s]
     close = f[F.CLOSE]
-    reason = smart_exit_reason(p, ps, f)
+    reason = smart_exit_reason(p, ps, f, t)
     if reason != 0.0:
         close_position(pos, acct, params, s, t, close, 1.0, reason, f[F.ATR], f[F.ADX], f[F.RSI], fills, trades)

@@ -14,6 +14,7 @@ import types
 from strategy.jit_registry import JitRegistry
 
 MS_PER_MINUTE = 60_000.0
+MS_PER_HOUR = 3_600_000.0
 MS_PER_DAY = 86_400_000
 NEVER = -1.0e18  # "no previous exit/add" time
 PF_NO_LOSS = 999.0  # profit factor reported when there is profit and no loss
