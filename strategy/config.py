@@ -26,12 +26,12 @@ import yaml
 from pydantic import ValidationError
 
 from strategy.config_schema import (
+    GLOBAL_ONLY_KEYS,
     INERT_KEYS,
     INERT_MESSAGE,
     MODE_ALIASES,
     MODE_NAMES,
     OVERLAY_KEYS,
-    GLOBAL_ONLY_KEYS,
     SYMBOL_SECTIONS,
     TOP_LEVEL_KEYS,
     GlobalConfig,
