@@ -352,3 +352,25 @@ def test_two_positions_on_one_entry_boundary_are_both_judged(tmp_path):
                               rfill(T0 + 5 * M, "BTC", "LONG", "CLOSE", 99.0, 1.0, "stop_loss")], [])
     res = ea.compare_exits(live, replay, entry_grid_ms=IV, interval_ms=IV, lo=T0 + IV, hi=T0 + IV, limits=LIMITS)
     assert [(x["status"], x["ordinal"], x["delay_ms"]) for x in res["exits"]] == [("matched", 1, 0), ("live_only", 2, None)]
+
+
+def test_a_config_with_entry_sub_bars_only_is_judged_on_its_sub_bars(shared_data, monkeypatch):
+    """The trader steps the one sub-bar grid of exit *or* entry sub-bars (marketdata.subbars): a
+    config with 5m entries and 1h exits gets the 5m candles beside the main DB, and an exit delay
+    limit of one 5m step + grace, not one hour."""
+    import tools.run_scheduled_replay_alignment_gate as g
+    from marketdata.candles import load_market_data
+    from strategy.config import config_from_dict
+
+    monkeypatch.setenv("AI_QUANT_REPLAY_GATE_CANDLES_DB", str(shared_data / "candles_1h.db"))
+    s = g.settings_from_env()
+    cfg = config_from_dict({"global": {"engine": {"interval": "1h", "entry_interval": "5m"}}})
+    assert g.exit_limits(s, cfg, IV).max_delay_ms == 5 * M + 2_000
+    md = load_market_data(str(shared_data / "candles_1h.db"), "1h", symbols=["ETH"])
+    md = load_market_data(str(shared_data / "candles_1h.db"), "1h", symbols=["ETH"], start_ms=int(md.times[0]),
+                          end_ms=int(md.times[0]) + 3 * IV - 1)
+    sub = g._exit_candles(s, cfg, md)
+    assert sub is not None and sub.interval_ms == 5 * M and md.times[0] <= sub.times[0] < md.times[0] + IV
+    bad = config_from_dict({"global": {"engine": {"interval": "1h", "entry_interval": "5m", "exit_interval": "15m"}}})
+    with pytest.raises(g.GateInputError, match="one grid"):
+        g._exit_candles(s, bad, md)

@@ -118,8 +118,8 @@ def _limit_value(name: str, value: float) -> float:
 
 
 def exit_limits(s: Settings, cfg, main_interval_ms: int) -> ea.Limits:
-    """The configured exit limits, the others from default_limits (the exit sub-bar is the config's
-    exit interval, else the main one; grace and slippage cap are the trader's own settings)."""
+    """The configured exit limits, the others from default_limits (the sub-bar is the config's exit or
+    entry interval, else the main one; grace and slippage cap are the trader's own settings)."""
     from factory.promotion import PromotionGates
     from live.env import EnvError, env_float, env_int
     from marketdata.intervals import interval_ms as to_ms
@@ -129,7 +129,8 @@ def exit_limits(s: Settings, cfg, main_interval_ms: int) -> ea.Limits:
         cap = env_float(os.environ, "HL_LIVE_MARKET_SLIPPAGE_PCT", 0.01, lo=0.0005, hi=0.10)
     except EnvError as exc:
         raise GateInputError("scheduler_unhandled_exception", str(exc)) from None
-    sub = to_ms(cfg.exit_interval) if cfg.exit_interval else main_interval_ms
+    # the trader's step: the finest of the exit and entry intervals (one sub-bar grid), else the main bar
+    sub = min([to_ms(iv) for iv in (cfg.exit_interval, cfg.entry_interval) if iv] + [main_interval_ms])
     base = ea.default_limits(sub, grace, cap * 1e4, PromotionGates().stress_slippage_bps)
     return ea.Limits(**{**base.__dict__, **s.exit_limits})
 
@@ -270,14 +271,19 @@ def replay_from_checkpoint(s: Settings, cfg, iv: int, lo: int, hi: int, bundle: 
 
 
 def _exit_candles(s: Settings, cfg, md):
-    """The exit-interval candles beside the main DB when the config checks exits on a finer interval."""
+    """The sub-bar candles beside the main DB when the config decides exits and/or entries on a finer
+    interval (marketdata.subbars.sub_bar_plan: one grid, as the trader steps it)."""
     from marketdata.candles import load_market_data
+    from marketdata.subbars import SubBarError, sub_bar_plan
 
-    exit_iv = cfg.exit_interval
-    if not exit_iv or exit_iv == s.interval:
+    try:
+        sub_iv, _exits, _entries = sub_bar_plan(s.interval, cfg.entry_interval, cfg.exit_interval)
+    except SubBarError as exc:
+        raise GateInputError("market_data_alignment_gap", str(exc)) from None
+    if sub_iv is None:
         return None
-    path = Path(s.candles_db.split(",")[0]).parent / f"candles_{exit_iv}.db"
-    return load_market_data(str(path), exit_iv, start_ms=int(md.times[0]), end_ms=int(md.times[-1] + md.interval_ms - 1))
+    path = Path(s.candles_db.split(",")[0]).parent / f"candles_{sub_iv}.db"
+    return load_market_data(str(path), sub_iv, start_ms=int(md.times[0]), end_ms=int(md.times[-1] + md.interval_ms - 1))
 
 
 def _previous_last_passed(path: Path) -> int | None:
