@@ -8,6 +8,7 @@ a default they never saw.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -61,6 +62,21 @@ def _schema_problems(data: object, source: str) -> tuple[list[tuple[str, str]], 
     return problems, names
 
 
+class _EachMessageOnce(logging.Filter):
+    """The file is loaded once per mode overlay: its warning (keys that do not act) is said once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
 def _console() -> Console:
     """Wide when piped, so that each problem stays on one line for grep and for CI logs."""
     console = Console()
@@ -88,6 +104,7 @@ def main(
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+    logging.getLogger("strategy.config").addFilter(_EachMessageOnce())
     problems, modes = _schema_problems(data, str(path))
     problems += [p for p in _missing_core_keys(data) if p not in problems]
     console = _console()
