@@ -1150,6 +1150,14 @@ SUB_ROWS = [
            bars({"close": 101.0, "ema_fast": 97.0}), ((px(102.5), px(101.0)),),
            (SubFill(0, 0, "REDUCE", "take_profit_partial", 102.5), SubFill(0, "close", "CLOSE", "trend_flip", 101.0)),
            config=NO_TRAIL, start=(HELD_LONG,), base=QUIET, exits=True, entries=False),
+    SubRow("Entry sub-bars with pullback entries: the sub-bar's close (99.5) crosses above the last main bar's "
+           "fast EMA (99) from the last close seen (bar 0's 98.9), where the standard entry refuses (bar 0's MACD "
+           "histogram decelerates): the pullback long opens on that sub-bar, at 99.5",
+           bars({**UNDER_FAST, **DECEL}, {**UNDER_FAST, **DECEL}), ((px(98.9), px(98.9)), (px(99.5), px(99.5))),
+           (SubFill(1, 0, "OPEN", "signal", 99.5),), config=PULLBACK),
+    SubRow("Entry sub-bars without pullback entries: the same bars open nothing (the standard entry refuses the "
+           "decelerating histogram on every sub-bar and close)",
+           bars({**UNDER_FAST, **DECEL}, {**UNDER_FAST, **DECEL}), ((px(98.9), px(98.9)), (px(99.5), px(99.5)))),
 ]
 
 
