@@ -42,6 +42,12 @@ def alert_for(event: str, symbol: str | None, data: dict) -> tuple[str, str, str
         detail = _brief(data, "role", "trigger_px", "size", "error")
         return "unprotected_position", f"{where}the exchange refused its protective order: {detail}", \
             f"unprotected:{symbol}:{event}"
+    if event == "PROTECTIVE_STOP_FILLED":
+        # the exchange closed what the engine had not sent: the trader was down or late, or the price
+        # jumped through the strategy stop; the engine has booked it (reason protective_stop)
+        detail = _brief(data, "role", "size", "px", "pnl", "engine")
+        return "protective_stop", f"{where}its resting protective order filled: {detail}", \
+            f"protective:{symbol}:{data.get('intent_id')}"
     if event in DATA:
         return "data_lag", where + f"{event}: " + _brief(data, "problem", "t", "stale_loops", "max_age_s"), \
             f"data:{event}:{symbol}"

@@ -63,6 +63,7 @@ TITLES = {
     "daily_loss": "Daily loss stop",
     "order_rejected": "Order rejected",
     "unprotected_position": "Position without protection",
+    "protective_stop": "Protective stop filled on the exchange",
     "engine_stale": "Engine stale",
     "data_lag": "Market data lag",
     "factory_result": "Factory run result",
@@ -72,7 +73,8 @@ TITLES = {
 }
 DEFAULT_SEVERITY = {
     "kill": "critical", "clear": "info", "safe_mode": "critical", "daily_loss": "critical",
-    "order_rejected": "warning", "unprotected_position": "critical", "engine_stale": "critical",
+    "order_rejected": "warning", "unprotected_position": "critical", "protective_stop": "warning",
+    "engine_stale": "critical",
     "data_lag": "warning", "factory_result": "info", "daily_summary": "info", "start": "info", "test": "info",
 }
 SEVERITIES = ("info", "warning", "critical")

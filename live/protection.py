@@ -512,5 +512,6 @@ class Protection:
                                             "size": w.size, **extra})
 
     def _audit_event(self, event: str, symbol: str, data: dict) -> None:
-        """The daemon's audit: the row, a log line and, for PROTECTION_REFUSED, an unprotected_position alert."""
+        """The daemon's audit: the row, a log line and the alert live/alert_rules.py maps it to
+        (PROTECTION_REFUSED: unprotected_position; PROTECTIVE_STOP_FILLED: protective_stop)."""
         self.host._audit(event, symbol, data)

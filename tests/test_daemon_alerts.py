@@ -87,7 +87,10 @@ def test_events_map_to_alert_kinds():
     assert alert_for("PROTECTION_REFUSED", "BTC", {"role": "stop", "trigger_px": 9.5, "error": "Invalid TP/SL price."}) \
         == ("unprotected_position", "BTC: the exchange refused its protective order: role=stop, trigger_px=9.5, "
             "error=Invalid TP/SL price.", "unprotected:BTC:PROTECTION_REFUSED")
-    assert alert_for("PROTECTIVE_STOP_FILLED", "BTC", {}) is None   # in the audit trail and the log
+    assert alert_for("PROTECTIVE_STOP_FILLED", "BTC", {"intent_id": "i7", "role": "protective", "size": 0.5,
+                                                      "px": 29197.0, "engine": "closed"}) == \
+        ("protective_stop", "BTC: its resting protective order filled: role=protective, size=0.5, px=29197.0, "
+         "engine=closed", "protective:BTC:i7")
     assert alert_for("CANDLE_SKIPPED", "ETH", {"t": 1, "problem": "h=inf"})[0] == "data_lag"
     assert alert_for("CONFIG_RELOAD", None, {}) is None
     assert json.dumps(alert_for("RISK_CLEAR", None, {"cleared": ["env"], "by": "file"}))
