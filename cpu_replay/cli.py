@@ -171,6 +171,9 @@ def load_exit_data(cfg, md, exit_candles_db: str | None):
     if exit_iv is None:
         return None
     sources = exit_candles_db or f"candles_dbs/candles_{exit_iv}.db"
+    if exit_candles_db is None and not Path(sources).exists():
+        raise CliError(f"the {exit_iv} sub-bars of global.engine.entry_interval/exit_interval need their candles: "
+                       f"{sources} not found (pass --exit-candles-db)")
     end = int(md.times[-1] + md.interval_ms - 1)
     with reading(f"exit candles from {sources}"):
         return load_market_data(sources, exit_iv, symbols=None, start_ms=int(md.times[0]), end_ms=end)

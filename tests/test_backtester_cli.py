@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -168,3 +169,17 @@ def test_slippage_stress_levels_cost_more(shared_data, example_config):
     assert [row["slippage_bps"] for row in result["levels"]] == [0.0, 20.0, 40.0]
     assert pnl[0] > pnl[1] > pnl[2]
     assert result["pnl_at_20bps_positive"] == (pnl[1] > 0)
+
+
+def test_replay_with_entry_sub_bars_and_no_sub_bar_candles_is_one_line(tmp_path, shared_data):
+    """A config with 5m entry sub-bars and no 5m candles (none at the default path, no flag): one line
+    naming the sub-bars, the missing file and the flag; exit 1, no traceback."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("global:\n  engine:\n    interval: 1h\n    entry_interval: 5m\n")
+    proc = subprocess.run([sys.executable, "-m", "tools.backtester", "replay", "--config", str(cfg),
+                           "--candles-db", str(shared_data / "candles_1h.db")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: the 5m sub-bars of global.engine.entry_interval/exit_interval need their candles: "
+        "candles_dbs/candles_5m.db not found (pass --exit-candles-db)"]
