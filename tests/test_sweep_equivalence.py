@@ -105,19 +105,25 @@ def test_trace_mode_trade_lists_equal_replay(md, base, cpu_rows):
         assert sum(t["pnl"] for t in trades) == pytest.approx(row["total_pnl"], abs=1e-6)
 
 
-def test_cudasim_backend_equals_cpu_backend(md, base):
-    """The CUDA kernel itself (numba's simulator) on a slice: same trades, PnL to 1e-9 relative."""
-    spec = {**GRID, "axes": [GRID["axes"][0], GRID["axes"][2], GRID["axes"][4]]}
-    spec["axes"] = [{**spec["axes"][0], "values": [1.5]}, {**spec["axes"][1], "values": [8, 20]}, spec["axes"][2]]
+def _cpu_and_cudasim_rows(md, base, spec, timeout):
+    """One spec over the first SIM_BARS bars on the cpu backend and on the CUDA kernel under numba's
+    simulator (a subprocess: the simulator is chosen at import): (cpu rows, simulator rows by overrides)."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT, str(DATA / "candles_1h.db"), str(SIM_BARS),
-                           json.dumps(spec)], capture_output=True, text=True, env=env, timeout=120)
+                           json.dumps(spec)], capture_output=True, text=True, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sim_rows = {_key(r["overrides"]): r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
     n = SIM_BARS
     sliced = replace(md, times=md.times[:n], open=md.open[:, :n], high=md.high[:, :n], low=md.low[:, :n],
                      close=md.close[:, :n], volume=md.volume[:, :n], valid=md.valid[:, :n])
-    cpu = run_sweep(base, parse_sweep_spec(spec), sliced, None, backend="cpu", progress=False).rows
+    return run_sweep(base, parse_sweep_spec(spec), sliced, None, backend="cpu", progress=False).rows, sim_rows
+
+
+def test_cudasim_backend_equals_cpu_backend(md, base):
+    """The CUDA kernel itself (numba's simulator) on a slice: same trades, PnL to 1e-9 relative."""
+    spec = {**GRID, "axes": [GRID["axes"][0], GRID["axes"][2], GRID["axes"][4]]}
+    spec["axes"] = [{**spec["axes"][0], "values": [1.5]}, {**spec["axes"][1], "values": [8, 20]}, spec["axes"][2]]
+    cpu, sim_rows = _cpu_and_cudasim_rows(md, base, spec, timeout=120)
     assert len(cpu) == len(sim_rows) == 4
     assert sum(r["total_trades"] for r in cpu) > 0
     for row in cpu:
@@ -221,15 +227,7 @@ def test_entry_families_and_breadth_cudasim_equals_cpu(md, base):
                                    for a in RULES_GRID["axes"]]}
     spec["axes"] = [a if a["path"] != "thresholds.entry.slow_drift_slope_window" else {**a, "values": [10]}
                     for a in spec["axes"]]
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT, str(DATA / "candles_1h.db"), str(SIM_BARS),
-                           json.dumps(spec)], capture_output=True, text=True, env=env, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    sim_rows = {_key(r["overrides"]): r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
-    n = SIM_BARS
-    sliced = replace(md, times=md.times[:n], open=md.open[:, :n], high=md.high[:, :n], low=md.low[:, :n],
-                     close=md.close[:, :n], volume=md.volume[:, :n], valid=md.valid[:, :n])
-    cpu = run_sweep(base, parse_sweep_spec(spec), sliced, None, backend="cpu", progress=False).rows
+    cpu, sim_rows = _cpu_and_cudasim_rows(md, base, spec, timeout=180)
     assert len(cpu) == len(sim_rows) == 2
     assert sum(r["total_trades"] for r in cpu) > 0
     for row in cpu:
