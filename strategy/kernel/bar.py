@@ -55,6 +55,7 @@ from strategy.kernel.book import (
     pyramid_in_symbol_order,
 )
 from strategy.kernel.entries import (
+    breadth_read,
     entry_signal,
     features_ready,
     market_breadth,
@@ -130,7 +131,7 @@ def rank_entries(feat, valid, prev_valid, params, pos, btc_idx, rank_score, rank
     BTC regime and the anomaly filter's previous close are then the ones before this sub-bar)."""
     n = 0
     regime = btc_regime_before(pos, btc_idx) if on_sub else btc_regime(pos, valid, btc_idx)
-    breadth = market_breadth(pos, valid, on_sub)
+    breadth = market_breadth(pos, valid, on_sub) if pos.shape[0] > 0 and breadth_read(params[0]) else 50.0
     for s in range(pos.shape[0]):
         if valid[s] == 0 or prev_valid[s] == 0:
             continue

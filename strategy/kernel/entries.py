@@ -478,6 +478,13 @@ def entry_signal(feat, valid, params, s, btc_idx, prev_close, prev_fast, btc_reg
 
 
 @kernel_function
+def breadth_read(p):
+    """Whether any rule reads the breadth: [market_regime] is one portfolio-wide section, so every
+    symbol's row says the same; without it the O(symbols) breadth pass is skipped on every bar."""
+    return p[P.ENABLE_REGIME_FILTER] != 0.0 or p[P.ENABLE_AUTO_REVERSE] != 0.0
+
+
+@kernel_function
 def market_breadth(pos, valid, on_sub):
     """The percentage of symbols whose previous bar (their last before this one) had the fast EMA
     above the slow one, over the symbols whose EMAs were known then; 50 when none were. On an entry
